@@ -1,0 +1,48 @@
+//! Errors of the checkpoint store.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+/// What can go wrong reading or writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A filesystem operation failed.
+    #[error("checkpoint: failed to {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the checkpoint could not be parsed; nothing was changed.
+    #[error("checkpoint: {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    /// The checkpoint belongs to a different query (its plan fingerprint differs).
+    #[error(
+        "checkpoint {path} was written by a different query (plan fingerprint {found}, this query \
+         has {expected}); use a new --checkpoint directory for a changed query"
+    )]
+    FingerprintMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// The checkpoint was written by an incompatible version of Sluice.
+    #[error(
+        "checkpoint {path} has format version {found}, this build reads version {expected}"
+    )]
+    IncompatibleFormat {
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+    },
+}
+
+impl CheckpointError {
+    /// I/O errors may be transient; corruption and mismatches are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CheckpointError::Io { .. })
+    }
+}

@@ -1,0 +1,290 @@
+//! The checkpoint directory.
+//!
+//! ```text
+//! CHECKPOINT/
+//!   metadata            JSON: format_version, query_id, plan_fingerprint, created_at_ms
+//!   offsets/N           JSON: what epoch N reads (written before it runs)
+//!   commits/N           JSON: CommitRecord (written after its sink committed)
+//!   sinks/NAME/N        JSON: the sink's commit record for epoch N (files published)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CheckpointError, Result};
+use crate::recovery::EpochLog;
+use crate::Epoch;
+
+/// Version of the on-disk layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Identity of the query a checkpoint belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMetadata {
+    /// Layout version; see [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Stable id of the query, used in output file names so that replays overwrite rather than
+    /// duplicate.
+    pub query_id: String,
+    /// Hash of the query's text; a checkpoint is refused for a different query.
+    pub plan_fingerprint: String,
+    /// When the checkpoint was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+}
+
+/// What `commits/N` records about a committed epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// The epoch committed.
+    pub epoch: Epoch,
+    /// When the commit was written (milliseconds since the Unix epoch).
+    pub committed_at_ms: u64,
+    /// Rows the sink received in this epoch.
+    pub output_rows: u64,
+}
+
+/// A checkpoint directory for one query.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    root: PathBuf,
+    metadata: QueryMetadata,
+}
+
+impl CheckpointStore {
+    /// Opens the checkpoint at `root`, creating it for `fingerprint` when it has no metadata yet.
+    /// An existing checkpoint must carry the same fingerprint and format version; otherwise a
+    /// clear error is returned and nothing is touched.
+    pub fn open_or_create(root: &Path, fingerprint: &str, new_query_id: &str) -> Result<Self> {
+        let meta_path = root.join("metadata");
+        let metadata = match fs::read(&meta_path) {
+            Ok(bytes) => {
+                let found: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?;
+                let version = found
+                    .get("format_version")
+                    .and_then(|v| v.as_u64())
+                    .ok_or_else(|| corrupt(&meta_path, "no format_version"))?;
+                if version != u64::from(FORMAT_VERSION) {
+                    return Err(CheckpointError::IncompatibleFormat {
+                        path: root.to_path_buf(),
+                        expected: FORMAT_VERSION,
+                        found: version as u32,
+                    });
+                }
+                let found: QueryMetadata =
+                    serde_json::from_value(found).map_err(|e| corrupt(&meta_path, e))?;
+                if found.plan_fingerprint != fingerprint {
+                    return Err(CheckpointError::FingerprintMismatch {
+                        path: root.to_path_buf(),
+                        expected: fingerprint.to_string(),
+                        found: found.plan_fingerprint,
+                    });
+                }
+                found
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let metadata = QueryMetadata {
+                    format_version: FORMAT_VERSION,
+                    query_id: new_query_id.to_string(),
+                    plan_fingerprint: fingerprint.to_string(),
+                    created_at_ms: now_ms(),
+                };
+                for dir in ["offsets", "commits", "sinks"] {
+                    create_dir(&root.join(dir))?;
+                }
+                write_atomic(&meta_path, &to_json(&metadata))?;
+                metadata
+            }
+            Err(e) => return Err(io("read", &meta_path, e)),
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            metadata,
+        })
+    }
+
+    /// Opens an existing checkpoint read-only (for inspection), whatever its fingerprint.
+    pub fn open_existing(root: &Path) -> Result<Self> {
+        let meta_path = root.join("metadata");
+        let bytes = fs::read(&meta_path).map_err(|e| io("read", &meta_path, e))?;
+        let metadata = serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            metadata,
+        })
+    }
+
+    /// The checkpoint's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The query this checkpoint belongs to.
+    pub fn metadata(&self) -> &QueryMetadata {
+        &self.metadata
+    }
+
+    /// What the offsets and commit logs hold.
+    pub fn epoch_log(&self) -> Result<EpochLog> {
+        Ok(EpochLog {
+            last_planned: last_epoch(&self.root.join("offsets"))?,
+            last_committed: last_epoch(&self.root.join("commits"))?,
+        })
+    }
+
+    /// Records what `epoch` reads. Must happen before any of its work runs.
+    pub fn write_offsets<T: Serialize>(&self, epoch: Epoch, offsets: &T) -> Result<()> {
+        write_atomic(&self.offsets_path(epoch), &to_json(offsets))
+    }
+
+    /// What `epoch` reads, if recorded.
+    pub fn read_offsets<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
+        read_json(&self.offsets_path(epoch))
+    }
+
+    /// Marks `epoch` committed. Must happen after its sink commit.
+    pub fn write_commit(&self, record: &CommitRecord) -> Result<()> {
+        write_atomic(&self.root.join("commits").join(record.epoch.to_string()), &to_json(record))
+    }
+
+    /// The commit record of `epoch`, if it committed.
+    pub fn read_commit(&self, epoch: Epoch) -> Result<Option<CommitRecord>> {
+        read_json(&self.root.join("commits").join(epoch.to_string()))
+    }
+
+    /// Records what sink `sink` publishes for `epoch` (before publishing, so a crash mid-publish
+    /// can be completed on restart).
+    pub fn write_sink_record<T: Serialize>(&self, sink: &str, epoch: Epoch, record: &T) -> Result<()> {
+        let dir = self.root.join("sinks").join(sink);
+        create_dir(&dir)?;
+        write_atomic(&dir.join(epoch.to_string()), &to_json(record))
+    }
+
+    /// The sink commit record of `epoch`, if one was written.
+    pub fn read_sink_record<T: DeserializeOwned>(&self, sink: &str, epoch: Epoch) -> Result<Option<T>> {
+        read_json(&self.root.join("sinks").join(sink).join(epoch.to_string()))
+    }
+
+    fn offsets_path(&self, epoch: Epoch) -> PathBuf {
+        self.root.join("offsets").join(epoch.to_string())
+    }
+}
+
+fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("list", dir, e)),
+    };
+    let mut last = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("list", dir, e))?;
+        // Temp files of interrupted writes (".N.tmp") are not log entries.
+        if let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+            last = last.max(Some(Epoch(n)));
+        }
+    }
+    Ok(last)
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path, e)),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("checkpoint records are plain data and always serialize")
+}
+
+/// Writes `bytes` to `path` so that readers see either the old file or the complete new one,
+/// also across a power loss: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io("rename into place", path, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync directory", dir, e))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| io("create", dir, e))
+}
+
+fn io(action: &'static str, path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EpochAction;
+
+    #[test]
+    fn offsets_then_commit_moves_the_log_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+        assert_eq!(store.epoch_log().unwrap().next_action(), EpochAction::PlanNew { epoch: Epoch(0) });
+        store.write_offsets(Epoch(0), &vec!["a.parquet"]).unwrap();
+        assert_eq!(store.epoch_log().unwrap().next_action(), EpochAction::Replay { epoch: Epoch(0) });
+        let again: Vec<String> = store.read_offsets(Epoch(0)).unwrap().unwrap();
+        assert_eq!(again, vec!["a.parquet"]);
+        store
+            .write_commit(&CommitRecord { epoch: Epoch(0), committed_at_ms: 1, output_rows: 3 })
+            .unwrap();
+        let reopened = CheckpointStore::open_or_create(dir.path(), "fp", "other").unwrap();
+        assert_eq!(reopened.metadata().query_id, "q1", "query id survives restarts");
+        assert_eq!(reopened.epoch_log().unwrap().next_action(), EpochAction::PlanNew { epoch: Epoch(1) });
+    }
+
+    #[test]
+    fn a_different_query_is_refused_without_touching_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+        let before = fs::read(dir.path().join("metadata")).unwrap();
+        let err = CheckpointStore::open_or_create(dir.path(), "fp-b", "q").unwrap_err();
+        assert!(err.to_string().contains("different query"), "{err}");
+        assert_eq!(before, fs::read(dir.path().join("metadata")).unwrap());
+    }
+
+    #[test]
+    fn corrupt_and_future_metadata_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("metadata"), b"{not json").unwrap();
+        let err = CheckpointStore::open_or_create(dir.path(), "fp", "q").unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        fs::write(dir.path().join("metadata"), br#"{"format_version": 99}"#).unwrap();
+        let err = CheckpointStore::open_or_create(dir.path(), "fp", "q").unwrap_err();
+        assert!(err.to_string().contains("format version 99"), "{err}");
+    }
+}

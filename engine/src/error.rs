@@ -1,0 +1,98 @@
+//! Errors of the engine, split by whose mistake they are.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Everything that can stop a query.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The job's SQL is wrong; `location` is `FILE:LINE:COLUMN` when known.
+    #[error("{location}{message}")]
+    Sql { location: String, message: String },
+    /// The query needs something the engine does not support yet.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A table's connector options or data are wrong.
+    #[error(transparent)]
+    Connector(#[from] sluice_connectors::ConnectorError),
+    /// The checkpoint could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] sluice_checkpoint::CheckpointError),
+    /// Cluster networking failed.
+    #[error(transparent)]
+    Net(#[from] sluice_net::NetError),
+    /// A task failed on an executor.
+    #[error("task {stage}/{partition} (stage/partition) failed on executor {executor}: {message}")]
+    TaskFailed {
+        stage: usize,
+        partition: usize,
+        executor: String,
+        message: String,
+        retryable: bool,
+    },
+    /// An executor died or stopped answering while the query needed it.
+    #[error("executor {executor} was lost: {reason}")]
+    ExecutorLost { executor: String, reason: String },
+    /// The cluster could not be brought up.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// The user interrupted the query.
+    #[error("interrupted")]
+    Interrupted,
+    /// DataFusion reported an error while planning or executing.
+    #[error("{}", describe_datafusion(.0))]
+    DataFusion(#[from] DataFusionError),
+    /// A broken invariant: our bug, never the user's.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Whether retrying the failed work may succeed (lost peers, I/O), as opposed to errors that
+    /// will recur (bad SQL, bad data, bad options).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Connector(e) => e.is_retryable(),
+            EngineError::Checkpoint(e) => e.is_retryable(),
+            EngineError::Net(e) => e.is_retryable(),
+            EngineError::TaskFailed { retryable, .. } => *retryable,
+            EngineError::ExecutorLost { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Renders a DataFusion error without its wrapper prefixes, surfacing connector errors (bad
+/// records, missing files) as they were raised.
+pub fn describe_datafusion(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast_ref::<sluice_connectors::ConnectorError>() {
+            Some(c) => c.to_string(),
+            None => match inner.downcast_ref::<DataFusionError>() {
+                Some(d) => describe_datafusion(d),
+                None => inner.to_string(),
+            },
+        },
+        DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", describe_datafusion(inner)),
+        DataFusionError::Shared(inner) => describe_datafusion(inner),
+        DataFusionError::ArrowError(inner, _) => inner.to_string(),
+        DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
+        other => other.strip_backtrace(),
+    }
+}
+
+/// Whether a DataFusion error is worth retrying: only I/O and wrapped retryable connector errors.
+pub fn datafusion_retryable(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<sluice_connectors::ConnectorError>()
+            .map(|c| c.is_retryable())
+            .unwrap_or(false),
+        DataFusionError::IoError(_) => true,
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => datafusion_retryable(inner),
+        DataFusionError::Shared(inner) => datafusion_retryable(inner),
+        _ => false,
+    }
+}

@@ -1,0 +1,296 @@
+//! The executor process: registers with a driver, runs the tasks it is sent, serves its shuffle
+//! outputs to peers, and exits when the driver goes away.
+//!
+//! Two runtimes: a small one for network I/O (control stream, heartbeats, shuffle serving and
+//! fetching) and a compute runtime with one worker per slot where operators run, so a busy
+//! operator never delays a heartbeat.
+
+pub mod task;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
+use sluice_connectors::parquet_sink::ParquetSink;
+use sluice_net::{ClusterCa, ClusterEndpoint, FrameReader, FrameWriter, NodeIdentity, TransportSettings, DEFAULT_MAX_FRAME_BYTES};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::error::{EngineError, Result};
+use crate::plan::codec::SluiceCodec;
+use crate::plan::nodes::schema_from_json;
+use crate::plan::session_config;
+use crate::protocol::{ExecutorInfo, ExecutorMetrics, QueryInstall, SinkInstall, ToDriver, ToExecutor};
+use crate::shuffle::{serve_connection, Fetcher, ShuffleClient, ShuffleStore};
+use task::{InstalledQuery, TaskEnv};
+
+/// How an executor is started.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The driver's control address.
+    pub driver: SocketAddr,
+    /// Directory with `ca.crt` and either `ca.key` or this executor's own `NAME.crt`/`NAME.key`.
+    pub cluster_dir: PathBuf,
+    /// Name for logs and certificates.
+    pub name: String,
+    /// Tasks run at once (compute threads).
+    pub slots: u32,
+    /// Memory this executor may use, in bytes (reported to the driver).
+    pub memory_bytes: u64,
+    /// Where shuffle outputs are kept.
+    pub work_dir: PathBuf,
+    /// Address to bind the data endpoint on (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Address peers should use to reach the data endpoint; defaults to the address this
+    /// executor uses to reach the driver.
+    pub advertise: Option<IpAddr>,
+    /// Interval between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Local mode: the driver's pid; the executor exits as soon as that process is gone.
+    pub parent_pid: Option<u32>,
+    /// How long to keep trying to reach the driver at start-up.
+    pub connect_timeout: Duration,
+}
+
+/// Runs an executor until the driver shuts it down or is lost. Blocks the calling thread.
+pub fn run(config: ExecutorConfig) -> Result<()> {
+    let network = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sluice-net")
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Cluster(format!("starting the network runtime: {e}")))?;
+    let compute = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.slots.max(1) as usize)
+        .thread_name("sluice-compute")
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Cluster(format!("starting the compute runtime: {e}")))?;
+    let result = network.block_on(serve(config, compute.handle().clone(), network.handle().clone()));
+    compute.shutdown_timeout(Duration::from_secs(1));
+    network.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network: tokio::runtime::Handle) -> Result<()> {
+    let ca = ClusterCa::load_from_dir(&config.cluster_dir)?;
+    let identity = NodeIdentity::load_or_issue(&config.cluster_dir, &ca, &config.name)?;
+    let endpoint = ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
+    let store = Arc::new(
+        ShuffleStore::new(&config.work_dir)
+            .map_err(|e| EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display())))?,
+    );
+
+    // Data plane: serve shuffle outputs to whoever in the cluster asks.
+    let accept_endpoint = endpoint.clone();
+    let accept_store = store.clone();
+    let data_server = tokio::spawn(async move {
+        while let Some(incoming) = accept_endpoint.accept().await {
+            let store = accept_store.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(conn) => serve_connection(conn, store).await,
+                    Err(e) => warn!("refused a data connection: {e}"),
+                }
+            });
+        }
+    });
+    let _data_server = AbortOnDrop(data_server);
+
+    let conn = connect_with_retry(&endpoint, config.driver, config.connect_timeout).await?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| EngineError::Net(e.into()))?;
+    let mut writer = FrameWriter::<_, ToDriver>::new(send, DEFAULT_MAX_FRAME_BYTES);
+    let mut reader = FrameReader::<_, ToExecutor>::new(recv, DEFAULT_MAX_FRAME_BYTES);
+    let ip = config.advertise.or_else(|| conn.local_ip()).unwrap_or(config.bind.ip());
+    let data_addr = SocketAddr::new(ip, endpoint.local_addr()?.port());
+    writer
+        .send(&ToDriver::Register(ExecutorInfo {
+            name: config.name.clone(),
+            slots: config.slots,
+            memory_bytes: config.memory_bytes,
+            data_addr,
+            pid: std::process::id(),
+        }))
+        .await?;
+    let executor = match reader.expect().await? {
+        ToExecutor::Registered { executor } => executor,
+        other => return Err(EngineError::Cluster(format!("driver answered registration with {other:?}"))),
+    };
+    info!(%executor, name = %config.name, %data_addr, "registered with driver {}", config.driver);
+
+    // Everything sent to the driver goes through one bounded queue and one writer task.
+    let (out_tx, mut out_rx) = mpsc::channel::<ToDriver>(1024);
+    let writer_task = AbortOnDrop(tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if let Err(e) = writer.send(&msg).await {
+                warn!("lost the driver while sending: {e}");
+                break;
+            }
+        }
+    }));
+    let hb_tx = out_tx.clone();
+    let interval = config.heartbeat_interval;
+    let running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let hb_running = running.clone();
+    let _heartbeats = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let (rss_bytes, peak_rss_bytes) = memory_usage();
+            let metrics = ExecutorMetrics {
+                rss_bytes,
+                peak_rss_bytes,
+                running_tasks: hb_running.load(std::sync::atomic::Ordering::Relaxed),
+            };
+            if hb_tx.send(ToDriver::Heartbeat(metrics)).await.is_err() {
+                break;
+            }
+        }
+    }));
+    let parent_gone = async {
+        match config.parent_pid {
+            Some(pid) => loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                // SAFETY: kill with signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(parent_gone);
+
+    let session = Arc::new(
+        SessionStateBuilder::new()
+            .with_config(session_config(1))
+            .with_default_features()
+            .build(),
+    );
+    let client = Arc::new(ShuffleClient::new(endpoint.clone(), Some((executor, store.clone())), network));
+    let env = TaskEnv { session: session.clone(), store: store.clone(), fetcher: Arc::new(Fetcher(client)) };
+    let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
+
+    let outcome = loop {
+        let msg = tokio::select! {
+            msg = reader.recv() => msg,
+            _ = &mut parent_gone => break Err(EngineError::Cluster("the driver process is gone; exiting".into())),
+        };
+        match msg {
+            Ok(Some(ToExecutor::InstallQuery(install))) => {
+                let id = install.query_id.clone();
+                match decode_query(&session, install) {
+                    Ok(q) => {
+                        queries.insert(id, Arc::new(q));
+                    }
+                    Err(e) => error!("cannot install query {id}: {e}"),
+                }
+            }
+            Ok(Some(ToExecutor::RunTask(task))) => {
+                let attempt = task.attempt;
+                let Some(query) = queries.get(&task.query_id).cloned() else {
+                    let _ = out_tx
+                        .send(ToDriver::TaskFinished {
+                            attempt,
+                            outcome: crate::protocol::TaskOutcome::Failed {
+                                message: format!("query {} is not installed on this executor", task.query_id),
+                                retryable: false,
+                            },
+                        })
+                        .await;
+                    continue;
+                };
+                let env = env.clone();
+                let tx = out_tx.clone();
+                let running = running.clone();
+                running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                compute.spawn(async move {
+                    let outcome = task::run(env, query, task).await;
+                    running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = tx.send(ToDriver::TaskFinished { attempt, outcome }).await;
+                });
+            }
+            Ok(Some(ToExecutor::ForgetQuery { query_id })) => {
+                queries.remove(&query_id);
+                store.forget_query(&query_id);
+            }
+            Ok(Some(ToExecutor::Shutdown { reason })) => {
+                info!("driver asked to shut down: {reason}");
+                break Ok(());
+            }
+            Ok(Some(ToExecutor::Registered { .. })) => warn!("ignoring a second registration reply"),
+            Ok(None) => break Err(EngineError::Cluster("the driver closed the connection".into())),
+            Err(e) => break Err(EngineError::Cluster(format!("lost the driver: {e}"))),
+        }
+    };
+    drop(writer_task);
+    for id in queries.keys() {
+        store.forget_query(id);
+    }
+    endpoint.close("executor exiting");
+    outcome
+}
+
+fn decode_query(session: &datafusion::execution::session_state::SessionState, install: QueryInstall) -> Result<InstalledQuery> {
+    let ctx = datafusion::execution::TaskContext::from(session);
+    let mut stages = HashMap::new();
+    for stage in install.stages {
+        let plan = physical_plan_from_bytes_with_extension_codec(&stage.plan, &ctx, &SluiceCodec)?;
+        stages.insert(stage.stage, (plan, stage.output));
+    }
+    let sink = match install.sink {
+        SinkInstall::Console => None,
+        SinkInstall::Parquet { spec, schema_json } => Some(Arc::new(ParquetSink::new(spec, schema_from_json(&schema_json)?)?)),
+    };
+    Ok(InstalledQuery { stages, sink })
+}
+
+async fn connect_with_retry(endpoint: &ClusterEndpoint, driver: SocketAddr, timeout: Duration) -> Result<quinn::Connection> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match endpoint.connect(driver).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                warn!("cannot reach driver {driver} yet: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Current and peak resident set size of this process, in bytes (Linux `/proc`).
+pub fn memory_usage() -> (u64, u64) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return (0, 0) };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Aborts a spawned task when dropped, so no task outlives its owner.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Identifiers used by the local cluster manager to name executors.
+pub fn local_name(index: usize) -> String {
+    format!("executor-{index}")
+}
+

@@ -1,0 +1,129 @@
+//! Running one task attempt on an executor.
+//!
+//! A task executes its stage's cached plan for one partition, with the epoch's inputs attached
+//! to its DataFusion task context, and sends the output where the stage says: hash-partitioned
+//! shuffle files, one whole shuffle file (gather and results), or the sink's staged files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::metrics::Time;
+use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::StreamExt;
+use sluice_connectors::parquet_sink::ParquetSink;
+use sluice_connectors::{Sink, WriterContext};
+use tracing::{debug, info_span, Instrument};
+
+use crate::error::{datafusion_retryable, describe_datafusion};
+use crate::plan::nodes::{ShuffleFetch, TaskInputs};
+use crate::protocol::{StageId, StageOutput, TaskDescriptor, TaskOutcome, TaskReport};
+use crate::shuffle::ShuffleStore;
+
+/// A query's stages as decoded and cached by an executor.
+#[derive(Debug)]
+pub struct InstalledQuery {
+    /// Decoded stage plans and their outputs.
+    pub stages: HashMap<StageId, (Arc<dyn ExecutionPlan>, StageOutput)>,
+    /// The sink, when the query writes Parquet.
+    pub sink: Option<Arc<ParquetSink>>,
+}
+
+/// Everything a task needs from its executor.
+#[derive(Clone)]
+pub struct TaskEnv {
+    /// Session state holding functions and configuration; cloned into each task context.
+    pub session: Arc<SessionState>,
+    /// Local shuffle outputs.
+    pub store: Arc<ShuffleStore>,
+    /// Fetches inputs from peers.
+    pub fetcher: Arc<dyn ShuffleFetch>,
+}
+
+/// Runs one attempt to completion and reports how it went.
+pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> TaskOutcome {
+    let span = info_span!("task", epoch = task.epoch.0, stage = task.task.stage.0, partition = task.task.partition);
+    let started = Instant::now();
+    match execute(env, query, task).instrument(span).await {
+        Ok(mut report) => {
+            report.elapsed_us = started.elapsed().as_micros() as u64;
+            TaskOutcome::Succeeded(report)
+        }
+        Err(e) => TaskOutcome::Failed { message: describe_datafusion(&e), retryable: datafusion_retryable(&e) },
+    }
+}
+
+async fn execute(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> DfResult<TaskReport> {
+    let (plan, output) = query
+        .stages
+        .get(&task.task.stage)
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal(format!("stage {} is not installed", task.task.stage)))?;
+    let partition = task.task.partition;
+    let inputs = TaskInputs {
+        query_id: task.query_id.clone(),
+        epoch: task.epoch,
+        splits: task.splits.clone(),
+        inputs: task.inputs.clone(),
+        fetcher: env.fetcher.clone(),
+    };
+    let config = env.session.config().clone().with_extension(Arc::new(inputs));
+    let ctx = Arc::new(TaskContext::from(env.session.as_ref()).with_session_config(config));
+    let mut report = TaskReport::default();
+    match output {
+        StageOutput::Hash { partitions } => {
+            let repartition = plan
+                .downcast_ref::<RepartitionExec>()
+                .ok_or_else(|| DataFusionError::Internal("hash stage without RepartitionExec root".into()))?;
+            let input = repartition.input().clone();
+            let inputs_count = input.output_partitioning().partition_count();
+            let mut partitioner =
+                BatchPartitioner::try_new(repartition.partitioning().clone(), Time::new(), partition, inputs_count)?;
+            let mut writer = env.store.writer(&task.query_id, task.epoch, task.task.stage, partition, partitions, input.schema())?;
+            let mut stream = input.execute(partition, ctx)?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                report.output_rows += batch.num_rows() as u64;
+                partitioner.partition(batch, |p, b| writer.write(p, &b))?;
+            }
+            report.partition_rows = writer.finish()?;
+        }
+        StageOutput::Gather | StageOutput::Result => {
+            let mut writer = env.store.writer(&task.query_id, task.epoch, task.task.stage, partition, 1, plan.schema())?;
+            let mut stream = plan.execute(partition, ctx)?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                report.output_rows += batch.num_rows() as u64;
+                writer.write(0, &batch)?;
+            }
+            report.partition_rows = writer.finish()?;
+        }
+        StageOutput::Sink => {
+            let sink = query
+                .sink
+                .as_ref()
+                .ok_or_else(|| DataFusionError::Internal("sink stage without a sink".into()))?;
+            let writer_ctx = WriterContext {
+                query_id: task.query_id.clone(),
+                epoch: task.epoch,
+                task: partition,
+                attempt: format!("a{}", task.attempt.0),
+            };
+            let ext = |e: sluice_connectors::ConnectorError| DataFusionError::External(Box::new(e));
+            let mut writer = sink.open_writer(&writer_ctx).map_err(ext)?;
+            let mut stream = plan.execute(partition, ctx)?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                report.output_rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(ext)?;
+            }
+            report.receipt = Some(writer.finish().map_err(ext)?);
+        }
+    }
+    debug!(rows = report.output_rows, "task finished");
+    Ok(report)
+}

@@ -1,0 +1,360 @@
+//! A job: the SQL text a user runs, parsed into table definitions and one query.
+//!
+//! ```sql
+//! CREATE TABLE bids (auction BIGINT, price BIGINT, channel VARCHAR)
+//!   WITH (connector = 'parquet', path = 'data/bids/');
+//! CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals/', partition_by = 'channel');
+//! INSERT INTO totals SELECT channel, count(*) AS n FROM bids GROUP BY channel;
+//! ```
+//!
+//! Parsing is DataFusion's (sqlparser underneath); this module only interprets the statements.
+//! Every error carries `SOURCE:LINE:COLUMN`.
+
+use std::collections::BTreeMap;
+
+use datafusion::error::DataFusionError;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTableOptions, Expr, ObjectName, Query, SqlOption, Statement, TableObject, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::Span;
+use sha2::{Digest, Sha256};
+use sluice_connectors::ConnectorSpec;
+
+use crate::error::{describe_datafusion, EngineError, Result};
+
+/// Where a job's text came from, for error locations.
+#[derive(Debug, Clone)]
+pub struct JobText {
+    /// A file path, or `query` for `-e`.
+    pub origin: String,
+    /// The SQL.
+    pub text: String,
+}
+
+/// A column declared in `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct ColumnDecl {
+    /// Column name (lower-cased unless quoted).
+    pub name: String,
+    /// The SQL type as written, e.g. `BIGINT`.
+    pub sql_type: String,
+    /// Whether `NOT NULL` was declared.
+    pub not_null: bool,
+}
+
+/// A table from `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    /// Table name (lower-cased unless quoted).
+    pub name: String,
+    /// Declared columns; `None` when the schema is inferred (sources) or taken from the query
+    /// (sinks).
+    pub columns: Option<Vec<ColumnDecl>>,
+    /// The validated connector options.
+    pub connector: ConnectorSpec,
+    /// Where the statement starts, for later errors about this table.
+    pub location: String,
+}
+
+/// Where a query's rows go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `INSERT INTO table`.
+    Table(String),
+    /// A bare `SELECT`: rows printed by the driver.
+    Console,
+}
+
+/// A parsed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The text it came from.
+    pub text: JobText,
+    /// Tables defined by the job, in order.
+    pub tables: Vec<TableDef>,
+    /// The query (the `SELECT` part of an `INSERT`, or the bare `SELECT`).
+    pub query: Box<Query>,
+    /// Where its rows go.
+    pub target: Target,
+    /// Hash of the normalised statements; identifies the query in its checkpoint.
+    pub fingerprint: String,
+}
+
+impl Job {
+    /// Parses a job. Exactly one `INSERT INTO ... SELECT` or `SELECT` statement is allowed,
+    /// preceded by any number of `CREATE TABLE` statements.
+    pub fn parse(text: JobText) -> Result<Job> {
+        let dialect = GenericDialect {};
+        let statements = DFParserBuilder::new(text.text.as_str())
+            .with_dialect(&dialect)
+            .build()
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| sql_error(&text.origin, &e))?;
+        let mut tables: Vec<TableDef> = Vec::new();
+        let mut query: Option<(Box<Query>, Target)> = None;
+        let mut normalised = String::new();
+        for statement in statements {
+            normalised.push_str(&statement.to_string());
+            normalised.push(';');
+            let DfStatement::Statement(statement) = statement else {
+                return Err(EngineError::Sql {
+                    location: format!("{}: ", text.origin),
+                    message: format!(
+                        "unsupported statement `{statement}`; a job holds CREATE TABLE ... WITH (...) statements and one INSERT INTO ... SELECT or SELECT"
+                    ),
+                });
+            };
+            let start = statement_span(&statement);
+            let location = locate(&text.origin, start);
+            if query.is_some() {
+                return Err(EngineError::Sql {
+                    location,
+                    message: "a job runs one query; found a statement after the INSERT/SELECT".into(),
+                });
+            }
+            match *statement {
+                Statement::CreateTable(create) => {
+                    let name = object_name(&create.name);
+                    if tables.iter().any(|t| t.name == name) {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: format!("table '{name}' is defined twice"),
+                        });
+                    }
+                    if create.query.is_some() {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: "CREATE TABLE ... AS SELECT is not supported; use CREATE TABLE then INSERT INTO".into(),
+                        });
+                    }
+                    let raw = match &create.table_options {
+                        CreateTableOptions::With(opts) => opts.clone(),
+                        CreateTableOptions::None => Vec::new(),
+                        _ => {
+                            return Err(EngineError::Sql {
+                                location,
+                                message: format!("table '{name}': options must be given as WITH (key = 'value', ...)"),
+                            })
+                        }
+                    };
+                    let mut options = BTreeMap::new();
+                    for opt in raw {
+                        let SqlOption::KeyValue { key, value } = opt else {
+                            return Err(EngineError::Sql {
+                                location,
+                                message: format!("table '{name}': options must be key = 'value' pairs"),
+                            });
+                        };
+                        let value = option_value(&value).ok_or_else(|| EngineError::Sql {
+                            location: locate(&text.origin, key.span),
+                            message: format!("table '{name}': option '{}' needs a literal value", key.value),
+                        })?;
+                        options.insert(key.value.to_ascii_lowercase(), value);
+                    }
+                    let connector = ConnectorSpec::parse(&name, &options).map_err(|e| EngineError::Sql {
+                        location: location.clone(),
+                        message: e.to_string(),
+                    })?;
+                    let columns = (!create.columns.is_empty()).then(|| {
+                        create
+                            .columns
+                            .iter()
+                            .map(|c| ColumnDecl {
+                                name: ident_name(&c.name),
+                                sql_type: c.data_type.to_string(),
+                                not_null: c.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull)),
+                            })
+                            .collect()
+                    });
+                    tables.push(TableDef { name, columns, connector, location });
+                }
+                Statement::Insert(insert) => {
+                    let TableObject::TableName(target) = &insert.table else {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: "INSERT INTO a table function is not supported".into(),
+                        });
+                    };
+                    let target = object_name(target);
+                    if !tables.iter().any(|t| t.name == target) {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: format!("INSERT INTO unknown table '{target}'; define it first with CREATE TABLE {target} WITH (...)"),
+                        });
+                    }
+                    if !insert.columns.is_empty() {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: "INSERT INTO t (columns) is not supported; select the columns in the query".into(),
+                        });
+                    }
+                    let Some(source) = insert.source else {
+                        return Err(EngineError::Sql { location, message: "INSERT needs a SELECT".into() });
+                    };
+                    query = Some((source, Target::Table(target)));
+                }
+                Statement::Query(q) => query = Some((q, Target::Console)),
+                other => {
+                    return Err(EngineError::Sql {
+                        location,
+                        message: format!(
+                            "unsupported statement `{}`; a job holds CREATE TABLE ... WITH (...) statements and one INSERT INTO ... SELECT or SELECT",
+                            first_words(&other.to_string())
+                        ),
+                    })
+                }
+            }
+        }
+        let Some((query, target)) = query else {
+            return Err(EngineError::Sql {
+                location: format!("{}: ", text.origin),
+                message: "the job has no INSERT INTO ... SELECT or SELECT statement".into(),
+            });
+        };
+        let fingerprint = hex::encode(&Sha256::digest(normalised.as_bytes())[..12]);
+        Ok(Job { text, tables, query, target, fingerprint })
+    }
+
+    /// The definition of table `name`, if the job has one.
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+mod hex {
+    pub fn encode(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn statement_span(statement: &Statement) -> Span {
+    use datafusion::sql::sqlparser::ast::Spanned;
+    statement.span()
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(ident_name)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+fn option_value(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::Identifier(i) => Some(i.value.clone()),
+        _ => None,
+    }
+}
+
+/// `ORIGIN:LINE:COLUMN: ` for a span, or `ORIGIN: ` when the span is unknown.
+pub fn locate(origin: &str, span: Span) -> String {
+    if span.start.line == 0 {
+        format!("{origin}: ")
+    } else {
+        format!("{origin}:{}:{}: ", span.start.line, span.start.column)
+    }
+}
+
+/// Turns a DataFusion parse or planning error into an [`EngineError::Sql`] located in the job
+/// text: from the error's diagnostic span when DataFusion attached one, else from the
+/// `at Line: L, Column: C` the parser writes into its messages.
+pub fn sql_error(origin: &str, e: &DataFusionError) -> EngineError {
+    let message = describe_datafusion(e);
+    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+        return EngineError::Sql { location: locate(origin, span), message: clean(&message) };
+    }
+    if let Some(idx) = message.find(" at Line: ") {
+        let rest = &message[idx + " at Line: ".len()..];
+        let mut nums = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u64>().unwrap_or(0));
+        if let (Some(line), Some(col)) = (nums.next(), nums.next()) {
+            let head = clean(&message[..idx]);
+            return EngineError::Sql { location: format!("{origin}:{line}:{col}: "), message: head };
+        }
+    }
+    EngineError::Sql { location: format!("{origin}: "), message: clean(&message) }
+}
+
+fn clean(message: &str) -> String {
+    let m = message.trim();
+    let m = m.strip_prefix("SQL error: ").unwrap_or(m);
+    let m = m.strip_prefix("ParserError(\"").unwrap_or(m);
+    let m = m.strip_prefix("sql parser error: ").unwrap_or(m);
+    m.trim_end_matches("\")").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Result<Job> {
+        Job::parse(JobText { origin: "job.sql".into(), text: sql.into() })
+    }
+
+    #[test]
+    fn ddl_and_insert() {
+        let job = parse(
+            "CREATE TABLE bids (auction BIGINT NOT NULL, channel VARCHAR) WITH (connector = 'parquet', path = 'in/');\n\
+             CREATE TABLE out WITH (connector = 'parquet', path = 'o/', partition_by = 'channel');\n\
+             INSERT INTO out SELECT channel, count(*) FROM bids GROUP BY channel;",
+        )
+        .unwrap();
+        assert_eq!(job.tables.len(), 2);
+        let cols = job.tables[0].columns.as_ref().unwrap();
+        assert!(cols[0].not_null && !cols[1].not_null);
+        assert!(job.tables[1].columns.is_none());
+        assert_eq!(job.target, Target::Table("out".into()));
+        // Whitespace does not change the fingerprint; the query does.
+        let again = parse(
+            "CREATE TABLE bids (auction BIGINT NOT NULL, channel VARCHAR) WITH (connector = 'parquet', path = 'in/');\
+             CREATE TABLE out WITH (connector = 'parquet', path = 'o/', partition_by = 'channel');   \
+             INSERT INTO out SELECT channel, count(*) FROM bids   GROUP BY channel;",
+        )
+        .unwrap();
+        assert_eq!(job.fingerprint, again.fingerprint);
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = parse("CREATE TABLE t WITH (connector = 'csv', path = 'x');\nSELEC * FROM t;").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("job.sql:2:1: "), "{text}");
+    }
+
+    #[test]
+    fn unknown_connector_is_located() {
+        let err = parse("\n\nCREATE TABLE t WITH (connector = 'kafkaa', path = 'x');\nSELECT 1;").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("job.sql:3:1: ") && text.contains("unknown connector 'kafkaa'"), "{text}");
+    }
+
+    #[test]
+    fn insert_into_undefined_table() {
+        let err = parse("INSERT INTO nowhere SELECT 1;").unwrap_err();
+        assert!(err.to_string().contains("unknown table 'nowhere'"), "{err}");
+    }
+}

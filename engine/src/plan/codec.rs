@@ -1,0 +1,94 @@
+//! Encoding Sluice's operators inside DataFusion's protobuf physical plans.
+//!
+//! DataFusion encodes its own operators and expressions; this codec handles the two Sluice
+//! leaves ([`SourceScanExec`], [`ShuffleReaderExec`]) as postcard messages. Decoding is strict:
+//! bytes that do not decode are an error, never a panic.
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use serde::{Deserialize, Serialize};
+use sluice_connectors::FileSourceSpec;
+
+use super::nodes::{schema_from_json, schema_to_json, ReadMode, ShuffleReaderExec, SourceScanExec};
+use crate::protocol::StageId;
+
+/// The extension codec for Sluice's operators.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SluiceCodec;
+
+#[derive(Serialize, Deserialize)]
+enum Node {
+    Scan {
+        table: String,
+        spec: FileSourceSpec,
+        schema_json: String,
+        projection: Option<Vec<usize>>,
+        partitions: usize,
+    },
+    ShuffleRead {
+        stage: StageId,
+        schema_json: String,
+        partitions: usize,
+        mode: ReadMode,
+    },
+}
+
+impl PhysicalExtensionCodec for SluiceCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let node: Node = postcard::from_bytes(buf)
+            .map_err(|e| DataFusionError::Internal(format!("undecodable Sluice plan node: {e}")))?;
+        Ok(match node {
+            Node::Scan { table, spec, schema_json, projection, partitions } => Arc::new(SourceScanExec::try_new(
+                table,
+                spec,
+                schema_from_json(&schema_json)?,
+                projection,
+                partitions,
+            )?),
+            Node::ShuffleRead { stage, schema_json, partitions, mode } => {
+                Arc::new(ShuffleReaderExec::new(stage, schema_from_json(&schema_json)?, partitions, mode))
+            }
+        })
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        let encoded = if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
+            Node::Scan {
+                table: scan.table.clone(),
+                spec: scan.spec.clone(),
+                schema_json: schema_to_json(&scan.schema),
+                projection: scan.projection.clone(),
+                partitions: scan.partitions,
+            }
+        } else if let Some(read) = node.downcast_ref::<ShuffleReaderExec>() {
+            Node::ShuffleRead {
+                stage: read.stage,
+                schema_json: schema_to_json(&read.schema),
+                partitions: read.partitions,
+                mode: read.mode,
+            }
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "operator {} cannot run distributed yet",
+                node.name()
+            )));
+        };
+        buf.extend(postcard::to_stdvec(&encoded).map_err(|e| DataFusionError::Internal(e.to_string()))?);
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! Planning: a job's SQL → DataFusion logical and physical plans → Sluice's stage DAG.
+//!
+//! Planning happens once per query on the driver. The result, [`PlannedQuery`], holds each
+//! stage's physical plan (encoded once for executors to cache), the sources whose splits each
+//! epoch assigns, and the sink.
+
+pub mod codec;
+pub mod nodes;
+pub mod stages;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{cast, col, Expr};
+use datafusion::physical_plan::{displayable, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use sluice_connectors::file::FileSource;
+use sluice_connectors::parquet_sink::ParquetSink;
+use sluice_connectors::{ConnectorSpec, FileFormat, FileSourceSpec, ParquetSinkSpec, Source};
+
+use crate::error::{EngineError, Result};
+use crate::job::{sql_error, ColumnDecl, Job, Target};
+use crate::protocol::{SinkInstall, StageId, StageInstall, StageOutput};
+use codec::SluiceCodec;
+use nodes::{schema_to_json, SourceScanExec};
+pub use stages::Stage;
+
+/// The DataFusion session configuration shared by driver and executors, so a plan means the
+/// same in every process.
+pub fn session_config(parallelism: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(parallelism.max(1))
+        .with_batch_size(8192)
+        .with_information_schema(false);
+    let options = config.options_mut();
+    // Stage boundaries are hash repartitions; round-robin repartitions would be pointless ones.
+    options.optimizer.enable_round_robin_repartition = false;
+    // Joins shuffle both sides by key rather than broadcasting a "small" side we cannot size.
+    options.optimizer.hash_join_single_partition_threshold = 0;
+    options.optimizer.hash_join_single_partition_threshold_rows = 0;
+    // Dynamic filters are in-process shared state and cannot cross stage boundaries.
+    options.optimizer.enable_dynamic_filter_pushdown = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
+    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    // Spans let semantic errors point at the offending SQL.
+    options.sql_parser.collect_spans = true;
+    config
+}
+
+/// Where the final stage's rows go, resolved.
+#[derive(Debug, Clone)]
+pub enum PlannedSink {
+    /// Printed by the driver.
+    Console,
+    /// A Parquet table.
+    Parquet(ParquetSinkSpec),
+}
+
+/// A query planned into stages.
+pub struct PlannedQuery {
+    /// Stages in DAG order; the last is final.
+    pub stages: Vec<Stage>,
+    /// Encoded stage plans and the sink, as sent to executors.
+    pub install: Vec<StageInstall>,
+    /// The sink as executors build it.
+    pub sink_install: SinkInstall,
+    /// The sink as the driver commits it.
+    pub sink: PlannedSink,
+    /// Sources scanned, by table name.
+    pub sources: BTreeMap<String, Arc<FileSource>>,
+    /// Hash identifying the query in its checkpoint.
+    pub fingerprint: String,
+}
+
+impl fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlannedQuery").field("stages", &self.stages.len()).finish()
+    }
+}
+
+impl PlannedQuery {
+    /// A readable rendering of the stage DAG (for `sluice explain`).
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        for stage in &self.stages {
+            out.push_str(&format!(
+                "Stage {} — {} task(s), output {:?}, reads stages {:?}\n",
+                stage.id,
+                stage.tasks,
+                stage.output,
+                stage.inputs.iter().map(|s| s.0).collect::<Vec<_>>()
+            ));
+            for line in displayable(stage.plan.as_ref()).indent(false).to_string().lines() {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Plans `job` with `parallelism` partitions per shuffle and per scan.
+pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
+    let ctx = SessionContext::new_with_config(session_config(parallelism));
+    let statement = DfStatement::Statement(Box::new(Statement::Query(job.query.clone())));
+    let origin = job.text.origin.as_str();
+    let state = ctx.state();
+    let references = state
+        .resolve_table_references(&statement)
+        .map_err(|e| sql_error(origin, &e))?;
+
+    let mut sources = BTreeMap::new();
+    for reference in references {
+        let name = reference.table().to_string();
+        if sources.contains_key(&name) {
+            continue;
+        }
+        let source = match job.table(&name) {
+            Some(def) => {
+                let spec = def.connector.as_source(&name).map_err(|e| EngineError::Sql {
+                    location: def.location.clone(),
+                    message: e.to_string(),
+                })?;
+                match &def.columns {
+                    Some(cols) => FileSource::new(spec.clone(), declared_schema(&ctx, origin, cols).await?),
+                    None => FileSource::infer(spec.clone())?,
+                }
+            }
+            None => match FileFormat::from_path(&name) {
+                // `FROM 'data/bids/*.parquet'`: a table named by its path.
+                Some(format) if name.contains('/') || name.contains('.') => FileSource::infer(FileSourceSpec {
+                    table: name.clone(),
+                    format,
+                    path: name.clone(),
+                    csv_header: true,
+                    csv_delimiter: b',',
+                })?,
+                _ => continue, // unknown: DataFusion reports it with its position below
+            },
+        };
+        let source = Arc::new(source);
+        ctx.register_table(
+            TableReference::bare(name.clone()),
+            Arc::new(SourceTable { name: name.clone(), source: source.clone(), partitions: parallelism }),
+        )?;
+        sources.insert(name, source);
+    }
+
+    let logical = state.statement_to_plan(statement).await.map_err(|e| sql_error(origin, &e))?;
+    let mut frame = ctx.execute_logical_plan(logical).await.map_err(|e| sql_error(origin, &e))?;
+
+    let (sink, final_output) = match &job.target {
+        Target::Console => (PlannedSink::Console, StageOutput::Result),
+        Target::Table(name) => {
+            let def = job.table(name).ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
+            match &def.connector {
+                ConnectorSpec::Console => (PlannedSink::Console, StageOutput::Result),
+                ConnectorSpec::Files { sink: Some(spec), .. } => {
+                    if let Some(cols) = &def.columns {
+                        frame = conform(frame, cols, &ctx, origin, &def.location).await?;
+                    }
+                    (PlannedSink::Parquet(spec.clone()), StageOutput::Sink)
+                }
+                ConnectorSpec::Files { sink: None, .. } => {
+                    return Err(EngineError::Sql {
+                        location: def.location.clone(),
+                        message: format!(
+                            "table '{name}' cannot be written to: sinks are connector 'parquet' and 'console'"
+                        ),
+                    })
+                }
+            }
+        }
+    };
+    plan_stages(frame, sink, final_output, sources, job).await
+}
+
+async fn plan_stages(
+    frame: datafusion::dataframe::DataFrame,
+    sink: PlannedSink,
+    final_output: StageOutput,
+    sources: BTreeMap<String, Arc<FileSource>>,
+    job: &Job,
+) -> Result<PlannedQuery> {
+    let physical = frame.create_physical_plan().await?;
+    let schema = physical.schema();
+    let sink_install = match &sink {
+        PlannedSink::Console => SinkInstall::Console,
+        PlannedSink::Parquet(spec) => {
+            // Validate partition columns now, on the driver, rather than in every task.
+            ParquetSink::new(spec.clone(), schema.clone())?;
+            SinkInstall::Parquet { spec: spec.clone(), schema_json: schema_to_json(&schema) }
+        }
+    };
+    let stages = stages::split(physical, final_output)?;
+    let mut install = Vec::with_capacity(stages.len());
+    for stage in &stages {
+        let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec).map_err(|e| {
+            EngineError::Unsupported(format!("stage {} cannot be sent to executors: {}", stage.id, crate::error::describe_datafusion(&e)))
+        })?;
+        install.push(StageInstall { stage: stage.id, plan: bytes.to_vec(), output: stage.output });
+    }
+    Ok(PlannedQuery { stages, install, sink_install, sink, sources, fingerprint: job.fingerprint.clone() })
+}
+
+/// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.
+async fn declared_schema(ctx: &SessionContext, origin: &str, cols: &[ColumnDecl]) -> Result<arrow::datatypes::SchemaRef> {
+    let select = cols
+        .iter()
+        .map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.sql_type, c.name.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let frame = ctx.sql(&format!("SELECT {select}")).await.map_err(|e| sql_error(origin, &e))?;
+    let fields: Vec<_> = frame
+        .schema()
+        .fields()
+        .iter()
+        .zip(cols)
+        .map(|(f, c)| f.as_ref().clone().with_nullable(!c.not_null))
+        .collect();
+    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// Casts and renames the query's columns to a sink's declared columns (by position).
+async fn conform(
+    frame: datafusion::dataframe::DataFrame,
+    cols: &[ColumnDecl],
+    ctx: &SessionContext,
+    origin: &str,
+    location: &str,
+) -> Result<datafusion::dataframe::DataFrame> {
+    let target = declared_schema(ctx, origin, cols).await?;
+    let fields = frame.schema().fields().clone();
+    if fields.len() != target.fields().len() {
+        return Err(EngineError::Sql {
+            location: location.to_string(),
+            message: format!(
+                "the query produces {} columns but the table declares {}",
+                fields.len(),
+                target.fields().len()
+            ),
+        });
+    }
+    let exprs: Vec<Expr> = fields
+        .iter()
+        .zip(target.fields())
+        .map(|(have, want)| cast(col(datafusion::common::Column::from_name(have.name())), want.data_type().clone()).alias(want.name()))
+        .collect();
+    Ok(frame.select(exprs)?)
+}
+
+/// A file table as DataFusion sees it: its schema, and scans that become [`SourceScanExec`]s.
+#[derive(Debug)]
+struct SourceTable {
+    name: String,
+    source: Arc<FileSource>,
+    partitions: usize,
+}
+
+#[async_trait]
+impl TableProvider for SourceTable {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.source.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(SourceScanExec::try_new(
+            self.name.clone(),
+            self.source.spec().clone(),
+            self.source.schema(),
+            projection.cloned(),
+            self.partitions,
+        )?))
+    }
+}
+
+/// Stage ids of `stages` in DAG order (a convenience for the scheduler).
+pub fn stage_ids(stages: &[Stage]) -> Vec<StageId> {
+    stages.iter().map(|s| s.id).collect()
+}

@@ -1,0 +1,276 @@
+//! Sluice's own physical operators: the leaves of every stage plan.
+//!
+//! - [`SourceScanExec`] reads the splits the driver assigned to a task (from the epoch's
+//!   offsets), through a connector's [`SplitReader`](sluice_connectors::SplitReader).
+//! - [`ShuffleReaderExec`] reads the outputs of upstream stages from the executors holding them.
+//!
+//! Both are planned once per query; what they read in a given epoch arrives per task as a
+//! [`TaskInputs`] extension of the task's DataFusion session config, so a cached plan runs any
+//! epoch unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use sluice_checkpoint::Epoch;
+use sluice_connectors::file::FileSource;
+use sluice_connectors::{FileSourceSpec, Source, Split};
+
+use crate::protocol::{FetchRequest, MapOutputLocation, StageId};
+
+/// Fetches one upstream output as a stream of batches (from a peer over QUIC, or locally).
+pub trait ShuffleFetch: Send + Sync + fmt::Debug {
+    /// Streams the output named by `request` from `location`.
+    fn fetch(&self, location: &MapOutputLocation, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream;
+}
+
+/// What one task reads in this epoch; attached to the task's session config.
+#[derive(Debug)]
+pub struct TaskInputs {
+    /// The query.
+    pub query_id: String,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Per scanned table: the splits of each scan partition.
+    pub splits: BTreeMap<String, Vec<Vec<Split>>>,
+    /// Per input stage: where its outputs live.
+    pub inputs: BTreeMap<StageId, Vec<MapOutputLocation>>,
+    /// How to fetch them.
+    pub fetcher: Arc<dyn ShuffleFetch>,
+}
+
+fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {
+    ctx.session_config()
+        .get_extension::<TaskInputs>()
+        .ok_or_else(|| DataFusionError::Internal("task context carries no Sluice task inputs".into()))
+}
+
+fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// Reads a file table's splits for one partition.
+#[derive(Debug, Clone)]
+pub struct SourceScanExec {
+    /// The table's name; keys the task's split assignment.
+    pub table: String,
+    /// How to read it.
+    pub spec: FileSourceSpec,
+    /// The table's full schema.
+    pub schema: SchemaRef,
+    /// Columns to produce (indices into `schema`).
+    pub projection: Option<Vec<usize>>,
+    /// Scan partitions (= tasks reading this table in its stage).
+    pub partitions: usize,
+    projected: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl SourceScanExec {
+    /// A scan of `table` with `partitions` partitions.
+    pub fn try_new(
+        table: String,
+        spec: FileSourceSpec,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        partitions: usize,
+    ) -> DfResult<Self> {
+        let projected = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let props = properties(projected.clone(), partitions);
+        Ok(Self { table, spec, schema, projection, partitions, projected, props })
+    }
+}
+
+impl DisplayAs for SourceScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SourceScanExec: table={}, format={:?}, partitions={}", self.table, self.spec.format, self.partitions)
+    }
+}
+
+impl ExecutionPlan for SourceScanExec {
+    fn name(&self) -> &str {
+        "SourceScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let inputs = task_inputs(&context)?;
+        let splits = inputs
+            .splits
+            .get(&self.table)
+            .and_then(|parts| parts.get(partition))
+            .cloned()
+            .unwrap_or_default();
+        let source = FileSource::new(self.spec.clone(), self.schema.clone());
+        // A scan producing no columns (count(*)) still needs row counts: read one column and
+        // drop it.
+        let (read_projection, count_only) = match &self.projection {
+            Some(p) if p.is_empty() && !self.schema.fields().is_empty() => (Some(vec![0]), true),
+            other => (other.clone(), false),
+        };
+        let out_schema = self.projected.clone();
+        let mut builder = RecordBatchReceiverStream::builder(self.projected.clone(), 2);
+        let tx = builder.tx();
+        // File reading and decoding is blocking work: it runs on the blocking pool and hands
+        // batches over a bounded channel, so at most two batches per scan wait in memory.
+        builder.spawn_blocking(move || {
+            for split in splits {
+                let mut reader = source
+                    .open(&split, read_projection.as_deref())
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                while let Some(batch) = reader.next_batch().map_err(|e| DataFusionError::External(Box::new(e)))? {
+                    let batch = if count_only {
+                        RecordBatch::try_new_with_options(
+                            out_schema.clone(),
+                            vec![],
+                            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                        )?
+                    } else {
+                        batch
+                    };
+                    if tx.blocking_send(Ok(batch)).is_err() {
+                        return Ok(()); // the consumer went away (cancelled or limit reached)
+                    }
+                }
+            }
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// How a shuffle reader maps its partitions onto upstream outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReadMode {
+    /// Partition `p` reads shuffle partition `p` of every upstream task.
+    Hash,
+    /// Partition `p` reads the whole output of upstream task `p`.
+    Gather,
+}
+
+/// Reads the outputs of an upstream stage.
+#[derive(Debug, Clone)]
+pub struct ShuffleReaderExec {
+    /// The upstream stage.
+    pub stage: StageId,
+    /// Schema of the upstream output.
+    pub schema: SchemaRef,
+    /// Partitions of this reader.
+    pub partitions: usize,
+    /// How partitions map to upstream outputs.
+    pub mode: ReadMode,
+    props: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    /// A reader of `stage`'s outputs.
+    pub fn new(stage: StageId, schema: SchemaRef, partitions: usize, mode: ReadMode) -> Self {
+        let props = properties(schema.clone(), partitions);
+        Self { stage, schema, partitions, mode, props }
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ShuffleReaderExec: stage={}, mode={:?}, partitions={}", self.stage, self.mode, self.partitions)
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let inputs = task_inputs(&context)?;
+        let locations = inputs.inputs.get(&self.stage).ok_or_else(|| {
+            DataFusionError::Internal(format!("task has no locations for input stage {}", self.stage))
+        })?;
+        let request = |map_partition: usize, reduce_partition: usize| FetchRequest {
+            query_id: inputs.query_id.clone(),
+            epoch: inputs.epoch,
+            stage: self.stage,
+            map_partition,
+            reduce_partition,
+        };
+        let streams: Vec<SendableRecordBatchStream> = match self.mode {
+            ReadMode::Hash => locations
+                .iter()
+                .map(|l| inputs.fetcher.fetch(l, request(l.map_partition, partition), self.schema.clone()))
+                .collect(),
+            ReadMode::Gather => locations
+                .iter()
+                .filter(|l| l.map_partition == partition)
+                .map(|l| inputs.fetcher.fetch(l, request(l.map_partition, 0), self.schema.clone()))
+                .collect(),
+        };
+        let merged = futures::stream::select_all(streams);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), merged)))
+    }
+}
+
+/// Encodes a schema for plan and sink descriptors.
+pub fn schema_to_json(schema: &Schema) -> String {
+    serde_json::to_string(schema).expect("arrow schemas always serialize")
+}
+
+/// Decodes a schema written by [`schema_to_json`].
+pub fn schema_from_json(json: &str) -> DfResult<SchemaRef> {
+    serde_json::from_str::<Schema>(json)
+        .map(Arc::new)
+        .map_err(|e| DataFusionError::Internal(format!("undecodable schema: {e}")))
+}

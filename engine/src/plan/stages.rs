@@ -1,0 +1,111 @@
+//! Cutting a DataFusion physical plan into a stage DAG.
+//!
+//! A stage is the largest part of the plan that runs without moving data between tasks. The
+//! plan is cut
+//! - at every hash `RepartitionExec` (GROUP BY and JOIN keys): the upstream stage's root stays
+//!   that `RepartitionExec` (its expressions decide each row's partition), and downstream it is
+//!   replaced by a [`ShuffleReaderExec`] in [`ReadMode::Hash`];
+//! - below every operator that merges all partitions into one (`CoalescePartitionsExec`,
+//!   `SortPreservingMergeExec`): the upstream stage keeps each task's output whole and the
+//!   merging operator reads them through a [`ShuffleReaderExec`] in [`ReadMode::Gather`].
+//!
+//! Stages are numbered in post-order, so every stage's inputs come before it and the last stage
+//! is the final one.
+
+use std::sync::Arc;
+
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+
+use super::nodes::{ReadMode, ShuffleReaderExec, SourceScanExec};
+use crate::error::{EngineError, Result};
+use crate::protocol::{StageId, StageOutput};
+
+/// One stage of a query.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Its id.
+    pub id: StageId,
+    /// Its plan (leaves: scans and shuffle readers).
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Tasks per epoch (the plan's output partitions; for hash stages, the partitions of the
+    /// `RepartitionExec`'s input).
+    pub tasks: usize,
+    /// What its tasks do with their output.
+    pub output: StageOutput,
+    /// Stages whose outputs it reads.
+    pub inputs: Vec<StageId>,
+    /// Tables it scans, with their scan partition counts.
+    pub tables: Vec<(String, usize)>,
+}
+
+/// Splits `plan` into stages; the final stage's output is `final_output`.
+pub fn split(plan: Arc<dyn ExecutionPlan>, final_output: StageOutput) -> Result<Vec<Stage>> {
+    let mut stages = Vec::new();
+    let root = cut(plan, &mut stages)?;
+    let tasks = root.output_partitioning().partition_count();
+    push_stage(&mut stages, root, tasks, final_output);
+    Ok(stages)
+}
+
+fn cut(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<dyn ExecutionPlan>> {
+    let merges_partitions =
+        plan.downcast_ref::<CoalescePartitionsExec>().is_some() || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    let mut new_children = Vec::with_capacity(children.len());
+    for child in children {
+        if let Some(repartition) = child.downcast_ref::<RepartitionExec>() {
+            let Partitioning::Hash(_, partitions) = repartition.partitioning() else {
+                return Err(EngineError::Unsupported(format!(
+                    "repartitioning {} between stages",
+                    repartition.partitioning()
+                )));
+            };
+            let partitions = *partitions;
+            let input = cut(repartition.input().clone(), stages)?;
+            let tasks = input.output_partitioning().partition_count();
+            let schema = child.schema();
+            let stage_root = child.clone().with_new_children(vec![input])?;
+            let id = push_stage(stages, stage_root, tasks, StageOutput::Hash { partitions });
+            new_children.push(Arc::new(ShuffleReaderExec::new(id, schema, partitions, ReadMode::Hash)) as _);
+        } else if merges_partitions && child.output_partitioning().partition_count() > 1 {
+            let schema = child.schema();
+            let body = cut(child, stages)?;
+            let tasks = body.output_partitioning().partition_count();
+            let id = push_stage(stages, body, tasks, StageOutput::Gather);
+            new_children.push(Arc::new(ShuffleReaderExec::new(id, schema, tasks, ReadMode::Gather)) as _);
+        } else {
+            new_children.push(cut(child, stages)?);
+        }
+    }
+    Ok(plan.with_new_children(new_children)?)
+}
+
+fn push_stage(stages: &mut Vec<Stage>, plan: Arc<dyn ExecutionPlan>, tasks: usize, output: StageOutput) -> StageId {
+    let id = StageId(stages.len());
+    let mut inputs = Vec::new();
+    let mut tables = Vec::new();
+    collect_leaves(&plan, &mut inputs, &mut tables);
+    inputs.sort();
+    inputs.dedup();
+    tables.sort();
+    tables.dedup();
+    stages.push(Stage { id, plan, tasks, output, inputs, tables });
+    id
+}
+
+fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, inputs: &mut Vec<StageId>, tables: &mut Vec<(String, usize)>) {
+    if let Some(read) = plan.downcast_ref::<ShuffleReaderExec>() {
+        inputs.push(read.stage);
+    } else if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {
+        tables.push((scan.table.clone(), scan.partitions));
+    }
+    for child in plan.children() {
+        collect_leaves(child, inputs, tables);
+    }
+}

@@ -1,0 +1,223 @@
+//! Messages between driver and executors, and between executors (shuffle fetches).
+//!
+//! Control messages are serde types sent as postcard frames (`sluice_net::frame`); data (shuffle
+//! partitions, query results) travels as Arrow IPC streams, never inside frames. Task
+//! descriptors carry instructions — which splits to read, where upstream outputs live — never
+//! the data itself.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use sluice_checkpoint::Epoch;
+use sluice_connectors::{Split, WriterReceipt};
+
+/// An executor's id, assigned by the driver at registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExecutorId(pub u32);
+
+impl std::fmt::Display for ExecutorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A stage of a query's stage DAG (post-order: inputs have smaller ids; the last is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StageId(pub usize);
+
+impl std::fmt::Display for StageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One attempt at running a task; unique within a driver's lifetime, so a late report from an
+/// abandoned attempt is recognisable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttemptId(pub u64);
+
+/// A task: one partition of one stage in one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskKey {
+    /// The stage.
+    pub stage: StageId,
+    /// The partition within the stage.
+    pub partition: usize,
+}
+
+/// What an executor sends the driver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToDriver {
+    /// First message on the control stream.
+    Register(ExecutorInfo),
+    /// Sent every heartbeat interval; its absence for too long marks the executor lost.
+    Heartbeat(ExecutorMetrics),
+    /// A task attempt finished.
+    TaskFinished { attempt: AttemptId, outcome: TaskOutcome },
+}
+
+/// What an executor says about itself when it registers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    /// A name for logs and for matching local processes (`executor-1`).
+    pub name: String,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Memory it may use, in bytes.
+    pub memory_bytes: u64,
+    /// Where other processes fetch its shuffle outputs.
+    pub data_addr: SocketAddr,
+    /// Its OS process id.
+    pub pid: u32,
+}
+
+/// Resource use reported with each heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecutorMetrics {
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident set size in bytes.
+    pub peak_rss_bytes: u64,
+    /// Tasks running now.
+    pub running_tasks: u32,
+}
+
+/// What the driver sends an executor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToExecutor {
+    /// Reply to `Register`.
+    Registered { executor: ExecutorId },
+    /// A query's stage plans, sent once per query and cached by the executor.
+    InstallQuery(QueryInstall),
+    /// Run one task attempt.
+    RunTask(TaskDescriptor),
+    /// Drop a query's cached plans and shuffle outputs.
+    ForgetQuery { query_id: String },
+    /// Exit.
+    Shutdown { reason: String },
+}
+
+/// A query's stages as executors need them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryInstall {
+    /// The query's id.
+    pub query_id: String,
+    /// Every stage, in DAG order.
+    pub stages: Vec<StageInstall>,
+    /// Where the final stage's rows go.
+    pub sink: SinkInstall,
+}
+
+/// One stage's plan and output kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageInstall {
+    /// The stage.
+    pub stage: StageId,
+    /// The stage's DataFusion physical plan, protobuf-encoded with Sluice's extension codec.
+    pub plan: Vec<u8>,
+    /// What the stage's tasks do with their output.
+    pub output: StageOutput,
+}
+
+/// What a stage does with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageOutput {
+    /// Hash-partition into `partitions` shuffle outputs (the plan's root is the
+    /// `RepartitionExec` whose expressions decide the partition).
+    Hash { partitions: usize },
+    /// Keep the whole output as one shuffle output (read by a single downstream task).
+    Gather,
+    /// Final stage writing to the query's sink.
+    Sink,
+    /// Final stage whose rows the driver fetches and prints.
+    Result,
+}
+
+/// The sink of a query, as executors build it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SinkInstall {
+    /// Rows stay on executors for the driver to fetch.
+    Console,
+    /// Parquet files; the schema is the final stage's output schema (JSON-encoded).
+    Parquet {
+        spec: sluice_connectors::ParquetSinkSpec,
+        schema_json: String,
+    },
+}
+
+/// One task attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDescriptor {
+    /// This attempt's id.
+    pub attempt: AttemptId,
+    /// The query.
+    pub query_id: String,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The task.
+    pub task: TaskKey,
+    /// For each table scanned in the stage: the splits of each scan partition.
+    pub splits: BTreeMap<String, Vec<Vec<Split>>>,
+    /// For each input stage: where each of its map outputs lives.
+    pub inputs: BTreeMap<StageId, Vec<MapOutputLocation>>,
+}
+
+/// Where one upstream task's output lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapOutputLocation {
+    /// The upstream task's partition.
+    pub map_partition: usize,
+    /// The executor holding it.
+    pub executor: ExecutorId,
+    /// That executor's data address.
+    pub addr: SocketAddr,
+}
+
+/// How a task attempt ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// Done; outputs are in place.
+    Succeeded(TaskReport),
+    /// Failed; `retryable` says whether another attempt may succeed.
+    Failed { message: String, retryable: bool },
+}
+
+/// Metrics and outputs of a successful task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// Rows the task produced.
+    pub output_rows: u64,
+    /// Rows per shuffle output partition (shuffle stages).
+    pub partition_rows: Vec<u64>,
+    /// What the sink writer staged (sink stages).
+    pub receipt: Option<WriterReceipt>,
+    /// Wall time of the task in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// First frame on a data stream: which shuffle output to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The query.
+    pub query_id: String,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The producing stage.
+    pub stage: StageId,
+    /// The producing task's partition.
+    pub map_partition: usize,
+    /// The shuffle output partition.
+    pub reduce_partition: usize,
+}
+
+/// Reply frame to a [`FetchRequest`]; `Data` is followed by an Arrow IPC stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchResponse {
+    /// The output follows as an Arrow IPC stream.
+    Data,
+    /// The task produced no rows for that partition.
+    Empty,
+    /// The output is not here (lost, or never produced).
+    Missing { message: String },
+}

@@ -1,0 +1,313 @@
+//! Shuffle outputs: written by tasks to local files, served to peers over QUIC, fetched by
+//! downstream tasks (and by the driver for query results).
+//!
+//! Layout under an executor's work directory:
+//!
+//! ```text
+//! shuffle/QUERY/EPOCH/sSTAGE/mMAP-rREDUCE.arrow   Arrow IPC stream of one output partition
+//! shuffle/QUERY/EPOCH/sSTAGE/mMAP.done            the map task finished (empty partitions have no file)
+//! ```
+//!
+//! Files are written under a temporary name and renamed when the task finishes, so a fetch never
+//! sees a partial output. Data moves executor-to-executor; the driver never relays it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use sluice_checkpoint::Epoch;
+use sluice_net::ipc::IpcStreamReader;
+use sluice_net::{ClusterEndpoint, FrameReader, FrameWriter};
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, warn};
+
+use crate::plan::nodes::ShuffleFetch;
+use crate::protocol::{ExecutorId, FetchRequest, FetchResponse, MapOutputLocation, StageId};
+
+/// Largest fetch request or response header accepted; anything bigger is malformed.
+pub const MAX_FETCH_FRAME_BYTES: usize = 64 * 1024;
+
+/// An executor's shuffle files.
+#[derive(Debug)]
+pub struct ShuffleStore {
+    root: PathBuf,
+}
+
+impl ShuffleStore {
+    /// A store rooted at `WORK_DIR/shuffle`.
+    pub fn new(work_dir: &Path) -> std::io::Result<Self> {
+        let root = work_dir.join("shuffle");
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    fn stage_dir(&self, query: &str, epoch: Epoch, stage: StageId) -> PathBuf {
+        self.root.join(sanitize(query)).join(epoch.0.to_string()).join(format!("s{}", stage.0))
+    }
+
+    fn data_path(&self, r: &FetchRequest) -> PathBuf {
+        self.stage_dir(&r.query_id, r.epoch, r.stage)
+            .join(format!("m{}-r{}.arrow", r.map_partition, r.reduce_partition))
+    }
+
+    fn done_path(&self, r: &FetchRequest) -> PathBuf {
+        self.stage_dir(&r.query_id, r.epoch, r.stage).join(format!("m{}.done", r.map_partition))
+    }
+
+    /// A writer for the outputs of one map task.
+    pub fn writer(&self, query: &str, epoch: Epoch, stage: StageId, map: usize, partitions: usize, schema: SchemaRef) -> std::io::Result<MapOutputWriter> {
+        let dir = self.stage_dir(query, epoch, stage);
+        std::fs::create_dir_all(&dir)?;
+        Ok(MapOutputWriter {
+            dir,
+            map,
+            schema,
+            writers: (0..partitions).map(|_| None).collect(),
+            rows: vec![0; partitions],
+        })
+    }
+
+    /// What a fetch of `r` finds here.
+    fn lookup(&self, r: &FetchRequest) -> Lookup {
+        let data = self.data_path(r);
+        if data.exists() {
+            Lookup::Data(data)
+        } else if self.done_path(r).exists() {
+            Lookup::Empty
+        } else {
+            Lookup::Missing
+        }
+    }
+
+    /// Deletes all outputs of a query.
+    pub fn forget_query(&self, query: &str) {
+        let _ = std::fs::remove_dir_all(self.root.join(sanitize(query)));
+    }
+
+    /// Reads a local output as a stream (no network).
+    fn read_local(&self, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
+        let lookup = self.lookup(&request);
+        let mut builder = datafusion::physical_plan::stream::RecordBatchReceiverStream::builder(schema, 2);
+        let tx = builder.tx();
+        builder.spawn_blocking(move || {
+            match lookup {
+                Lookup::Empty => {}
+                Lookup::Missing => return Err(missing(&request, "not on this executor")),
+                Lookup::Data(path) => {
+                    let file = File::open(&path).map_err(|e| DataFusionError::IoError(e))?;
+                    let reader = StreamReader::try_new(std::io::BufReader::new(file), None)?;
+                    for batch in reader {
+                        if tx.blocking_send(Ok(batch?)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}
+
+enum Lookup {
+    Data(PathBuf),
+    Empty,
+    Missing,
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+fn missing(r: &FetchRequest, why: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "shuffle output of stage {} task {} partition {} (epoch {}) is missing: {why}",
+        r.stage, r.map_partition, r.reduce_partition, r.epoch
+    ))
+}
+
+/// Writes one map task's output partitions.
+pub struct MapOutputWriter {
+    dir: PathBuf,
+    map: usize,
+    schema: SchemaRef,
+    writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+    rows: Vec<u64>,
+}
+
+impl MapOutputWriter {
+    fn tmp_path(&self, reduce: usize) -> PathBuf {
+        self.dir.join(format!(".m{}-r{reduce}.arrow.tmp", self.map))
+    }
+
+    /// Appends `batch` to output partition `reduce`.
+    pub fn write(&mut self, reduce: usize, batch: &RecordBatch) -> datafusion::error::Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.writers[reduce].is_none() {
+            let file = File::create(self.tmp_path(reduce))?;
+            self.writers[reduce] = Some(StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &self.schema)?);
+        }
+        self.writers[reduce].as_mut().expect("created above").write(batch)?;
+        self.rows[reduce] += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes every partition, publishes the files and returns rows per partition.
+    pub fn finish(mut self) -> datafusion::error::Result<Vec<u64>> {
+        for reduce in 0..self.writers.len() {
+            if let Some(mut w) = self.writers[reduce].take() {
+                w.finish()?;
+                let inner = w.into_inner()?;
+                inner.into_inner().map_err(|e| DataFusionError::IoError(e.into_error()))?;
+                std::fs::rename(self.tmp_path(reduce), self.dir.join(format!("m{}-r{reduce}.arrow", self.map)))?;
+            }
+        }
+        File::create(self.dir.join(format!("m{}.done", self.map)))?;
+        Ok(std::mem::take(&mut self.rows))
+    }
+}
+
+/// Serves fetch requests arriving on one connection until it closes. A malformed request
+/// closes this connection (with a logged error); other connections are unaffected.
+pub async fn serve_connection(conn: quinn::Connection, store: Arc<ShuffleStore>) {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(peer = %conn.remote_address(), "data connection closed: {e}");
+                return;
+            }
+        };
+        let store = store.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::<_, FetchRequest>::new(recv, MAX_FETCH_FRAME_BYTES);
+            let request = match reader.expect().await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(peer = %conn.remote_address(), "closing data connection: {e}");
+                    conn.close(quinn::VarInt::from_u32(2), b"malformed frame");
+                    return;
+                }
+            };
+            if let Err(e) = respond(send, &store, &request).await {
+                debug!(peer = %conn.remote_address(), "fetch of {request:?} aborted: {e}");
+            }
+        });
+    }
+}
+
+async fn respond(send: quinn::SendStream, store: &ShuffleStore, request: &FetchRequest) -> std::io::Result<()> {
+    let mut writer = FrameWriter::<_, FetchResponse>::new(send, MAX_FETCH_FRAME_BYTES);
+    let lookup = store.lookup(request);
+    let header = match &lookup {
+        Lookup::Data(_) => FetchResponse::Data,
+        Lookup::Empty => FetchResponse::Empty,
+        Lookup::Missing => FetchResponse::Missing { message: "no such output on this executor".into() },
+    };
+    writer.send(&header).await.map_err(std::io::Error::other)?;
+    let mut send = writer.into_inner();
+    if let Lookup::Data(path) = lookup {
+        let mut file = tokio::fs::File::open(&path).await?;
+        tokio::io::copy(&mut file, &mut send).await?;
+    }
+    send.shutdown().await?;
+    Ok(())
+}
+
+/// Fetches shuffle outputs from peers (or locally when this process holds them).
+#[derive(Debug)]
+pub struct ShuffleClient {
+    endpoint: ClusterEndpoint,
+    /// This executor and its store: outputs it holds are read from disk, not over the network.
+    local: Option<(ExecutorId, Arc<ShuffleStore>)>,
+    /// Runtime running network I/O (fetches are spawned there, off the compute threads).
+    network: tokio::runtime::Handle,
+    connections: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+}
+
+impl ShuffleClient {
+    /// A client using `endpoint`, spawning network I/O on `network`.
+    pub fn new(endpoint: ClusterEndpoint, local: Option<(ExecutorId, Arc<ShuffleStore>)>, network: tokio::runtime::Handle) -> Self {
+        Self { endpoint, local, network, connections: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, sluice_net::NetError> {
+        let mut conns = self.connections.lock().await;
+        if let Some(c) = conns.get(&addr) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.endpoint.connect(addr).await?;
+        conns.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    /// Streams one remote output, sending batches into `tx`.
+    async fn fetch_remote(
+        self: Arc<Self>,
+        location: MapOutputLocation,
+        request: FetchRequest,
+        tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) {
+        let result: datafusion::error::Result<()> = async {
+            let ext = |e: sluice_net::NetError| DataFusionError::External(Box::new(e));
+            let conn = self.connection(location.addr).await.map_err(ext)?;
+            let (send, recv) = conn.open_bi().await.map_err(|e| ext(e.into()))?;
+            let mut writer = FrameWriter::<_, FetchRequest>::new(send, MAX_FETCH_FRAME_BYTES);
+            writer.send(&request).await.map_err(ext)?;
+            let mut send = writer.into_inner();
+            let _ = send.finish();
+            let mut reader = FrameReader::<_, FetchResponse>::new(recv, MAX_FETCH_FRAME_BYTES);
+            match reader.expect().await.map_err(ext)? {
+                FetchResponse::Empty => Ok(()),
+                FetchResponse::Missing { message } => Err(missing(&request, &format!("executor {} says: {message}", location.executor))),
+                FetchResponse::Data => {
+                    let (recv, buffered) = reader.into_parts();
+                    let mut ipc = IpcStreamReader::new(recv, buffered);
+                    while let Some(batch) = ipc.next_batch().await.map_err(ext)? {
+                        if tx.send(Ok(batch)).await.is_err() {
+                            break; // consumer gone
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+}
+
+/// The fetcher handed to tasks: an `Arc<ShuffleClient>` so fetches can outlive the call.
+#[derive(Debug, Clone)]
+pub struct Fetcher(pub Arc<ShuffleClient>);
+
+impl ShuffleFetch for Fetcher {
+    fn fetch(&self, location: &MapOutputLocation, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
+        if let Some((me, store)) = &self.0.local {
+            if *me == location.executor {
+                return store.read_local(request, schema);
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        self.0.network.spawn(self.0.clone().fetch_remote(location.clone(), request, tx));
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}
