@@ -30,9 +30,7 @@ pub enum CheckpointError {
         found: String,
     },
     /// The checkpoint was written by an incompatible version of Sluice.
-    #[error(
-        "checkpoint {path} has format version {found}, this build reads version {expected}"
-    )]
+    #[error("checkpoint {path} has format version {found}, this build reads version {expected}")]
     IncompatibleFormat {
         path: PathBuf,
         expected: u32,

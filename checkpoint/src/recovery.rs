@@ -47,9 +47,21 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(log(None, None).next_action(), EpochAction::PlanNew { epoch: Epoch(0) });
-        assert_eq!(log(Some(0), None).next_action(), EpochAction::Replay { epoch: Epoch(0) });
-        assert_eq!(log(Some(0), Some(0)).next_action(), EpochAction::PlanNew { epoch: Epoch(1) });
-        assert_eq!(log(Some(5), Some(4)).next_action(), EpochAction::Replay { epoch: Epoch(5) });
+        assert_eq!(
+            log(None, None).next_action(),
+            EpochAction::PlanNew { epoch: Epoch(0) }
+        );
+        assert_eq!(
+            log(Some(0), None).next_action(),
+            EpochAction::Replay { epoch: Epoch(0) }
+        );
+        assert_eq!(
+            log(Some(0), Some(0)).next_action(),
+            EpochAction::PlanNew { epoch: Epoch(1) }
+        );
+        assert_eq!(
+            log(Some(5), Some(4)).next_action(),
+            EpochAction::Replay { epoch: Epoch(5) }
+        );
     }
 }

@@ -148,7 +148,10 @@ impl CheckpointStore {
 
     /// Marks `epoch` committed. Must happen after its sink commit.
     pub fn write_commit(&self, record: &CommitRecord) -> Result<()> {
-        write_atomic(&self.root.join("commits").join(record.epoch.to_string()), &to_json(record))
+        write_atomic(
+            &self.root.join("commits").join(record.epoch.to_string()),
+            &to_json(record),
+        )
     }
 
     /// The commit record of `epoch`, if it committed.
@@ -158,14 +161,23 @@ impl CheckpointStore {
 
     /// Records what sink `sink` publishes for `epoch` (before publishing, so a crash mid-publish
     /// can be completed on restart).
-    pub fn write_sink_record<T: Serialize>(&self, sink: &str, epoch: Epoch, record: &T) -> Result<()> {
+    pub fn write_sink_record<T: Serialize>(
+        &self,
+        sink: &str,
+        epoch: Epoch,
+        record: &T,
+    ) -> Result<()> {
         let dir = self.root.join("sinks").join(sink);
         create_dir(&dir)?;
         write_atomic(&dir.join(epoch.to_string()), &to_json(record))
     }
 
     /// The sink commit record of `epoch`, if one was written.
-    pub fn read_sink_record<T: DeserializeOwned>(&self, sink: &str, epoch: Epoch) -> Result<Option<T>> {
+    pub fn read_sink_record<T: DeserializeOwned>(
+        &self,
+        sink: &str,
+        epoch: Epoch,
+    ) -> Result<Option<T>> {
         read_json(&self.root.join("sinks").join(sink).join(epoch.to_string()))
     }
 
@@ -184,7 +196,11 @@ fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
     for entry in entries {
         let entry = entry.map_err(|e| io("list", dir, e))?;
         // Temp files of interrupted writes (".N.tmp") are not log entries.
-        if let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             last = last.max(Some(Epoch(n)));
         }
     }
@@ -193,14 +209,17 @@ fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(path, e)),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path, e)),
     }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec_pretty(value).expect("checkpoint records are plain data and always serialize")
+    serde_json::to_vec_pretty(value)
+        .expect("checkpoint records are plain data and always serialize")
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one,
@@ -254,17 +273,34 @@ mod tests {
     fn offsets_then_commit_moves_the_log_forward() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
-        assert_eq!(store.epoch_log().unwrap().next_action(), EpochAction::PlanNew { epoch: Epoch(0) });
+        assert_eq!(
+            store.epoch_log().unwrap().next_action(),
+            EpochAction::PlanNew { epoch: Epoch(0) }
+        );
         store.write_offsets(Epoch(0), &vec!["a.parquet"]).unwrap();
-        assert_eq!(store.epoch_log().unwrap().next_action(), EpochAction::Replay { epoch: Epoch(0) });
+        assert_eq!(
+            store.epoch_log().unwrap().next_action(),
+            EpochAction::Replay { epoch: Epoch(0) }
+        );
         let again: Vec<String> = store.read_offsets(Epoch(0)).unwrap().unwrap();
         assert_eq!(again, vec!["a.parquet"]);
         store
-            .write_commit(&CommitRecord { epoch: Epoch(0), committed_at_ms: 1, output_rows: 3 })
+            .write_commit(&CommitRecord {
+                epoch: Epoch(0),
+                committed_at_ms: 1,
+                output_rows: 3,
+            })
             .unwrap();
         let reopened = CheckpointStore::open_or_create(dir.path(), "fp", "other").unwrap();
-        assert_eq!(reopened.metadata().query_id, "q1", "query id survives restarts");
-        assert_eq!(reopened.epoch_log().unwrap().next_action(), EpochAction::PlanNew { epoch: Epoch(1) });
+        assert_eq!(
+            reopened.metadata().query_id,
+            "q1",
+            "query id survives restarts"
+        );
+        assert_eq!(
+            reopened.epoch_log().unwrap().next_action(),
+            EpochAction::PlanNew { epoch: Epoch(1) }
+        );
     }
 
     #[test]

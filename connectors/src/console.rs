@@ -18,7 +18,12 @@ pub struct ConsolePrinter {
 impl ConsolePrinter {
     /// A printer that shows at most `limit` rows.
     pub fn new(limit: usize) -> Self {
-        Self { limit, held: Vec::new(), held_rows: 0, total_rows: 0 }
+        Self {
+            limit,
+            held: Vec::new(),
+            held_rows: 0,
+            total_rows: 0,
+        }
     }
 
     /// Whether the printer holds all the rows it will show (more input is only counted).
@@ -76,13 +81,20 @@ mod tests {
 
     #[test]
     fn holds_at_most_the_limit_and_reports_the_rest() {
-        let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..100)) as _)]).unwrap();
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int64Array::from_iter_values(0..100)) as _,
+        )])
+        .unwrap();
         let mut p = ConsolePrinter::new(10);
         p.push(&batch);
         p.push(&batch);
         assert!(p.is_full());
         assert_eq!(p.shown(), 10);
         let text = p.render().unwrap();
-        assert!(text.contains("10 of 200 rows shown; 190 rows left out"), "{text}");
+        assert!(
+            text.contains("10 of 200 rows shown; 190 rows left out"),
+            "{text}"
+        );
     }
 }

@@ -47,7 +47,10 @@ impl FileSource {
         let schema = match spec.format {
             FileFormat::Parquet => {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-                    ConnectorError::Parquet { path: first.clone(), source }
+                    ConnectorError::Parquet {
+                        path: first.clone(),
+                        source,
+                    }
                 })?;
                 Schema::new(builder.schema().fields().clone())
             }
@@ -86,10 +89,14 @@ impl Source for FileSource {
             let name = path.to_string_lossy().into_owned();
             match self.spec.format {
                 FileFormat::Parquet => {
-                    let file = File::open(&path).map_err(|e| ConnectorError::io("open", &path, e))?;
+                    let file =
+                        File::open(&path).map_err(|e| ConnectorError::io("open", &path, e))?;
                     let metadata = ParquetMetaDataReader::new()
                         .parse_and_finish(&file)
-                        .map_err(|source| ConnectorError::Parquet { path: path.clone(), source })?;
+                        .map_err(|source| ConnectorError::Parquet {
+                            path: path.clone(),
+                            source,
+                        })?;
                     for (i, rg) in metadata.row_groups().iter().enumerate() {
                         splits.push(Split {
                             path: name.clone(),
@@ -102,7 +109,11 @@ impl Source for FileSource {
                     let bytes = std::fs::metadata(&path)
                         .map_err(|e| ConnectorError::io("stat", &path, e))?
                         .len();
-                    splits.push(Split { path: name, row_groups: None, bytes });
+                    splits.push(Split {
+                        path: name,
+                        row_groups: None,
+                        bytes,
+                    });
                 }
             }
         }
@@ -208,15 +219,21 @@ struct ParquetSplitReader {
 
 impl ParquetSplitReader {
     fn open(path: PathBuf, file: File, split: &Split, target: SchemaRef) -> Result<Self> {
-        let parquet_err = |source| ConnectorError::Parquet { path: path.clone(), source };
+        let parquet_err = |source| ConnectorError::Parquet {
+            path: path.clone(),
+            source,
+        };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
         let file_schema = builder.schema().clone();
         let mut indices = Vec::with_capacity(target.fields().len());
         for field in target.fields() {
-            let idx = file_schema.index_of(field.name()).map_err(|_| ConnectorError::SchemaMismatch {
-                path: path.clone(),
-                message: format!("file has no column '{}'", field.name()),
-            })?;
+            let idx =
+                file_schema
+                    .index_of(field.name())
+                    .map_err(|_| ConnectorError::SchemaMismatch {
+                        path: path.clone(),
+                        message: format!("file has no column '{}'", field.name()),
+                    })?;
             indices.push(idx);
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
@@ -225,7 +242,11 @@ impl ParquetSplitReader {
             builder = builder.with_row_groups(rgs.clone());
         }
         let reader = builder.build().map_err(parquet_err)?;
-        Ok(Self { path, reader, target })
+        Ok(Self {
+            path,
+            reader,
+            target,
+        })
     }
 }
 
@@ -250,21 +271,26 @@ fn align(path: &Path, batch: RecordBatch, target: &SchemaRef) -> Result<RecordBa
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
-        let col = batch.column_by_name(field.name()).ok_or_else(|| ConnectorError::SchemaMismatch {
-            path: path.to_path_buf(),
-            message: format!("file has no column '{}'", field.name()),
-        })?;
+        let col =
+            batch
+                .column_by_name(field.name())
+                .ok_or_else(|| ConnectorError::SchemaMismatch {
+                    path: path.to_path_buf(),
+                    message: format!("file has no column '{}'", field.name()),
+                })?;
         let col = if col.data_type() == field.data_type() {
             col.clone()
         } else {
-            arrow::compute::cast(col, field.data_type()).map_err(|e| ConnectorError::SchemaMismatch {
-                path: path.to_path_buf(),
-                message: format!(
-                    "column '{}' has type {} which cannot be read as {}: {e}",
-                    field.name(),
-                    col.data_type(),
-                    field.data_type()
-                ),
+            arrow::compute::cast(col, field.data_type()).map_err(|e| {
+                ConnectorError::SchemaMismatch {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "column '{}' has type {} which cannot be read as {}: {e}",
+                        field.name(),
+                        col.data_type(),
+                        field.data_type()
+                    ),
+                }
             })?
         };
         columns.push(col);
@@ -293,7 +319,11 @@ impl SplitReader for CsvSplitReader {
                     message = message.replace(&format!(" at line {n}"), "");
                     n + 1
                 });
-                Err(ConnectorError::BadRecord { path: self.path.clone(), line, message })
+                Err(ConnectorError::BadRecord {
+                    path: self.path.clone(),
+                    line,
+                    message,
+                })
             }
         }
     }
@@ -344,7 +374,11 @@ impl JsonSplitReader {
                 };
             }
         }
-        ConnectorError::BadRecord { path: self.path.clone(), line: None, message: fallback }
+        ConnectorError::BadRecord {
+            path: self.path.clone(),
+            line: None,
+            message: fallback,
+        }
     }
 }
 
@@ -416,7 +450,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.json");
         let mut f = File::create(&p).unwrap();
-        writeln!(f, "{{\"a\": 1}}\n{{\"a\": 2}}\n{{\"a\": \"x\"}}\n{{\"a\": 4}}").unwrap();
+        writeln!(
+            f,
+            "{{\"a\": 1}}\n{{\"a\": 2}}\n{{\"a\": \"x\"}}\n{{\"a\": 4}}"
+        )
+        .unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
         let source = FileSource::new(spec(FileFormat::Json, dir.path()), schema);
         let err = drain(&source).unwrap_err().to_string();
@@ -451,7 +489,9 @@ mod tests {
     #[test]
     fn json_rows_are_all_read_and_schema_inferred() {
         let dir = tempfile::tempdir().unwrap();
-        let body: String = (0..20_000).map(|i| format!("{{\"a\": {i}, \"b\": \"s{i}\"}}\n")).collect();
+        let body: String = (0..20_000)
+            .map(|i| format!("{{\"a\": {i}, \"b\": \"s{i}\"}}\n"))
+            .collect();
         std::fs::write(dir.path().join("x.jsonl"), body).unwrap();
         let source = FileSource::infer(spec(FileFormat::Json, dir.path())).unwrap();
         assert_eq!(source.schema().fields().len(), 2);
@@ -460,7 +500,11 @@ mod tests {
 
     #[test]
     fn missing_path_is_named() {
-        let err = FileSource::infer(spec(FileFormat::Parquet, Path::new("/nonexistent/x"))).unwrap_err();
-        assert!(err.to_string().contains("'/nonexistent/x' does not exist"), "{err}");
+        let err =
+            FileSource::infer(spec(FileFormat::Parquet, Path::new("/nonexistent/x"))).unwrap_err();
+        assert!(
+            err.to_string().contains("'/nonexistent/x' does not exist"),
+            "{err}"
+        );
     }
 }

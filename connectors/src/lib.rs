@@ -122,7 +122,12 @@ pub trait Committer: Send + Sync {
     /// Publishes everything `receipts` staged for `epoch`. Records the publication in `store`
     /// first, so a crash part-way is completed by [`Committer::recover`]; publishing an epoch
     /// that was already published changes nothing.
-    fn commit(&self, store: &CheckpointStore, epoch: Epoch, receipts: Vec<WriterReceipt>) -> Result<CommitSummary>;
+    fn commit(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<CommitSummary>;
     /// Completes a publication that was recorded but maybe not finished. `Ok(None)` when
     /// nothing was recorded for `epoch` (the epoch must run again).
     fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>>;

@@ -96,9 +96,12 @@ impl ConnectorSpec {
             table: table.to_string(),
             message,
         };
-        let connector = options
-            .get("connector")
-            .ok_or_else(|| invalid(format!("missing option 'connector' (one of: {})", CONNECTORS.join(", "))))?;
+        let connector = options.get("connector").ok_or_else(|| {
+            invalid(format!(
+                "missing option 'connector' (one of: {})",
+                CONNECTORS.join(", ")
+            ))
+        })?;
         let allowed: &[&str] = match connector.as_str() {
             "parquet" => &["connector", "path", "partition_by", "target_file_size_mb"],
             "csv" => &["connector", "path", "header", "delimiter"],
@@ -134,23 +137,40 @@ impl ConnectorSpec {
             None => true,
             Some(v) if v == "true" => true,
             Some(v) if v == "false" => false,
-            Some(v) => return Err(invalid(format!("option 'header' must be 'true' or 'false', not '{v}'"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "option 'header' must be 'true' or 'false', not '{v}'"
+                )))
+            }
         };
         let csv_delimiter = match options.get("delimiter") {
             None => b',',
             Some(d) if d.len() == 1 => d.as_bytes()[0],
             Some(d) if d == "\\t" => b'\t',
-            Some(d) => return Err(invalid(format!("option 'delimiter' must be one character, not '{d}'"))),
+            Some(d) => {
+                return Err(invalid(format!(
+                    "option 'delimiter' must be one character, not '{d}'"
+                )))
+            }
         };
         let partition_by = options
             .get("partition_by")
-            .map(|p| p.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+            .map(|p| {
+                p.split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let target_file_bytes = match options.get("target_file_size_mb") {
             None => 128 * 1024 * 1024,
             Some(v) => match v.parse::<u64>() {
                 Ok(mb) if mb > 0 => mb * 1024 * 1024,
-                _ => return Err(invalid(format!("option 'target_file_size_mb' must be a positive integer, not '{v}'"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "option 'target_file_size_mb' must be a positive integer, not '{v}'"
+                    )))
+                }
             },
         };
         let source = FileSourceSpec {
@@ -186,26 +206,44 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parquet_sink_options() {
         let spec = ConnectorSpec::parse(
             "t",
-            &opts(&[("connector", "parquet"), ("path", "out/"), ("partition_by", "a, b")]),
+            &opts(&[
+                ("connector", "parquet"),
+                ("path", "out/"),
+                ("partition_by", "a, b"),
+            ]),
         )
         .unwrap();
-        let ConnectorSpec::Files { sink: Some(sink), .. } = spec else { panic!("{spec:?}") };
+        let ConnectorSpec::Files {
+            sink: Some(sink), ..
+        } = spec
+        else {
+            panic!("{spec:?}")
+        };
         assert_eq!(sink.partition_by, vec!["a", "b"]);
     }
 
     #[test]
     fn unknown_connector_and_option_are_named() {
         let err = ConnectorSpec::parse("t", &opts(&[("connector", "kafkaa")])).unwrap_err();
-        assert!(err.to_string().contains("unknown connector 'kafkaa'"), "{err}");
-        let err = ConnectorSpec::parse("t", &opts(&[("connector", "csv"), ("path", "x"), ("pth", "y")]))
-            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown connector 'kafkaa'"),
+            "{err}"
+        );
+        let err = ConnectorSpec::parse(
+            "t",
+            &opts(&[("connector", "csv"), ("path", "x"), ("pth", "y")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown option 'pth'"), "{err}");
         let err = ConnectorSpec::parse("t", &opts(&[("connector", "csv")])).unwrap_err();
         assert!(err.to_string().contains("needs option 'path'"), "{err}");

@@ -57,34 +57,52 @@ impl ParquetSink {
     pub fn new(spec: ParquetSinkSpec, input_schema: SchemaRef) -> Result<Self> {
         let mut partition_indices = Vec::new();
         for col in &spec.partition_by {
-            let idx = input_schema.index_of(col).map_err(|_| ConnectorError::InvalidOptions {
-                table: spec.table.clone(),
-                message: format!(
-                    "partition_by column '{col}' is not in the inserted columns ({})",
-                    input_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
+            let idx = input_schema
+                .index_of(col)
+                .map_err(|_| ConnectorError::InvalidOptions {
+                    table: spec.table.clone(),
+                    message: format!(
+                        "partition_by column '{col}' is not in the inserted columns ({})",
+                        input_schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
             partition_indices.push(idx);
         }
-        let data_indices: Vec<usize> =
-            (0..input_schema.fields().len()).filter(|i| !partition_indices.contains(i)).collect();
+        let data_indices: Vec<usize> = (0..input_schema.fields().len())
+            .filter(|i| !partition_indices.contains(i))
+            .collect();
         if data_indices.is_empty() {
             return Err(ConnectorError::InvalidOptions {
                 table: spec.table.clone(),
-                message: "every column is a partition column; nothing would be written into files".into(),
+                message: "every column is a partition column; nothing would be written into files"
+                    .into(),
             });
         }
         let file_schema = Arc::new(input_schema.project(&data_indices)?);
-        Ok(Self { spec, input_schema, partition_indices, data_indices, file_schema })
+        Ok(Self {
+            spec,
+            input_schema,
+            partition_indices,
+            data_indices,
+            file_schema,
+        })
     }
 
     /// The driver-side committer for this table.
     pub fn committer(&self) -> ParquetCommitter {
-        ParquetCommitter { spec: self.spec.clone() }
+        ParquetCommitter {
+            spec: self.spec.clone(),
+        }
     }
 
     fn staging_dir(&self, ctx: &WriterContext) -> PathBuf {
-        staging_root(&self.spec.path, &ctx.query_id).join(format!("e{}-{}", ctx.epoch.0, ctx.attempt))
+        staging_root(&self.spec.path, &ctx.query_id)
+            .join(format!("e{}-{}", ctx.epoch.0, ctx.attempt))
     }
 }
 
@@ -140,23 +158,46 @@ impl ParquetSinkWriter {
                 *seq
             );
             *seq += 1;
-            let final_path = if part_dir.is_empty() { name } else { format!("{part_dir}/{name}") };
+            let final_path = if part_dir.is_empty() {
+                name
+            } else {
+                format!("{part_dir}/{name}")
+            };
             let staged_path = self.dir.join(format!("{}.staged", self.staged_count));
             self.staged_count += 1;
-            let file = File::create(&staged_path).map_err(|e| ConnectorError::io("create", &staged_path, e))?;
+            let file = File::create(&staged_path)
+                .map_err(|e| ConnectorError::io("create", &staged_path, e))?;
             let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
+                ))
                 .build();
             let writer = ArrowWriter::try_new(file, self.sink.file_schema.clone(), Some(props))
-                .map_err(|source| ConnectorError::Parquet { path: staged_path.clone(), source })?;
-            self.open.insert(part_dir.to_string(), OpenFile { writer, staged_path, final_path, rows: 0 });
+                .map_err(|source| ConnectorError::Parquet {
+                    path: staged_path.clone(),
+                    source,
+                })?;
+            self.open.insert(
+                part_dir.to_string(),
+                OpenFile {
+                    writer,
+                    staged_path,
+                    final_path,
+                    rows: 0,
+                },
+            );
         }
         let file = self.open.get_mut(part_dir).expect("inserted above");
         file.rows += batch.num_rows() as u64;
         file.writer
             .write(&batch)
-            .map_err(|source| ConnectorError::Parquet { path: file.staged_path.clone(), source })?;
-        if file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64 >= self.sink.spec.target_file_bytes {
+            .map_err(|source| ConnectorError::Parquet {
+                path: file.staged_path.clone(),
+                source,
+            })?;
+        if file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64
+            >= self.sink.spec.target_file_bytes
+        {
             let file = self.open.remove(part_dir).expect("present");
             self.close(file)?;
         }
@@ -164,11 +205,20 @@ impl ParquetSinkWriter {
     }
 
     fn close(&mut self, file: OpenFile) -> Result<()> {
-        let OpenFile { writer, staged_path, final_path, rows } = file;
+        let OpenFile {
+            writer,
+            staged_path,
+            final_path,
+            rows,
+        } = file;
         let f = writer
             .into_inner()
-            .map_err(|source| ConnectorError::Parquet { path: staged_path.clone(), source })?;
-        f.sync_all().map_err(|e| ConnectorError::io("sync", &staged_path, e))?;
+            .map_err(|source| ConnectorError::Parquet {
+                path: staged_path.clone(),
+                source,
+            })?;
+        f.sync_all()
+            .map_err(|e| ConnectorError::io("sync", &staged_path, e))?;
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.done.push(StagedFile {
             staged_path: staged_path.to_string_lossy().into_owned(),
@@ -241,14 +291,21 @@ impl SinkWriter for ParquetSinkWriter {
         for (_, file) in open {
             self.close(file)?;
         }
-        Ok(WriterReceipt { files: std::mem::take(&mut self.done) })
+        Ok(WriterReceipt {
+            files: std::mem::take(&mut self.done),
+        })
     }
 }
 
 /// Escapes characters that cannot appear in a path segment, hive-style (`%XX`).
 fn escape_partition_value(value: &str, out: &mut String) {
     for c in value.chars() {
-        if c.is_control() || matches!(c, '/' | '\\' | '%' | '=' | ':' | '*' | '?' | '"' | '<' | '>' | '|' | '#' | '\'') {
+        if c.is_control()
+            || matches!(
+                c,
+                '/' | '\\' | '%' | '=' | ':' | '*' | '?' | '"' | '<' | '>' | '|' | '#' | '\''
+            )
+        {
             for b in c.to_string().bytes() {
                 out.push_str(&format!("%{b:02X}"));
             }
@@ -278,6 +335,11 @@ pub struct ParquetCommitter {
 }
 
 impl ParquetCommitter {
+    /// A committer for the table `spec` describes.
+    pub fn new(spec: ParquetSinkSpec) -> Self {
+        Self { spec }
+    }
+
     fn publish(&self, record: &SinkCommitRecord) -> Result<CommitSummary> {
         let root = Path::new(&self.spec.path);
         let mut summary = CommitSummary::default();
@@ -287,17 +349,22 @@ impl ParquetCommitter {
             let staged = Path::new(&file.staged_path);
             if staged.exists() {
                 if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| ConnectorError::io("create", parent, e))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| ConnectorError::io("create", parent, e))?;
                     dirs.insert(parent.to_path_buf());
                 }
-                std::fs::rename(staged, &target).map_err(|e| ConnectorError::io("publish", &target, e))?;
+                std::fs::rename(staged, &target)
+                    .map_err(|e| ConnectorError::io("publish", &target, e))?;
             } else if !target.exists() {
                 return Err(ConnectorError::io(
                     "publish",
                     &target,
                     std::io::Error::new(
                         std::io::ErrorKind::NotFound,
-                        format!("neither the staged file {} nor the published file exists", file.staged_path),
+                        format!(
+                            "neither the staged file {} nor the published file exists",
+                            file.staged_path
+                        ),
                     ),
                 ));
             }
@@ -315,7 +382,12 @@ impl ParquetCommitter {
 }
 
 impl Committer for ParquetCommitter {
-    fn commit(&self, store: &CheckpointStore, epoch: Epoch, receipts: Vec<WriterReceipt>) -> Result<CommitSummary> {
+    fn commit(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<CommitSummary> {
         if let Some(summary) = self.recover(store, epoch)? {
             return Ok(summary);
         }
@@ -329,7 +401,8 @@ impl Committer for ParquetCommitter {
     }
 
     fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>> {
-        let Some(record) = store.read_sink_record::<SinkCommitRecord>(&self.spec.table, epoch)? else {
+        let Some(record) = store.read_sink_record::<SinkCommitRecord>(&self.spec.table, epoch)?
+        else {
             return Ok(None);
         };
         let summary = self.publish(&record)?;
@@ -375,7 +448,9 @@ mod tests {
     fn stage_then_publish_is_idempotent_and_partitioned() {
         let dir = tempfile::tempdir().unwrap();
         let table = dir.path().join("out");
-        let ckpt = CheckpointStore::open_or_create(&dir.path().join("ckpt"), "fp", "query-123456789").unwrap();
+        let ckpt =
+            CheckpointStore::open_or_create(&dir.path().join("ckpt"), "fp", "query-123456789")
+                .unwrap();
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("c", DataType::Utf8, true),
@@ -395,18 +470,34 @@ mod tests {
             ],
         )
         .unwrap();
-        let ctx = WriterContext { query_id: "query-123456789".into(), epoch: Epoch(0), task: 0, attempt: "x".into() };
+        let ctx = WriterContext {
+            query_id: "query-123456789".into(),
+            epoch: Epoch(0),
+            task: 0,
+            attempt: "x".into(),
+        };
         let mut w = sink.open_writer(&ctx).unwrap();
         w.write(&batch).unwrap();
         let receipt = w.finish().unwrap();
         assert_eq!(receipt.files.len(), 2);
-        let summary = sink.committer().commit(&ckpt, Epoch(0), vec![receipt.clone()]).unwrap();
+        let summary = sink
+            .committer()
+            .commit(&ckpt, Epoch(0), vec![receipt.clone()])
+            .unwrap();
         assert_eq!(summary.rows, 3);
-        assert!(table.join("c=a%2Fb/part-query-12-e000000-t00000-000.parquet").exists());
+        assert!(table
+            .join("c=a%2Fb/part-query-12-e000000-t00000-000.parquet")
+            .exists());
         assert!(table.join(format!("c={NULL_PARTITION}")).is_dir());
-        assert!(!table.join(STAGING_DIR).exists(), "staging removed after commit");
+        assert!(
+            !table.join(STAGING_DIR).exists(),
+            "staging removed after commit"
+        );
         // A replayed commit of the same epoch publishes nothing new.
-        let again = sink.committer().commit(&ckpt, Epoch(0), vec![receipt]).unwrap();
+        let again = sink
+            .committer()
+            .commit(&ckpt, Epoch(0), vec![receipt])
+            .unwrap();
         assert_eq!(again, summary);
     }
 }

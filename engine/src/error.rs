@@ -68,13 +68,15 @@ impl EngineError {
 /// records, missing files) as they were raised.
 pub fn describe_datafusion(e: &DataFusionError) -> String {
     match e {
-        DataFusionError::External(inner) => match inner.downcast_ref::<sluice_connectors::ConnectorError>() {
-            Some(c) => c.to_string(),
-            None => match inner.downcast_ref::<DataFusionError>() {
-                Some(d) => describe_datafusion(d),
-                None => inner.to_string(),
-            },
-        },
+        DataFusionError::External(inner) => {
+            match inner.downcast_ref::<sluice_connectors::ConnectorError>() {
+                Some(c) => c.to_string(),
+                None => match inner.downcast_ref::<DataFusionError>() {
+                    Some(d) => describe_datafusion(d),
+                    None => inner.to_string(),
+                },
+            }
+        }
         DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", describe_datafusion(inner)),
         DataFusionError::Shared(inner) => describe_datafusion(inner),
         DataFusionError::ArrowError(inner, _) => inner.to_string(),
@@ -91,7 +93,9 @@ pub fn datafusion_retryable(e: &DataFusionError) -> bool {
             .map(|c| c.is_retryable())
             .unwrap_or(false),
         DataFusionError::IoError(_) => true,
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => datafusion_retryable(inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            datafusion_retryable(inner)
+        }
         DataFusionError::Shared(inner) => datafusion_retryable(inner),
         _ => false,
     }

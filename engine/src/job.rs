@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTableOptions, Expr, ObjectName, Query, SqlOption, Statement, TableObject, Value,
+    ColumnOption, CreateTableOptions, Expr, ObjectName, Query, SqlOption, Statement, TableObject,
+    Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::Span;
@@ -111,7 +112,8 @@ impl Job {
             if query.is_some() {
                 return Err(EngineError::Sql {
                     location,
-                    message: "a job runs one query; found a statement after the INSERT/SELECT".into(),
+                    message: "a job runs one query; found a statement after the INSERT/SELECT"
+                        .into(),
                 });
             }
             match *statement {
@@ -214,7 +216,13 @@ impl Job {
             });
         };
         let fingerprint = hex::encode(&Sha256::digest(normalised.as_bytes())[..12]);
-        Ok(Job { text, tables, query, target, fingerprint })
+        Ok(Job {
+            text,
+            tables,
+            query,
+            target,
+            fingerprint,
+        })
     }
 
     /// The definition of table `name`, if the job has one.
@@ -283,7 +291,10 @@ pub fn locate(origin: &str, span: Span) -> String {
 pub fn sql_error(origin: &str, e: &DataFusionError) -> EngineError {
     let message = describe_datafusion(e);
     if let Some(span) = e.diagnostic().and_then(|d| d.span) {
-        return EngineError::Sql { location: locate(origin, span), message: clean(&message) };
+        return EngineError::Sql {
+            location: format!("{origin}:{}:{}: ", span.start.line, span.start.column),
+            message: clean(&message),
+        };
     }
     if let Some(idx) = message.find(" at Line: ") {
         let rest = &message[idx + " at Line: ".len()..];
@@ -293,10 +304,16 @@ pub fn sql_error(origin: &str, e: &DataFusionError) -> EngineError {
             .map(|s| s.parse::<u64>().unwrap_or(0));
         if let (Some(line), Some(col)) = (nums.next(), nums.next()) {
             let head = clean(&message[..idx]);
-            return EngineError::Sql { location: format!("{origin}:{line}:{col}: "), message: head };
+            return EngineError::Sql {
+                location: format!("{origin}:{line}:{col}: "),
+                message: head,
+            };
         }
     }
-    EngineError::Sql { location: format!("{origin}: "), message: clean(&message) }
+    EngineError::Sql {
+        location: format!("{origin}: "),
+        message: clean(&message),
+    }
 }
 
 fn clean(message: &str) -> String {
@@ -312,7 +329,10 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Result<Job> {
-        Job::parse(JobText { origin: "job.sql".into(), text: sql.into() })
+        Job::parse(JobText {
+            origin: "job.sql".into(),
+            text: sql.into(),
+        })
     }
 
     #[test]
@@ -340,16 +360,21 @@ mod tests {
 
     #[test]
     fn syntax_error_has_line_and_column() {
-        let err = parse("CREATE TABLE t WITH (connector = 'csv', path = 'x');\nSELEC * FROM t;").unwrap_err();
+        let err = parse("CREATE TABLE t WITH (connector = 'csv', path = 'x');\nSELEC * FROM t;")
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("job.sql:2:1: "), "{text}");
     }
 
     #[test]
     fn unknown_connector_is_located() {
-        let err = parse("\n\nCREATE TABLE t WITH (connector = 'kafkaa', path = 'x');\nSELECT 1;").unwrap_err();
+        let err = parse("\n\nCREATE TABLE t WITH (connector = 'kafkaa', path = 'x');\nSELECT 1;")
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("job.sql:3:1: ") && text.contains("unknown connector 'kafkaa'"), "{text}");
+        assert!(
+            text.starts_with("job.sql:3:1: ") && text.contains("unknown connector 'kafkaa'"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,1 +1,26 @@
-//! engine
+//! `sluice-engine`: the planner, driver, executor and cluster managers of Sluice, and the
+//! `sluice` binary.
+//!
+//! Map of the modules:
+//! - [`job`]: a job's SQL text → table definitions and one query.
+//! - [`plan`]: DataFusion planning → a stage DAG cut at shuffle boundaries, with Sluice's own
+//!   leaf operators ([`plan::nodes`]) and their plan codec ([`plan::codec`]).
+//! - [`protocol`]: the messages between driver and executors.
+//! - [`driver`]: epochs (offsets → tasks → commit), the scheduler state machine, the listener
+//!   for executors and the `local` process manager.
+//! - [`executor`]: the executor process and task execution.
+//! - [`shuffle`]: shuffle outputs on executor disks, served and fetched over QUIC.
+//! - [`error`]: the engine's error type.
+//!
+//! What this crate does not own: transport security and framing (`sluice-net`), the checkpoint
+//! layout (`sluice-checkpoint`), reading and writing data formats (`sluice-connectors`).
+
+pub mod driver;
+pub mod error;
+pub mod executor;
+pub mod job;
+pub mod plan;
+pub mod protocol;
+pub mod shuffle;
+
+pub use error::{EngineError, Result};

@@ -1,1 +1,413 @@
-fn main() {}
+//! The `sluice` command: run jobs, start drivers and executors, manage clusters and checkpoints.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use sluice_engine::driver::{self, ClusterMode, DriverConfig, EpochOutcome, JobReport};
+use sluice_engine::executor::{self, ExecutorConfig};
+use sluice_engine::job::{Job, JobText};
+use sluice_engine::EngineError;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a streaming-first dataflow engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job on the embedded local cluster (driver + executor processes on this machine).
+    Run {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Executor processes to start.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Task slots per executor (default: CPU cores / executors, at least 1).
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Memory per executor in MiB (reported to the scheduler).
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        #[command(flatten)]
+        common: DriverArgs,
+    },
+    /// Run a job as the driver of a standalone cluster; executors join with `sluice executor`.
+    Driver {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Address to listen on for executors.
+        #[arg(long, default_value = "0.0.0.0:7077")]
+        listen: SocketAddr,
+        /// Cluster directory made by `sluice cluster init` (needs ca.crt and ca.key).
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// Executors that must join before the job starts.
+        #[arg(long, default_value_t = 1)]
+        min_executors: usize,
+        /// Seconds to wait for them.
+        #[arg(long, default_value_t = 120)]
+        register_timeout_secs: u64,
+        #[command(flatten)]
+        common: DriverArgs,
+    },
+    /// Start an executor that joins a driver.
+    Executor {
+        /// The driver's address (HOST:PORT).
+        #[arg(long)]
+        driver: String,
+        /// Cluster directory with ca.crt and either ca.key or this executor's NAME.crt/NAME.key.
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// Name in logs and in its certificate (default: executor-HOST-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Tasks run at once (default: CPU cores).
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Memory this executor may use, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        /// Directory for shuffle outputs (default: a temporary directory removed at exit).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Address to bind for shuffle traffic from peers.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// IP address peers should use to reach this executor (default: the address it uses
+        /// to reach the driver).
+        #[arg(long)]
+        advertise: Option<std::net::IpAddr>,
+        /// Seconds to keep trying to reach the driver at start-up.
+        #[arg(long, default_value_t = 60)]
+        connect_timeout_secs: u64,
+        /// Exit when this process is gone (used by the local cluster manager).
+        #[arg(long, hide = true)]
+        parent_pid: Option<u32>,
+    },
+    /// Show the stage DAG a job would run.
+    Explain {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Partitions per scan and shuffle.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+    },
+    /// Manage standalone cluster credentials.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Inspect checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a cluster directory with a new certificate authority (ca.crt, ca.key mode 0600).
+    Init {
+        /// The directory to create.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Print a checkpoint's query, epochs and recorded inputs.
+    Inspect {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// A job file (CREATE TABLE ... WITH (...); INSERT INTO ... SELECT ...).
+    job: Option<PathBuf>,
+    /// A query given inline instead of a job file; results are printed.
+    #[arg(short = 'e', long = "execute", conflicts_with = "job")]
+    execute: Option<String>,
+}
+
+#[derive(Args)]
+struct DriverArgs {
+    /// Checkpoint directory; rerunning a job on the same checkpoint does not repeat its output.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Partitions per scan and shuffle (default: total executor slots).
+    #[arg(long)]
+    parallelism: Option<usize>,
+    /// Most rows printed for a SELECT; the rest are counted, not held.
+    #[arg(long, default_value_t = 1000)]
+    max_result_rows: usize,
+    /// Seconds without a heartbeat before an executor is declared lost.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_timeout_secs: u64,
+    /// Directory for the run's certificates and executor scratch space (default: temporary).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if matches!(
+                e.downcast_ref::<EngineError>(),
+                Some(EngineError::Interrupted)
+            ) {
+                eprintln!("sluice: interrupted; nothing was committed");
+                return ExitCode::from(130);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            query,
+            executors,
+            slots,
+            memory_mb,
+            common,
+        } => {
+            if executors == 0 {
+                bail!("--executors must be at least 1");
+            }
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let slots = slots.unwrap_or_else(|| (cores / executors).max(1) as u32);
+            let cluster = ClusterMode::Local {
+                executors,
+                slots_per_executor: slots,
+                memory_bytes: memory_mb * 1024 * 1024,
+            };
+            run_job(query, cluster, common)
+        }
+        Command::Driver {
+            query,
+            listen,
+            cluster_dir,
+            min_executors,
+            register_timeout_secs,
+            common,
+        } => {
+            let cluster = ClusterMode::Standalone {
+                listen,
+                cluster_dir,
+                min_executors: min_executors.max(1),
+                register_timeout: Duration::from_secs(register_timeout_secs),
+            };
+            run_job(query, cluster, common)
+        }
+        Command::Executor {
+            driver,
+            cluster_dir,
+            name,
+            slots,
+            memory_mb,
+            work_dir,
+            bind,
+            advertise,
+            connect_timeout_secs,
+            parent_pid,
+        } => {
+            let driver = driver
+                .to_socket_addrs()
+                .with_context(|| format!("resolving driver address {driver}"))?
+                .next()
+                .with_context(|| format!("driver address {driver} resolves to nothing"))?;
+            let (work_dir, temporary) = match work_dir {
+                Some(d) => (d, false),
+                None => (
+                    std::env::temp_dir().join(format!("sluice-executor-{}", std::process::id())),
+                    true,
+                ),
+            };
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            let config = ExecutorConfig {
+                driver,
+                cluster_dir,
+                name: name.unwrap_or_else(|| format!("executor-{host}-{}", std::process::id())),
+                slots: slots.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get() as u32)
+                        .unwrap_or(1)
+                }),
+                memory_bytes: memory_mb * 1024 * 1024,
+                work_dir: work_dir.clone(),
+                bind,
+                advertise,
+                heartbeat_interval: Duration::from_millis(500),
+                parent_pid,
+                connect_timeout: Duration::from_secs(connect_timeout_secs),
+            };
+            let result = executor::run(config);
+            if temporary {
+                let _ = std::fs::remove_dir_all(&work_dir);
+            }
+            Ok(result?)
+        }
+        Command::Explain { query, parallelism } => {
+            let job = load_job(&query)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let planned = runtime.block_on(sluice_engine::plan::plan(&job, parallelism))?;
+            print!("{}", planned.explain());
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Init { dir },
+        } => {
+            if dir.join("ca.key").exists() {
+                bail!(
+                    "{} already holds a cluster CA (ca.key); refusing to overwrite it",
+                    dir.display()
+                );
+            }
+            let ca = sluice_net::ClusterCa::generate(&dir.display().to_string())?;
+            ca.write_to_dir(&dir)?;
+            println!(
+                "created cluster CA in {} (ca.crt, ca.key). Give every host this directory; start the driver with --cluster-dir {0} and executors with --cluster-dir {0}.",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => inspect_checkpoint(&dir),
+    }
+}
+
+fn load_job(query: &QueryArgs) -> anyhow::Result<Job> {
+    let text = match (&query.job, &query.execute) {
+        (Some(path), None) => JobText {
+            origin: path.display().to_string(),
+            text: std::fs::read_to_string(path)
+                .with_context(|| format!("reading job file {}", path.display()))?,
+        },
+        (None, Some(sql)) => JobText {
+            origin: "query".into(),
+            text: sql.clone(),
+        },
+        _ => bail!("give a job file or -e \"SQL\""),
+    };
+    Ok(Job::parse(text)?)
+}
+
+fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow::Result<()> {
+    let job = load_job(&query)?;
+    let config = DriverConfig {
+        cluster,
+        parallelism: common.parallelism,
+        checkpoint: common.checkpoint,
+        max_result_rows: common.max_result_rows,
+        heartbeat_timeout: Duration::from_secs(common.heartbeat_timeout_secs.max(1)),
+        work_dir: common.work_dir,
+        program: std::env::current_exe().context("locating the sluice binary")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(driver::run(job, config))?;
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(report: &JobReport) {
+    if let Some(console) = &report.console {
+        println!("{console}");
+    }
+    let t = &report.timings;
+    match report.outcome {
+        EpochOutcome::AlreadyCommitted => eprintln!(
+            "sluice: epoch {} of query {} is already committed in this checkpoint ({} rows); nothing to do",
+            report.epoch, report.query_id, report.output_rows
+        ),
+        EpochOutcome::CommitCompleted => eprintln!(
+            "sluice: completed the recorded commit of epoch {}: {} rows in {} files",
+            report.epoch, report.output_rows, report.files
+        ),
+        EpochOutcome::Committed => {
+            let peak = report.executors.iter().map(|e| e.peak_rss_bytes).max().unwrap_or(0);
+            let what = if report.console.is_some() {
+                format!("{} rows", report.output_rows)
+            } else {
+                format!("{} rows in {} files", report.output_rows, report.files)
+            };
+            eprintln!(
+                "sluice: epoch {} committed: {what}; {} stages, {} tasks on {} executors (peak RSS {} MiB); {:.3}s (plan {:.3}s, offsets {:.3}s, run {:.3}s, commit {:.3}s)",
+                report.epoch,
+                report.stages,
+                report.tasks,
+                report.executors.len(),
+                peak / (1024 * 1024),
+                t.total.as_secs_f64(),
+                t.planning.as_secs_f64(),
+                t.offsets.as_secs_f64(),
+                t.execution.as_secs_f64(),
+                t.commit.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = sluice_checkpoint::CheckpointStore::open_existing(dir)?;
+    let meta = store.metadata();
+    println!("checkpoint {}", dir.display());
+    println!("  query id:         {}", meta.query_id);
+    println!("  plan fingerprint: {}", meta.plan_fingerprint);
+    println!("  format version:   {}", meta.format_version);
+    let log = store.epoch_log()?;
+    let Some(last) = log.last_planned else {
+        println!("  no epochs yet");
+        return Ok(());
+    };
+    for n in 0..=last.0 {
+        let epoch = sluice_checkpoint::Epoch(n);
+        let Some(input) = store.read_offsets::<driver::EpochInput>(epoch)? else {
+            continue;
+        };
+        let commit = store.read_commit(epoch)?;
+        let state = match &commit {
+            Some(c) => format!("committed ({} rows)", c.output_rows),
+            None => "planned, not committed (will be re-run with the same input)".into(),
+        };
+        println!("  epoch {n}: {state}");
+        for (table, splits) in &input.sources {
+            let bytes: u64 = splits.iter().map(|s| s.bytes).sum();
+            println!("    {table}: {} splits, {} bytes", splits.len(), bytes);
+        }
+    }
+    Ok(())
+}

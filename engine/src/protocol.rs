@@ -54,7 +54,10 @@ pub enum ToDriver {
     /// Sent every heartbeat interval; its absence for too long marks the executor lost.
     Heartbeat(ExecutorMetrics),
     /// A task attempt finished.
-    TaskFinished { attempt: AttemptId, outcome: TaskOutcome },
+    TaskFinished {
+        attempt: AttemptId,
+        outcome: TaskOutcome,
+    },
 }
 
 /// What an executor says about itself when it registers.

@@ -52,20 +52,34 @@ impl ShuffleStore {
     }
 
     fn stage_dir(&self, query: &str, epoch: Epoch, stage: StageId) -> PathBuf {
-        self.root.join(sanitize(query)).join(epoch.0.to_string()).join(format!("s{}", stage.0))
+        self.root
+            .join(sanitize(query))
+            .join(epoch.0.to_string())
+            .join(format!("s{}", stage.0))
     }
 
     fn data_path(&self, r: &FetchRequest) -> PathBuf {
-        self.stage_dir(&r.query_id, r.epoch, r.stage)
-            .join(format!("m{}-r{}.arrow", r.map_partition, r.reduce_partition))
+        self.stage_dir(&r.query_id, r.epoch, r.stage).join(format!(
+            "m{}-r{}.arrow",
+            r.map_partition, r.reduce_partition
+        ))
     }
 
     fn done_path(&self, r: &FetchRequest) -> PathBuf {
-        self.stage_dir(&r.query_id, r.epoch, r.stage).join(format!("m{}.done", r.map_partition))
+        self.stage_dir(&r.query_id, r.epoch, r.stage)
+            .join(format!("m{}.done", r.map_partition))
     }
 
     /// A writer for the outputs of one map task.
-    pub fn writer(&self, query: &str, epoch: Epoch, stage: StageId, map: usize, partitions: usize, schema: SchemaRef) -> std::io::Result<MapOutputWriter> {
+    pub fn writer(
+        &self,
+        query: &str,
+        epoch: Epoch,
+        stage: StageId,
+        map: usize,
+        partitions: usize,
+        schema: SchemaRef,
+    ) -> std::io::Result<MapOutputWriter> {
         let dir = self.stage_dir(query, epoch, stage);
         std::fs::create_dir_all(&dir)?;
         Ok(MapOutputWriter {
@@ -97,7 +111,8 @@ impl ShuffleStore {
     /// Reads a local output as a stream (no network).
     fn read_local(&self, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
         let lookup = self.lookup(&request);
-        let mut builder = datafusion::physical_plan::stream::RecordBatchReceiverStream::builder(schema, 2);
+        let mut builder =
+            datafusion::physical_plan::stream::RecordBatchReceiverStream::builder(schema, 2);
         let tx = builder.tx();
         builder.spawn_blocking(move || {
             match lookup {
@@ -126,7 +141,15 @@ enum Lookup {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn missing(r: &FetchRequest, why: &str) -> DataFusionError {
@@ -157,9 +180,15 @@ impl MapOutputWriter {
         }
         if self.writers[reduce].is_none() {
             let file = File::create(self.tmp_path(reduce))?;
-            self.writers[reduce] = Some(StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &self.schema)?);
+            self.writers[reduce] = Some(StreamWriter::try_new(
+                BufWriter::with_capacity(1 << 20, file),
+                &self.schema,
+            )?);
         }
-        self.writers[reduce].as_mut().expect("created above").write(batch)?;
+        self.writers[reduce]
+            .as_mut()
+            .expect("created above")
+            .write(batch)?;
         self.rows[reduce] += batch.num_rows() as u64;
         Ok(())
     }
@@ -170,8 +199,13 @@ impl MapOutputWriter {
             if let Some(mut w) = self.writers[reduce].take() {
                 w.finish()?;
                 let inner = w.into_inner()?;
-                inner.into_inner().map_err(|e| DataFusionError::IoError(e.into_error()))?;
-                std::fs::rename(self.tmp_path(reduce), self.dir.join(format!("m{}-r{reduce}.arrow", self.map)))?;
+                inner
+                    .into_inner()
+                    .map_err(|e| DataFusionError::IoError(e.into_error()))?;
+                std::fs::rename(
+                    self.tmp_path(reduce),
+                    self.dir.join(format!("m{}-r{reduce}.arrow", self.map)),
+                )?;
             }
         }
         File::create(self.dir.join(format!("m{}.done", self.map)))?;
@@ -209,13 +243,19 @@ pub async fn serve_connection(conn: quinn::Connection, store: Arc<ShuffleStore>)
     }
 }
 
-async fn respond(send: quinn::SendStream, store: &ShuffleStore, request: &FetchRequest) -> std::io::Result<()> {
+async fn respond(
+    send: quinn::SendStream,
+    store: &ShuffleStore,
+    request: &FetchRequest,
+) -> std::io::Result<()> {
     let mut writer = FrameWriter::<_, FetchResponse>::new(send, MAX_FETCH_FRAME_BYTES);
     let lookup = store.lookup(request);
     let header = match &lookup {
         Lookup::Data(_) => FetchResponse::Data,
         Lookup::Empty => FetchResponse::Empty,
-        Lookup::Missing => FetchResponse::Missing { message: "no such output on this executor".into() },
+        Lookup::Missing => FetchResponse::Missing {
+            message: "no such output on this executor".into(),
+        },
     };
     writer.send(&header).await.map_err(std::io::Error::other)?;
     let mut send = writer.into_inner();
@@ -240,11 +280,23 @@ pub struct ShuffleClient {
 
 impl ShuffleClient {
     /// A client using `endpoint`, spawning network I/O on `network`.
-    pub fn new(endpoint: ClusterEndpoint, local: Option<(ExecutorId, Arc<ShuffleStore>)>, network: tokio::runtime::Handle) -> Self {
-        Self { endpoint, local, network, connections: tokio::sync::Mutex::new(HashMap::new()) }
+    pub fn new(
+        endpoint: ClusterEndpoint,
+        local: Option<(ExecutorId, Arc<ShuffleStore>)>,
+        network: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            endpoint,
+            local,
+            network,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+        }
     }
 
-    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, sluice_net::NetError> {
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, sluice_net::NetError> {
         let mut conns = self.connections.lock().await;
         if let Some(c) = conns.get(&addr) {
             if c.close_reason().is_none() {
@@ -274,7 +326,10 @@ impl ShuffleClient {
             let mut reader = FrameReader::<_, FetchResponse>::new(recv, MAX_FETCH_FRAME_BYTES);
             match reader.expect().await.map_err(ext)? {
                 FetchResponse::Empty => Ok(()),
-                FetchResponse::Missing { message } => Err(missing(&request, &format!("executor {} says: {message}", location.executor))),
+                FetchResponse::Missing { message } => Err(missing(
+                    &request,
+                    &format!("executor {} says: {message}", location.executor),
+                )),
                 FetchResponse::Data => {
                     let (recv, buffered) = reader.into_parts();
                     let mut ipc = IpcStreamReader::new(recv, buffered);
@@ -299,15 +354,24 @@ impl ShuffleClient {
 pub struct Fetcher(pub Arc<ShuffleClient>);
 
 impl ShuffleFetch for Fetcher {
-    fn fetch(&self, location: &MapOutputLocation, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
+    fn fetch(
+        &self,
+        location: &MapOutputLocation,
+        request: FetchRequest,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream {
         if let Some((me, store)) = &self.0.local {
             if *me == location.executor {
                 return store.read_local(request, schema);
             }
         }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        self.0.network.spawn(self.0.clone().fetch_remote(location.clone(), request, tx));
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        self.0
+            .network
+            .spawn(self.0.clone().fetch_remote(location.clone(), request, tx));
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }

@@ -77,8 +77,8 @@ impl ClusterEndpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(quic_client));
         client.transport_config(transport);
 
-        let mut endpoint =
-            quinn::Endpoint::server(server, addr).map_err(|source| NetError::Bind { addr, source })?;
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| NetError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
         Ok(Self { endpoint })
     }
@@ -113,7 +113,8 @@ impl ClusterEndpoint {
 
     /// Closes all connections immediately with an application reason.
     pub fn close(&self, reason: &str) {
-        self.endpoint.close(quinn::VarInt::from_u32(0), reason.as_bytes());
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), reason.as_bytes());
     }
 
     /// Waits until all connections are closed and their close frames sent.

@@ -151,10 +151,21 @@ mod tests {
         let (a, b) = tokio::io::duplex(1024);
         let mut w = FrameWriter::<_, Msg>::new(a, 1024);
         let mut r = FrameReader::<_, Msg>::new(b, 1024);
-        w.send(&Msg::Hello { id: 7, name: "x".into() }).await.unwrap();
+        w.send(&Msg::Hello {
+            id: 7,
+            name: "x".into(),
+        })
+        .await
+        .unwrap();
         w.send(&Msg::Bye).await.unwrap();
         drop(w);
-        assert_eq!(r.recv().await.unwrap(), Some(Msg::Hello { id: 7, name: "x".into() }));
+        assert_eq!(
+            r.recv().await.unwrap(),
+            Some(Msg::Hello {
+                id: 7,
+                name: "x".into()
+            })
+        );
         assert_eq!(r.recv().await.unwrap(), Some(Msg::Bye));
         assert_eq!(r.recv().await.unwrap(), None);
     }

@@ -124,7 +124,9 @@ mod tests {
             schema.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(0..1000)),
-                Arc::new(StringArray::from_iter((0..1000).map(|i| Some(format!("v{i}"))))),
+                Arc::new(StringArray::from_iter(
+                    (0..1000).map(|i| Some(format!("v{i}"))),
+                )),
             ],
         )
         .unwrap();

@@ -56,7 +56,10 @@ impl ClusterCa {
         let mut params = CertificateParams::new(Vec::<String>::new())
             .map_err(|e| cert_err("building CA parameters", e))?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("Sluice cluster CA {cluster_name}"));
+        dn.push(
+            DnType::CommonName,
+            format!("Sluice cluster CA {cluster_name}"),
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -97,6 +100,14 @@ impl ClusterCa {
             Err(e) => return Err(io_err("read", &key_path, e)),
         };
         Ok(Self { cert_pem, key_pem })
+    }
+
+    /// The same CA without its private key: enough to verify peers, not to issue identities.
+    pub fn without_key(&self) -> Self {
+        Self {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: None,
+        }
     }
 
     /// The CA certificate in DER form.
@@ -152,8 +163,16 @@ impl std::fmt::Debug for NodeIdentity {
 impl NodeIdentity {
     /// Writes `NAME.crt` and `NAME.key` (mode 0600) into `dir`.
     pub fn write_to_dir(&self, dir: &Path, name: &str) -> Result<()> {
-        write_file(&dir.join(format!("{name}.crt")), self.cert_pem.as_bytes(), 0o644)?;
-        write_file(&dir.join(format!("{name}.key")), self.key_pem.as_bytes(), 0o600)
+        write_file(
+            &dir.join(format!("{name}.crt")),
+            self.cert_pem.as_bytes(),
+            0o644,
+        )?;
+        write_file(
+            &dir.join(format!("{name}.key")),
+            self.key_pem.as_bytes(),
+            0o600,
+        )
     }
 
     /// Loads `NAME.crt`/`NAME.key` from `dir`; `Ok(None)` when they do not exist.
@@ -274,7 +293,10 @@ mod tests {
         let id = loaded.issue("executor-1").unwrap();
         id.write_to_dir(dir.path(), "executor-1").unwrap();
         for key in ["ca.key", "executor-1.key"] {
-            let mode = fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         let id = NodeIdentity::load_from_dir(dir.path(), "executor-1")
@@ -287,7 +309,10 @@ mod tests {
     #[test]
     fn a_ca_without_its_key_cannot_issue() {
         let dir = tempfile::tempdir().unwrap();
-        ClusterCa::generate("x").unwrap().write_to_dir(dir.path()).unwrap();
+        ClusterCa::generate("x")
+            .unwrap()
+            .write_to_dir(dir.path())
+            .unwrap();
         fs::remove_file(dir.path().join("ca.key")).unwrap();
         let ca = ClusterCa::load_from_dir(dir.path()).unwrap();
         let err = ca.issue("n").unwrap_err().to_string();

@@ -34,8 +34,14 @@ pub struct StageShape {
 #[derive(Debug, Clone)]
 enum TaskState {
     Pending,
-    Running { attempt: AttemptId, executor: ExecutorId },
-    Done { executor: ExecutorId, report: TaskReport },
+    Running {
+        attempt: AttemptId,
+        executor: ExecutorId,
+    },
+    Done {
+        executor: ExecutorId,
+        report: TaskReport,
+    },
 }
 
 #[derive(Debug)]
@@ -48,9 +54,17 @@ struct ExecutorLoad {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpochFailure {
     /// A task attempt failed.
-    TaskFailed { task: TaskKey, executor: ExecutorId, message: String, retryable: bool },
+    TaskFailed {
+        task: TaskKey,
+        executor: ExecutorId,
+        message: String,
+        retryable: bool,
+    },
     /// An executor holding running tasks or needed outputs was lost.
-    ExecutorLost { executor: ExecutorId, tasks: Vec<TaskKey> },
+    ExecutorLost {
+        executor: ExecutorId,
+        tasks: Vec<TaskKey>,
+    },
 }
 
 /// Scheduling state of one epoch.
@@ -68,8 +82,18 @@ pub struct EpochScheduler {
 impl EpochScheduler {
     /// A scheduler for stages `shapes` (in DAG order); attempt ids start at `first_attempt`.
     pub fn new(shapes: Vec<StageShape>, first_attempt: u64) -> Self {
-        let tasks = shapes.iter().map(|s| vec![TaskState::Pending; s.tasks]).collect();
-        Self { shapes, tasks, executors: BTreeMap::new(), attempts: HashMap::new(), next_attempt: first_attempt, rotation: 0 }
+        let tasks = shapes
+            .iter()
+            .map(|s| vec![TaskState::Pending; s.tasks])
+            .collect();
+        Self {
+            shapes,
+            tasks,
+            executors: BTreeMap::new(),
+            attempts: HashMap::new(),
+            next_attempt: first_attempt,
+            rotation: 0,
+        }
     }
 
     /// The next attempt id this scheduler would hand out (to continue numbering across epochs).
@@ -79,11 +103,19 @@ impl EpochScheduler {
 
     /// Makes an executor available for tasks.
     pub fn add_executor(&mut self, executor: ExecutorId, slots: u32) {
-        self.executors.insert(executor, ExecutorLoad { slots: slots.max(1), running: 0 });
+        self.executors.insert(
+            executor,
+            ExecutorLoad {
+                slots: slots.max(1),
+                running: 0,
+            },
+        );
     }
 
     fn stage_done(&self, stage: StageId) -> bool {
-        self.tasks[stage.0].iter().all(|t| matches!(t, TaskState::Done { .. }))
+        self.tasks[stage.0]
+            .iter()
+            .all(|t| matches!(t, TaskState::Done { .. }))
     }
 
     /// Whether every task of every stage has finished.
@@ -103,16 +135,25 @@ impl EpochScheduler {
                 if !matches!(self.tasks[s][p], TaskState::Pending) {
                     continue;
                 }
-                let Some(executor) = self.pick_executor() else { return out };
+                let Some(executor) = self.pick_executor() else {
+                    return out;
+                };
                 let attempt = AttemptId(self.next_attempt);
                 self.next_attempt += 1;
-                let task = TaskKey { stage: StageId(s), partition: p };
+                let task = TaskKey {
+                    stage: StageId(s),
+                    partition: p,
+                };
                 self.tasks[s][p] = TaskState::Running { attempt, executor };
                 self.attempts.insert(attempt, task);
                 if let Some(load) = self.executors.get_mut(&executor) {
                     load.running += 1;
                 }
-                out.push(Assignment { attempt, task, executor });
+                out.push(Assignment {
+                    attempt,
+                    task,
+                    executor,
+                });
             }
         }
         out
@@ -142,8 +183,14 @@ impl EpochScheduler {
 
     /// An attempt succeeded. Reports of unknown or superseded attempts are ignored.
     pub fn on_succeeded(&mut self, attempt: AttemptId, report: TaskReport) {
-        let Some(task) = self.attempts.remove(&attempt) else { return };
-        if let TaskState::Running { attempt: current, executor } = self.tasks[task.stage.0][task.partition] {
+        let Some(task) = self.attempts.remove(&attempt) else {
+            return;
+        };
+        if let TaskState::Running {
+            attempt: current,
+            executor,
+        } = self.tasks[task.stage.0][task.partition]
+        {
             if current == attempt {
                 self.release(executor);
                 self.tasks[task.stage.0][task.partition] = TaskState::Done { executor, report };
@@ -152,9 +199,18 @@ impl EpochScheduler {
     }
 
     /// An attempt failed: the epoch fails (task retries come with lineage recovery).
-    pub fn on_failed(&mut self, attempt: AttemptId, message: String, retryable: bool) -> Option<EpochFailure> {
+    pub fn on_failed(
+        &mut self,
+        attempt: AttemptId,
+        message: String,
+        retryable: bool,
+    ) -> Option<EpochFailure> {
         let task = self.attempts.remove(&attempt)?;
-        let TaskState::Running { attempt: current, executor } = self.tasks[task.stage.0][task.partition] else {
+        let TaskState::Running {
+            attempt: current,
+            executor,
+        } = self.tasks[task.stage.0][task.partition]
+        else {
             return None;
         };
         if current != attempt {
@@ -162,7 +218,12 @@ impl EpochScheduler {
         }
         self.release(executor);
         self.tasks[task.stage.0][task.partition] = TaskState::Pending;
-        Some(EpochFailure::TaskFailed { task, executor, message, retryable })
+        Some(EpochFailure::TaskFailed {
+            task,
+            executor,
+            message,
+            retryable,
+        })
     }
 
     /// An executor is gone. The epoch fails if it ran tasks or held outputs a later stage still
@@ -171,19 +232,28 @@ impl EpochScheduler {
         self.executors.remove(&executor);
         let mut affected = Vec::new();
         for s in 0..self.shapes.len() {
-            let needed_later = !self.is_complete() && self.shapes.iter().any(|d| d.inputs.contains(&StageId(s)));
+            let needed_later =
+                !self.is_complete() && self.shapes.iter().any(|d| d.inputs.contains(&StageId(s)));
             for (p, state) in self.tasks[s].iter().enumerate() {
                 let hit = match state {
                     TaskState::Running { executor: e, .. } => *e == executor,
-                    TaskState::Done { executor: e, .. } => *e == executor && (needed_later || s + 1 == self.shapes.len()),
+                    TaskState::Done { executor: e, .. } => {
+                        *e == executor && (needed_later || s + 1 == self.shapes.len())
+                    }
                     TaskState::Pending => false,
                 };
                 if hit {
-                    affected.push(TaskKey { stage: StageId(s), partition: p });
+                    affected.push(TaskKey {
+                        stage: StageId(s),
+                        partition: p,
+                    });
                 }
             }
         }
-        (!affected.is_empty()).then_some(EpochFailure::ExecutorLost { executor, tasks: affected })
+        (!affected.is_empty()).then_some(EpochFailure::ExecutorLost {
+            executor,
+            tasks: affected,
+        })
     }
 
     fn release(&mut self, executor: ExecutorId) {
@@ -224,8 +294,16 @@ mod tests {
     fn two_stage() -> EpochScheduler {
         let mut s = EpochScheduler::new(
             vec![
-                StageShape { id: StageId(0), tasks: 2, inputs: vec![] },
-                StageShape { id: StageId(1), tasks: 2, inputs: vec![StageId(0)] },
+                StageShape {
+                    id: StageId(0),
+                    tasks: 2,
+                    inputs: vec![],
+                },
+                StageShape {
+                    id: StageId(1),
+                    tasks: 2,
+                    inputs: vec![StageId(0)],
+                },
             ],
             0,
         );
@@ -240,7 +318,10 @@ mod tests {
         let first = s.poll();
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|a| a.task.stage == StageId(0)));
-        assert_ne!(first[0].executor, first[1].executor, "one task per executor");
+        assert_ne!(
+            first[0].executor, first[1].executor,
+            "one task per executor"
+        );
         assert!(s.poll().is_empty(), "no free slots, stage 1 not runnable");
         s.on_succeeded(first[0].attempt, TaskReport::default());
         assert!(s.poll().is_empty(), "stage 0 not done yet");
@@ -283,7 +364,11 @@ mod tests {
     fn failed_task_is_reported_with_its_cause() {
         let mut s = two_stage();
         let first = s.poll();
-        let f = s.on_failed(first[0].attempt, "bad row".into(), false).unwrap();
-        assert!(matches!(f, EpochFailure::TaskFailed { message, retryable: false, .. } if message == "bad row"));
+        let f = s
+            .on_failed(first[0].attempt, "bad row".into(), false)
+            .unwrap();
+        assert!(
+            matches!(f, EpochFailure::TaskFailed { message, retryable: false, .. } if message == "bad row")
+        );
     }
 }

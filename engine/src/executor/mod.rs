@@ -16,7 +16,10 @@ use std::time::Duration;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use sluice_connectors::parquet_sink::ParquetSink;
-use sluice_net::{ClusterCa, ClusterEndpoint, FrameReader, FrameWriter, NodeIdentity, TransportSettings, DEFAULT_MAX_FRAME_BYTES};
+use sluice_net::{
+    ClusterCa, ClusterEndpoint, FrameReader, FrameWriter, NodeIdentity, TransportSettings,
+    DEFAULT_MAX_FRAME_BYTES,
+};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -24,7 +27,9 @@ use crate::error::{EngineError, Result};
 use crate::plan::codec::SluiceCodec;
 use crate::plan::nodes::schema_from_json;
 use crate::plan::session_config;
-use crate::protocol::{ExecutorInfo, ExecutorMetrics, QueryInstall, SinkInstall, ToDriver, ToExecutor};
+use crate::protocol::{
+    ExecutorInfo, ExecutorMetrics, QueryInstall, SinkInstall, ToDriver, ToExecutor,
+};
 use crate::shuffle::{serve_connection, Fetcher, ShuffleClient, ShuffleStore};
 use task::{InstalledQuery, TaskEnv};
 
@@ -70,20 +75,28 @@ pub fn run(config: ExecutorConfig) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| EngineError::Cluster(format!("starting the compute runtime: {e}")))?;
-    let result = network.block_on(serve(config, compute.handle().clone(), network.handle().clone()));
+    let result = network.block_on(serve(
+        config,
+        compute.handle().clone(),
+        network.handle().clone(),
+    ));
     compute.shutdown_timeout(Duration::from_secs(1));
     network.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network: tokio::runtime::Handle) -> Result<()> {
+async fn serve(
+    config: ExecutorConfig,
+    compute: tokio::runtime::Handle,
+    network: tokio::runtime::Handle,
+) -> Result<()> {
     let ca = ClusterCa::load_from_dir(&config.cluster_dir)?;
     let identity = NodeIdentity::load_or_issue(&config.cluster_dir, &ca, &config.name)?;
-    let endpoint = ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
-    let store = Arc::new(
-        ShuffleStore::new(&config.work_dir)
-            .map_err(|e| EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display())))?,
-    );
+    let endpoint =
+        ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
+    let store = Arc::new(ShuffleStore::new(&config.work_dir).map_err(|e| {
+        EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
+    })?);
 
     // Data plane: serve shuffle outputs to whoever in the cluster asks.
     let accept_endpoint = endpoint.clone();
@@ -102,10 +115,16 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
     let _data_server = AbortOnDrop(data_server);
 
     let conn = connect_with_retry(&endpoint, config.driver, config.connect_timeout).await?;
-    let (send, recv) = conn.open_bi().await.map_err(|e| EngineError::Net(e.into()))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| EngineError::Net(e.into()))?;
     let mut writer = FrameWriter::<_, ToDriver>::new(send, DEFAULT_MAX_FRAME_BYTES);
     let mut reader = FrameReader::<_, ToExecutor>::new(recv, DEFAULT_MAX_FRAME_BYTES);
-    let ip = config.advertise.or_else(|| conn.local_ip()).unwrap_or(config.bind.ip());
+    let ip = config
+        .advertise
+        .or_else(|| conn.local_ip())
+        .unwrap_or(config.bind.ip());
     let data_addr = SocketAddr::new(ip, endpoint.local_addr()?.port());
     writer
         .send(&ToDriver::Register(ExecutorInfo {
@@ -118,7 +137,11 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
         .await?;
     let executor = match reader.expect().await? {
         ToExecutor::Registered { executor } => executor,
-        other => return Err(EngineError::Cluster(format!("driver answered registration with {other:?}"))),
+        other => {
+            return Err(EngineError::Cluster(format!(
+                "driver answered registration with {other:?}"
+            )))
+        }
     };
     info!(%executor, name = %config.name, %data_addr, "registered with driver {}", config.driver);
 
@@ -171,8 +194,16 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
             .with_default_features()
             .build(),
     );
-    let client = Arc::new(ShuffleClient::new(endpoint.clone(), Some((executor, store.clone())), network));
-    let env = TaskEnv { session: session.clone(), store: store.clone(), fetcher: Arc::new(Fetcher(client)) };
+    let client = Arc::new(ShuffleClient::new(
+        endpoint.clone(),
+        Some((executor, store.clone())),
+        network,
+    ));
+    let env = TaskEnv {
+        session: session.clone(),
+        store: store.clone(),
+        fetcher: Arc::new(Fetcher(client)),
+    };
     let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
 
     let outcome = loop {
@@ -197,7 +228,10 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
                         .send(ToDriver::TaskFinished {
                             attempt,
                             outcome: crate::protocol::TaskOutcome::Failed {
-                                message: format!("query {} is not installed on this executor", task.query_id),
+                                message: format!(
+                                    "query {} is not installed on this executor",
+                                    task.query_id
+                                ),
                                 retryable: false,
                             },
                         })
@@ -222,8 +256,14 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
                 info!("driver asked to shut down: {reason}");
                 break Ok(());
             }
-            Ok(Some(ToExecutor::Registered { .. })) => warn!("ignoring a second registration reply"),
-            Ok(None) => break Err(EngineError::Cluster("the driver closed the connection".into())),
+            Ok(Some(ToExecutor::Registered { .. })) => {
+                warn!("ignoring a second registration reply")
+            }
+            Ok(None) => {
+                break Err(EngineError::Cluster(
+                    "the driver closed the connection".into(),
+                ))
+            }
             Err(e) => break Err(EngineError::Cluster(format!("lost the driver: {e}"))),
         }
     };
@@ -235,7 +275,10 @@ async fn serve(config: ExecutorConfig, compute: tokio::runtime::Handle, network:
     outcome
 }
 
-fn decode_query(session: &datafusion::execution::session_state::SessionState, install: QueryInstall) -> Result<InstalledQuery> {
+fn decode_query(
+    session: &datafusion::execution::session_state::SessionState,
+    install: QueryInstall,
+) -> Result<InstalledQuery> {
     let ctx = datafusion::execution::TaskContext::from(session);
     let mut stages = HashMap::new();
     for stage in install.stages {
@@ -244,12 +287,19 @@ fn decode_query(session: &datafusion::execution::session_state::SessionState, in
     }
     let sink = match install.sink {
         SinkInstall::Console => None,
-        SinkInstall::Parquet { spec, schema_json } => Some(Arc::new(ParquetSink::new(spec, schema_from_json(&schema_json)?)?)),
+        SinkInstall::Parquet { spec, schema_json } => Some(Arc::new(ParquetSink::new(
+            spec,
+            schema_from_json(&schema_json)?,
+        )?)),
     };
     Ok(InstalledQuery { stages, sink })
 }
 
-async fn connect_with_retry(endpoint: &ClusterEndpoint, driver: SocketAddr, timeout: Duration) -> Result<quinn::Connection> {
+async fn connect_with_retry(
+    endpoint: &ClusterEndpoint,
+    driver: SocketAddr,
+    timeout: Duration,
+) -> Result<quinn::Connection> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     loop {
@@ -267,7 +317,9 @@ async fn connect_with_retry(endpoint: &ClusterEndpoint, driver: SocketAddr, time
 
 /// Current and peak resident set size of this process, in bytes (Linux `/proc`).
 pub fn memory_usage() -> (u64, u64) {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return (0, 0) };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return (0, 0);
+    };
     let field = |name: &str| {
         status
             .lines()
@@ -293,4 +345,3 @@ impl<T> Drop for AbortOnDrop<T> {
 pub fn local_name(index: usize) -> String {
     format!("executor-{index}")
 }
-

@@ -46,23 +46,33 @@ pub struct TaskEnv {
 
 /// Runs one attempt to completion and reports how it went.
 pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> TaskOutcome {
-    let span = info_span!("task", epoch = task.epoch.0, stage = task.task.stage.0, partition = task.task.partition);
+    let span = info_span!(
+        "task",
+        epoch = task.epoch.0,
+        stage = task.task.stage.0,
+        partition = task.task.partition
+    );
     let started = Instant::now();
     match execute(env, query, task).instrument(span).await {
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
             TaskOutcome::Succeeded(report)
         }
-        Err(e) => TaskOutcome::Failed { message: describe_datafusion(&e), retryable: datafusion_retryable(&e) },
+        Err(e) => TaskOutcome::Failed {
+            message: describe_datafusion(&e),
+            retryable: datafusion_retryable(&e),
+        },
     }
 }
 
-async fn execute(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> DfResult<TaskReport> {
-    let (plan, output) = query
-        .stages
-        .get(&task.task.stage)
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal(format!("stage {} is not installed", task.task.stage)))?;
+async fn execute(
+    env: TaskEnv,
+    query: Arc<InstalledQuery>,
+    task: TaskDescriptor,
+) -> DfResult<TaskReport> {
+    let (plan, output) = query.stages.get(&task.task.stage).cloned().ok_or_else(|| {
+        DataFusionError::Internal(format!("stage {} is not installed", task.task.stage))
+    })?;
     let partition = task.task.partition;
     let inputs = TaskInputs {
         query_id: task.query_id.clone(),
@@ -71,19 +81,34 @@ async fn execute(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
         inputs: task.inputs.clone(),
         fetcher: env.fetcher.clone(),
     };
-    let config = env.session.config().clone().with_extension(Arc::new(inputs));
+    let config = env
+        .session
+        .config()
+        .clone()
+        .with_extension(Arc::new(inputs));
     let ctx = Arc::new(TaskContext::from(env.session.as_ref()).with_session_config(config));
     let mut report = TaskReport::default();
     match output {
         StageOutput::Hash { partitions } => {
-            let repartition = plan
-                .downcast_ref::<RepartitionExec>()
-                .ok_or_else(|| DataFusionError::Internal("hash stage without RepartitionExec root".into()))?;
+            let repartition = plan.downcast_ref::<RepartitionExec>().ok_or_else(|| {
+                DataFusionError::Internal("hash stage without RepartitionExec root".into())
+            })?;
             let input = repartition.input().clone();
             let inputs_count = input.output_partitioning().partition_count();
-            let mut partitioner =
-                BatchPartitioner::try_new(repartition.partitioning().clone(), Time::new(), partition, inputs_count)?;
-            let mut writer = env.store.writer(&task.query_id, task.epoch, task.task.stage, partition, partitions, input.schema())?;
+            let mut partitioner = BatchPartitioner::try_new(
+                repartition.partitioning().clone(),
+                Time::new(),
+                partition,
+                inputs_count,
+            )?;
+            let mut writer = env.store.writer(
+                &task.query_id,
+                task.epoch,
+                task.task.stage,
+                partition,
+                partitions,
+                input.schema(),
+            )?;
             let mut stream = input.execute(partition, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
@@ -93,7 +118,14 @@ async fn execute(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
             report.partition_rows = writer.finish()?;
         }
         StageOutput::Gather | StageOutput::Result => {
-            let mut writer = env.store.writer(&task.query_id, task.epoch, task.task.stage, partition, 1, plan.schema())?;
+            let mut writer = env.store.writer(
+                &task.query_id,
+                task.epoch,
+                task.task.stage,
+                partition,
+                1,
+                plan.schema(),
+            )?;
             let mut stream = plan.execute(partition, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;

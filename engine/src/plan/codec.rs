@@ -48,16 +48,30 @@ impl PhysicalExtensionCodec for SluiceCodec {
         let node: Node = postcard::from_bytes(buf)
             .map_err(|e| DataFusionError::Internal(format!("undecodable Sluice plan node: {e}")))?;
         Ok(match node {
-            Node::Scan { table, spec, schema_json, projection, partitions } => Arc::new(SourceScanExec::try_new(
+            Node::Scan {
+                table,
+                spec,
+                schema_json,
+                projection,
+                partitions,
+            } => Arc::new(SourceScanExec::try_new(
                 table,
                 spec,
                 schema_from_json(&schema_json)?,
                 projection,
                 partitions,
             )?),
-            Node::ShuffleRead { stage, schema_json, partitions, mode } => {
-                Arc::new(ShuffleReaderExec::new(stage, schema_from_json(&schema_json)?, partitions, mode))
-            }
+            Node::ShuffleRead {
+                stage,
+                schema_json,
+                partitions,
+                mode,
+            } => Arc::new(ShuffleReaderExec::new(
+                stage,
+                schema_from_json(&schema_json)?,
+                partitions,
+                mode,
+            )),
         })
     }
 
@@ -88,7 +102,9 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 node.name()
             )));
         };
-        buf.extend(postcard::to_stdvec(&encoded).map_err(|e| DataFusionError::Internal(e.to_string()))?);
+        buf.extend(
+            postcard::to_stdvec(&encoded).map_err(|e| DataFusionError::Internal(e.to_string()))?,
+        );
         Ok(())
     }
 }

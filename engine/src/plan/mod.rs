@@ -84,7 +84,9 @@ pub struct PlannedQuery {
 
 impl fmt::Debug for PlannedQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlannedQuery").field("stages", &self.stages.len()).finish()
+        f.debug_struct("PlannedQuery")
+            .field("stages", &self.stages.len())
+            .finish()
     }
 }
 
@@ -100,7 +102,11 @@ impl PlannedQuery {
                 stage.output,
                 stage.inputs.iter().map(|s| s.0).collect::<Vec<_>>()
             ));
-            for line in displayable(stage.plan.as_ref()).indent(false).to_string().lines() {
+            for line in displayable(stage.plan.as_ref())
+                .indent(false)
+                .to_string()
+                .lines()
+            {
                 out.push_str("    ");
                 out.push_str(line);
                 out.push('\n');
@@ -128,42 +134,61 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
         }
         let source = match job.table(&name) {
             Some(def) => {
-                let spec = def.connector.as_source(&name).map_err(|e| EngineError::Sql {
-                    location: def.location.clone(),
-                    message: e.to_string(),
-                })?;
+                let spec = def
+                    .connector
+                    .as_source(&name)
+                    .map_err(|e| EngineError::Sql {
+                        location: def.location.clone(),
+                        message: e.to_string(),
+                    })?;
                 match &def.columns {
-                    Some(cols) => FileSource::new(spec.clone(), declared_schema(&ctx, origin, cols).await?),
+                    Some(cols) => {
+                        FileSource::new(spec.clone(), declared_schema(&ctx, origin, cols).await?)
+                    }
                     None => FileSource::infer(spec.clone())?,
                 }
             }
             None => match FileFormat::from_path(&name) {
                 // `FROM 'data/bids/*.parquet'`: a table named by its path.
-                Some(format) if name.contains('/') || name.contains('.') => FileSource::infer(FileSourceSpec {
-                    table: name.clone(),
-                    format,
-                    path: name.clone(),
-                    csv_header: true,
-                    csv_delimiter: b',',
-                })?,
+                Some(format) if name.contains('/') || name.contains('.') => {
+                    FileSource::infer(FileSourceSpec {
+                        table: name.clone(),
+                        format,
+                        path: name.clone(),
+                        csv_header: true,
+                        csv_delimiter: b',',
+                    })?
+                }
                 _ => continue, // unknown: DataFusion reports it with its position below
             },
         };
         let source = Arc::new(source);
         ctx.register_table(
             TableReference::bare(name.clone()),
-            Arc::new(SourceTable { name: name.clone(), source: source.clone(), partitions: parallelism }),
+            Arc::new(SourceTable {
+                name: name.clone(),
+                source: source.clone(),
+                partitions: parallelism,
+            }),
         )?;
         sources.insert(name, source);
     }
 
-    let logical = state.statement_to_plan(statement).await.map_err(|e| sql_error(origin, &e))?;
-    let mut frame = ctx.execute_logical_plan(logical).await.map_err(|e| sql_error(origin, &e))?;
+    let logical = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| sql_error(origin, &e))?;
+    let mut frame = ctx
+        .execute_logical_plan(logical)
+        .await
+        .map_err(|e| sql_error(origin, &e))?;
 
     let (sink, final_output) = match &job.target {
         Target::Console => (PlannedSink::Console, StageOutput::Result),
         Target::Table(name) => {
-            let def = job.table(name).ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
+            let def = job
+                .table(name)
+                .ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
             match &def.connector {
                 ConnectorSpec::Console => (PlannedSink::Console, StageOutput::Result),
                 ConnectorSpec::Files { sink: Some(spec), .. } => {
@@ -200,28 +225,60 @@ async fn plan_stages(
         PlannedSink::Parquet(spec) => {
             // Validate partition columns now, on the driver, rather than in every task.
             ParquetSink::new(spec.clone(), schema.clone())?;
-            SinkInstall::Parquet { spec: spec.clone(), schema_json: schema_to_json(&schema) }
+            SinkInstall::Parquet {
+                spec: spec.clone(),
+                schema_json: schema_to_json(&schema),
+            }
         }
     };
     let stages = stages::split(physical, final_output)?;
     let mut install = Vec::with_capacity(stages.len());
     for stage in &stages {
-        let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec).map_err(|e| {
-            EngineError::Unsupported(format!("stage {} cannot be sent to executors: {}", stage.id, crate::error::describe_datafusion(&e)))
+        let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec)
+            .map_err(|e| {
+            EngineError::Unsupported(format!(
+                "stage {} cannot be sent to executors: {}",
+                stage.id,
+                crate::error::describe_datafusion(&e)
+            ))
         })?;
-        install.push(StageInstall { stage: stage.id, plan: bytes.to_vec(), output: stage.output });
+        install.push(StageInstall {
+            stage: stage.id,
+            plan: bytes.to_vec(),
+            output: stage.output,
+        });
     }
-    Ok(PlannedQuery { stages, install, sink_install, sink, sources, fingerprint: job.fingerprint.clone() })
+    Ok(PlannedQuery {
+        stages,
+        install,
+        sink_install,
+        sink,
+        sources,
+        fingerprint: job.fingerprint.clone(),
+    })
 }
 
 /// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.
-async fn declared_schema(ctx: &SessionContext, origin: &str, cols: &[ColumnDecl]) -> Result<arrow::datatypes::SchemaRef> {
+async fn declared_schema(
+    ctx: &SessionContext,
+    origin: &str,
+    cols: &[ColumnDecl],
+) -> Result<arrow::datatypes::SchemaRef> {
     let select = cols
         .iter()
-        .map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.sql_type, c.name.replace('"', "\"\"")))
+        .map(|c| {
+            format!(
+                "CAST(NULL AS {}) AS \"{}\"",
+                c.sql_type,
+                c.name.replace('"', "\"\"")
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    let frame = ctx.sql(&format!("SELECT {select}")).await.map_err(|e| sql_error(origin, &e))?;
+    let frame = ctx
+        .sql(&format!("SELECT {select}"))
+        .await
+        .map_err(|e| sql_error(origin, &e))?;
     let fields: Vec<_> = frame
         .schema()
         .fields()
@@ -255,7 +312,13 @@ async fn conform(
     let exprs: Vec<Expr> = fields
         .iter()
         .zip(target.fields())
-        .map(|(have, want)| cast(col(datafusion::common::Column::from_name(have.name())), want.data_type().clone()).alias(want.name()))
+        .map(|(have, want)| {
+            cast(
+                col(datafusion::common::Column::from_name(have.name())),
+                want.data_type().clone(),
+            )
+            .alias(want.name())
+        })
         .collect();
     Ok(frame.select(exprs)?)
 }

@@ -20,7 +20,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use sluice_checkpoint::Epoch;
 use sluice_connectors::file::FileSource;
 use sluice_connectors::{FileSourceSpec, Source, Split};
@@ -30,7 +32,12 @@ use crate::protocol::{FetchRequest, MapOutputLocation, StageId};
 /// Fetches one upstream output as a stream of batches (from a peer over QUIC, or locally).
 pub trait ShuffleFetch: Send + Sync + fmt::Debug {
     /// Streams the output named by `request` from `location`.
-    fn fetch(&self, location: &MapOutputLocation, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream;
+    fn fetch(
+        &self,
+        location: &MapOutputLocation,
+        request: FetchRequest,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream;
 }
 
 /// What one task reads in this epoch; attached to the task's session config.
@@ -51,7 +58,9 @@ pub struct TaskInputs {
 fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {
     ctx.session_config()
         .get_extension::<TaskInputs>()
-        .ok_or_else(|| DataFusionError::Internal("task context carries no Sluice task inputs".into()))
+        .ok_or_else(|| {
+            DataFusionError::Internal("task context carries no Sluice task inputs".into())
+        })
 }
 
 fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
@@ -94,13 +103,25 @@ impl SourceScanExec {
             None => schema.clone(),
         };
         let props = properties(projected.clone(), partitions);
-        Ok(Self { table, spec, schema, projection, partitions, projected, props })
+        Ok(Self {
+            table,
+            spec,
+            schema,
+            projection,
+            partitions,
+            projected,
+            props,
+        })
     }
 }
 
 impl DisplayAs for SourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "SourceScanExec: table={}, format={:?}, partitions={}", self.table, self.spec.format, self.partitions)
+        write!(
+            f,
+            "SourceScanExec: table={}, format={:?}, partitions={}",
+            self.table, self.spec.format, self.partitions
+        )
     }
 }
 
@@ -124,11 +145,18 @@ impl ExecutionPlan for SourceScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let inputs = task_inputs(&context)?;
         let splits = inputs
             .splits
@@ -153,7 +181,10 @@ impl ExecutionPlan for SourceScanExec {
                 let mut reader = source
                     .open(&split, read_projection.as_deref())
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                while let Some(batch) = reader.next_batch().map_err(|e| DataFusionError::External(Box::new(e)))? {
+                while let Some(batch) = reader
+                    .next_batch()
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                {
                     let batch = if count_only {
                         RecordBatch::try_new_with_options(
                             out_schema.clone(),
@@ -201,13 +232,23 @@ impl ShuffleReaderExec {
     /// A reader of `stage`'s outputs.
     pub fn new(stage: StageId, schema: SchemaRef, partitions: usize, mode: ReadMode) -> Self {
         let props = properties(schema.clone(), partitions);
-        Self { stage, schema, partitions, mode, props }
+        Self {
+            stage,
+            schema,
+            partitions,
+            mode,
+            props,
+        }
     }
 }
 
 impl DisplayAs for ShuffleReaderExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ShuffleReaderExec: stage={}, mode={:?}, partitions={}", self.stage, self.mode, self.partitions)
+        write!(
+            f,
+            "ShuffleReaderExec: stage={}, mode={:?}, partitions={}",
+            self.stage, self.mode, self.partitions
+        )
     }
 }
 
@@ -231,14 +272,24 @@ impl ExecutionPlan for ShuffleReaderExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let inputs = task_inputs(&context)?;
         let locations = inputs.inputs.get(&self.stage).ok_or_else(|| {
-            DataFusionError::Internal(format!("task has no locations for input stage {}", self.stage))
+            DataFusionError::Internal(format!(
+                "task has no locations for input stage {}",
+                self.stage
+            ))
         })?;
         let request = |map_partition: usize, reduce_partition: usize| FetchRequest {
             query_id: inputs.query_id.clone(),
@@ -250,16 +301,29 @@ impl ExecutionPlan for ShuffleReaderExec {
         let streams: Vec<SendableRecordBatchStream> = match self.mode {
             ReadMode::Hash => locations
                 .iter()
-                .map(|l| inputs.fetcher.fetch(l, request(l.map_partition, partition), self.schema.clone()))
+                .map(|l| {
+                    inputs.fetcher.fetch(
+                        l,
+                        request(l.map_partition, partition),
+                        self.schema.clone(),
+                    )
+                })
                 .collect(),
             ReadMode::Gather => locations
                 .iter()
                 .filter(|l| l.map_partition == partition)
-                .map(|l| inputs.fetcher.fetch(l, request(l.map_partition, 0), self.schema.clone()))
+                .map(|l| {
+                    inputs
+                        .fetcher
+                        .fetch(l, request(l.map_partition, 0), self.schema.clone())
+                })
                 .collect(),
         };
         let merged = futures::stream::select_all(streams);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), merged)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            merged,
+        )))
     }
 }
 

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
@@ -51,8 +52,8 @@ pub fn split(plan: Arc<dyn ExecutionPlan>, final_output: StageOutput) -> Result<
 }
 
 fn cut(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<dyn ExecutionPlan>> {
-    let merges_partitions =
-        plan.downcast_ref::<CoalescePartitionsExec>().is_some() || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+    let merges_partitions = plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     if children.is_empty() {
         return Ok(plan);
@@ -70,23 +71,44 @@ fn cut(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<dyn 
             let input = cut(repartition.input().clone(), stages)?;
             let tasks = input.output_partitioning().partition_count();
             let schema = child.schema();
-            let stage_root = child.clone().with_new_children(vec![input])?;
+            let stage_root = replace_children(child.clone(), vec![input])?;
             let id = push_stage(stages, stage_root, tasks, StageOutput::Hash { partitions });
-            new_children.push(Arc::new(ShuffleReaderExec::new(id, schema, partitions, ReadMode::Hash)) as _);
+            new_children.push(Arc::new(ShuffleReaderExec::new(
+                id,
+                schema,
+                partitions,
+                ReadMode::Hash,
+            )) as _);
         } else if merges_partitions && child.output_partitioning().partition_count() > 1 {
             let schema = child.schema();
             let body = cut(child, stages)?;
             let tasks = body.output_partitioning().partition_count();
             let id = push_stage(stages, body, tasks, StageOutput::Gather);
-            new_children.push(Arc::new(ShuffleReaderExec::new(id, schema, tasks, ReadMode::Gather)) as _);
+            new_children
+                .push(Arc::new(ShuffleReaderExec::new(id, schema, tasks, ReadMode::Gather)) as _);
         } else {
             new_children.push(cut(child, stages)?);
         }
     }
-    Ok(plan.with_new_children(new_children)?)
+    replace_children(plan, new_children)
 }
 
-fn push_stage(stages: &mut Vec<Stage>, plan: Arc<dyn ExecutionPlan>, tasks: usize, output: StageOutput) -> StageId {
+fn replace_children(
+    plan: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )?)
+}
+
+fn push_stage(
+    stages: &mut Vec<Stage>,
+    plan: Arc<dyn ExecutionPlan>,
+    tasks: usize,
+    output: StageOutput,
+) -> StageId {
     let id = StageId(stages.len());
     let mut inputs = Vec::new();
     let mut tables = Vec::new();
@@ -95,11 +117,22 @@ fn push_stage(stages: &mut Vec<Stage>, plan: Arc<dyn ExecutionPlan>, tasks: usiz
     inputs.dedup();
     tables.sort();
     tables.dedup();
-    stages.push(Stage { id, plan, tasks, output, inputs, tables });
+    stages.push(Stage {
+        id,
+        plan,
+        tasks,
+        output,
+        inputs,
+        tables,
+    });
     id
 }
 
-fn collect_leaves(plan: &Arc<dyn ExecutionPlan>, inputs: &mut Vec<StageId>, tables: &mut Vec<(String, usize)>) {
+fn collect_leaves(
+    plan: &Arc<dyn ExecutionPlan>,
+    inputs: &mut Vec<StageId>,
+    tables: &mut Vec<(String, usize)>,
+) {
     if let Some(read) = plan.downcast_ref::<ShuffleReaderExec>() {
         inputs.push(read.stage);
     } else if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {

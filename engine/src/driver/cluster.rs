@@ -1,0 +1,295 @@
+//! The driver's side of the cluster: accepting executors, talking to them, and (in `local`
+//! mode) owning their processes.
+//!
+//! Every executor connection becomes a stream of [`ClusterEvent`]s on one channel consumed by
+//! the driver's event loop; messages to an executor go through its bounded queue and writer task.
+//! A connection that sends a malformed frame is closed with a logged error; others are
+//! unaffected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_net::{ClusterEndpoint, FrameReader, FrameWriter, DEFAULT_MAX_FRAME_BYTES};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::executor::AbortOnDrop;
+use crate::protocol::{ExecutorId, ExecutorInfo, ToDriver, ToExecutor};
+
+/// How long a new connection may take to send its `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something that happened in the cluster.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// An executor registered.
+    Registered {
+        executor: ExecutorId,
+        info: ExecutorInfo,
+        sender: mpsc::Sender<ToExecutor>,
+    },
+    /// An executor sent a message.
+    Message {
+        executor: ExecutorId,
+        message: ToDriver,
+    },
+    /// An executor's connection ended.
+    Disconnected {
+        executor: ExecutorId,
+        reason: String,
+    },
+    /// A local executor process exited.
+    ProcessExited { name: String, status: String },
+}
+
+/// Accepts executor connections on `endpoint` until dropped.
+pub struct Listener {
+    _accept: AbortOnDrop<()>,
+}
+
+impl Listener {
+    /// Starts accepting; events go to `events`.
+    pub fn start(endpoint: ClusterEndpoint, events: mpsc::Sender<ClusterEvent>) -> Self {
+        let next_id = Arc::new(AtomicU32::new(1));
+        let accept = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Some(incoming) = endpoint.accept().await {
+                let events = events.clone();
+                let next_id = next_id.clone();
+                connections.spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => handle_connection(conn, events, next_id).await,
+                        Err(e) => warn!("refused connection from {remote}: {e}"),
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Self {
+            _accept: AbortOnDrop(accept),
+        }
+    }
+}
+
+async fn handle_connection(
+    conn: quinn::Connection,
+    events: mpsc::Sender<ClusterEvent>,
+    next_id: Arc<AtomicU32>,
+) {
+    let remote = conn.remote_address();
+    let (send, recv) = match tokio::time::timeout(REGISTER_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return warn!("connection from {remote} closed before registering: {e}"),
+        Err(_) => {
+            conn.close(quinn::VarInt::from_u32(1), b"no registration");
+            return warn!("connection from {remote} did not register in time");
+        }
+    };
+    let mut reader = FrameReader::<_, ToDriver>::new(recv, DEFAULT_MAX_FRAME_BYTES);
+    let mut writer = FrameWriter::<_, ToExecutor>::new(send, DEFAULT_MAX_FRAME_BYTES);
+    let info = match tokio::time::timeout(REGISTER_TIMEOUT, reader.recv()).await {
+        Ok(Ok(Some(ToDriver::Register(info)))) => info,
+        Ok(Ok(Some(other))) => {
+            conn.close(quinn::VarInt::from_u32(1), b"expected Register");
+            return warn!(
+                "closing connection from {remote}: first message was {other:?}, not Register"
+            );
+        }
+        Ok(Ok(None)) => return warn!("connection from {remote} closed before registering"),
+        Ok(Err(e)) => {
+            conn.close(quinn::VarInt::from_u32(2), b"malformed frame");
+            return warn!("closing connection from {remote}: {e}");
+        }
+        Err(_) => {
+            conn.close(quinn::VarInt::from_u32(1), b"no registration");
+            return warn!("connection from {remote} did not register in time");
+        }
+    };
+    let executor = ExecutorId(next_id.fetch_add(1, Ordering::Relaxed));
+    if let Err(e) = writer.send(&ToExecutor::Registered { executor }).await {
+        return warn!(
+            "executor {} at {remote} vanished while registering: {e}",
+            info.name
+        );
+    }
+    info!(%executor, name = %info.name, slots = info.slots, data = %info.data_addr, "executor registered");
+    let (tx, mut rx) = mpsc::channel::<ToExecutor>(1024);
+    let writer_conn = conn.clone();
+    let writer_task = AbortOnDrop(tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let shutdown = matches!(msg, ToExecutor::Shutdown { .. });
+            if writer.send(&msg).await.is_err() {
+                break;
+            }
+            if shutdown {
+                let _ = writer.get_mut().finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer_conn.closed()).await;
+                break;
+            }
+        }
+    }));
+    if events
+        .send(ClusterEvent::Registered {
+            executor,
+            info,
+            sender: tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let reason = loop {
+        match reader.recv().await {
+            Ok(Some(message)) => {
+                if events
+                    .send(ClusterEvent::Message { executor, message })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => break "closed its control stream".to_string(),
+            Err(sluice_net::NetError::MalformedFrame(m)) => {
+                warn!(%executor, "closing executor connection: malformed frame: {m}");
+                conn.close(quinn::VarInt::from_u32(2), b"malformed frame");
+                break format!("sent a malformed frame ({m})");
+            }
+            Err(e) => break format!("connection lost ({e})"),
+        }
+    };
+    drop(writer_task);
+    let _ = events
+        .send(ClusterEvent::Disconnected { executor, reason })
+        .await;
+}
+
+/// Executor processes spawned by the `local` cluster manager. Dropping it kills them.
+pub struct LocalProcesses {
+    watchers: JoinSet<()>,
+    pids: BTreeMap<String, u32>,
+}
+
+/// What to start a local executor with.
+#[derive(Debug, Clone)]
+pub struct LocalSpawn {
+    /// The `sluice` binary.
+    pub program: PathBuf,
+    /// Driver control address.
+    pub driver: std::net::SocketAddr,
+    /// Directory with the CA and per-executor certificates.
+    pub tls_dir: PathBuf,
+    /// Work directory root; each executor gets its own subdirectory.
+    pub work_dir: PathBuf,
+    /// Slots per executor.
+    pub slots: u32,
+    /// Memory per executor in bytes.
+    pub memory_bytes: u64,
+}
+
+impl LocalProcesses {
+    /// Spawns `names.len()` executor processes; exits are reported as events.
+    pub fn spawn(
+        spec: &LocalSpawn,
+        names: &[String],
+        events: mpsc::Sender<ClusterEvent>,
+    ) -> std::io::Result<Self> {
+        let mut watchers = JoinSet::new();
+        let mut pids = BTreeMap::new();
+        for name in names {
+            let work = spec.work_dir.join(name);
+            let mut child = tokio::process::Command::new(&spec.program)
+                .arg("executor")
+                .arg("--driver")
+                .arg(spec.driver.to_string())
+                .arg("--cluster-dir")
+                .arg(&spec.tls_dir)
+                .arg("--name")
+                .arg(name)
+                .arg("--slots")
+                .arg(spec.slots.to_string())
+                .arg("--memory-mb")
+                .arg((spec.memory_bytes / (1024 * 1024)).to_string())
+                .arg("--work-dir")
+                .arg(&work)
+                .arg("--bind")
+                .arg("127.0.0.1:0")
+                .arg("--parent-pid")
+                .arg(std::process::id().to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            if let Some(pid) = child.id() {
+                pids.insert(name.clone(), pid);
+            }
+            let events = events.clone();
+            let name = name.clone();
+            watchers.spawn(async move {
+                let status = match child.wait().await {
+                    Ok(s) => describe_status(s),
+                    Err(e) => format!("could not be waited for: {e}"),
+                };
+                let _ = events
+                    .send(ClusterEvent::ProcessExited { name, status })
+                    .await;
+            });
+        }
+        Ok(Self { watchers, pids })
+    }
+
+    /// The pid of each executor process, by name.
+    pub fn pids(&self) -> &BTreeMap<String, u32> {
+        &self.pids
+    }
+
+    /// Waits up to `grace` for the processes to exit on their own, then kills the rest.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.watchers.is_empty() {
+            match tokio::time::timeout_at(deadline, self.watchers.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    // Aborting a watcher drops its Child, which kills the process (kill_on_drop).
+                    self.watchers.abort_all();
+                    while self.watchers.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "exited".to_string(),
+    }
+}
+
+/// Writes the CA and one certificate per local executor into `dir` (keys mode 0600); returns the
+/// CA and the driver's identity.
+pub fn local_tls(
+    dir: &Path,
+    names: &[String],
+) -> sluice_net::Result<(sluice_net::ClusterCa, sluice_net::NodeIdentity)> {
+    let ca = sluice_net::ClusterCa::generate("local")?;
+    // Local executors get certificates, not the CA key: only the driver can issue.
+    ca.without_key().write_to_dir(dir)?;
+    for name in names {
+        ca.issue(name)?.write_to_dir(dir, name)?;
+    }
+    let driver = ca.issue("driver")?;
+    Ok((ca, driver))
+}

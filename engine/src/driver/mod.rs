@@ -1,0 +1,955 @@
+//! The driver: turns a job into epochs, runs each on the executors, and commits it.
+//!
+//! For every epoch the driver
+//! 1. decides what it reads (file splits) and records that in `offsets/N` *before* any work,
+//!    or — on restart — reads back exactly what was recorded;
+//! 2. schedules the query's cached stage DAG as tasks on executors ([`scheduler`]);
+//! 3. commits: the sink publishes the epoch's staged files (recorded first, so a crash
+//!    mid-publish is completed on restart), then `commits/N` is written.
+//!
+//! A bounded job is epoch 0 of its query through exactly this path. Running it again on the
+//! same checkpoint finds epoch 0 committed and does nothing.
+
+pub mod cluster;
+pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
+use sluice_connectors::console::ConsolePrinter;
+use sluice_connectors::parquet_sink::ParquetCommitter;
+use sluice_connectors::{Committer, Source, Split, WriterReceipt};
+use sluice_net::{ClusterCa, ClusterEndpoint, NodeIdentity, TransportSettings};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::error::{describe_datafusion, EngineError, Result};
+use crate::job::Job;
+use crate::plan::{self, PlannedQuery, PlannedSink};
+use crate::protocol::{
+    ExecutorId, ExecutorInfo, FetchRequest, MapOutputLocation, QueryInstall, StageOutput,
+    TaskDescriptor, TaskOutcome, ToDriver, ToExecutor,
+};
+use crate::shuffle::{Fetcher, ShuffleClient};
+use cluster::{ClusterEvent, Listener, LocalProcesses, LocalSpawn};
+use scheduler::{EpochFailure, EpochScheduler, StageShape};
+
+/// How executors come to exist.
+#[derive(Debug, Clone)]
+pub enum ClusterMode {
+    /// The driver spawns executor processes on this machine.
+    Local {
+        /// Executor processes.
+        executors: usize,
+        /// Task slots per executor.
+        slots_per_executor: u32,
+        /// Memory per executor in bytes.
+        memory_bytes: u64,
+    },
+    /// Executors started elsewhere join the driver's address.
+    Standalone {
+        /// Address to listen on.
+        listen: SocketAddr,
+        /// Directory with `ca.crt` and `ca.key` (from `sluice cluster init`).
+        cluster_dir: PathBuf,
+        /// Executors that must register before the job starts.
+        min_executors: usize,
+        /// How long to wait for them.
+        register_timeout: Duration,
+    },
+}
+
+/// How the driver runs a job.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The cluster manager.
+    pub cluster: ClusterMode,
+    /// Partitions per scan and shuffle; defaults to the cluster's total slots.
+    pub parallelism: Option<usize>,
+    /// Checkpoint directory; without one, a temporary checkpoint is used (the run is not
+    /// resumable and a rerun writes its output again).
+    pub checkpoint: Option<PathBuf>,
+    /// Most rows the console sink prints.
+    pub max_result_rows: usize,
+    /// An executor silent for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Where local runs keep certificates and executor work directories (a temporary
+    /// directory by default; removed at exit).
+    pub work_dir: Option<PathBuf>,
+    /// The `sluice` binary to spawn local executors from.
+    pub program: PathBuf,
+}
+
+/// What `offsets/N` holds for a file-sourced epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochInput {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// When the epoch was planned (ms since the Unix epoch); replays reuse it.
+    pub batch_timestamp_ms: u64,
+    /// Per source table: the splits the epoch reads.
+    pub sources: BTreeMap<String, Vec<Split>>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochOutcome {
+    /// The epoch ran and committed.
+    Committed,
+    /// The checkpoint already held a committed epoch 0: nothing ran.
+    AlreadyCommitted,
+    /// A previous run had recorded its sink commit; this run completed the publish.
+    CommitCompleted,
+}
+
+/// Resource use of one executor over the run.
+#[derive(Debug, Clone)]
+pub struct ExecutorSummary {
+    /// Its name.
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Peak resident set size seen in heartbeats.
+    pub peak_rss_bytes: u64,
+}
+
+/// Durations of the phases of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Parsing, planning and schema inference.
+    pub planning: Duration,
+    /// Listing splits and writing the offsets log.
+    pub offsets: Duration,
+    /// From installing the query to the last task.
+    pub execution: Duration,
+    /// Sink commit and commit log write.
+    pub commit: Duration,
+    /// Everything.
+    pub total: Duration,
+}
+
+/// The result of running a job.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// The query's id (stable across runs on one checkpoint).
+    pub query_id: String,
+    /// The epoch.
+    pub epoch: Epoch,
+    /// How it ended.
+    pub outcome: EpochOutcome,
+    /// Rows delivered to the sink.
+    pub output_rows: u64,
+    /// Files published.
+    pub files: usize,
+    /// The printed result, for console queries.
+    pub console: Option<String>,
+    /// Executors used.
+    pub executors: Vec<ExecutorSummary>,
+    /// Phase durations.
+    pub timings: Timings,
+    /// Stages in the query.
+    pub stages: usize,
+    /// Task attempts run.
+    pub tasks: u64,
+}
+
+/// A registered executor as the driver tracks it.
+struct Member {
+    info: ExecutorInfo,
+    sender: mpsc::Sender<ToExecutor>,
+    last_seen: Instant,
+    peak_rss_bytes: u64,
+}
+
+/// Runs `job` as one bounded epoch. Executors are torn down on every exit path.
+pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
+    let started = Instant::now();
+    let run_dir = RunDir::create(config.work_dir.as_deref())?;
+    let checkpoint_dir = config
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run_dir.path.join("checkpoint"));
+    let store = CheckpointStore::open_or_create(
+        &checkpoint_dir,
+        &job.fingerprint,
+        &uuid::Uuid::new_v4().simple().to_string(),
+    )?;
+    let query_id = store.metadata().query_id.clone();
+    let action = store.epoch_log()?.next_action();
+    let epoch = Epoch(0);
+    if let EpochAction::PlanNew { epoch: next } = action {
+        if next > epoch {
+            let committed = store.read_commit(epoch)?;
+            return Ok(JobReport {
+                query_id,
+                epoch,
+                outcome: EpochOutcome::AlreadyCommitted,
+                output_rows: committed.map(|c| c.output_rows).unwrap_or(0),
+                files: 0,
+                console: None,
+                executors: vec![],
+                timings: Timings {
+                    total: started.elapsed(),
+                    ..Default::default()
+                },
+                stages: 0,
+                tasks: 0,
+            });
+        }
+    }
+
+    let (events_tx, events) = mpsc::channel::<ClusterEvent>(4096);
+    let mut cluster = Cluster::start(&config, &run_dir, events_tx).await?;
+    let mut runner = EpochRunner {
+        config: &config,
+        store: &store,
+        query_id: query_id.clone(),
+        events,
+        members: BTreeMap::new(),
+        attempts: 0,
+    };
+    let result = runner.run(&job, &mut cluster, action, started).await;
+    // Teardown, whatever happened.
+    for member in runner.members.values() {
+        let _ = member.sender.try_send(ToExecutor::ForgetQuery {
+            query_id: query_id.clone(),
+        });
+        let _ = member.sender.try_send(ToExecutor::Shutdown {
+            reason: "job finished".into(),
+        });
+    }
+    let executors = runner
+        .members
+        .values()
+        .map(|m| ExecutorSummary {
+            name: m.info.name.clone(),
+            pid: m.info.pid,
+            peak_rss_bytes: m.peak_rss_bytes,
+        })
+        .collect();
+    drop(runner);
+    cluster.shutdown().await;
+    let mut report = result?;
+    report.executors = executors;
+    report.timings.total = started.elapsed();
+    Ok(report)
+}
+
+/// The processes and endpoint of a run's cluster.
+struct Cluster {
+    endpoint: ClusterEndpoint,
+    _listener: Listener,
+    processes: Option<LocalProcesses>,
+    /// Executors the job waits for before it starts.
+    expected: usize,
+}
+
+impl Cluster {
+    async fn start(
+        config: &DriverConfig,
+        run_dir: &RunDir,
+        events: mpsc::Sender<ClusterEvent>,
+    ) -> Result<Self> {
+        match &config.cluster {
+            ClusterMode::Local {
+                executors,
+                slots_per_executor,
+                memory_bytes,
+            } => {
+                let names: Vec<String> =
+                    (1..=*executors).map(crate::executor::local_name).collect();
+                let tls_dir = run_dir.path.join("tls");
+                let (ca, identity) = cluster::local_tls(&tls_dir, &names)?;
+                let endpoint = ClusterEndpoint::bind(
+                    "127.0.0.1:0".parse().expect("valid"),
+                    &ca,
+                    &identity,
+                    &TransportSettings::default(),
+                )?;
+                let listener = Listener::start(endpoint.clone(), events.clone());
+                let spawn = LocalSpawn {
+                    program: config.program.clone(),
+                    driver: endpoint.local_addr()?,
+                    tls_dir,
+                    work_dir: run_dir.path.join("executors"),
+                    slots: *slots_per_executor,
+                    memory_bytes: *memory_bytes,
+                };
+                let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
+                    EngineError::Cluster(format!(
+                        "spawning executors from {}: {e}",
+                        config.program.display()
+                    ))
+                })?;
+                Ok(Self {
+                    endpoint,
+                    _listener: listener,
+                    processes: Some(processes),
+                    expected: *executors,
+                })
+            }
+            ClusterMode::Standalone {
+                listen,
+                cluster_dir,
+                min_executors,
+                ..
+            } => {
+                let ca = ClusterCa::load_from_dir(cluster_dir)?;
+                let identity = NodeIdentity::load_or_issue(cluster_dir, &ca, "driver")?;
+                let endpoint =
+                    ClusterEndpoint::bind(*listen, &ca, &identity, &TransportSettings::default())?;
+                info!("driver listening on {}", endpoint.local_addr()?);
+                let listener = Listener::start(endpoint.clone(), events);
+                Ok(Self {
+                    endpoint,
+                    _listener: listener,
+                    processes: None,
+                    expected: *min_executors,
+                })
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        if let Some(p) = self.processes {
+            p.shutdown(Duration::from_secs(3)).await;
+        }
+        self.endpoint.close("driver exiting");
+    }
+}
+
+struct EpochRunner<'a> {
+    config: &'a DriverConfig,
+    store: &'a CheckpointStore,
+    query_id: String,
+    events: mpsc::Receiver<ClusterEvent>,
+    members: BTreeMap<ExecutorId, Member>,
+    attempts: u64,
+}
+
+impl EpochRunner<'_> {
+    async fn run(
+        &mut self,
+        job: &Job,
+        cluster: &mut Cluster,
+        action: EpochAction,
+        started: Instant,
+    ) -> Result<JobReport> {
+        let epoch = Epoch(0);
+        let interrupted = interrupt_signal();
+        tokio::pin!(interrupted);
+
+        // Standalone parallelism follows the executors that joined, so wait for them first.
+        if matches!(self.config.cluster, ClusterMode::Standalone { .. }) {
+            tokio::select! {
+                r = self.await_executors(cluster.expected) => r?,
+                _ = &mut interrupted => return Err(EngineError::Interrupted),
+            }
+        }
+        let slots: usize = match &self.config.cluster {
+            ClusterMode::Local {
+                executors,
+                slots_per_executor,
+                ..
+            } => executors * *slots_per_executor as usize,
+            ClusterMode::Standalone { .. } => {
+                self.members.values().map(|m| m.info.slots as usize).sum()
+            }
+        };
+        let parallelism = self.config.parallelism.unwrap_or(slots).max(1);
+        let planned = plan::plan(job, parallelism).await?;
+        let planning = started.elapsed();
+        let committer = match &planned.sink {
+            PlannedSink::Parquet(spec) => Some(ParquetCommitter::new(spec.clone())),
+            PlannedSink::Console => None,
+        };
+
+        let offsets_started = Instant::now();
+        let input = match action {
+            EpochAction::Replay { epoch } => {
+                if let Some(committer) = &committer {
+                    if let Some(summary) = committer.recover(self.store, epoch)? {
+                        info!(%epoch, "completing a recorded sink commit from an earlier run");
+                        self.store.write_commit(&CommitRecord {
+                            epoch,
+                            committed_at_ms: now_ms(),
+                            output_rows: summary.rows,
+                        })?;
+                        return Ok(JobReport {
+                            query_id: self.query_id.clone(),
+                            epoch,
+                            outcome: EpochOutcome::CommitCompleted,
+                            output_rows: summary.rows,
+                            files: summary.files,
+                            console: None,
+                            executors: vec![],
+                            timings: Timings {
+                                planning,
+                                ..Default::default()
+                            },
+                            stages: planned.stages.len(),
+                            tasks: 0,
+                        });
+                    }
+                }
+                info!(%epoch, "re-running epoch with its recorded input");
+                self.store
+                    .read_offsets::<EpochInput>(epoch)?
+                    .ok_or_else(|| EngineError::Internal(format!("offsets/{epoch} vanished")))?
+            }
+            EpochAction::PlanNew { epoch } => {
+                let mut sources = BTreeMap::new();
+                for (name, source) in &planned.sources {
+                    sources.insert(name.clone(), source.plan_splits()?);
+                }
+                let input = EpochInput {
+                    epoch,
+                    batch_timestamp_ms: now_ms(),
+                    sources,
+                };
+                self.store.write_offsets(epoch, &input)?;
+                input
+            }
+        };
+        let offsets = offsets_started.elapsed();
+
+        if matches!(self.config.cluster, ClusterMode::Local { .. }) {
+            tokio::select! {
+                r = self.await_executors(cluster.expected) => r?,
+                _ = &mut interrupted => return Err(EngineError::Interrupted),
+            }
+        }
+        let exec_started = Instant::now();
+        let install = QueryInstall {
+            query_id: self.query_id.clone(),
+            stages: planned.install.clone(),
+            sink: planned.sink_install.clone(),
+        };
+        for member in self.members.values() {
+            send(member, ToExecutor::InstallQuery(install.clone())).await;
+        }
+        let outcome = tokio::select! {
+            r = self.schedule(&planned, &install, &input) => r,
+            _ = &mut interrupted => Err(EngineError::Interrupted),
+        };
+        let scheduler = match outcome {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(c) = &committer {
+                    c.abort(&self.query_id, epoch);
+                }
+                return Err(e);
+            }
+        };
+        let execution = exec_started.elapsed();
+
+        let commit_started = Instant::now();
+        let final_stage = planned.stages.last().expect("a plan has a final stage").id;
+        let (output_rows, files, console) = match &committer {
+            Some(committer) => {
+                let receipts: Vec<WriterReceipt> = scheduler
+                    .reports(final_stage)
+                    .into_iter()
+                    .filter_map(|(_, _, r)| r.receipt.clone())
+                    .collect();
+                let summary = committer.commit(self.store, epoch, receipts)?;
+                (summary.rows, summary.files, None)
+            }
+            None => {
+                let printer = self
+                    .fetch_results(cluster, &planned, &scheduler, epoch)
+                    .await?;
+                (
+                    printer.total(),
+                    0,
+                    Some(
+                        printer
+                            .render()
+                            .map_err(|e| EngineError::Internal(e.to_string()))?,
+                    ),
+                )
+            }
+        };
+        self.store.write_commit(&CommitRecord {
+            epoch,
+            committed_at_ms: now_ms(),
+            output_rows,
+        })?;
+        Ok(JobReport {
+            query_id: self.query_id.clone(),
+            epoch,
+            outcome: EpochOutcome::Committed,
+            output_rows,
+            files,
+            console,
+            executors: vec![],
+            timings: Timings {
+                planning,
+                offsets,
+                execution,
+                commit: commit_started.elapsed(),
+                total: Duration::ZERO,
+            },
+            stages: planned.stages.len(),
+            tasks: self.attempts,
+        })
+    }
+
+    /// Waits until `count` executors have registered.
+    async fn await_executors(&mut self, count: usize) -> Result<()> {
+        let timeout = match &self.config.cluster {
+            ClusterMode::Standalone {
+                register_timeout, ..
+            } => *register_timeout,
+            ClusterMode::Local { .. } => Duration::from_secs(60),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.members.len() < count {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| {
+                    EngineError::Cluster(format!(
+                        "only {} of {count} executors registered within {}s",
+                        self.members.len(),
+                        timeout.as_secs()
+                    ))
+                })?
+                .ok_or_else(|| EngineError::Internal("cluster event channel closed".into()))?;
+            match event {
+                ClusterEvent::Registered {
+                    executor,
+                    info,
+                    sender,
+                } => {
+                    self.members.insert(
+                        executor,
+                        Member {
+                            info,
+                            sender,
+                            last_seen: Instant::now(),
+                            peak_rss_bytes: 0,
+                        },
+                    );
+                }
+                ClusterEvent::ProcessExited { name, status } => {
+                    return Err(EngineError::Cluster(format!(
+                        "{name} {status} before registering (its log is above)"
+                    )))
+                }
+                ClusterEvent::Disconnected { executor, reason } => {
+                    self.members.remove(&executor);
+                    warn!(%executor, "executor left before the job started: {reason}");
+                }
+                ClusterEvent::Message {
+                    executor,
+                    message: ToDriver::Heartbeat(m),
+                } => self.heartbeat(executor, m.peak_rss_bytes),
+                ClusterEvent::Message { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, executor: ExecutorId, peak_rss_bytes: u64) {
+        if let Some(m) = self.members.get_mut(&executor) {
+            m.last_seen = Instant::now();
+            m.peak_rss_bytes = m.peak_rss_bytes.max(peak_rss_bytes);
+        }
+    }
+
+    /// Runs every task of the epoch; returns the finished scheduler (its reports hold outputs).
+    async fn schedule(
+        &mut self,
+        planned: &PlannedQuery,
+        install: &QueryInstall,
+        input: &EpochInput,
+    ) -> Result<EpochScheduler> {
+        let shapes = planned
+            .stages
+            .iter()
+            .map(|s| StageShape {
+                id: s.id,
+                tasks: s.tasks,
+                inputs: s.inputs.clone(),
+            })
+            .collect();
+        let mut scheduler = EpochScheduler::new(shapes, self.attempts);
+        for (id, m) in &self.members {
+            scheduler.add_executor(*id, m.info.slots);
+        }
+        // Split assignment per (table, scan partitions), computed once per epoch.
+        let mut assignments: BTreeMap<(String, usize), Vec<Vec<Split>>> = BTreeMap::new();
+        for stage in &planned.stages {
+            for (table, parts) in &stage.tables {
+                let splits = input.sources.get(table).cloned().unwrap_or_default();
+                assignments
+                    .entry((table.clone(), *parts))
+                    .or_insert_with(|| assign_splits(splits, *parts));
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            for a in scheduler.poll() {
+                let stage = &planned.stages[a.task.stage.0];
+                let splits = stage
+                    .tables
+                    .iter()
+                    .map(|(t, parts)| (t.clone(), assignments[&(t.clone(), *parts)].clone()))
+                    .collect();
+                let inputs = stage
+                    .inputs
+                    .iter()
+                    .map(|s| (*s, self.locations(&scheduler, *s)))
+                    .collect();
+                let task = TaskDescriptor {
+                    attempt: a.attempt,
+                    query_id: self.query_id.clone(),
+                    epoch: input.epoch,
+                    task: a.task,
+                    splits,
+                    inputs,
+                };
+                if let Some(member) = self.members.get(&a.executor) {
+                    send(member, ToExecutor::RunTask(task)).await;
+                }
+            }
+            self.attempts = scheduler.next_attempt();
+            if scheduler.is_complete() {
+                return Ok(scheduler);
+            }
+            tokio::select! {
+                event = self.events.recv() => {
+                    let event = event.ok_or_else(|| EngineError::Internal("cluster event channel closed".into()))?;
+                    if let Some(failure) = self.handle(&mut scheduler, install, event).await {
+                        return Err(self.describe_failure(failure));
+                    }
+                }
+                _ = tick.tick() => {
+                    let timeout = self.config.heartbeat_timeout;
+                    let silent: Vec<ExecutorId> = self
+                        .members
+                        .iter()
+                        .filter(|(_, m)| m.last_seen.elapsed() > timeout)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in silent {
+                        let name = self.members.remove(&id).map(|m| m.info.name).unwrap_or_default();
+                        if let Some(EpochFailure::ExecutorLost { tasks, .. }) = scheduler.on_executor_lost(id) {
+                            return Err(EngineError::ExecutorLost {
+                                executor: name,
+                                reason: format!("no heartbeat for {}s while it held {} task(s) of the epoch", timeout.as_secs(), tasks.len()),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one cluster event; returns a failure that ends the epoch.
+    async fn handle(
+        &mut self,
+        scheduler: &mut EpochScheduler,
+        install: &QueryInstall,
+        event: ClusterEvent,
+    ) -> Option<EpochFailure> {
+        match event {
+            ClusterEvent::Message { executor, message } => {
+                if let Some(m) = self.members.get_mut(&executor) {
+                    m.last_seen = Instant::now();
+                }
+                match message {
+                    ToDriver::TaskFinished {
+                        attempt,
+                        outcome: TaskOutcome::Succeeded(report),
+                    } => {
+                        scheduler.on_succeeded(attempt, report);
+                        None
+                    }
+                    ToDriver::TaskFinished {
+                        attempt,
+                        outcome: TaskOutcome::Failed { message, retryable },
+                    } => scheduler.on_failed(attempt, message, retryable),
+                    ToDriver::Heartbeat(m) => {
+                        self.heartbeat(executor, m.peak_rss_bytes);
+                        None
+                    }
+                    ToDriver::Register(_) => None,
+                }
+            }
+            ClusterEvent::Registered {
+                executor,
+                info,
+                sender,
+            } => {
+                // A late joiner takes part from now on.
+                let member = Member {
+                    info,
+                    sender,
+                    last_seen: Instant::now(),
+                    peak_rss_bytes: 0,
+                };
+                send(&member, ToExecutor::InstallQuery(install.clone())).await;
+                scheduler.add_executor(executor, member.info.slots);
+                self.members.insert(executor, member);
+                None
+            }
+            ClusterEvent::Disconnected { executor, reason } => {
+                let failure = scheduler.on_executor_lost(executor);
+                if failure.is_some() {
+                    warn!(%executor, "executor lost mid-epoch: {reason}");
+                }
+                self.members.remove(&executor).map(|m| m.info.name);
+                failure.map(|f| match f {
+                    EpochFailure::ExecutorLost { tasks, .. } => EpochFailure::TaskFailed {
+                        task: tasks[0],
+                        executor,
+                        message: format!(
+                            "executor {executor} {reason}; {} task(s) of the epoch were on it",
+                            tasks.len()
+                        ),
+                        retryable: true,
+                    },
+                    other => other,
+                })
+            }
+            ClusterEvent::ProcessExited { name, status } => {
+                let id = self
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.info.name == name)
+                    .map(|(id, _)| *id)?;
+                let failure = scheduler.on_executor_lost(id);
+                self.members.remove(&id);
+                failure.map(|f| match f {
+                    EpochFailure::ExecutorLost { tasks, .. } => EpochFailure::TaskFailed {
+                        task: tasks[0],
+                        executor: id,
+                        message: format!(
+                            "{name} {status} while it held {} task(s) of the epoch",
+                            tasks.len()
+                        ),
+                        retryable: true,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    fn describe_failure(&self, failure: EpochFailure) -> EngineError {
+        match failure {
+            EpochFailure::TaskFailed {
+                task,
+                executor,
+                message,
+                retryable,
+            } => EngineError::TaskFailed {
+                stage: task.stage.0,
+                partition: task.partition,
+                executor: executor.to_string(),
+                message,
+                retryable,
+            },
+            EpochFailure::ExecutorLost { executor, tasks } => EngineError::ExecutorLost {
+                executor: executor.to_string(),
+                reason: format!("it held {} task(s) of the epoch", tasks.len()),
+            },
+        }
+    }
+
+    fn locations(
+        &self,
+        scheduler: &EpochScheduler,
+        stage: crate::protocol::StageId,
+    ) -> Vec<MapOutputLocation> {
+        scheduler
+            .outputs(stage)
+            .into_iter()
+            .filter_map(|(p, executor)| {
+                self.members.get(&executor).map(|m| MapOutputLocation {
+                    map_partition: p,
+                    executor,
+                    addr: m.info.data_addr,
+                })
+            })
+            .collect()
+    }
+
+    /// Streams the final stage's rows from the executors into a bounded printer.
+    async fn fetch_results(
+        &mut self,
+        cluster: &Cluster,
+        planned: &PlannedQuery,
+        scheduler: &EpochScheduler,
+        epoch: Epoch,
+    ) -> Result<ConsolePrinter> {
+        let final_stage = planned.stages.last().expect("a plan has a final stage");
+        debug_assert_eq!(final_stage.output, StageOutput::Result);
+        let schema = final_stage.plan.schema();
+        let client = Arc::new(ShuffleClient::new(
+            cluster.endpoint.clone(),
+            None,
+            tokio::runtime::Handle::current(),
+        ));
+        let fetcher = Fetcher(client);
+        let mut printer = ConsolePrinter::new(self.config.max_result_rows);
+        for (partition, executor, report) in scheduler.reports(final_stage.id) {
+            if printer.is_full() {
+                printer.count_unfetched(report.output_rows);
+                continue;
+            }
+            let Some(member) = self.members.get(&executor) else {
+                return Err(EngineError::ExecutorLost {
+                    executor: executor.to_string(),
+                    reason: "it held query results".into(),
+                });
+            };
+            let location = MapOutputLocation {
+                map_partition: partition,
+                executor,
+                addr: member.info.data_addr,
+            };
+            let request = FetchRequest {
+                query_id: self.query_id.clone(),
+                epoch,
+                stage: final_stage.id,
+                map_partition: partition,
+                reduce_partition: 0,
+            };
+            let mut stream = crate::plan::nodes::ShuffleFetch::fetch(
+                &fetcher,
+                &location,
+                request,
+                schema.clone(),
+            );
+            let mut seen = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| {
+                    EngineError::Cluster(format!("fetching results: {}", describe_datafusion(&e)))
+                })?;
+                seen += batch.num_rows() as u64;
+                printer.push(&batch);
+                if printer.is_full() {
+                    break; // dropping the stream cancels the transfer
+                }
+            }
+            printer.count_unfetched(report.output_rows.saturating_sub(seen));
+        }
+        Ok(printer)
+    }
+}
+
+async fn send(member: &Member, message: ToExecutor) {
+    if member.sender.send(message).await.is_err() {
+        warn!(name = %member.info.name, "executor's queue is closed");
+    }
+}
+
+/// Balances splits over `partitions` by size: largest first onto the least-loaded partition.
+/// Deterministic, so a replay assigns exactly as the original run did.
+pub fn assign_splits(mut splits: Vec<Split>, partitions: usize) -> Vec<Vec<Split>> {
+    let partitions = partitions.max(1);
+    splits.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.path.cmp(&b.path))
+            .then_with(|| a.row_groups.cmp(&b.row_groups))
+    });
+    let mut out = vec![Vec::new(); partitions];
+    let mut load = vec![0u64; partitions];
+    for split in splits {
+        let (i, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .expect("at least one partition");
+        load[i] += split.bytes.max(1);
+        out[i].push(split);
+    }
+    out
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupt_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A run's private directory (certificates, executor work directories, temporary checkpoint);
+/// removed when the run ends unless the user chose it.
+struct RunDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl RunDir {
+    fn create(chosen: Option<&std::path::Path>) -> Result<Self> {
+        let (path, remove) = match chosen {
+            Some(p) => (p.to_path_buf(), false),
+            None => (
+                std::env::temp_dir().join(format!("sluice-run-{}", uuid::Uuid::new_v4().simple())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| EngineError::Cluster(format!("creating {}: {e}", path.display())))?;
+        Ok(Self { path, remove })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(path: &str, bytes: u64) -> Split {
+        Split {
+            path: path.into(),
+            row_groups: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn splits_balance_by_size_and_deterministically() {
+        let splits = vec![
+            split("a", 100),
+            split("b", 60),
+            split("c", 50),
+            split("d", 10),
+        ];
+        let a = assign_splits(splits.clone(), 2);
+        let mut shuffled = splits;
+        shuffled.reverse();
+        assert_eq!(a, assign_splits(shuffled, 2), "input order does not matter");
+        let loads: Vec<u64> = a.iter().map(|p| p.iter().map(|s| s.bytes).sum()).collect();
+        assert_eq!(loads, vec![110, 110]);
+    }
+}
