@@ -1,1 +1,33 @@
-//! Root package: owns tests/, examples/, benches/.
+//! Support code shared by Sluice's end-to-end tests, examples and benchmarks (the root package
+//! owns `tests/`, `examples/` and `benches/`; it is not published).
+//!
+//! - [`datagen`]: deterministic generated data (the `bids` table of the README and benchmarks).
+//! - [`table`]: reading a Parquet table back *independently* of Sluice's sink code — plain
+//!   `parquet` crate readers plus hive-style directory names — so tests check what any reader
+//!   would see.
+//! - [`sluice_binary`]: where the built `sluice` binary is.
+
+pub mod datagen;
+pub mod table;
+
+use std::path::PathBuf;
+
+/// The `sluice` binary built alongside the running test or bench (or `$SLUICE_BIN`).
+pub fn sluice_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Test and bench executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("executable in target/<profile>/deps");
+    let bin = profile_dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p sluice-engine` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}

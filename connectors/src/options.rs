@@ -30,6 +30,40 @@ impl FileFormat {
         }
     }
 
+    /// The format of a path: from its extension, or for a directory from the first file below
+    /// it with a known extension.
+    pub fn detect(path: &str) -> Option<Self> {
+        if let Some(f) = Self::from_path(path.trim_end_matches('/')) {
+            return Some(f);
+        }
+        fn scan(dir: &std::path::Path) -> Option<FileFormat> {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for p in &entries {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                if name.starts_with('.') || name.starts_with('_') {
+                    continue;
+                }
+                if p.is_file() {
+                    if let Some(f) = FileFormat::from_path(&name) {
+                        return Some(f);
+                    }
+                }
+            }
+            entries.iter().filter(|p| p.is_dir()).find_map(|p| scan(p))
+        }
+        let p = std::path::Path::new(path);
+        if p.is_dir() {
+            scan(p)
+        } else {
+            None
+        }
+    }
+
     /// The format implied by a path's extension (`.parquet`, `.csv`, `.json`, `.jsonl`,
     /// `.ndjson`), for tables named by path in `sluice run -e`.
     pub fn from_path(path: &str) -> Option<Self> {
@@ -86,6 +120,21 @@ pub enum ConnectorSpec {
     Console,
 }
 
+/// Resolves a relative path against the current (driver's) working directory, so that every
+/// process — executors run elsewhere, the committer — names the same file.
+pub fn absolute(path: &str) -> String {
+    match std::path::absolute(path) {
+        Ok(p) => {
+            let mut s = p.to_string_lossy().into_owned();
+            if path.ends_with('/') && !s.ends_with('/') {
+                s.push('/');
+            }
+            s
+        }
+        Err(_) => path.to_string(),
+    }
+}
+
 /// Connector names accepted in `WITH (connector = ...)`.
 pub const CONNECTORS: &[&str] = &["parquet", "csv", "json", "console"];
 
@@ -131,8 +180,8 @@ impl ConnectorSpec {
         let path = options
             .get("path")
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| invalid(format!("connector '{connector}' needs option 'path'")))?
-            .clone();
+            .ok_or_else(|| invalid(format!("connector '{connector}' needs option 'path'")))?;
+        let path = absolute(path);
         let csv_header = match options.get("header").map(|s| s.to_ascii_lowercase()) {
             None => true,
             Some(v) if v == "true" => true,

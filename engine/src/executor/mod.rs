@@ -268,6 +268,16 @@ async fn serve(
         }
     };
     drop(writer_task);
+    // A driver that finished and closed its endpoint is a normal end, not an error.
+    let outcome = match (outcome, conn.close_reason()) {
+        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(close)))
+            if close.error_code == quinn::VarInt::from_u32(0) =>
+        {
+            info!("driver closed the connection");
+            Ok(())
+        }
+        (other, _) => other,
+    };
     for id in queries.keys() {
         store.forget_query(id);
     }

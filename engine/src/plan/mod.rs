@@ -148,19 +148,31 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     None => FileSource::infer(spec.clone())?,
                 }
             }
-            None => match FileFormat::from_path(&name) {
+            None if name.contains('/') || FileFormat::from_path(&name).is_some() => {
                 // `FROM 'data/bids/*.parquet'`: a table named by its path.
-                Some(format) if name.contains('/') || name.contains('.') => {
-                    FileSource::infer(FileSourceSpec {
-                        table: name.clone(),
-                        format,
-                        path: name.clone(),
-                        csv_header: true,
-                        csv_delimiter: b',',
-                    })?
-                }
-                _ => continue, // unknown: DataFusion reports it with its position below
-            },
+                let format = FileFormat::detect(&name).ok_or_else(|| EngineError::Sql {
+                    location: format!("{origin}: "),
+                    message: format!("cannot tell the format of '{name}': name files .parquet, .csv or .json/.jsonl"),
+                })?;
+                FileSource::infer(FileSourceSpec {
+                    table: name.clone(),
+                    format,
+                    path: sluice_connectors::options::absolute(&name),
+                    csv_header: true,
+                    csv_delimiter: b',',
+                })?
+            }
+            None => {
+                let mut known: Vec<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
+                known.sort();
+                return Err(EngineError::Sql {
+                    location: format!("{origin}: "),
+                    message: format!(
+                        "unknown table '{name}' (defined: {}); define it with CREATE TABLE {name} (...) WITH (connector = ..., path = ...) or name a file path in quotes",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                });
+            }
         };
         let source = Arc::new(source);
         ctx.register_table(

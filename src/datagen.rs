@@ -1,0 +1,139 @@
+//! Deterministic generated data: the same seed gives the same rows on every machine.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Sales channels of generated bids (the first is the most common).
+pub const CHANNELS: [&str; 4] = ["web", "app", "api", "partner"];
+
+/// Schema of the `bids` table: `auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR,
+/// date_time TIMESTAMP`.
+pub fn bids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("bidder", DataType::Int64, false),
+        Field::new("price", DataType::Int64, false),
+        Field::new("channel", DataType::Utf8, false),
+        Field::new(
+            "date_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+    ]))
+}
+
+/// What to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct BidsSpec {
+    /// Total rows.
+    pub rows: u64,
+    /// Files to spread them over.
+    pub files: usize,
+    /// Distinct auctions (the group-by key cardinality).
+    pub auctions: i64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// One batch of bids with ids starting at `first`.
+pub fn bids_batch(rng: &mut StdRng, first: u64, rows: usize, auctions: i64) -> RecordBatch {
+    let base_ns: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+    let auction = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(1..=auctions)));
+    let bidder = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(1..=100_000)));
+    let price = Int64Array::from_iter_values((0..rows).map(|_| {
+        let r: f64 = rng.random();
+        (10.0 + 10_000.0 * r * r) as i64
+    }));
+    let channel = StringArray::from_iter_values((0..rows).map(|_| {
+        let r: u32 = rng.random_range(0..10);
+        CHANNELS[match r {
+            0..=4 => 0,
+            5..=7 => 1,
+            8 => 2,
+            _ => 3,
+        }]
+    }));
+    let date_time = TimestampNanosecondArray::from_iter_values(
+        (0..rows as u64).map(|i| base_ns + ((first + i) as i64) * 1_000_000),
+    );
+    RecordBatch::try_new(
+        bids_schema(),
+        vec![
+            Arc::new(auction),
+            Arc::new(bidder),
+            Arc::new(price),
+            Arc::new(channel),
+            Arc::new(date_time),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+/// Writes `spec.files` Parquet files `bids-NNNN.parquet` into `dir`.
+pub fn write_bids_parquet(dir: &Path, spec: BidsSpec) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let per_file = spec.rows.div_ceil(spec.files as u64);
+    let mut written = 0u64;
+    for f in 0..spec.files {
+        let rows = per_file.min(spec.rows - written);
+        let file = File::create(dir.join(format!("bids-{f:04}.parquet")))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(spec.row_group_rows))
+            .build();
+        let mut writer = ArrowWriter::try_new(file, bids_schema(), Some(props))
+            .map_err(std::io::Error::other)?;
+        let mut done = 0u64;
+        while done < rows {
+            let n = (rows - done).min(65_536) as usize;
+            let batch = bids_batch(&mut rng, written + done, n, spec.auctions);
+            writer.write(&batch).map_err(std::io::Error::other)?;
+            done += n as u64;
+        }
+        writer.close().map_err(std::io::Error::other)?;
+        written += rows;
+    }
+    Ok(())
+}
+
+/// Writes a `bidders` dimension table as CSV: `bidder,region,tier` for bidders 1..=n.
+pub fn write_bidders_csv(path: &Path, bidders: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(File::create(path)?);
+    writeln!(out, "bidder,region,tier")?;
+    let regions = ["emea", "amer", "apac"];
+    for b in 1..=bidders {
+        writeln!(out, "{b},{},{}", regions[(b % 3) as usize], b % 5)?;
+    }
+    out.flush()
+}
+
+/// Writes JSON lines `{"bidder": .., "action": .., "amount": ..}` into `path`.
+pub fn write_events_json(path: &Path, rows: u64, seed: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = std::io::BufWriter::new(File::create(path)?);
+    let actions = ["view", "bid", "watch"];
+    for _ in 0..rows {
+        writeln!(
+            out,
+            "{{\"bidder\": {}, \"action\": \"{}\", \"amount\": {:.2}}}",
+            rng.random_range(1..=1000),
+            actions[rng.random_range(0..3)],
+            rng.random_range(0.0..500.0)
+        )?;
+    }
+    out.flush()
+}

@@ -1,0 +1,178 @@
+//! Helpers for end-to-end tests: run the real `sluice` binary, compute reference answers with
+//! DataFusion in one process.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use sluice::datagen::{write_bidders_csv, write_bids_parquet, write_events_json, BidsSpec};
+use sluice::table::batch_rows;
+
+/// Generates the test dataset under `dir/data`: bids (Parquet, several files and row groups),
+/// bidders (CSV) and events (JSON lines).
+pub fn generate(dir: &Path) {
+    write_bids_parquet(
+        &dir.join("data/bids"),
+        BidsSpec {
+            rows: 120_000,
+            files: 3,
+            auctions: 500,
+            row_group_rows: 20_000,
+            seed: 7,
+        },
+    )
+    .unwrap();
+    write_bidders_csv(&dir.join("data/bidders.csv"), 100_000).unwrap();
+    std::fs::create_dir_all(dir.join("data/events")).unwrap();
+    write_events_json(&dir.join("data/events/part-0.json"), 20_000, 1).unwrap();
+    write_events_json(&dir.join("data/events/part-1.json"), 15_000, 2).unwrap();
+}
+
+/// DDL for the generated tables, as a job file would start.
+pub const SOURCES: &str = "
+CREATE TABLE bids WITH (connector = 'parquet', path = 'data/bids/');
+CREATE TABLE bidders (bidder BIGINT, region VARCHAR, tier BIGINT) WITH (connector = 'csv', path = 'data/bidders.csv');
+CREATE TABLE events (bidder BIGINT, action VARCHAR, amount DOUBLE) WITH (connector = 'json', path = 'data/events/');
+";
+
+/// The answer DataFusion gives in one process over the same files, rows rendered as strings
+/// and sorted.
+pub fn reference(dir: &Path, sql: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let p = |s: &str| dir.join(s).to_string_lossy().into_owned();
+        ctx.register_parquet("bids", &p("data/bids/"), ParquetReadOptions::default())
+            .await
+            .unwrap();
+        ctx.register_csv("bidders", &p("data/bidders.csv"), CsvReadOptions::new())
+            .await
+            .unwrap();
+        ctx.register_json("events", &p("data/events/"), JsonReadOptions::default())
+            .await
+            .unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut rows: Vec<Vec<String>> = batches.iter().flat_map(batch_rows).collect();
+        rows.sort();
+        rows
+    })
+}
+
+/// Runs `sluice ARGS` in `dir` and waits (at most `limit`) for it to finish.
+pub fn sluice(dir: &Path, args: &[&str]) -> Output {
+    sluice_env(dir, args, &[])
+}
+
+/// Like [`sluice`] with extra environment variables.
+pub fn sluice_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let child = spawn(dir, args, env);
+    wait_output(child, Duration::from_secs(180))
+}
+
+/// Starts `sluice ARGS` in `dir` with piped output.
+pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(sluice::sluice_binary());
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("sluice starts")
+}
+
+/// Waits for a child with a deadline; a hang is a test failure, not a stuck CI job.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "sluice did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts success, showing the output otherwise.
+pub fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "sluice failed ({:?})\nstdout:\n{}\nstderr:\n{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts failure and returns stderr.
+pub fn fails(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "sluice should have failed\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+/// Child processes of `pid` (from /proc).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // Field 4 (after the parenthesised command name) is the parent pid.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let ppid: u32 = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .map(|i| !stat[i + 2..].starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `pred` holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pred()
+}

@@ -1,0 +1,248 @@
+//! End-to-end: the real `sluice` binary with 2 and 3 executor processes runs group-by, join,
+//! filter and partitioned-output jobs; the Parquet it writes, read back with the `parquet`
+//! crate, equals DataFusion's single-process answer on the same files.
+
+mod common;
+
+use common::*;
+use sluice::table::{all_files, parquet_files, read_rows};
+
+fn run_job(dir: &std::path::Path, name: &str, body: &str, executors: &str) -> String {
+    let job = dir.join(format!("{name}.sql"));
+    std::fs::write(&job, format!("{SOURCES}\n{body}")).unwrap();
+    let out = sluice(
+        dir,
+        &["run", job.to_str().unwrap(), "--executors", executors],
+    );
+    ok(&out);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn group_by_join_filter_and_partitioned_output_match_datafusion_on_2_and_3_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+
+    let group_by = reference(
+        d,
+        "SELECT auction, count(*) AS n, max(price) AS top, sum(price) AS total, channel FROM bids GROUP BY channel, auction",
+    );
+    let join = reference(
+        d,
+        "SELECT r.region, r.tier, count(*) AS n, sum(b.price) AS total FROM bids b JOIN bidders r ON b.bidder = r.bidder GROUP BY r.region, r.tier",
+    );
+    let filter = reference(d, "SELECT auction, price * 2 AS double_price, channel FROM bids WHERE price > 9000 AND channel <> 'web'");
+    let json = reference(d, "SELECT action, count(*) AS n, count(DISTINCT bidder) AS bidders FROM events WHERE amount > 100 GROUP BY action");
+    assert!(group_by.len() > 1000 && join.len() == 15 && filter.len() > 100 && json.len() == 3);
+
+    for executors in ["2", "3"] {
+        let out = |name: &str| d.join(format!("out-{executors}/{name}"));
+        run_job(
+            d,
+            "group_by",
+            &format!(
+                "CREATE TABLE totals WITH (connector = 'parquet', path = '{}', partition_by = 'channel');
+                 INSERT INTO totals SELECT channel, auction, count(*) AS n, max(price) AS top, sum(price) AS total FROM bids GROUP BY channel, auction;",
+                out("totals").display()
+            ),
+            executors,
+        );
+        assert_eq!(
+            read_rows(&out("totals")),
+            group_by,
+            "group-by on {executors} executors"
+        );
+        // Hive-style directories, one per channel, and nothing but published Parquet files.
+        let dirs: std::collections::BTreeSet<String> = parquet_files(&out("totals"))
+            .iter()
+            .map(|f| {
+                f.parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(dirs.len(), 4, "{dirs:?}");
+        assert!(dirs.iter().all(|d| d.starts_with("channel=")));
+        assert_eq!(
+            all_files(&out("totals")),
+            parquet_files(&out("totals")),
+            "no staging or stray files"
+        );
+
+        run_job(
+            d,
+            "join",
+            &format!(
+                "CREATE TABLE by_region WITH (connector = 'parquet', path = '{}');
+                 INSERT INTO by_region SELECT r.region, r.tier, count(*) AS n, sum(b.price) AS total
+                 FROM bids b JOIN bidders r ON b.bidder = r.bidder GROUP BY r.region, r.tier;",
+                out("by_region").display()
+            ),
+            executors,
+        );
+        assert_eq!(
+            read_rows(&out("by_region")),
+            join,
+            "join on {executors} executors"
+        );
+
+        run_job(
+            d,
+            "filter",
+            &format!(
+                "CREATE TABLE expensive WITH (connector = 'parquet', path = '{}');
+                 INSERT INTO expensive SELECT auction, price * 2 AS double_price, channel FROM bids WHERE price > 9000 AND channel <> 'web';",
+                out("expensive").display()
+            ),
+            executors,
+        );
+        assert_eq!(
+            read_rows(&out("expensive")),
+            filter,
+            "filter on {executors} executors"
+        );
+
+        run_job(
+            d,
+            "json",
+            &format!(
+                "CREATE TABLE actions WITH (connector = 'parquet', path = '{}');
+                 INSERT INTO actions SELECT action, count(*) AS n, count(DISTINCT bidder) AS bidders FROM events WHERE amount > 100 GROUP BY action;",
+                out("actions").display()
+            ),
+            executors,
+        );
+        assert_eq!(
+            read_rows(&out("actions")),
+            json,
+            "JSON source on {executors} executors"
+        );
+    }
+}
+
+#[test]
+fn rerunning_a_job_on_its_checkpoint_does_not_duplicate_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let job = d.join("job.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "{SOURCES}
+             CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals', partition_by = 'channel');
+             INSERT INTO totals SELECT channel, auction, count(*) AS n FROM bids GROUP BY channel, auction;"
+        ),
+    )
+    .unwrap();
+    let args = ["run", "job.sql", "--checkpoint", "ckpt"];
+    ok(&sluice(d, &args));
+    let first_files = parquet_files(&d.join("out/totals"));
+    let first_rows = read_rows(&d.join("out/totals"));
+    assert!(!first_rows.is_empty());
+    // The checkpoint records what epoch 0 read, before it ran, and its commit.
+    assert!(d.join("ckpt/offsets/0").exists() && d.join("ckpt/commits/0").exists());
+
+    let again = sluice(d, &args);
+    ok(&again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already committed"));
+    assert_eq!(parquet_files(&d.join("out/totals")), first_files);
+    assert_eq!(read_rows(&d.join("out/totals")), first_rows);
+
+    // A changed query refuses the old checkpoint, touching nothing.
+    std::fs::write(&job, format!("{SOURCES} CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals'); INSERT INTO totals SELECT channel FROM bids;")).unwrap();
+    let err = fails(&sluice(d, &args));
+    assert!(err.contains("different query"), "{err}");
+    assert_eq!(read_rows(&d.join("out/totals")), first_rows);
+}
+
+#[test]
+fn an_interrupted_publish_is_completed_on_restart_without_running_again() {
+    // Simulate a driver that died after recording its sink commit but before commits/0:
+    // run once, then delete commits/0 and move one published file back to its staged path.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    std::fs::write(
+        d.join("job.sql"),
+        format!("{SOURCES} CREATE TABLE t WITH (connector = 'parquet', path = 'out/t'); INSERT INTO t SELECT auction, count(*) AS n FROM bids GROUP BY auction;"),
+    )
+    .unwrap();
+    ok(&sluice(d, &["run", "job.sql", "--checkpoint", "ckpt"]));
+    let rows = read_rows(&d.join("out/t"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("ckpt/sinks/t/0")).unwrap()).unwrap();
+    let first = &record["files"][0];
+    let staged = std::path::PathBuf::from(first["staged_path"].as_str().unwrap());
+    assert!(
+        staged.is_absolute(),
+        "sink records hold absolute paths: {staged:?}"
+    );
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::rename(
+        d.join("out/t").join(first["final_path"].as_str().unwrap()),
+        &staged,
+    )
+    .unwrap();
+    std::fs::remove_file(d.join("ckpt/commits/0")).unwrap();
+    assert_ne!(read_rows(&d.join("out/t")), rows);
+
+    let out = sluice(d, &["run", "job.sql", "--checkpoint", "ckpt"]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("completed the recorded commit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_rows(&d.join("out/t")), rows);
+    assert!(d.join("ckpt/commits/0").exists());
+}
+
+#[test]
+fn console_queries_print_at_most_the_row_limit_and_say_what_was_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let out = sluice(d, &["run", "-e", "SELECT channel, count(*) AS n FROM 'data/bids/*.parquet' GROUP BY channel ORDER BY channel"]);
+    let stdout = ok(&out);
+    let expected = reference(
+        d,
+        "SELECT channel, count(*) AS n FROM bids GROUP BY channel",
+    );
+    for row in &expected {
+        assert!(
+            stdout.contains(&format!("| {:<7} | {}", row[0], row[1])),
+            "{row:?} not in\n{stdout}"
+        );
+    }
+    let out = sluice(
+        d,
+        &[
+            "run",
+            "-e",
+            "SELECT auction, price FROM 'data/bids/' WHERE price > 100",
+            "--max-result-rows",
+            "7",
+        ],
+    );
+    let stdout = ok(&out);
+    let total = reference(d, "SELECT count(*) FROM bids WHERE price > 100")[0][0]
+        .parse::<u64>()
+        .unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "7 of {total} rows shown; {} rows left out",
+            total - 7
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("| ")).count(),
+        8,
+        "header + 7 rows:\n{stdout}"
+    );
+}
