@@ -92,7 +92,7 @@ impl Job {
             .with_dialect(&dialect)
             .build()
             .and_then(|mut p| p.parse_statements())
-            .map_err(|e| sql_error(&text.origin, &e))?;
+            .map_err(|e| sql_error(&text, &e))?;
         let mut tables: Vec<TableDef> = Vec::new();
         let mut query: Option<(Box<Query>, Target)> = None;
         let mut normalised = String::new();
@@ -288,7 +288,8 @@ pub fn locate(origin: &str, span: Span) -> String {
 /// Turns a DataFusion parse or planning error into an [`EngineError::Sql`] located in the job
 /// text: from the error's diagnostic span when DataFusion attached one, else from the
 /// `at Line: L, Column: C` the parser writes into its messages.
-pub fn sql_error(origin: &str, e: &DataFusionError) -> EngineError {
+pub fn sql_error(text: &JobText, e: &DataFusionError) -> EngineError {
+    let origin = text.origin.as_str();
     let message = describe_datafusion(e);
     if let Some(span) = e.diagnostic().and_then(|d| d.span) {
         return EngineError::Sql {
@@ -310,10 +311,54 @@ pub fn sql_error(origin: &str, e: &DataFusionError) -> EngineError {
             };
         }
     }
+    // Some semantic errors carry no span; point at the first use of the name they mention.
+    if let Some((line, col)) = missing_name(&message).and_then(|n| find_word(&text.text, &n)) {
+        return EngineError::Sql {
+            location: format!("{origin}:{line}:{col}: "),
+            message: clean(&message),
+        };
+    }
     EngineError::Sql {
         location: format!("{origin}: "),
         message: clean(&message),
     }
+}
+
+/// The identifier an "unknown name" error is about.
+fn missing_name(message: &str) -> Option<String> {
+    let rest = &message[message.find("No field named ")? + "No field named ".len()..];
+    let name: String = rest
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = name.trim_end_matches('.').rsplit('.').next()?.to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+/// 1-based line and column of the first whole-word occurrence of `word` in `text`
+/// (ASCII case-insensitive, as SQL identifiers are).
+fn find_word(text: &str, word: &str) -> Option<(usize, usize)> {
+    let lower = text.to_ascii_lowercase();
+    let word = word.to_ascii_lowercase();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find(&word) {
+        let start = from + pos;
+        let end = start + word.len();
+        let before_ok = lower[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident(c));
+        let after_ok = lower[end..].chars().next().is_none_or(|c| !is_ident(c));
+        if before_ok && after_ok {
+            let line = text[..start].matches('\n').count() + 1;
+            let col = start - text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            return Some((line, col));
+        }
+        from = end;
+    }
+    None
 }
 
 fn clean(message: &str) -> String {
@@ -372,8 +417,27 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.starts_with("job.sql:3:1: ") && text.contains("unknown connector 'kafkaa'"),
+            text.starts_with("job.sql:3:") && text.contains("unknown connector 'kafkaa'"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_located_in_the_text() {
+        let text = JobText {
+            origin: "j.sql".into(),
+            text: "SELECT a,\n  sum(b) FROM t GROUP BY auctio;".into(),
+        };
+        let err = DataFusionError::SchemaError(
+            Box::new(datafusion::common::SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::from_name("auctio")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        );
+        assert_eq!(
+            sql_error(&text, &err).to_string().split(' ').next(),
+            Some("j.sql:2:26:")
         );
     }
 

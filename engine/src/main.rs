@@ -271,6 +271,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_millis(500),
                 parent_pid,
                 connect_timeout: Duration::from_secs(connect_timeout_secs),
+                task_delay: std::env::var("SLUICE_TEST_TASK_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis),
             };
             let result = executor::run(config);
             if temporary {

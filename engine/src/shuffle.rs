@@ -119,7 +119,7 @@ impl ShuffleStore {
                 Lookup::Empty => {}
                 Lookup::Missing => return Err(missing(&request, "not on this executor")),
                 Lookup::Data(path) => {
-                    let file = File::open(&path).map_err(|e| DataFusionError::IoError(e))?;
+                    let file = File::open(&path).map_err(DataFusionError::IoError)?;
                     let reader = StreamReader::try_new(std::io::BufReader::new(file), None)?;
                     for batch in reader {
                         if tx.blocking_send(Ok(batch?)).is_err() {

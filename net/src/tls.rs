@@ -197,13 +197,15 @@ impl NodeIdentity {
         }
     }
 
-    fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>> {
+    /// The certificate chain, DER-encoded.
+    pub fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>> {
         CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| cert_err("parsing the node certificate", e))
     }
 
-    fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
+    /// The private key, DER-encoded.
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
         PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map(PrivateKeyDer::Pkcs8)
             .map_err(|e| cert_err("parsing the node key", e))

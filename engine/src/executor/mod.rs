@@ -59,6 +59,8 @@ pub struct ExecutorConfig {
     pub parent_pid: Option<u32>,
     /// How long to keep trying to reach the driver at start-up.
     pub connect_timeout: Duration,
+    /// Test hook: delay before every task (from `SLUICE_TEST_TASK_DELAY_MS`).
+    pub task_delay: Option<Duration>,
 }
 
 /// Runs an executor until the driver shuts it down or is lost. Blocks the calling thread.
@@ -115,16 +117,37 @@ async fn serve(
     let _data_server = AbortOnDrop(data_server);
 
     let conn = connect_with_retry(&endpoint, config.driver, config.connect_timeout).await?;
+    let outcome = session(&conn, &config, &endpoint, &store, compute, network).await;
+    // A driver that finished and closed its endpoint is a normal end, not an error.
+    let outcome = match (outcome, conn.close_reason()) {
+        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(close)))
+            if close.error_code == quinn::VarInt::from_u32(0) =>
+        {
+            info!("driver closed the connection");
+            Ok(())
+        }
+        (other, _) => other,
+    };
+    endpoint.close("executor exiting");
+    outcome
+}
+
+/// One registration with the driver: control loop until shutdown or loss.
+async fn session(
+    conn: &quinn::Connection,
+    config: &ExecutorConfig,
+    endpoint: &ClusterEndpoint,
+    store: &Arc<ShuffleStore>,
+    compute: tokio::runtime::Handle,
+    network: tokio::runtime::Handle,
+) -> Result<()> {
     let (send, recv) = conn
         .open_bi()
         .await
         .map_err(|e| EngineError::Net(e.into()))?;
     let mut writer = FrameWriter::<_, ToDriver>::new(send, DEFAULT_MAX_FRAME_BYTES);
     let mut reader = FrameReader::<_, ToExecutor>::new(recv, DEFAULT_MAX_FRAME_BYTES);
-    let ip = config
-        .advertise
-        .or_else(|| conn.local_ip())
-        .unwrap_or(config.bind.ip());
+    let ip = advertised_ip(config, conn);
     let data_addr = SocketAddr::new(ip, endpoint.local_addr()?.port());
     writer
         .send(&ToDriver::Register(ExecutorInfo {
@@ -203,6 +226,7 @@ async fn serve(
         session: session.clone(),
         store: store.clone(),
         fetcher: Arc::new(Fetcher(client)),
+        delay: config.task_delay,
     };
     let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
 
@@ -268,20 +292,9 @@ async fn serve(
         }
     };
     drop(writer_task);
-    // A driver that finished and closed its endpoint is a normal end, not an error.
-    let outcome = match (outcome, conn.close_reason()) {
-        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(close)))
-            if close.error_code == quinn::VarInt::from_u32(0) =>
-        {
-            info!("driver closed the connection");
-            Ok(())
-        }
-        (other, _) => other,
-    };
     for id in queries.keys() {
         store.forget_query(id);
     }
-    endpoint.close("executor exiting");
     outcome
 }
 
@@ -323,6 +336,32 @@ async fn connect_with_retry(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The address peers should use for this executor's data endpoint: `--advertise`, else the
+/// bound address when it is specific, else the source address the OS routes toward the driver
+/// (a connected UDP socket reveals it without sending anything).
+fn advertised_ip(config: &ExecutorConfig, conn: &quinn::Connection) -> IpAddr {
+    if let Some(ip) = config.advertise {
+        return ip;
+    }
+    if !config.bind.ip().is_unspecified() {
+        return config.bind.ip();
+    }
+    if let Some(ip) = conn.local_ip().filter(|ip| !ip.is_unspecified()) {
+        return ip;
+    }
+    let unspecified: SocketAddr = if config.driver.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid literal");
+    std::net::UdpSocket::bind(unspecified)
+        .and_then(|s| s.connect(config.driver).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(config.driver.ip())
 }
 
 /// Current and peak resident set size of this process, in bytes (Linux `/proc`).

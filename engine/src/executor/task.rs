@@ -42,6 +42,9 @@ pub struct TaskEnv {
     pub store: Arc<ShuffleStore>,
     /// Fetches inputs from peers.
     pub fetcher: Arc<dyn ShuffleFetch>,
+    /// Test hook (`SLUICE_TEST_TASK_DELAY_MS`): every task waits this long before running, so
+    /// tests can kill processes while an epoch is in flight.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Runs one attempt to completion and reports how it went.
@@ -53,6 +56,9 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
         partition = task.task.partition
     );
     let started = Instant::now();
+    if let Some(delay) = env.delay {
+        tokio::time::sleep(delay).await;
+    }
     match execute(env, query, task).instrument(span).await {
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;

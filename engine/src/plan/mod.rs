@@ -124,7 +124,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
     let state = ctx.state();
     let references = state
         .resolve_table_references(&statement)
-        .map_err(|e| sql_error(origin, &e))?;
+        .map_err(|e| sql_error(&job.text, &e))?;
 
     let mut sources = BTreeMap::new();
     for reference in references {
@@ -143,7 +143,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     })?;
                 match &def.columns {
                     Some(cols) => {
-                        FileSource::new(spec.clone(), declared_schema(&ctx, origin, cols).await?)
+                        FileSource::new(spec.clone(), declared_schema(&ctx, &job.text, cols).await?)
                     }
                     None => FileSource::infer(spec.clone())?,
                 }
@@ -189,11 +189,11 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
     let logical = state
         .statement_to_plan(statement)
         .await
-        .map_err(|e| sql_error(origin, &e))?;
+        .map_err(|e| sql_error(&job.text, &e))?;
     let mut frame = ctx
         .execute_logical_plan(logical)
         .await
-        .map_err(|e| sql_error(origin, &e))?;
+        .map_err(|e| sql_error(&job.text, &e))?;
 
     let (sink, final_output) = match &job.target {
         Target::Console => (PlannedSink::Console, StageOutput::Result),
@@ -205,7 +205,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                 ConnectorSpec::Console => (PlannedSink::Console, StageOutput::Result),
                 ConnectorSpec::Files { sink: Some(spec), .. } => {
                     if let Some(cols) = &def.columns {
-                        frame = conform(frame, cols, &ctx, origin, &def.location).await?;
+                        frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
                     }
                     (PlannedSink::Parquet(spec.clone()), StageOutput::Sink)
                 }
@@ -273,7 +273,7 @@ async fn plan_stages(
 /// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.
 async fn declared_schema(
     ctx: &SessionContext,
-    origin: &str,
+    text: &crate::job::JobText,
     cols: &[ColumnDecl],
 ) -> Result<arrow::datatypes::SchemaRef> {
     let select = cols
@@ -290,7 +290,7 @@ async fn declared_schema(
     let frame = ctx
         .sql(&format!("SELECT {select}"))
         .await
-        .map_err(|e| sql_error(origin, &e))?;
+        .map_err(|e| sql_error(text, &e))?;
     let fields: Vec<_> = frame
         .schema()
         .fields()
@@ -306,10 +306,10 @@ async fn conform(
     frame: datafusion::dataframe::DataFrame,
     cols: &[ColumnDecl],
     ctx: &SessionContext,
-    origin: &str,
+    text: &crate::job::JobText,
     location: &str,
 ) -> Result<datafusion::dataframe::DataFrame> {
-    let target = declared_schema(ctx, origin, cols).await?;
+    let target = declared_schema(ctx, text, cols).await?;
     let fields = frame.schema().fields().clone();
     if fields.len() != target.fields().len() {
         return Err(EngineError::Sql {

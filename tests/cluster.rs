@@ -1,0 +1,265 @@
+//! The cluster's processes and network: mutual TLS, malformed frames, lost executors, lost
+//! drivers, interrupts, and the standalone cluster manager.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sluice::table::{all_files, read_rows};
+use sluice_net::tls::{ALPN, CLUSTER_SERVER_NAME};
+use sluice_net::{ClusterCa, ClusterEndpoint, NodeIdentity, TransportSettings};
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const GROUP_BY: &str = "CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals', partition_by = 'channel');
+INSERT INTO totals SELECT channel, auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY channel, auction;";
+
+fn group_by_job(d: &std::path::Path) {
+    std::fs::write(d.join("job.sql"), format!("{SOURCES}\n{GROUP_BY}")).unwrap();
+}
+
+fn expected(d: &std::path::Path) -> Vec<Vec<String>> {
+    reference(d, "SELECT auction, count(*) AS n, sum(price) AS total, channel FROM bids GROUP BY channel, auction")
+}
+
+/// A QUIC client with a hand-built TLS configuration.
+fn raw_client(tls: rustls::ClientConfig) -> quinn::Endpoint {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    ep
+}
+
+/// Whether `addr` lets this client in: connected *and* not closed by the server right after.
+async fn admitted(ep: &quinn::Endpoint, addr: SocketAddr) -> bool {
+    let Ok(connecting) = ep.connect(addr, CLUSTER_SERVER_NAME) else {
+        return false;
+    };
+    let Ok(conn) = connecting.await else {
+        return false;
+    };
+    // TLS 1.3: the server checks the client certificate after the client finishes; a refusal
+    // arrives as a close right after.
+    let Ok((mut send, _recv)) = conn.open_bi().await else {
+        return false;
+    };
+    let _ = send.write_all(b"\0\0\0\0").await;
+    tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .is_err()
+}
+
+#[test]
+fn standalone_driver_refuses_strangers_survives_malformed_frames_and_runs_with_joining_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    group_by_job(d);
+    ok(&sluice(d, &["cluster", "init", "cluster"]));
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let driver = spawn(
+        d,
+        &[
+            "driver",
+            "job.sql",
+            "--listen",
+            &listen,
+            "--cluster-dir",
+            "cluster",
+            "--min-executors",
+            "2",
+            "--register-timeout-secs",
+            "90",
+        ],
+        &[],
+    );
+    let addr: SocketAddr = listen.parse().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ca = ClusterCa::load_from_dir(&d.join("cluster")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().unwrap()).unwrap();
+
+        // 1. A client with no certificate is refused.
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        assert!(
+            !admitted(&raw_client(tls), addr).await,
+            "a peer without a certificate must be refused"
+        );
+
+        // 2. A client whose certificate comes from another cluster's CA is refused.
+        let stranger = ClusterCa::generate("other")
+            .unwrap()
+            .issue("stranger")
+            .unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(
+                stranger.cert_chain().unwrap(),
+                stranger.private_key().unwrap(),
+            )
+            .unwrap();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        assert!(
+            !admitted(&raw_client(tls), addr).await,
+            "a peer from another CA must be refused"
+        );
+
+        // 3. A member sending an oversized frame, then one sending garbage, are each closed.
+        let member = NodeIdentity::load_or_issue(&d.join("cluster"), &ca, "tester").unwrap();
+        let ep = ClusterEndpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &ca,
+            &member,
+            &TransportSettings::default(),
+        )
+        .unwrap();
+        for bytes in [
+            &[0xffu8, 0xff, 0xff, 0xff, 1, 2, 3][..],
+            &[0, 0, 0, 3, 0xff, 0xff, 0xff][..],
+        ] {
+            let conn = ep.connect(addr).await.expect("a member is admitted");
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
+            send.write_all(bytes).await.unwrap();
+            let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+                .await
+                .expect("the driver closes a peer sending malformed frames");
+            assert!(format!("{reason}").contains("malformed frame"), "{reason}");
+        }
+    });
+
+    // 4. The driver still serves real executors: two join, the job runs and is correct.
+    let executors: Vec<_> = (0..2)
+        .map(|_| {
+            spawn(
+                d,
+                &[
+                    "executor",
+                    "--driver",
+                    &listen,
+                    "--cluster-dir",
+                    "cluster",
+                    "--slots",
+                    "1",
+                ],
+                &[],
+            )
+        })
+        .collect();
+    let out = wait_output(driver, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        stderr.contains("malformed frame"),
+        "the closing was logged:\n{stderr}"
+    );
+    assert_eq!(read_rows(&d.join("out/totals")), expected(d));
+    for e in executors {
+        let out = wait_output(e, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "executor exits cleanly after the job: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Starts a slow job (each task waits `delay_ms`) and returns it with its executor pids.
+fn slow_job(d: &std::path::Path, delay_ms: &str) -> (std::process::Child, Vec<u32>) {
+    let driver = spawn(
+        d,
+        &["run", "job.sql", "--executors", "2"],
+        &[("SLUICE_TEST_TASK_DELAY_MS", delay_ms)],
+    );
+    let pid = driver.id();
+    assert!(
+        eventually(Duration::from_secs(30), || children_of(pid).len() == 2),
+        "two executors start"
+    );
+    let executors = children_of(pid);
+    // Give them time to register and receive their first tasks.
+    std::thread::sleep(Duration::from_millis(1500));
+    (driver, executors)
+}
+
+#[test]
+fn an_executor_killed_mid_job_fails_the_job_clearly_without_hanging_or_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    group_by_job(d);
+    let (driver, executors) = slow_job(d, "4000");
+    unsafe { libc::kill(executors[0] as i32, libc::SIGKILL) };
+    let out = wait_output(driver, Duration::from_secs(30));
+    let err = fails(&out);
+    assert!(
+        err.contains("was killed by signal 9") && err.contains("task(s) of the epoch"),
+        "{err}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || executors
+            .iter()
+            .all(|p| !alive(*p))),
+        "no orphaned executor"
+    );
+    assert!(all_files(&d.join("out")).is_empty(), "nothing published");
+}
+
+#[test]
+fn killing_the_driver_takes_its_executors_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    group_by_job(d);
+    let (mut driver, executors) = slow_job(d, "20000");
+    driver.kill().unwrap(); // SIGKILL: no cleanup code runs in the driver
+    driver.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || executors
+            .iter()
+            .all(|p| !alive(*p))),
+        "executors notice the lost driver and exit"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_job_commits_nothing_and_stops_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    group_by_job(d);
+    let (driver, executors) = slow_job(d, "20000");
+    unsafe { libc::kill(driver.id() as i32, libc::SIGINT) };
+    let out = wait_output(driver, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(eventually(Duration::from_secs(10), || executors
+        .iter()
+        .all(|p| !alive(*p))));
+    assert!(all_files(&d.join("out")).is_empty());
+}
