@@ -184,21 +184,18 @@ fn standalone_driver_refuses_strangers_survives_malformed_frames_and_runs_with_j
     }
 }
 
-/// Starts a slow job (each task waits `delay_ms`) and returns it with its executor pids.
-fn slow_job(d: &std::path::Path, delay_ms: &str) -> (std::process::Child, Vec<u32>) {
-    let driver = spawn(
+/// Starts a slow job (each task waits `delay_ms`), returns once its epoch is being scheduled,
+/// with the executor pids.
+fn slow_job(d: &std::path::Path, delay_ms: &str) -> (Logged, Vec<u32>) {
+    let driver = Logged::spawn(
         d,
         &["run", "job.sql", "--executors", "2"],
         &[("SLUICE_TEST_TASK_DELAY_MS", delay_ms)],
     );
-    let pid = driver.id();
-    assert!(
-        eventually(Duration::from_secs(30), || children_of(pid).len() == 2),
-        "two executors start"
-    );
-    let executors = children_of(pid);
-    // Give them time to register and receive their first tasks.
-    std::thread::sleep(Duration::from_millis(1500));
+    driver.wait_for("scheduling epoch", Duration::from_secs(60));
+    let executors = children_of(driver.child.id());
+    assert_eq!(executors.len(), 2, "two executor processes");
+    std::thread::sleep(Duration::from_millis(300)); // the first tasks reach the executors
     (driver, executors)
 }
 
@@ -210,8 +207,8 @@ fn an_executor_killed_mid_job_fails_the_job_clearly_without_hanging_or_orphans()
     group_by_job(d);
     let (driver, executors) = slow_job(d, "4000");
     unsafe { libc::kill(executors[0] as i32, libc::SIGKILL) };
-    let out = wait_output(driver, Duration::from_secs(30));
-    let err = fails(&out);
+    let (code, err) = driver.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("was killed by signal 9") && err.contains("task(s) of the epoch"),
         "{err}"
@@ -232,8 +229,8 @@ fn killing_the_driver_takes_its_executors_down() {
     generate(d);
     group_by_job(d);
     let (mut driver, executors) = slow_job(d, "20000");
-    driver.kill().unwrap(); // SIGKILL: no cleanup code runs in the driver
-    driver.wait().unwrap();
+    driver.child.kill().unwrap(); // SIGKILL: no cleanup code runs in the driver
+    driver.child.wait().unwrap();
     assert!(
         eventually(Duration::from_secs(10), || executors
             .iter()
@@ -249,15 +246,10 @@ fn ctrl_c_stops_the_job_commits_nothing_and_stops_executors() {
     generate(d);
     group_by_job(d);
     let (driver, executors) = slow_job(d, "20000");
-    unsafe { libc::kill(driver.id() as i32, libc::SIGINT) };
-    let out = wait_output(driver, Duration::from_secs(20));
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    unsafe { libc::kill(driver.child.id() as i32, libc::SIGINT) };
+    let (code, err) = driver.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
     assert!(eventually(Duration::from_secs(10), || executors
         .iter()
         .all(|p| !alive(*p))));

@@ -219,6 +219,17 @@ fn console_queries_print_at_most_the_row_limit_and_say_what_was_left_out() {
             "{row:?} not in\n{stdout}"
         );
     }
+    // CTE with an uncorrelated scalar subquery (planned as a join across stages).
+    let sql = "WITH t AS (SELECT auction, sum(price) AS s FROM bids GROUP BY auction) SELECT count(*) AS above FROM t WHERE s > (SELECT avg(s) FROM t)";
+    let above = &reference(d, sql)[0][0];
+    let stdout = ok(&sluice(
+        d,
+        &["run", "-e", &sql.replace("FROM bids", "FROM 'data/bids/'")],
+    ));
+    assert!(
+        stdout.contains(&format!("| {above:<5} |")),
+        "expected {above}:\n{stdout}"
+    );
     let out = sluice(
         d,
         &[

@@ -176,3 +176,59 @@ pub fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     }
     pred()
 }
+
+/// A running `sluice` whose stderr is collected in the background (for waiting on log lines).
+pub struct Logged {
+    pub child: Child,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Logged {
+    /// Starts `sluice ARGS` in `dir` with `SLUICE_LOG=info`.
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all_env = vec![("SLUICE_LOG", "info")];
+        all_env.extend_from_slice(env);
+        let mut child = spawn(dir, args, &all_env);
+        let pipe = child.stderr.take().expect("piped");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self { child, stderr }
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) {
+        assert!(
+            eventually(limit, || self.stderr.lock().unwrap().contains(needle)),
+            "no '{needle}' in the log within {limit:?}:\n{}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    /// Waits for the process to exit; returns its exit code (None if killed by a signal) and
+    /// the whole log.
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader drain
+                return (status.code(), self.stderr.lock().unwrap().clone());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "sluice did not exit within {limit:?}:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

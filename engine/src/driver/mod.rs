@@ -213,6 +213,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         events,
         members: BTreeMap::new(),
         attempts: 0,
+        committer: None,
     };
     let result = runner.run(&job, &mut cluster, action, started).await;
     // Teardown, whatever happened.
@@ -233,8 +234,12 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
             peak_rss_bytes: m.peak_rss_bytes,
         })
         .collect();
+    let committer = runner.committer.take();
     drop(runner);
     cluster.shutdown().await;
+    if let (Err(_), Some(committer)) = (&result, committer) {
+        committer.abort(&query_id, Epoch(0));
+    }
     let mut report = result?;
     report.executors = executors;
     report.timings.total = started.elapsed();
@@ -331,6 +336,9 @@ struct EpochRunner<'a> {
     events: mpsc::Receiver<ClusterEvent>,
     members: BTreeMap<ExecutorId, Member>,
     attempts: u64,
+    /// The sink's committer once planned; a failed epoch's staged files are discarded with it
+    /// after the executors have stopped (so no task is still writing).
+    committer: Option<ParquetCommitter>,
 }
 
 impl EpochRunner<'_> {
@@ -434,18 +442,10 @@ impl EpochRunner<'_> {
         for member in self.members.values() {
             send(member, ToExecutor::InstallQuery(install.clone())).await;
         }
-        let outcome = tokio::select! {
-            r = self.schedule(&planned, &install, &input) => r,
-            _ = &mut interrupted => Err(EngineError::Interrupted),
-        };
-        let scheduler = match outcome {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(c) = &committer {
-                    c.abort(&self.query_id, epoch);
-                }
-                return Err(e);
-            }
+        self.committer = committer.clone();
+        let scheduler = tokio::select! {
+            r = self.schedule(&planned, &install, &input) => r?,
+            _ = &mut interrupted => return Err(EngineError::Interrupted),
         };
         let execution = exec_started.elapsed();
 
@@ -594,6 +594,12 @@ impl EpochRunner<'_> {
             }
         }
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        info!(
+            epoch = input.epoch.0,
+            stages = planned.stages.len(),
+            executors = self.members.len(),
+            "scheduling epoch"
+        );
         loop {
             for a in scheduler.poll() {
                 let stage = &planned.stages[a.task.stage.0];

@@ -229,6 +229,8 @@ async fn session(
         delay: config.task_delay,
     };
     let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
+    // Why a query could not be installed, so its tasks fail with the cause.
+    let mut install_errors: HashMap<String, String> = HashMap::new();
 
     let outcome = loop {
         let msg = tokio::select! {
@@ -242,7 +244,10 @@ async fn session(
                     Ok(q) => {
                         queries.insert(id, Arc::new(q));
                     }
-                    Err(e) => error!("cannot install query {id}: {e}"),
+                    Err(e) => {
+                        error!("cannot install query {id}: {e}");
+                        install_errors.insert(id, e.to_string());
+                    }
                 }
             }
             Ok(Some(ToExecutor::RunTask(task))) => {
@@ -252,10 +257,13 @@ async fn session(
                         .send(ToDriver::TaskFinished {
                             attempt,
                             outcome: crate::protocol::TaskOutcome::Failed {
-                                message: format!(
-                                    "query {} is not installed on this executor",
-                                    task.query_id
-                                ),
+                                message: match install_errors.get(&task.query_id) {
+                                    Some(e) => format!("the query could not be installed: {e}"),
+                                    None => format!(
+                                        "query {} is not installed on this executor",
+                                        task.query_id
+                                    ),
+                                },
                                 retryable: false,
                             },
                         })
@@ -274,6 +282,7 @@ async fn session(
             }
             Ok(Some(ToExecutor::ForgetQuery { query_id })) => {
                 queries.remove(&query_id);
+                install_errors.remove(&query_id);
                 store.forget_query(&query_id);
             }
             Ok(Some(ToExecutor::Shutdown { reason })) => {

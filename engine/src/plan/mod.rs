@@ -22,7 +22,9 @@ use datafusion::physical_plan::{displayable, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use sluice_connectors::file::FileSource;
 use sluice_connectors::parquet_sink::ParquetSink;
 use sluice_connectors::{ConnectorSpec, FileFormat, FileSourceSpec, ParquetSinkSpec, Source};
@@ -52,6 +54,12 @@ pub fn session_config(parallelism: usize) -> SessionConfig {
     options.optimizer.enable_join_dynamic_filter_pushdown = false;
     options.optimizer.enable_topk_dynamic_filter_pushdown = false;
     options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    // Scalar subqueries as joins: DataFusion's physical ScalarSubqueryExec shares state between
+    // operators that stage boundaries would separate (DataFusion keeps this rewrite for
+    // distributed engines).
+    options
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = false;
     // Spans let semantic errors point at the offending SQL.
     options.sql_parser.collect_spans = true;
     config
@@ -244,10 +252,25 @@ async fn plan_stages(
         }
     };
     let stages = stages::split(physical, final_output)?;
+    let ctx_for_check = SessionContext::new_with_config(session_config(1));
     let mut install = Vec::with_capacity(stages.len());
     for stage in &stages {
         let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec)
             .map_err(|e| {
+            EngineError::Unsupported(format!(
+                "stage {} cannot be sent to executors: {}",
+                stage.id,
+                crate::error::describe_datafusion(&e)
+            ))
+        })?;
+        // Executors decode what the driver encodes: check the round trip here, once, so an
+        // operator that cannot be shipped fails planning with a clear message.
+        physical_plan_from_bytes_with_extension_codec(
+            &bytes,
+            &ctx_for_check.task_ctx(),
+            &SluiceCodec,
+        )
+        .map_err(|e| {
             EngineError::Unsupported(format!(
                 "stage {} cannot be sent to executors: {}",
                 stage.id,
