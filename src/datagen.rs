@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 pub const CHANNELS: [&str; 4] = ["web", "app", "api", "partner"];
 
 /// Schema of the `bids` table: `auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR,
-/// date_time TIMESTAMP`.
+/// date_time TIMESTAMP`. Timestamps are microseconds, as Spark and most Parquet writers use.
 pub fn bids_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("auction", DataType::Int64, false),
@@ -25,7 +25,7 @@ pub fn bids_schema() -> SchemaRef {
         Field::new("channel", DataType::Utf8, false),
         Field::new(
             "date_time",
-            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
             false,
         ),
     ]))
@@ -48,7 +48,7 @@ pub struct BidsSpec {
 
 /// One batch of bids with ids starting at `first`.
 pub fn bids_batch(rng: &mut StdRng, first: u64, rows: usize, auctions: i64) -> RecordBatch {
-    let base_ns: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+    let base_us: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
     let auction = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(1..=auctions)));
     let bidder = Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(1..=100_000)));
     let price = Int64Array::from_iter_values((0..rows).map(|_| {
@@ -64,8 +64,8 @@ pub fn bids_batch(rng: &mut StdRng, first: u64, rows: usize, auctions: i64) -> R
             _ => 3,
         }]
     }));
-    let date_time = TimestampNanosecondArray::from_iter_values(
-        (0..rows as u64).map(|i| base_ns + ((first + i) as i64) * 1_000_000),
+    let date_time = TimestampMicrosecondArray::from_iter_values(
+        (0..rows as u64).map(|i| base_us + ((first + i) as i64) * 1_000),
     );
     RecordBatch::try_new(
         bids_schema(),

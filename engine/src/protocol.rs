@@ -197,6 +197,9 @@ pub struct TaskReport {
     pub receipt: Option<WriterReceipt>,
     /// Wall time of the task in microseconds.
     pub elapsed_us: u64,
+    /// The executor's peak resident set size when the task finished (bytes); heartbeats alone
+    /// would miss the peak of a short job.
+    pub peak_rss_bytes: u64,
 }
 
 /// First frame on a data stream: which shuffle output to send.

@@ -675,6 +675,7 @@ impl EpochRunner<'_> {
                         attempt,
                         outcome: TaskOutcome::Succeeded(report),
                     } => {
+                        self.heartbeat(executor, report.peak_rss_bytes);
                         scheduler.on_succeeded(attempt, report);
                         None
                     }

@@ -62,6 +62,7 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
     match execute(env, query, task).instrument(span).await {
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
+            report.peak_rss_bytes = super::memory_usage().1;
             TaskOutcome::Succeeded(report)
         }
         Err(e) => TaskOutcome::Failed {

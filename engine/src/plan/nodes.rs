@@ -19,7 +19,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
@@ -171,37 +171,61 @@ impl ExecutionPlan for SourceScanExec {
             Some(p) if p.is_empty() && !self.schema.fields().is_empty() => (Some(vec![0]), true),
             other => (other.clone(), false),
         };
-        let out_schema = self.projected.clone();
-        let mut builder = RecordBatchReceiverStream::builder(self.projected.clone(), 2);
-        let tx = builder.tx();
-        // File reading and decoding is blocking work: it runs on the blocking pool and hands
-        // batches over a bounded channel, so at most two batches per scan wait in memory.
-        builder.spawn_blocking(move || {
-            for split in splits {
-                let mut reader = source
-                    .open(&split, read_projection.as_deref())
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                while let Some(batch) = reader
-                    .next_batch()
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-                {
-                    let batch = if count_only {
-                        RecordBatch::try_new_with_options(
-                            out_schema.clone(),
-                            vec![],
-                            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-                        )?
-                    } else {
-                        batch
-                    };
-                    if tx.blocking_send(Ok(batch)).is_err() {
-                        return Ok(()); // the consumer went away (cancelled or limit reached)
-                    }
-                }
+        let state = ScanState {
+            source,
+            splits: splits.into(),
+            current: None,
+            projection: read_projection,
+            count_only,
+            schema: self.projected.clone(),
+        };
+        // Reading and decoding run inline, in the task: executors run tasks on a dedicated
+        // compute runtime (one thread per slot) that nothing latency-sensitive shares, so a
+        // batch is decoded and aggregated by the same thread without a hand-off — as
+        // DataFusion's own scans do. Memory stays bounded: one batch of one split at a time.
+        let stream = futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            match state.next() {
+                Ok(Some(batch)) => Some((Ok(batch), Some(state))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
             }
-            Ok(())
         });
-        Ok(builder.build())
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), stream)))
+    }
+}
+
+/// Where a scan partition is in its splits.
+struct ScanState {
+    source: FileSource,
+    splits: std::collections::VecDeque<Split>,
+    current: Option<Box<dyn sluice_connectors::SplitReader>>,
+    projection: Option<Vec<usize>>,
+    count_only: bool,
+    schema: SchemaRef,
+}
+
+impl ScanState {
+    fn next(&mut self) -> DfResult<Option<RecordBatch>> {
+        let ext = |e: sluice_connectors::ConnectorError| DataFusionError::External(Box::new(e));
+        loop {
+            if self.current.is_none() {
+                let Some(split) = self.splits.pop_front() else { return Ok(None) };
+                self.current = Some(self.source.open(&split, self.projection.as_deref()).map_err(ext)?);
+            }
+            let reader = self.current.as_mut().expect("opened above");
+            match reader.next_batch().map_err(ext)? {
+                Some(batch) if self.count_only => {
+                    return Ok(Some(RecordBatch::try_new_with_options(
+                        self.schema.clone(),
+                        vec![],
+                        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                    )?))
+                }
+                Some(batch) => return Ok(Some(batch)),
+                None => self.current = None,
+            }
+        }
     }
 }
 
