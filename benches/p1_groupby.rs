@@ -8,7 +8,8 @@
 //! - PySpark local[2] (when `.venv/bin/python` has pyspark; see `scripts/bench-peers.sh`),
 //!   timed inside a warm SparkSession (JVM start-up excluded, in Spark's favour).
 //!
-//! Prints the median of each and the ratios (targets: ≥ 0.7× DataFusion, ≥ 5× PySpark), plus
+//! Runs alternate between Sluice and DataFusion after a warm-up run of each. Prints the median
+//! of each and the ratios (targets: ≥ 0.7× DataFusion, ≥ 5× PySpark), plus
 //! the peak RSS of Sluice's executors (target ≤ 400 MiB each at 10 M rows).
 //!
 //! Run: `cargo bench --bench p1_groupby -- [--rows 10000000] [--runs 5] [--no-spark]`
@@ -75,80 +76,32 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
 
-    // Sluice through its CLI, as a user runs it.
-    let sluice = sluice::sluice_binary();
-    let mut sluice_times = Vec::new();
-    let mut peak_rss_mib = 0u64;
-    for run in 0..args.runs {
-        let out_dir = work.join(format!("sluice-{run}"));
-        let job = work.join("p1.sql");
-        std::fs::write(
-            &job,
-            format!(
-                "CREATE TABLE bids WITH (connector = 'parquet', path = '{}/');\n\
-                 CREATE TABLE out WITH (connector = 'parquet', path = '{}');\n\
-                 INSERT INTO out {QUERY};",
-                data.display(),
-                out_dir.display()
-            ),
-        )
-        .unwrap();
-        let started = Instant::now();
-        let out = Command::new(&sluice)
-            .args([
-                "run",
-                job.to_str().unwrap(),
-                "--executors",
-                "2",
-                "--slots",
-                "1",
-            ])
-            .output()
-            .expect("sluice runs");
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "sluice failed:\n{stderr}");
-        if let Some(mib) = stderr
-            .split("peak RSS ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            peak_rss_mib = peak_rss_mib.max(mib);
-        }
-        sluice_times.push(took);
-        eprintln!("sluice run {run}: {:.3}s", took.as_secs_f64());
-    }
+    // Freshly generated files must not be written back during the measurements (Sluice fsyncs
+    // its output and checkpoint; waiting behind unrelated writeback is not its cost).
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
 
-    // DataFusion in one process.
+    // Runs alternate between the engines after one unrecorded warm-up each, so both see the same
+    // page cache and machine state.
+    let sluice = sluice::sluice_binary();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut sluice_times = Vec::new();
     let mut df_times = Vec::new();
-    for run in 0..args.runs {
-        let out_dir = work.join(format!("datafusion-{run}"));
-        let took = rt.block_on(async {
-            let started = Instant::now();
-            let ctx = SessionContext::new();
-            ctx.register_parquet(
-                "bids",
-                format!("{}/", data.display()),
-                ParquetReadOptions::default(),
-            )
-            .await
-            .unwrap();
-            ctx.sql(QUERY)
-                .await
-                .unwrap()
-                .write_parquet(
-                    out_dir.to_str().unwrap(),
-                    DataFrameWriteOptions::new(),
-                    None,
-                )
-                .await
-                .unwrap();
-            started.elapsed()
-        });
-        df_times.push(took);
-        eprintln!("datafusion run {run}: {:.3}s", took.as_secs_f64());
+    let mut peak_rss_mib = 0u64;
+    for run in 0..=args.runs {
+        let (took, rss) = run_sluice(&sluice, &data, &work, run);
+        let df = run_datafusion(&rt, &data, &work, run);
+        peak_rss_mib = peak_rss_mib.max(rss);
+        eprintln!(
+            "run {run}{}: sluice {:.3}s, datafusion {:.3}s",
+            if run == 0 { " (warm-up)" } else { "" },
+            took.as_secs_f64(),
+            df.as_secs_f64()
+        );
+        if run > 0 {
+            sluice_times.push(took);
+            df_times.push(df);
+        }
     }
 
     let spark = if args.spark {
@@ -193,6 +146,72 @@ fn main() {
     }
     println!("  peak executor RSS: {peak_rss_mib} MiB  (limit 400 MiB)");
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Sluice through its CLI, as a user runs it: wall time and the executors' peak RSS (MiB).
+fn run_sluice(sluice: &Path, data: &Path, work: &Path, run: usize) -> (Duration, u64) {
+    let out_dir = work.join(format!("sluice-{run}"));
+    let job = work.join("p1.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE bids WITH (connector = 'parquet', path = '{}/');\n\
+             CREATE TABLE out WITH (connector = 'parquet', path = '{}');\n\
+             INSERT INTO out {QUERY};",
+            data.display(),
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(sluice)
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--executors",
+            "2",
+            "--slots",
+            "1",
+        ])
+        .output()
+        .expect("sluice runs");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sluice failed:\n{stderr}");
+    let rss = stderr
+        .split("peak RSS ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    (took, rss)
+}
+
+/// The same query with DataFusion in this process.
+fn run_datafusion(rt: &tokio::runtime::Runtime, data: &Path, work: &Path, run: usize) -> Duration {
+    let out_dir = work.join(format!("datafusion-{run}"));
+    rt.block_on(async {
+        let started = Instant::now();
+        let ctx = SessionContext::new();
+        ctx.register_parquet(
+            "bids",
+            format!("{}/", data.display()),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .unwrap();
+        ctx.sql(QUERY)
+            .await
+            .unwrap()
+            .write_parquet(
+                out_dir.to_str().unwrap(),
+                DataFrameWriteOptions::new(),
+                None,
+            )
+            .await
+            .unwrap();
+        started.elapsed()
+    })
 }
 
 fn spark_median(root: &Path, data: &Path, work: &Path, runs: usize) -> Option<f64> {

@@ -21,7 +21,7 @@ use sluice_net::{
     DEFAULT_MAX_FRAME_BYTES,
 };
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::{EngineError, Result};
 use crate::plan::codec::SluiceCodec;
@@ -173,7 +173,7 @@ async fn session(
     let writer_task = AbortOnDrop(tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             if let Err(e) = writer.send(&msg).await {
-                warn!("lost the driver while sending: {e}");
+                debug!("stopped sending to the driver: {e}");
                 break;
             }
         }
@@ -292,10 +292,11 @@ async fn session(
             Ok(Some(ToExecutor::Registered { .. })) => {
                 warn!("ignoring a second registration reply")
             }
+            // The driver finished the control stream: a deliberate end (a crashed driver cannot
+            // finish it; its loss surfaces as an error or the idle timeout instead).
             Ok(None) => {
-                break Err(EngineError::Cluster(
-                    "the driver closed the connection".into(),
-                ))
+                info!("driver finished the control stream");
+                break Ok(());
             }
             Err(e) => break Err(EngineError::Cluster(format!("lost the driver: {e}"))),
         }

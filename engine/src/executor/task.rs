@@ -49,6 +49,7 @@ pub struct TaskEnv {
 
 /// Runs one attempt to completion and reports how it went.
 pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> TaskOutcome {
+    let (stage, partition) = (task.task.stage, task.task.partition);
     let span = info_span!(
         "task",
         epoch = task.epoch.0,
@@ -63,6 +64,13 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
             report.peak_rss_bytes = super::memory_usage().1;
+            debug!(
+                stage = stage.0,
+                partition,
+                rows = report.output_rows,
+                elapsed_ms = report.elapsed_us as f64 / 1000.0,
+                "task finished"
+            );
             TaskOutcome::Succeeded(report)
         }
         Err(e) => TaskOutcome::Failed {
@@ -163,6 +171,5 @@ async fn execute(
             report.receipt = Some(writer.finish().map_err(ext)?);
         }
     }
-    debug!(rows = report.output_rows, "task finished");
     Ok(report)
 }

@@ -191,7 +191,10 @@ impl ExecutionPlan for SourceScanExec {
                 Err(e) => Some((Err(e), None)),
             }
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.projected.clone(),
+            stream,
+        )))
     }
 }
 
@@ -210,8 +213,14 @@ impl ScanState {
         let ext = |e: sluice_connectors::ConnectorError| DataFusionError::External(Box::new(e));
         loop {
             if self.current.is_none() {
-                let Some(split) = self.splits.pop_front() else { return Ok(None) };
-                self.current = Some(self.source.open(&split, self.projection.as_deref()).map_err(ext)?);
+                let Some(split) = self.splits.pop_front() else {
+                    return Ok(None);
+                };
+                self.current = Some(
+                    self.source
+                        .open(&split, self.projection.as_deref())
+                        .map_err(ext)?,
+                );
             }
             let reader = self.current.as_mut().expect("opened above");
             match reader.next_batch().map_err(ext)? {
