@@ -144,6 +144,21 @@ fn rerunning_a_job_on_its_checkpoint_does_not_duplicate_output() {
     let first_files = parquet_files(&d.join("out/totals"));
     let first_rows = read_rows(&d.join("out/totals"));
     assert!(!first_rows.is_empty());
+    // The hive-partitioned output reads back through Sluice with `channel` from the paths.
+    let stdout = ok(&sluice(
+        d,
+        &[
+            "run",
+            "-e",
+            "SELECT channel, sum(n) AS n FROM 'out/totals/' GROUP BY channel ORDER BY channel",
+        ],
+    ));
+    for row in reference(d, "SELECT channel, count(*) FROM bids GROUP BY channel") {
+        assert!(
+            stdout.contains(&format!("| {:<7} | {}", row[0], row[1])),
+            "{row:?} not in\n{stdout}"
+        );
+    }
     // The checkpoint records what epoch 0 read, before it ran, and its commit.
     assert!(d.join("ckpt/offsets/0").exists() && d.join("ckpt/commits/0").exists());
 

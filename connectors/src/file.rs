@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaDataReader;
@@ -40,9 +40,13 @@ impl FileSource {
 
     /// Infers the schema from the first file: Parquet from its footer, CSV and JSON from its
     /// first rows.
-    pub fn infer(spec: FileSourceSpec) -> Result<Self> {
+    pub fn infer(mut spec: FileSourceSpec) -> Result<Self> {
         let files = list_files(&spec)?;
         let first = &files[0];
+        spec.partition_columns = partition_values(&spec.path, first)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let file = File::open(first).map_err(|e| ConnectorError::io("open", first, e))?;
         let schema = match spec.format {
             FileFormat::Parquet => {
@@ -69,7 +73,26 @@ impl FileSource {
                     .0
             }
         };
-        Ok(Self::new(spec, Arc::new(schema)))
+        // Hive-style partition columns come after the file's columns, as strings.
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        spec.partition_columns
+            .retain(|c| schema.index_of(c).is_err());
+        for c in &spec.partition_columns {
+            fields.push(Field::new(c, DataType::Utf8, true));
+        }
+        Ok(Self::new(spec, Arc::new(Schema::new(fields))))
+    }
+
+    /// A source with declared columns; declared columns named like the table's `col=value`
+    /// directories are read from the paths (cast to their declared type).
+    pub fn declared(mut spec: FileSourceSpec, schema: SchemaRef) -> Result<Self> {
+        let files = list_files(&spec)?;
+        spec.partition_columns = partition_values(&spec.path, &files[0])
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| schema.index_of(k).is_ok())
+            .collect();
+        Ok(Self::new(spec, schema))
     }
 
     /// The source's spec.
@@ -121,16 +144,157 @@ impl Source for FileSource {
     }
 
     fn open(&self, split: &Split, projection: Option<&[usize]>) -> Result<Box<dyn SplitReader>> {
+        if self.spec.partition_columns.is_empty() {
+            return self.open_file(&self.schema, split, projection);
+        }
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let projection = projection.unwrap_or(&all);
+        let file_schema = Arc::new(Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .filter(|f| !self.spec.partition_columns.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        let values: std::collections::HashMap<String, Option<String>> =
+            partition_values(&self.spec.path, Path::new(&split.path))
+                .into_iter()
+                .collect();
+        let mut file_projection = Vec::new();
+        let mut columns = Vec::new();
+        for &i in projection {
+            let field = self.schema.field(i);
+            if self.spec.partition_columns.contains(field.name()) {
+                columns.push(OutputColumn::Partition(
+                    values.get(field.name()).cloned().flatten(),
+                ));
+            } else {
+                file_projection.push(file_schema.index_of(field.name())?);
+                columns.push(OutputColumn::File(file_projection.len() - 1));
+            }
+        }
+        // Only partition columns wanted: read one file column for the row counts.
+        if file_projection.is_empty() && !file_schema.fields().is_empty() {
+            file_projection.push(0);
+        }
+        let inner = self.open_file(&file_schema, split, Some(&file_projection))?;
+        Ok(Box::new(PartitionedReader {
+            inner,
+            columns,
+            target: Arc::new(self.schema.project(projection)?),
+        }))
+    }
+}
+
+/// Where an output column of a partitioned table comes from.
+enum OutputColumn {
+    /// The n-th column read from the file.
+    File(usize),
+    /// A constant from the file's path (`None`: the hive null partition).
+    Partition(Option<String>),
+}
+
+/// Adds a file's partition values to the batches read from it.
+struct PartitionedReader {
+    inner: Box<dyn SplitReader>,
+    columns: Vec<OutputColumn>,
+    target: SchemaRef,
+}
+
+impl SplitReader for PartitionedReader {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(batch) = self.inner.next_batch()? else {
+            return Ok(None);
+        };
+        let rows = batch.num_rows();
+        let mut out: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for (column, field) in self.columns.iter().zip(self.target.fields()) {
+            out.push(match column {
+                OutputColumn::File(n) => batch.column(*n).clone(),
+                OutputColumn::Partition(value) => {
+                    let strings: ArrayRef =
+                        Arc::new(StringArray::from(vec![value.as_deref(); rows]));
+                    arrow::compute::cast(&strings, field.data_type())?
+                }
+            });
+        }
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.target.clone(),
+            out,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?))
+    }
+}
+
+/// The `col=value` directories of `file` below the table root named by `table_path`, in order,
+/// percent-decoded; the hive null marker becomes `None`.
+pub fn partition_values(table_path: &str, file: &Path) -> Vec<(String, Option<String>)> {
+    let root = if let Some(i) = table_path.find(['*', '?', '[']) {
+        Path::new(&table_path[..i])
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    } else {
+        PathBuf::from(table_path)
+    };
+    let Some(dir) = file.parent() else {
+        return Vec::new();
+    };
+    let Ok(relative) = dir.strip_prefix(&root) else {
+        return Vec::new();
+    };
+    relative
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .filter_map(|c| c.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| {
+            let value = (v != crate::parquet_sink::NULL_PARTITION).then(|| percent_decode(v));
+            (k.to_string(), value)
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl FileSource {
+    /// Opens a split's file with `schema` (the file's own columns) and `projection` into it.
+    fn open_file(
+        &self,
+        schema: &SchemaRef,
+        split: &Split,
+        projection: Option<&[usize]>,
+    ) -> Result<Box<dyn SplitReader>> {
         let target = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
         };
         let path = PathBuf::from(&split.path);
         let file = File::open(&path).map_err(|e| ConnectorError::io("open", &path, e))?;
         Ok(match self.spec.format {
             FileFormat::Parquet => Box::new(ParquetSplitReader::open(path, file, split, target)?),
             FileFormat::Csv => {
-                let reader = arrow::csv::ReaderBuilder::new(self.schema.clone())
+                let reader = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(self.spec.csv_header)
                     .with_delimiter(self.spec.csv_delimiter)
                     .with_batch_size(BATCH_ROWS);
@@ -421,6 +585,7 @@ impl SplitReader for JsonSplitReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Array;
     use arrow::datatypes::{DataType, Field};
     use std::io::Write;
 
@@ -431,6 +596,7 @@ mod tests {
             path: path.to_string_lossy().into_owned(),
             csv_header: true,
             csv_delimiter: b',',
+            partition_columns: Vec::new(),
         }
     }
 
@@ -496,6 +662,48 @@ mod tests {
         let source = FileSource::infer(spec(FileFormat::Json, dir.path())).unwrap();
         assert_eq!(source.schema().fields().len(), 2);
         assert_eq!(drain(&source).unwrap(), 20_000);
+    }
+
+    #[test]
+    fn hive_directories_become_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        for (part, rows) in [
+            ("c=a%2Fb", "{\"x\": 1}\n{\"x\": 2}\n"),
+            ("c=__HIVE_DEFAULT_PARTITION__", "{\"x\": 3}\n"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(part)).unwrap();
+            std::fs::write(dir.path().join(part).join("f.json"), rows).unwrap();
+        }
+        let source = FileSource::infer(spec(FileFormat::Json, dir.path())).unwrap();
+        assert_eq!(source.schema().field(1).name(), "c");
+        let mut seen = vec![];
+        for split in source.plan_splits().unwrap() {
+            // Project the partition column alone, then both.
+            for projection in [vec![1], vec![1, 0]] {
+                let mut r = source.open(&split, Some(&projection)).unwrap();
+                while let Some(b) = r.next_batch().unwrap() {
+                    let c = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                    seen.extend((0..b.num_rows()).map(|i| {
+                        (
+                            projection.len(),
+                            c.is_valid(i).then(|| c.value(i).to_string()),
+                        )
+                    }));
+                }
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (1, None),
+                (1, Some("a/b".into())),
+                (1, Some("a/b".into())),
+                (2, None),
+                (2, Some("a/b".into())),
+                (2, Some("a/b".into()))
+            ]
+        );
     }
 
     #[test]

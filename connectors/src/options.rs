@@ -91,6 +91,10 @@ pub struct FileSourceSpec {
     pub csv_header: bool,
     /// CSV: the field delimiter.
     pub csv_delimiter: u8,
+    /// Hive-style partition columns (`col=value` directories under the table's root), found by
+    /// the driver when it first lists the files; their values come from each file's path.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
 }
 
 /// The Parquet sink: where and how to write.
@@ -228,6 +232,7 @@ impl ConnectorSpec {
             path: path.clone(),
             csv_header,
             csv_delimiter,
+            partition_columns: Vec::new(),
         };
         let sink = (format == FileFormat::Parquet).then(|| ParquetSinkSpec {
             table: table.to_string(),

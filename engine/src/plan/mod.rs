@@ -150,9 +150,10 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                         message: e.to_string(),
                     })?;
                 match &def.columns {
-                    Some(cols) => {
-                        FileSource::new(spec.clone(), declared_schema(&ctx, &job.text, cols).await?)
-                    }
+                    Some(cols) => FileSource::declared(
+                        spec.clone(),
+                        declared_schema(&ctx, &job.text, cols).await?,
+                    )?,
                     None => FileSource::infer(spec.clone())?,
                 }
             }
@@ -168,6 +169,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     path: sluice_connectors::options::absolute(&name),
                     csv_header: true,
                     csv_delimiter: b',',
+                    partition_columns: Vec::new(),
                 })?
             }
             None => {
