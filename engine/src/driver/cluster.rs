@@ -18,8 +18,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use super::run_dir::RunDir;
+use super::{ClusterMode, DriverConfig};
+use crate::error::{EngineError, Result};
 use crate::executor::AbortOnDrop;
 use crate::protocol::{ExecutorId, ExecutorInfo, ToDriver, ToExecutor};
+use sluice_net::{ClusterCa, NodeIdentity, TransportSettings};
 
 /// How long a new connection may take to send its `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,6 +173,89 @@ async fn handle_connection(
     let _ = events
         .send(ClusterEvent::Disconnected { executor, reason })
         .await;
+}
+
+/// The processes and endpoint of a run's cluster.
+pub(crate) struct Cluster {
+    pub(crate) endpoint: ClusterEndpoint,
+    _listener: Listener,
+    processes: Option<LocalProcesses>,
+    /// Executors the job waits for before it starts.
+    pub(crate) expected: usize,
+}
+
+impl Cluster {
+    pub(crate) async fn start(
+        config: &DriverConfig,
+        run_dir: &RunDir,
+        events: mpsc::Sender<ClusterEvent>,
+    ) -> Result<Self> {
+        match &config.cluster {
+            ClusterMode::Local {
+                executors,
+                slots_per_executor,
+                memory_bytes,
+            } => {
+                let names: Vec<String> =
+                    (1..=*executors).map(crate::executor::local_name).collect();
+                let tls_dir = run_dir.path.join("tls");
+                let (ca, identity) = local_tls(&tls_dir, &names)?;
+                let endpoint = ClusterEndpoint::bind(
+                    "127.0.0.1:0".parse().expect("valid"),
+                    &ca,
+                    &identity,
+                    &TransportSettings::default(),
+                )?;
+                let listener = Listener::start(endpoint.clone(), events.clone());
+                let spawn = LocalSpawn {
+                    program: config.program.clone(),
+                    driver: endpoint.local_addr()?,
+                    tls_dir,
+                    work_dir: run_dir.path.join("executors"),
+                    slots: *slots_per_executor,
+                    memory_bytes: *memory_bytes,
+                };
+                let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
+                    EngineError::Cluster(format!(
+                        "spawning executors from {}: {e}",
+                        config.program.display()
+                    ))
+                })?;
+                Ok(Self {
+                    endpoint,
+                    _listener: listener,
+                    processes: Some(processes),
+                    expected: *executors,
+                })
+            }
+            ClusterMode::Standalone {
+                listen,
+                cluster_dir,
+                min_executors,
+                ..
+            } => {
+                let ca = ClusterCa::load_from_dir(cluster_dir)?;
+                let identity = NodeIdentity::load_or_issue(cluster_dir, &ca, "driver")?;
+                let endpoint =
+                    ClusterEndpoint::bind(*listen, &ca, &identity, &TransportSettings::default())?;
+                info!("driver listening on {}", endpoint.local_addr()?);
+                let listener = Listener::start(endpoint.clone(), events);
+                Ok(Self {
+                    endpoint,
+                    _listener: listener,
+                    processes: None,
+                    expected: *min_executors,
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn shutdown(self) {
+        if let Some(p) = self.processes {
+            p.shutdown(Duration::from_secs(3)).await;
+        }
+        self.endpoint.close("driver exiting");
+    }
 }
 
 /// Executor processes spawned by the `local` cluster manager. Dropping it kills them.

@@ -11,7 +11,14 @@
 //! same checkpoint finds epoch 0 committed and does nothing.
 
 pub mod cluster;
+mod report;
+mod run_dir;
 pub mod scheduler;
+mod splits;
+
+pub use report::{EpochInput, EpochOutcome, ExecutorSummary, JobReport, Timings};
+use run_dir::RunDir;
+pub use splits::assign_splits;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,12 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
 use sluice_connectors::console::ConsolePrinter;
 use sluice_connectors::parquet_sink::ParquetCommitter;
 use sluice_connectors::{Committer, Source, Split, WriterReceipt};
-use sluice_net::{ClusterCa, ClusterEndpoint, NodeIdentity, TransportSettings};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -37,7 +42,7 @@ use crate::protocol::{
     TaskDescriptor, TaskOutcome, ToDriver, ToExecutor,
 };
 use crate::shuffle::{Fetcher, ShuffleClient};
-use cluster::{ClusterEvent, Listener, LocalProcesses, LocalSpawn};
+use cluster::{Cluster, ClusterEvent};
 use scheduler::{EpochFailure, EpochScheduler, StageShape};
 
 /// How executors come to exist.
@@ -84,79 +89,6 @@ pub struct DriverConfig {
     pub work_dir: Option<PathBuf>,
     /// The `sluice` binary to spawn local executors from.
     pub program: PathBuf,
-}
-
-/// What `offsets/N` holds for a file-sourced epoch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochInput {
-    /// The epoch.
-    pub epoch: Epoch,
-    /// When the epoch was planned (ms since the Unix epoch); replays reuse it.
-    pub batch_timestamp_ms: u64,
-    /// Per source table: the splits the epoch reads.
-    pub sources: BTreeMap<String, Vec<Split>>,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpochOutcome {
-    /// The epoch ran and committed.
-    Committed,
-    /// The checkpoint already held a committed epoch 0: nothing ran.
-    AlreadyCommitted,
-    /// A previous run had recorded its sink commit; this run completed the publish.
-    CommitCompleted,
-}
-
-/// Resource use of one executor over the run.
-#[derive(Debug, Clone)]
-pub struct ExecutorSummary {
-    /// Its name.
-    pub name: String,
-    /// Its pid.
-    pub pid: u32,
-    /// Peak resident set size seen in heartbeats.
-    pub peak_rss_bytes: u64,
-}
-
-/// Durations of the phases of a run.
-#[derive(Debug, Clone, Default)]
-pub struct Timings {
-    /// Parsing, planning and schema inference.
-    pub planning: Duration,
-    /// Listing splits and writing the offsets log.
-    pub offsets: Duration,
-    /// From installing the query to the last task.
-    pub execution: Duration,
-    /// Sink commit and commit log write.
-    pub commit: Duration,
-    /// Everything.
-    pub total: Duration,
-}
-
-/// The result of running a job.
-#[derive(Debug, Clone)]
-pub struct JobReport {
-    /// The query's id (stable across runs on one checkpoint).
-    pub query_id: String,
-    /// The epoch.
-    pub epoch: Epoch,
-    /// How it ended.
-    pub outcome: EpochOutcome,
-    /// Rows delivered to the sink.
-    pub output_rows: u64,
-    /// Files published.
-    pub files: usize,
-    /// The printed result, for console queries.
-    pub console: Option<String>,
-    /// Executors used.
-    pub executors: Vec<ExecutorSummary>,
-    /// Phase durations.
-    pub timings: Timings,
-    /// Stages in the query.
-    pub stages: usize,
-    /// Task attempts run.
-    pub tasks: u64,
 }
 
 /// A registered executor as the driver tracks it.
@@ -244,89 +176,6 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
     report.executors = executors;
     report.timings.total = started.elapsed();
     Ok(report)
-}
-
-/// The processes and endpoint of a run's cluster.
-struct Cluster {
-    endpoint: ClusterEndpoint,
-    _listener: Listener,
-    processes: Option<LocalProcesses>,
-    /// Executors the job waits for before it starts.
-    expected: usize,
-}
-
-impl Cluster {
-    async fn start(
-        config: &DriverConfig,
-        run_dir: &RunDir,
-        events: mpsc::Sender<ClusterEvent>,
-    ) -> Result<Self> {
-        match &config.cluster {
-            ClusterMode::Local {
-                executors,
-                slots_per_executor,
-                memory_bytes,
-            } => {
-                let names: Vec<String> =
-                    (1..=*executors).map(crate::executor::local_name).collect();
-                let tls_dir = run_dir.path.join("tls");
-                let (ca, identity) = cluster::local_tls(&tls_dir, &names)?;
-                let endpoint = ClusterEndpoint::bind(
-                    "127.0.0.1:0".parse().expect("valid"),
-                    &ca,
-                    &identity,
-                    &TransportSettings::default(),
-                )?;
-                let listener = Listener::start(endpoint.clone(), events.clone());
-                let spawn = LocalSpawn {
-                    program: config.program.clone(),
-                    driver: endpoint.local_addr()?,
-                    tls_dir,
-                    work_dir: run_dir.path.join("executors"),
-                    slots: *slots_per_executor,
-                    memory_bytes: *memory_bytes,
-                };
-                let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
-                    EngineError::Cluster(format!(
-                        "spawning executors from {}: {e}",
-                        config.program.display()
-                    ))
-                })?;
-                Ok(Self {
-                    endpoint,
-                    _listener: listener,
-                    processes: Some(processes),
-                    expected: *executors,
-                })
-            }
-            ClusterMode::Standalone {
-                listen,
-                cluster_dir,
-                min_executors,
-                ..
-            } => {
-                let ca = ClusterCa::load_from_dir(cluster_dir)?;
-                let identity = NodeIdentity::load_or_issue(cluster_dir, &ca, "driver")?;
-                let endpoint =
-                    ClusterEndpoint::bind(*listen, &ca, &identity, &TransportSettings::default())?;
-                info!("driver listening on {}", endpoint.local_addr()?);
-                let listener = Listener::start(endpoint.clone(), events);
-                Ok(Self {
-                    endpoint,
-                    _listener: listener,
-                    processes: None,
-                    expected: *min_executors,
-                })
-            }
-        }
-    }
-
-    async fn shutdown(self) {
-        if let Some(p) = self.processes {
-            p.shutdown(Duration::from_secs(3)).await;
-        }
-        self.endpoint.close("driver exiting");
-    }
 }
 
 struct EpochRunner<'a> {
@@ -859,30 +708,6 @@ async fn send(member: &Member, message: ToExecutor) {
     }
 }
 
-/// Balances splits over `partitions` by size: largest first onto the least-loaded partition.
-/// Deterministic, so a replay assigns exactly as the original run did.
-pub fn assign_splits(mut splits: Vec<Split>, partitions: usize) -> Vec<Vec<Split>> {
-    let partitions = partitions.max(1);
-    splits.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then_with(|| a.path.cmp(&b.path))
-            .then_with(|| a.row_groups.cmp(&b.row_groups))
-    });
-    let mut out = vec![Vec::new(); partitions];
-    let mut load = vec![0u64; partitions];
-    for split in splits {
-        let (i, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, l)| (**l, *i))
-            .expect("at least one partition");
-        load[i] += split.bytes.max(1);
-        out[i].push(split);
-    }
-    out
-}
-
 /// Completes on Ctrl-C or SIGTERM.
 async fn interrupt_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -900,63 +725,4 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A run's private directory (certificates, executor work directories, temporary checkpoint);
-/// removed when the run ends unless the user chose it.
-struct RunDir {
-    path: PathBuf,
-    remove: bool,
-}
-
-impl RunDir {
-    fn create(chosen: Option<&std::path::Path>) -> Result<Self> {
-        let (path, remove) = match chosen {
-            Some(p) => (p.to_path_buf(), false),
-            None => (
-                std::env::temp_dir().join(format!("sluice-run-{}", uuid::Uuid::new_v4().simple())),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&path)
-            .map_err(|e| EngineError::Cluster(format!("creating {}: {e}", path.display())))?;
-        Ok(Self { path, remove })
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if self.remove {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(path: &str, bytes: u64) -> Split {
-        Split {
-            path: path.into(),
-            row_groups: None,
-            bytes,
-        }
-    }
-
-    #[test]
-    fn splits_balance_by_size_and_deterministically() {
-        let splits = vec![
-            split("a", 100),
-            split("b", 60),
-            split("c", 50),
-            split("d", 10),
-        ];
-        let a = assign_splits(splits.clone(), 2);
-        let mut shuffled = splits;
-        shuffled.reverse();
-        assert_eq!(a, assign_splits(shuffled, 2), "input order does not matter");
-        let loads: Vec<u64> = a.iter().map(|p| p.iter().map(|s| s.bytes).sum()).collect();
-        assert_eq!(loads, vec![110, 110]);
-    }
 }

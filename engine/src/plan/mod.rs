@@ -256,29 +256,21 @@ async fn plan_stages(
     let stages = stages::split(physical, final_output)?;
     let ctx_for_check = SessionContext::new_with_config(session_config(1));
     let mut install = Vec::with_capacity(stages.len());
+    let task_ctx = ctx_for_check.task_ctx();
     for stage in &stages {
-        let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec)
-            .map_err(|e| {
+        let unsupported = |e: datafusion::error::DataFusionError| {
             EngineError::Unsupported(format!(
                 "stage {} cannot be sent to executors: {}",
                 stage.id,
                 crate::error::describe_datafusion(&e)
             ))
-        })?;
+        };
+        let bytes = physical_plan_to_bytes_with_extension_codec(stage.plan.clone(), &SluiceCodec)
+            .map_err(unsupported)?;
         // Executors decode what the driver encodes: check the round trip here, once, so an
         // operator that cannot be shipped fails planning with a clear message.
-        physical_plan_from_bytes_with_extension_codec(
-            &bytes,
-            &ctx_for_check.task_ctx(),
-            &SluiceCodec,
-        )
-        .map_err(|e| {
-            EngineError::Unsupported(format!(
-                "stage {} cannot be sent to executors: {}",
-                stage.id,
-                crate::error::describe_datafusion(&e)
-            ))
-        })?;
+        physical_plan_from_bytes_with_extension_codec(&bytes, &task_ctx, &SluiceCodec)
+            .map_err(unsupported)?;
         install.push(StageInstall {
             stage: stage.id,
             plan: bytes.to_vec(),

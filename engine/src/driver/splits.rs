@@ -1,0 +1,56 @@
+//! Assigning an epoch's splits to scan partitions.
+
+use sluice_connectors::Split;
+
+/// Balances splits over `partitions` by size: largest first onto the least-loaded partition.
+/// Deterministic, so a replay assigns exactly as the original run did.
+pub fn assign_splits(mut splits: Vec<Split>, partitions: usize) -> Vec<Vec<Split>> {
+    let partitions = partitions.max(1);
+    splits.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.path.cmp(&b.path))
+            .then_with(|| a.row_groups.cmp(&b.row_groups))
+    });
+    let mut out = vec![Vec::new(); partitions];
+    let mut load = vec![0u64; partitions];
+    for split in splits {
+        let (i, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .expect("at least one partition");
+        load[i] += split.bytes.max(1);
+        out[i].push(split);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(path: &str, bytes: u64) -> Split {
+        Split {
+            path: path.into(),
+            row_groups: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn splits_balance_by_size_and_deterministically() {
+        let splits = vec![
+            split("a", 100),
+            split("b", 60),
+            split("c", 50),
+            split("d", 10),
+        ];
+        let a = assign_splits(splits.clone(), 2);
+        let mut shuffled = splits;
+        shuffled.reverse();
+        assert_eq!(a, assign_splits(shuffled, 2), "input order does not matter");
+        let loads: Vec<u64> = a.iter().map(|p| p.iter().map(|s| s.bytes).sum()).collect();
+        assert_eq!(loads, vec![110, 110]);
+    }
+}
