@@ -29,6 +29,15 @@ pub enum CheckpointError {
         expected: String,
         found: String,
     },
+    /// Another driver holds the checkpoint.
+    #[error(
+        "checkpoint {path} is in use by another driver ({owner}); two drivers on one checkpoint \
+         would both write its epochs — stop the other one first"
+    )]
+    Locked { path: PathBuf, owner: String },
+    /// An epoch's log entry already exists: another driver wrote it (fencing).
+    #[error("checkpoint: {path} already exists; another driver is writing this checkpoint")]
+    Fenced { path: PathBuf },
     /// The checkpoint was written by an incompatible version of Sluice.
     #[error("checkpoint {path} has format version {found}, this build reads version {expected}")]
     IncompatibleFormat {

@@ -18,7 +18,7 @@ pub mod store;
 
 pub use error::{CheckpointError, Result};
 pub use recovery::{EpochAction, EpochLog};
-pub use store::{CheckpointStore, CommitRecord, QueryMetadata, FORMAT_VERSION};
+pub use store::{CheckpointLock, CheckpointStore, CommitRecord, QueryMetadata, FORMAT_VERSION};
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,13 @@
 //!   offsets/N           JSON: what epoch N reads (written before it runs)
 //!   commits/N           JSON: CommitRecord (written after its sink committed)
 //!   sinks/NAME/N        JSON: the sink's commit record for epoch N (files published)
+//!   progress/N          JSON: the progress record of epoch N (informational)
+//!   lock                the running driver (pid, host, start); held with an exclusive flock
 //! ```
+//!
+//! `offsets/N` and `commits/N` are created only if absent (hard link of a synced temp file), so
+//! a second writer can never replace an entry; together with the lock this fences drivers.
+//! Retention keeps the last K epochs of every log.
 
 use std::fs;
 use std::io::Write;
@@ -52,6 +58,13 @@ pub struct CommitRecord {
 pub struct CheckpointStore {
     root: PathBuf,
     metadata: QueryMetadata,
+    durable: bool,
+}
+
+/// Holds a checkpoint for one driver until dropped (the kernel releases it if the process dies).
+#[derive(Debug)]
+pub struct CheckpointLock {
+    _file: fs::File,
 }
 
 impl CheckpointStore {
@@ -93,7 +106,7 @@ impl CheckpointStore {
                     plan_fingerprint: fingerprint.to_string(),
                     created_at_ms: now_ms(),
                 };
-                for dir in ["offsets", "commits", "sinks"] {
+                for dir in ["offsets", "commits", "sinks", "progress"] {
                     create_dir(&root.join(dir))?;
                 }
                 write_atomic(&meta_path, &to_json(&metadata))?;
@@ -104,7 +117,50 @@ impl CheckpointStore {
         Ok(Self {
             root: root.to_path_buf(),
             metadata,
+            durable: true,
         })
+    }
+
+    /// Whether log writes are fsynced (default). Turning it off trades crash safety on power
+    /// loss for latency; process crashes stay safe.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Takes the checkpoint for this process: refused while another live process holds it.
+    pub fn lock(&self) -> Result<CheckpointLock> {
+        use std::os::unix::io::AsRawFd;
+        let path = self.root.join("lock");
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open", &path, e))?;
+        // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let owner = fs::read_to_string(&path)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "owner unknown".into());
+            return Err(CheckpointError::Locked {
+                path: self.root.clone(),
+                owner: owner.trim().to_string(),
+            });
+        }
+        let host = fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown host".into());
+        let owner = format!(
+            "pid {} on {host}, started at {} ms",
+            std::process::id(),
+            now_ms()
+        );
+        let _ = file.set_len(0);
+        let _ = file.write_all(owner.as_bytes());
+        Ok(CheckpointLock { _file: file })
     }
 
     /// Opens an existing checkpoint read-only (for inspection), whatever its fingerprint.
@@ -115,6 +171,7 @@ impl CheckpointStore {
         Ok(Self {
             root: root.to_path_buf(),
             metadata,
+            durable: true,
         })
     }
 
@@ -136,9 +193,10 @@ impl CheckpointStore {
         })
     }
 
-    /// Records what `epoch` reads. Must happen before any of its work runs.
+    /// Records what `epoch` reads. Must happen before any of its work runs. Fails with
+    /// [`CheckpointError::Fenced`] if the entry exists.
     pub fn write_offsets<T: Serialize>(&self, epoch: Epoch, offsets: &T) -> Result<()> {
-        write_atomic(&self.offsets_path(epoch), &to_json(offsets))
+        create_new(&self.offsets_path(epoch), &to_json(offsets), self.durable)
     }
 
     /// What `epoch` reads, if recorded.
@@ -148,10 +206,60 @@ impl CheckpointStore {
 
     /// Marks `epoch` committed. Must happen after its sink commit.
     pub fn write_commit(&self, record: &CommitRecord) -> Result<()> {
-        write_atomic(
+        create_new(
             &self.root.join("commits").join(record.epoch.to_string()),
             &to_json(record),
+            self.durable,
         )
+    }
+
+    /// Keeps `epoch`'s progress record (informational; not fsynced).
+    pub fn write_progress<T: Serialize>(&self, epoch: Epoch, progress: &T) -> Result<()> {
+        let dir = self.root.join("progress");
+        create_dir(&dir)?;
+        let path = dir.join(epoch.to_string());
+        let tmp = dir.join(format!(".{epoch}.tmp"));
+        fs::write(&tmp, to_json(progress)).map_err(|e| io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io("rename into place", &path, e))
+    }
+
+    /// The progress record of `epoch`, if kept.
+    pub fn read_progress<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
+        read_json(&self.root.join("progress").join(epoch.to_string()))
+    }
+
+    /// The epochs with an entry in `offsets/`, oldest first.
+    pub fn planned_epochs(&self) -> Result<Vec<Epoch>> {
+        let mut out = epochs_in(&self.root.join("offsets"))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes log entries of epochs older than the newest `keep` before `latest` (offsets,
+    /// commits, sink records, progress). `latest` itself is always kept: the next epoch starts
+    /// where it ended.
+    pub fn retain(&self, latest: Epoch, keep: u64) -> Result<()> {
+        let keep = keep.max(1);
+        let Some(oldest_kept) = latest.0.checked_sub(keep - 1) else {
+            return Ok(());
+        };
+        let mut dirs = vec![
+            self.root.join("offsets"),
+            self.root.join("commits"),
+            self.root.join("progress"),
+        ];
+        if let Ok(sinks) = fs::read_dir(self.root.join("sinks")) {
+            dirs.extend(sinks.flatten().map(|e| e.path()));
+        }
+        for dir in dirs {
+            for epoch in epochs_in(&dir)? {
+                if epoch.0 < oldest_kept {
+                    let path = dir.join(epoch.to_string());
+                    fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The commit record of `epoch`, if it committed.
@@ -187,12 +295,16 @@ impl CheckpointStore {
 }
 
 fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
+    Ok(epochs_in(dir)?.into_iter().max())
+}
+
+fn epochs_in(dir: &Path) -> Result<Vec<Epoch>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(io("list", dir, e)),
     };
-    let mut last = None;
+    let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io("list", dir, e))?;
         // Temp files of interrupted writes (".N.tmp") are not log entries.
@@ -201,10 +313,39 @@ fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
             .to_str()
             .and_then(|s| s.parse::<u64>().ok())
         {
-            last = last.max(Some(Epoch(n)));
+            out.push(Epoch(n));
         }
     }
-    Ok(last)
+    Ok(out)
+}
+
+/// Creates `path` with `bytes` only if it does not exist: the content is written and synced to a
+/// temp file that is then hard-linked into place (atomic, and failing if the name is taken).
+fn create_new(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
+        .map_err(|e| io("write", &tmp, e))?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CheckpointError::Fenced {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io("link into place", path, e)),
+    }
+    if durable {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync directory", dir, e))?;
+    }
+    Ok(())
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -300,6 +441,64 @@ mod tests {
         assert_eq!(
             reopened.epoch_log().unwrap().next_action(),
             EpochAction::PlanNew { epoch: Epoch(1) }
+        );
+    }
+
+    #[test]
+    fn log_entries_are_never_replaced_and_a_second_holder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+        store.write_offsets(Epoch(0), &1).unwrap();
+        let err = store.write_offsets(Epoch(0), &2).unwrap_err();
+        assert!(matches!(err, CheckpointError::Fenced { .. }), "{err}");
+        assert_eq!(store.read_offsets::<i32>(Epoch(0)).unwrap(), Some(1));
+        let held = store.lock().unwrap();
+        // flock is per open file description: a second open in this process conflicts too.
+        let err = store.lock().unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another driver"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        store.lock().unwrap();
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+        for n in 0..10 {
+            store.write_offsets(Epoch(n), &n).unwrap();
+            store
+                .write_commit(&CommitRecord {
+                    epoch: Epoch(n),
+                    committed_at_ms: 0,
+                    output_rows: 0,
+                })
+                .unwrap();
+            store.write_sink_record("t", Epoch(n), &n).unwrap();
+        }
+        store.retain(Epoch(9), 3).unwrap();
+        assert_eq!(
+            store.planned_epochs().unwrap(),
+            vec![Epoch(7), Epoch(8), Epoch(9)]
+        );
+        assert!(store
+            .read_sink_record::<u64>("t", Epoch(6))
+            .unwrap()
+            .is_none());
+        assert!(store
+            .read_sink_record::<u64>("t", Epoch(7))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store.epoch_log().unwrap().next_action(),
+            EpochAction::PlanNew { epoch: Epoch(10) }
         );
     }
 

@@ -22,6 +22,28 @@ pub enum ConnectorError {
         line: Option<u64>,
         message: String,
     },
+    /// A Kafka record could not be decoded (policy `fail`).
+    #[error("kafka topic '{topic}' partition {partition} offset {offset}: {message}")]
+    BadMessage {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
+    /// Offsets the query has not read are no longer on the broker (policy `fail`).
+    #[error("kafka topic '{topic}' partition {partition}: {message}")]
+    OffsetsLost {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
+    /// Talking to the Kafka cluster failed.
+    #[error("kafka ({bootstrap_servers}) topic '{topic}': {message}")]
+    Kafka {
+        bootstrap_servers: String,
+        topic: String,
+        message: String,
+    },
     /// A file's columns do not match the table's schema.
     #[error("{path}: {message}")]
     SchemaMismatch { path: PathBuf, message: String },
@@ -59,7 +81,7 @@ impl ConnectorError {
     /// Whether a retry may succeed: I/O may be transient; bad data and bad options are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConnectorError::Io { .. } => true,
+            ConnectorError::Io { .. } | ConnectorError::Kafka { .. } => true,
             ConnectorError::Checkpoint(e) => e.is_retryable(),
             _ => false,
         }

@@ -18,7 +18,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{ConnectorError, Result};
 use crate::options::{FileFormat, FileSourceSpec};
-use crate::{Source, Split, SplitReader};
+use crate::{FileSplit, PlanRequest, ReadContext, Source, SourceEpoch, Split, SplitReader};
 
 /// Rows per batch produced by file readers.
 pub const BATCH_ROWS: usize = 8192;
@@ -106,7 +106,36 @@ impl Source for FileSource {
         self.schema.clone()
     }
 
-    fn plan_splits(&self) -> Result<Vec<Split>> {
+    fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
+        // Files are bounded: the first epoch reads them all, later ones nothing.
+        if request.previous.is_some() {
+            return Ok(SourceEpoch::default());
+        }
+        Ok(SourceEpoch {
+            splits: self.plan_splits()?,
+            ..Default::default()
+        })
+    }
+
+    fn open(
+        &self,
+        split: &Split,
+        projection: Option<&[usize]>,
+        _ctx: &ReadContext,
+    ) -> Result<Box<dyn SplitReader>> {
+        let Split::File(split) = split else {
+            return Err(ConnectorError::InvalidOptions {
+                table: self.spec.table.clone(),
+                message: format!("a file source was handed a non-file split: {split:?}"),
+            });
+        };
+        self.open_split(split, projection)
+    }
+}
+
+impl FileSource {
+    /// Every file (Parquet: every row group) of the source, as splits.
+    pub fn plan_splits(&self) -> Result<Vec<Split>> {
         let mut splits = Vec::new();
         for path in list_files(&self.spec)? {
             let name = path.to_string_lossy().into_owned();
@@ -121,29 +150,33 @@ impl Source for FileSource {
                             source,
                         })?;
                     for (i, rg) in metadata.row_groups().iter().enumerate() {
-                        splits.push(Split {
+                        splits.push(Split::File(FileSplit {
                             path: name.clone(),
                             row_groups: Some(vec![i]),
                             bytes: rg.compressed_size().max(0) as u64,
-                        });
+                        }));
                     }
                 }
                 FileFormat::Csv | FileFormat::Json => {
                     let bytes = std::fs::metadata(&path)
                         .map_err(|e| ConnectorError::io("stat", &path, e))?
                         .len();
-                    splits.push(Split {
+                    splits.push(Split::File(FileSplit {
                         path: name,
                         row_groups: None,
                         bytes,
-                    });
+                    }));
                 }
             }
         }
         Ok(splits)
     }
 
-    fn open(&self, split: &Split, projection: Option<&[usize]>) -> Result<Box<dyn SplitReader>> {
+    fn open_split(
+        &self,
+        split: &FileSplit,
+        projection: Option<&[usize]>,
+    ) -> Result<Box<dyn SplitReader>> {
         if self.spec.partition_columns.is_empty() {
             return self.open_file(&self.schema, split, projection);
         }
@@ -282,7 +315,7 @@ impl FileSource {
     fn open_file(
         &self,
         schema: &SchemaRef,
-        split: &Split,
+        split: &FileSplit,
         projection: Option<&[usize]>,
     ) -> Result<Box<dyn SplitReader>> {
         let target = match projection {
@@ -382,7 +415,7 @@ struct ParquetSplitReader {
 }
 
 impl ParquetSplitReader {
-    fn open(path: PathBuf, file: File, split: &Split, target: SchemaRef) -> Result<Self> {
+    fn open(path: PathBuf, file: File, split: &FileSplit, target: SchemaRef) -> Result<Self> {
         let parquet_err = |source| ConnectorError::Parquet {
             path: path.clone(),
             source,
@@ -600,10 +633,17 @@ mod tests {
         }
     }
 
+    fn ctx() -> ReadContext {
+        ReadContext {
+            query_id: "q".into(),
+            epoch: sluice_checkpoint::Epoch(0),
+        }
+    }
+
     fn drain(source: &FileSource) -> Result<usize> {
         let mut rows = 0;
         for split in source.plan_splits()? {
-            let mut r = source.open(&split, None)?;
+            let mut r = source.open(&split, None, &ctx())?;
             while let Some(b) = r.next_batch()? {
                 rows += b.num_rows();
             }
@@ -680,7 +720,7 @@ mod tests {
         for split in source.plan_splits().unwrap() {
             // Project the partition column alone, then both.
             for projection in [vec![1], vec![1, 0]] {
-                let mut r = source.open(&split, Some(&projection)).unwrap();
+                let mut r = source.open(&split, Some(&projection), &ctx()).unwrap();
                 while let Some(b) = r.next_batch().unwrap() {
                     let c = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
                     seen.extend((0..b.num_rows()).map(|i| {

@@ -6,6 +6,8 @@
 //!   [`SinkWriter`] (executor side: stage one task's output) and [`Committer`] (driver side:
 //!   publish an epoch's staged output exactly once).
 //! - [`options`]: parsing and validating a table's `WITH (...)` options into a typed spec.
+//! - [`kafka`]: the Kafka source: driver-decided offset ranges per epoch, raw and JSON
+//!   decoders building Arrow arrays directly, bad-record policies and a dead-letter table.
 //! - [`file`]: Parquet, CSV and JSON-lines file sources (a file, a directory or a glob; split by
 //!   file and Parquet row group).
 //! - [`parquet_sink`]: the Parquet sink with hive-style `partition_by`, staged writes and atomic,
@@ -18,8 +20,11 @@
 pub mod console;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod options;
 pub mod parquet_sink;
+
+use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -27,11 +32,14 @@ use serde::{Deserialize, Serialize};
 use sluice_checkpoint::{CheckpointStore, Epoch};
 
 pub use error::{ConnectorError, Result};
-pub use options::{ConnectorSpec, FileFormat, FileSourceSpec, ParquetSinkSpec};
+pub use options::{
+    BadRecordPolicy, ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, KafkaSourceSpec,
+    ParquetSinkSpec, StartPosition,
+};
 
-/// One unit of input an epoch reads: a file, or some row groups of a Parquet file.
+/// A file, or some row groups of a Parquet file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Split {
+pub struct FileSplit {
     /// The file to read.
     pub path: String,
     /// For Parquet: the row groups of `path` this split covers (`None`: the whole file).
@@ -40,22 +48,211 @@ pub struct Split {
     pub bytes: u64,
 }
 
+/// A fixed offset range of one Kafka partition: records with `start <= offset < end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaSplit {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// One past the last offset read.
+    pub end: i64,
+}
+
+/// One unit of input an epoch reads. The driver decides an epoch's splits and records them in
+/// the offsets log before any task runs; a replay reads exactly the same splits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Part of a file source.
+    File(FileSplit),
+    /// Part of a Kafka topic.
+    Kafka(KafkaSplit),
+}
+
+impl Split {
+    /// A size used to balance splits across tasks (bytes for files, records for Kafka).
+    pub fn weight(&self) -> u64 {
+        match self {
+            Split::File(f) => f.bytes,
+            Split::Kafka(k) => (k.end - k.start).max(0) as u64,
+        }
+    }
+
+    /// Records in the split when known up front (Kafka ranges).
+    pub fn records(&self) -> Option<u64> {
+        match self {
+            Split::File(_) => None,
+            Split::Kafka(k) => Some((k.end - k.start).max(0) as u64),
+        }
+    }
+}
+
+/// A range of offsets that an epoch could not read and that is recorded as skipped: deleted by
+/// retention before it was read, or missing because the partition was truncated or recreated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetGap {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset the query expected to read next.
+    pub expected: i64,
+    /// The offset reading resumed at.
+    pub resumed_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where a Kafka source reads from (kept in the offsets log so inspection can measure lag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaEndpoint {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// The topic.
+    pub topic: String,
+}
+
+/// What one source contributes to one epoch, as recorded in `offsets/N`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceEpoch {
+    /// The splits the epoch reads.
+    pub splits: Vec<Split>,
+    /// Where the source stands once the epoch is read (Kafka: the next offset of every known
+    /// partition); the next epoch starts here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub position: BTreeMap<i32, i64>,
+    /// Kafka: each partition's high watermark when the epoch was planned (for lag).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub available: BTreeMap<i32, i64>,
+    /// Offsets that were skipped rather than read (never silently).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<OffsetGap>,
+    /// The broker and topic, for Kafka sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaEndpoint>,
+}
+
+impl SourceEpoch {
+    /// Records the epoch reads, when known up front.
+    pub fn records(&self) -> u64 {
+        self.splits.iter().filter_map(|s| s.records()).sum()
+    }
+}
+
+/// How much a source may plan into one epoch.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest<'a> {
+    /// What the previous epoch recorded for this source (`None` for the query's first epoch).
+    pub previous: Option<&'a SourceEpoch>,
+    /// The source's per-trigger limit applies (not under `--trigger once`).
+    pub respect_limit: bool,
+    /// Read no further than this position (the backlog captured by `--trigger available-now`).
+    pub until: Option<&'a BTreeMap<i32, i64>>,
+}
+
 /// Driver side of a source: decides what an epoch reads.
-pub trait Source: Send + Sync {
+pub trait Source: Send + Sync + std::fmt::Debug {
     /// The schema of the rows this source produces.
     fn schema(&self) -> SchemaRef;
-    /// The splits of everything available now. A bounded file source returns all of its input;
-    /// the driver records the result in the offsets log before any task runs.
-    fn plan_splits(&self) -> Result<Vec<Split>>;
+    /// Whether everything the source will ever hold is available now (files): a query over
+    /// bounded sources only is one epoch.
+    fn bounded(&self) -> bool {
+        true
+    }
+    /// What the next epoch reads. The driver records the result in the offsets log before any
+    /// task runs.
+    fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch>;
+    /// The end of what is available now (Kafka: each partition's high watermark); `None` for
+    /// bounded sources.
+    fn available_end(&self) -> Result<Option<BTreeMap<i32, i64>>> {
+        Ok(None)
+    }
+    /// Called after an epoch that read `epoch` committed (Kafka: report the position to a
+    /// monitoring consumer group when configured).
+    fn on_commit(&self, _epoch: &SourceEpoch) -> Result<()> {
+        Ok(())
+    }
     /// Executor side: a reader for one split producing only the `projection` columns (indices
     /// into [`Source::schema`]; `None` means all).
-    fn open(&self, split: &Split, projection: Option<&[usize]>) -> Result<Box<dyn SplitReader>>;
+    fn open(
+        &self,
+        split: &Split,
+        projection: Option<&[usize]>,
+        ctx: &ReadContext,
+    ) -> Result<Box<dyn SplitReader>>;
+}
+
+/// What a reader needs to know about the task it runs in.
+#[derive(Debug, Clone)]
+pub struct ReadContext {
+    /// The query's stable id.
+    pub query_id: String,
+    /// The epoch being read.
+    pub epoch: Epoch,
+}
+
+/// What readers read, and the records they set aside under their source's bad-record policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCounters {
+    /// Rows produced.
+    pub rows: u64,
+    /// Bad records skipped (`on_bad_record = 'skip'`).
+    pub skipped: u64,
+    /// Bad records written to the dead-letter table (`on_bad_record = 'dead_letter'`).
+    pub dead_lettered: u64,
+}
+
+impl ReadCounters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: ReadCounters) {
+        self.rows += other.rows;
+        self.skipped += other.skipped;
+        self.dead_lettered += other.dead_lettered;
+    }
 }
 
 /// Reads the record batches of one split, in bounded memory.
 pub trait SplitReader: Send {
     /// The next batch, or `None` when the split is exhausted.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+    /// Bad records set aside so far.
+    fn counters(&self) -> ReadCounters {
+        ReadCounters::default()
+    }
+}
+
+/// How to build a source on any process: what a scan carries in a stage plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceSpec {
+    /// Parquet, CSV or JSON files.
+    File(FileSourceSpec),
+    /// A Kafka topic.
+    Kafka(KafkaSourceSpec),
+}
+
+impl SourceSpec {
+    /// The source, given its (declared or inferred) schema.
+    pub fn build(&self, schema: SchemaRef) -> std::sync::Arc<dyn Source> {
+        match self {
+            SourceSpec::File(spec) => {
+                std::sync::Arc::new(file::FileSource::new(spec.clone(), schema))
+            }
+            SourceSpec::Kafka(spec) => {
+                std::sync::Arc::new(kafka::KafkaSource::new(spec.clone(), schema))
+            }
+        }
+    }
+
+    /// A short description for plans.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::File(f) => format!("{:?} files", f.format),
+            SourceSpec::Kafka(k) => format!("kafka topic={} format={:?}", k.topic, k.format),
+        }
+    }
 }
 
 /// What a task's sink writer needs to know to name its output deterministically.

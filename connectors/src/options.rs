@@ -110,6 +110,70 @@ pub struct ParquetSinkSpec {
     pub target_file_bytes: u64,
 }
 
+/// How a Kafka record's value is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KafkaFormat {
+    /// Columns `key`, `value` (binary), `topic`, `partition`, `offset`, `timestamp`.
+    Raw,
+    /// A JSON object per record, decoded into the table's declared columns.
+    Json,
+}
+
+/// What a source does with a record it cannot decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BadRecordPolicy {
+    /// The epoch fails with an error naming topic, partition, offset and reason.
+    Fail,
+    /// The record is dropped and counted in the progress record.
+    Skip,
+    /// The raw record, its coordinates and the error go to the dead-letter Parquet table.
+    DeadLetter,
+}
+
+/// Where a Kafka source starts when the checkpoint has no position for a partition yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartPosition {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records produced after the query's first epoch is planned.
+    Latest,
+    /// Explicit offsets per partition; partitions not listed start at the earliest.
+    Offsets(BTreeMap<i32, i64>),
+    /// The first record with a timestamp at or after this (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+/// A Kafka source: where and how to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaSourceSpec {
+    /// The table's name (for error messages).
+    pub table: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// The topic.
+    pub topic: String,
+    /// How values are decoded.
+    pub format: KafkaFormat,
+    /// Where a partition without a recorded position starts.
+    pub start: StartPosition,
+    /// Most records one epoch reads across all partitions (`None`: no limit).
+    pub max_records_per_trigger: Option<u64>,
+    /// What happens to a record that does not decode.
+    pub on_bad_record: BadRecordPolicy,
+    /// The dead-letter table's directory (with `on_bad_record = 'dead_letter'`).
+    pub dead_letter_path: Option<String>,
+    /// What happens when offsets the query has not read yet are gone from the broker
+    /// (`Fail` or `Skip`; skipped ranges are recorded in the checkpoint).
+    pub on_offsets_lost: BadRecordPolicy,
+    /// A consumer group to which committed offsets are also reported, for monitoring tools
+    /// (the checkpoint's offsets log stays the truth).
+    pub group_id: Option<String>,
+    /// Extra librdkafka settings (`properties.KEY = 'VALUE'` options).
+    pub properties: BTreeMap<String, String>,
+    /// How long a reader waits for a record it knows exists before failing the task.
+    pub read_timeout_ms: u64,
+}
+
 /// What a table's connector is, once its options have been validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConnectorSpec {
@@ -122,6 +186,8 @@ pub enum ConnectorSpec {
     },
     /// `console`: rows printed by the driver (sink only).
     Console,
+    /// `kafka`: a topic (source only, for now).
+    Kafka(KafkaSourceSpec),
 }
 
 /// Resolves a relative path against the current (driver's) working directory, so that every
@@ -140,7 +206,24 @@ pub fn absolute(path: &str) -> String {
 }
 
 /// Connector names accepted in `WITH (connector = ...)`.
-pub const CONNECTORS: &[&str] = &["parquet", "csv", "json", "console"];
+pub const CONNECTORS: &[&str] = &["parquet", "csv", "json", "kafka", "console"];
+
+/// Options of the `kafka` connector (besides `properties.*`).
+const KAFKA_OPTIONS: &[&str] = &[
+    "connector",
+    "bootstrap_servers",
+    "topic",
+    "format",
+    "start",
+    "start_offsets",
+    "start_timestamp_ms",
+    "max_records_per_trigger",
+    "on_bad_record",
+    "dead_letter_path",
+    "on_offsets_lost",
+    "group_id",
+    "read_timeout_ms",
+];
 
 impl ConnectorSpec {
     /// Validates `options` (keys lower-cased) for table `table`.
@@ -160,6 +243,7 @@ impl ConnectorSpec {
             "csv" => &["connector", "path", "header", "delimiter"],
             "json" => &["connector", "path"],
             "console" => &["connector"],
+            "kafka" => KAFKA_OPTIONS,
             other => {
                 return Err(invalid(format!(
                     "unknown connector '{other}' (known connectors: {})",
@@ -167,7 +251,11 @@ impl ConnectorSpec {
                 )))
             }
         };
-        if let Some(unknown) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let passthrough = |k: &str| connector == "kafka" && k.starts_with("properties.");
+        if let Some(unknown) = options
+            .keys()
+            .find(|k| !allowed.contains(&k.as_str()) && !passthrough(k))
+        {
             return Err(invalid(format!(
                 "unknown option '{unknown}' for connector '{connector}' (accepted: {})",
                 allowed.join(", ")
@@ -175,6 +263,9 @@ impl ConnectorSpec {
         }
         if connector == "console" {
             return Ok(ConnectorSpec::Console);
+        }
+        if connector == "kafka" {
+            return parse_kafka(table, options).map(ConnectorSpec::Kafka);
         }
         let format = match connector.as_str() {
             "parquet" => FileFormat::Parquet,
@@ -244,15 +335,168 @@ impl ConnectorSpec {
     }
 
     /// The source spec, or an error naming why this table cannot be read from.
-    pub fn as_source(&self, table: &str) -> Result<&FileSourceSpec> {
+    pub fn as_source(&self, table: &str) -> Result<crate::SourceSpec> {
         match self {
-            ConnectorSpec::Files { source, .. } => Ok(source),
+            ConnectorSpec::Files { source, .. } => Ok(crate::SourceSpec::File(source.clone())),
+            ConnectorSpec::Kafka(spec) => Ok(crate::SourceSpec::Kafka(spec.clone())),
             ConnectorSpec::Console => Err(ConnectorError::InvalidOptions {
                 table: table.to_string(),
                 message: "connector 'console' can only be written to".into(),
             }),
         }
     }
+}
+
+fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaSourceSpec> {
+    let invalid = |message: String| ConnectorError::InvalidOptions {
+        table: table.to_string(),
+        message,
+    };
+    let required = |key: &str| {
+        options
+            .get(key)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+            .ok_or_else(|| invalid(format!("connector 'kafka' needs option '{key}'")))
+    };
+    let bootstrap_servers = required("bootstrap_servers")?;
+    let topic = required("topic")?;
+    let format = match options
+        .get("format")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("json") => KafkaFormat::Json,
+        Some("raw") => KafkaFormat::Raw,
+        Some(other) => {
+            return Err(invalid(format!(
+                "option 'format' must be 'json' or 'raw', not '{other}'"
+            )))
+        }
+    };
+    let number = |key: &str| -> Result<Option<i64>> {
+        options
+            .get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| invalid(format!("option '{key}' must be an integer, not '{v}'")))
+            })
+            .transpose()
+    };
+    let start = match options
+        .get("start")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("earliest") => StartPosition::Earliest,
+        Some("latest") => StartPosition::Latest,
+        Some("offsets") => {
+            let spec = required("start_offsets")?;
+            let mut offsets = BTreeMap::new();
+            for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let parsed = pair.split_once(':').and_then(|(p, o)| {
+                    Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?))
+                });
+                match parsed {
+                    Some((p, o)) if p >= 0 && o >= 0 => {
+                        offsets.insert(p, o);
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "option 'start_offsets' takes PARTITION:OFFSET pairs separated by commas (e.g. '0:100,1:250'), not '{pair}'"
+                        )))
+                    }
+                }
+            }
+            StartPosition::Offsets(offsets)
+        }
+        Some("timestamp") => {
+            StartPosition::Timestamp(number("start_timestamp_ms")?.ok_or_else(|| {
+                invalid("start = 'timestamp' needs option 'start_timestamp_ms'".into())
+            })?)
+        }
+        Some(other) => return Err(invalid(format!(
+            "option 'start' must be 'earliest', 'latest', 'offsets' or 'timestamp', not '{other}'"
+        ))),
+    };
+    if !matches!(start, StartPosition::Offsets(_)) && options.contains_key("start_offsets") {
+        return Err(invalid(
+            "option 'start_offsets' needs start = 'offsets'".into(),
+        ));
+    }
+    if !matches!(start, StartPosition::Timestamp(_)) && options.contains_key("start_timestamp_ms") {
+        return Err(invalid(
+            "option 'start_timestamp_ms' needs start = 'timestamp'".into(),
+        ));
+    }
+    let max_records_per_trigger = match number("max_records_per_trigger")? {
+        None => None,
+        Some(n) if n > 0 => Some(n as u64),
+        Some(n) => {
+            return Err(invalid(format!(
+                "option 'max_records_per_trigger' must be positive, not {n}"
+            )))
+        }
+    };
+    let policy = |key: &str, allow_dead_letter: bool| -> Result<BadRecordPolicy> {
+        match options.get(key).map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("fail") => Ok(BadRecordPolicy::Fail),
+            Some("skip") => Ok(BadRecordPolicy::Skip),
+            Some("dead_letter") if allow_dead_letter => Ok(BadRecordPolicy::DeadLetter),
+            Some(other) => Err(invalid(format!(
+                "option '{key}' must be {}, not '{other}'",
+                if allow_dead_letter {
+                    "'fail', 'skip' or 'dead_letter'"
+                } else {
+                    "'fail' or 'skip'"
+                }
+            ))),
+        }
+    };
+    let on_bad_record = policy("on_bad_record", true)?;
+    let on_offsets_lost = policy("on_offsets_lost", false)?;
+    let dead_letter_path = options.get("dead_letter_path").map(|p| absolute(p));
+    if on_bad_record == BadRecordPolicy::DeadLetter && dead_letter_path.is_none() {
+        return Err(invalid(
+            "on_bad_record = 'dead_letter' needs option 'dead_letter_path' (a directory for the dead-letter Parquet table)".into(),
+        ));
+    }
+    if on_bad_record != BadRecordPolicy::DeadLetter && dead_letter_path.is_some() {
+        return Err(invalid(
+            "option 'dead_letter_path' needs on_bad_record = 'dead_letter'".into(),
+        ));
+    }
+    let read_timeout_ms = match number("read_timeout_ms")? {
+        None => 30_000,
+        Some(n) if n > 0 => n as u64,
+        Some(n) => {
+            return Err(invalid(format!(
+                "option 'read_timeout_ms' must be positive, not {n}"
+            )))
+        }
+    };
+    let properties = options
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("properties.")
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    Ok(KafkaSourceSpec {
+        table: table.to_string(),
+        bootstrap_servers,
+        topic,
+        format,
+        start,
+        max_records_per_trigger,
+        on_bad_record,
+        dead_letter_path,
+        on_offsets_lost,
+        group_id: options.get("group_id").cloned(),
+        properties,
+        read_timeout_ms,
+    })
 }
 
 #[cfg(test)]
@@ -301,5 +545,47 @@ mod tests {
         assert!(err.to_string().contains("unknown option 'pth'"), "{err}");
         let err = ConnectorSpec::parse("t", &opts(&[("connector", "csv")])).unwrap_err();
         assert!(err.to_string().contains("needs option 'path'"), "{err}");
+    }
+
+    #[test]
+    fn kafka_options() {
+        let base = [
+            ("connector", "kafka"),
+            ("bootstrap_servers", "127.0.0.1:9092"),
+            ("topic", "events"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut o = opts(&base);
+            o.extend(opts(extra));
+            ConnectorSpec::parse("events", &o)
+        };
+        let ConnectorSpec::Kafka(spec) = with(&[
+            ("start", "offsets"),
+            ("start_offsets", "0:5, 3:7"),
+            ("max_records_per_trigger", "500000"),
+            ("properties.fetch.max.bytes", "1000000"),
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(spec.start, StartPosition::Offsets([(0, 5), (3, 7)].into()));
+        assert_eq!(spec.max_records_per_trigger, Some(500_000));
+        assert_eq!(spec.properties["fetch.max.bytes"], "1000000");
+        for (extra, expect) in [
+            (
+                vec![("on_bad_record", "dead_letter")],
+                "needs option 'dead_letter_path'",
+            ),
+            (
+                vec![("start", "offsets"), ("start_offsets", "zero:1")],
+                "PARTITION:OFFSET",
+            ),
+            (vec![("max_records_per_trigger", "-1")], "must be positive"),
+            (vec![("on_offsets_lost", "dead_letter")], "'fail' or 'skip'"),
+            (vec![("format", "avro")], "'json' or 'raw'"),
+        ] {
+            let err = with(&extra).unwrap_err().to_string();
+            assert!(err.contains(expect), "{extra:?}: {err}");
+        }
     }
 }

@@ -84,6 +84,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether every table the job defines is bounded (files): such a job is one epoch.
+    pub fn is_bounded(&self) -> bool {
+        !self
+            .tables
+            .iter()
+            .any(|t| matches!(t.connector, ConnectorSpec::Kafka(_)))
+    }
+
     /// Parses a job. Exactly one `INSERT INTO ... SELECT` or `SELECT` statement is allowed,
     /// preceded by any number of `CREATE TABLE` statements.
     pub fn parse(text: JobText) -> Result<Job> {

@@ -163,6 +163,20 @@ struct DriverArgs {
     /// Directory for the run's certificates and executor scratch space (default: temporary).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// When streaming epochs run: an interval (200ms, 1s, 5m), `once` or `available-now`.
+    /// Default 1s. Bounded jobs are always one epoch.
+    #[arg(long)]
+    trigger: Option<driver::Trigger>,
+    /// `json`: print each epoch's progress record as one JSON line on stdout.
+    #[arg(long, value_parser = ["json"])]
+    progress: Option<String>,
+    /// Epochs kept in the checkpoint's offsets, commits and progress logs.
+    #[arg(long, default_value_t = 100)]
+    retain_epochs: u64,
+    /// Do not fsync the checkpoint's logs (faster epochs; a power loss may lose the last
+    /// epochs' records, a process crash cannot).
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 fn main() -> ExitCode {
@@ -343,6 +357,10 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
         heartbeat_timeout: Duration::from_secs(common.heartbeat_timeout_secs.max(1)),
         work_dir: common.work_dir,
         program: std::env::current_exe().context("locating the sluice binary")?,
+        trigger: common.trigger,
+        progress_json: common.progress.is_some(),
+        retain_epochs: common.retain_epochs.max(1),
+        fsync: !common.no_fsync,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -357,7 +375,22 @@ fn print_report(report: &JobReport) {
         println!("{console}");
     }
     let t = &report.timings;
+    if report.epochs > 1 || report.stopped_by_user {
+        eprintln!(
+            "sluice: {} after {} epoch(s) in this run (last committed: {}); {} rows in {} files; the same command resumes from the checkpoint",
+            if report.stopped_by_user { "stopped" } else { "finished" },
+            report.epochs,
+            report.epoch,
+            report.output_rows,
+            report.files
+        );
+        return;
+    }
     match report.outcome {
+        EpochOutcome::AlreadyCommitted if report.epochs == 0 && report.stages > 0 => eprintln!(
+            "sluice: no new input; nothing to do (query {})",
+            report.query_id
+        ),
         EpochOutcome::AlreadyCommitted => eprintln!(
             "sluice: epoch {} of query {} is already committed in this checkpoint ({} rows); nothing to do",
             report.epoch, report.query_id, report.output_rows
@@ -398,12 +431,13 @@ fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
     println!("  plan fingerprint: {}", meta.plan_fingerprint);
     println!("  format version:   {}", meta.format_version);
     let log = store.epoch_log()?;
-    let Some(last) = log.last_planned else {
+    if log.last_planned.is_none() {
         println!("  no epochs yet");
         return Ok(());
-    };
-    for n in 0..=last.0 {
-        let epoch = sluice_checkpoint::Epoch(n);
+    }
+    let mut last_input: Option<driver::EpochInput> = None;
+    for epoch in store.planned_epochs()? {
+        let n = epoch.0;
         let Some(input) = store.read_offsets::<driver::EpochInput>(epoch)? else {
             continue;
         };
@@ -413,10 +447,90 @@ fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
             None => "planned, not committed (will be re-run with the same input)".into(),
         };
         println!("  epoch {n}: {state}");
-        for (table, splits) in &input.sources {
-            let bytes: u64 = splits.iter().map(|s| s.bytes).sum();
-            println!("    {table}: {} splits, {} bytes", splits.len(), bytes);
+        for (table, source) in &input.sources {
+            print_source(table, source);
+        }
+        if let Some(p) = store.read_progress::<driver::EpochProgress>(epoch)? {
+            println!(
+                "    progress: {} rows in ({} skipped, {} dead-lettered), {} rows in {} files out, {:.1} ms",
+                p.input_rows,
+                p.skipped_records,
+                p.dead_lettered_records,
+                p.sink_rows,
+                p.sink_files,
+                p.duration_ms.total
+            );
+        }
+        last_input = Some(input);
+    }
+    // Lag: how far each Kafka source's position is behind the broker now.
+    if let Some(input) = last_input {
+        for (table, source) in &input.sources {
+            let Some(endpoint) = &source.kafka else {
+                continue;
+            };
+            match sluice_connectors::kafka::high_watermarks(endpoint) {
+                Ok(highs) => {
+                    let mut total = 0;
+                    let parts: Vec<String> = highs
+                        .iter()
+                        .map(|(p, h)| {
+                            let at = source.position.get(p).copied().unwrap_or(0);
+                            let lag = (h - at).max(0);
+                            total += lag;
+                            format!("{p}: at {at} of {h} (lag {lag})")
+                        })
+                        .collect();
+                    println!(
+                        "  lag of {table} now: {total} records [{}]",
+                        parts.join(", ")
+                    );
+                }
+                Err(e) => println!("  lag of {table}: broker not reachable ({e})"),
+            }
         }
     }
     Ok(())
+}
+
+fn print_source(table: &str, source: &sluice_connectors::SourceEpoch) {
+    use sluice_connectors::Split;
+    let kafka: Vec<String> = source
+        .splits
+        .iter()
+        .filter_map(|s| match s {
+            Split::Kafka(k) => Some(format!("p{} [{}, {})", k.partition, k.start, k.end)),
+            Split::File(_) => None,
+        })
+        .collect();
+    if source.kafka.is_some() {
+        println!(
+            "    {table}: {} records: {}",
+            source.records(),
+            if kafka.is_empty() {
+                "nothing new".to_string()
+            } else {
+                kafka.join(", ")
+            }
+        );
+        let position: Vec<String> = source
+            .position
+            .iter()
+            .map(|(p, o)| format!("{p}:{o}"))
+            .collect();
+        println!("      next offsets: {}", position.join(", "));
+    } else {
+        let bytes: u64 = source.splits.iter().map(|s| s.weight()).sum();
+        println!(
+            "    {table}: {} splits, {} bytes",
+            source.splits.len(),
+            bytes
+        );
+    }
+    for g in &source.gaps {
+        println!(
+            "      SKIPPED: partition {} offsets from {} (resumed at {}): {}",
+            g.partition, g.expected, g.resumed_at, g.reason
+        );
+    }
 }

@@ -97,6 +97,8 @@ pub enum ToExecutor {
     RunTask(TaskDescriptor),
     /// Drop a query's cached plans and shuffle outputs.
     ForgetQuery { query_id: String },
+    /// An epoch committed: drop its shuffle outputs (and any older epoch's).
+    ForgetEpoch { query_id: String, epoch: Epoch },
     /// Exit.
     Shutdown { reason: String },
 }
@@ -200,6 +202,8 @@ pub struct TaskReport {
     /// The executor's peak resident set size when the task finished (bytes); heartbeats alone
     /// would miss the peak of a short job.
     pub peak_rss_bytes: u64,
+    /// What the task's scans read and set aside.
+    pub read: sluice_connectors::ReadCounters,
 }
 
 /// First frame on a data stream: which shuffle output to send.

@@ -108,6 +108,24 @@ impl ShuffleStore {
         let _ = std::fs::remove_dir_all(self.root.join(sanitize(query)));
     }
 
+    /// Drops the shuffle outputs of `query`'s epochs up to and including `epoch`.
+    pub fn forget_epochs(&self, query: &str, epoch: Epoch) {
+        let dir = self.root.join(sanitize(query));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let done = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n <= epoch.0);
+            if done {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Reads a local output as a stream (no network).
     fn read_local(&self, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
         let lookup = self.lookup(&request);

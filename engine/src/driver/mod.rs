@@ -16,7 +16,10 @@ mod run_dir;
 pub mod scheduler;
 mod splits;
 
-pub use report::{EpochInput, EpochOutcome, ExecutorSummary, JobReport, Timings};
+pub use report::{
+    EpochInput, EpochOutcome, EpochProgress, EpochResult, ExecutorSummary, JobReport, Timings,
+    Trigger,
+};
 use run_dir::RunDir;
 pub use splits::assign_splits;
 
@@ -30,8 +33,8 @@ use futures::StreamExt;
 use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
 use sluice_connectors::console::ConsolePrinter;
 use sluice_connectors::parquet_sink::ParquetCommitter;
-use sluice_connectors::{Committer, Source, Split, WriterReceipt};
-use tokio::sync::mpsc;
+use sluice_connectors::{Committer, PlanRequest, ReadCounters, Split, WriterReceipt};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::error::{describe_datafusion, EngineError, Result};
@@ -89,6 +92,14 @@ pub struct DriverConfig {
     pub work_dir: Option<PathBuf>,
     /// The `sluice` binary to spawn local executors from.
     pub program: PathBuf,
+    /// When streaming epochs run (default: every second). Ignored by bounded jobs.
+    pub trigger: Option<Trigger>,
+    /// Print each epoch's progress record as one JSON line on stdout.
+    pub progress_json: bool,
+    /// Epochs kept in the checkpoint's logs.
+    pub retain_epochs: u64,
+    /// fsync the offsets and commit logs (default); off trades power-loss safety for latency.
+    pub fsync: bool,
 }
 
 /// A registered executor as the driver tracks it.
@@ -99,7 +110,8 @@ struct Member {
     peak_rss_bytes: u64,
 }
 
-/// Runs `job` as one bounded epoch. Executors are torn down on every exit path.
+/// Runs `job`: one epoch for a bounded job, epochs on the trigger for a streaming one.
+/// Executors are torn down on every exit path.
 pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
     let started = Instant::now();
     let run_dir = RunDir::create(config.work_dir.as_deref())?;
@@ -107,32 +119,30 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         .checkpoint
         .clone()
         .unwrap_or_else(|| run_dir.path.join("checkpoint"));
-    let store = CheckpointStore::open_or_create(
+    let mut store = CheckpointStore::open_or_create(
         &checkpoint_dir,
         &job.fingerprint,
         &uuid::Uuid::new_v4().simple().to_string(),
     )?;
+    store.set_durable(config.fsync);
+    let _lock = store.lock()?;
     let query_id = store.metadata().query_id.clone();
-    let action = store.epoch_log()?.next_action();
-    let epoch = Epoch(0);
-    if let EpochAction::PlanNew { epoch: next } = action {
-        if next > epoch {
-            let committed = store.read_commit(epoch)?;
-            return Ok(JobReport {
-                query_id,
-                epoch,
-                outcome: EpochOutcome::AlreadyCommitted,
-                output_rows: committed.map(|c| c.output_rows).unwrap_or(0),
-                files: 0,
-                console: None,
-                executors: vec![],
-                timings: Timings {
-                    total: started.elapsed(),
-                    ..Default::default()
-                },
-                stages: 0,
-                tasks: 0,
-            });
+    if job.is_bounded() {
+        if let EpochAction::PlanNew { epoch: next } = store.epoch_log()?.next_action() {
+            if next > Epoch(0) {
+                let committed = store.read_commit(Epoch(0))?;
+                return Ok(JobReport {
+                    query_id,
+                    epoch: Epoch(0),
+                    outcome: EpochOutcome::AlreadyCommitted,
+                    output_rows: committed.map(|c| c.output_rows).unwrap_or(0),
+                    timings: Timings {
+                        total: started.elapsed(),
+                        ..Default::default()
+                    },
+                    ..JobReport::empty()
+                });
+            }
         }
     }
 
@@ -146,8 +156,9 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         members: BTreeMap::new(),
         attempts: 0,
         committer: None,
+        current: None,
     };
-    let result = runner.run(&job, &mut cluster, action, started).await;
+    let result = runner.run(&job, &mut cluster, started).await;
     // Teardown, whatever happened.
     for member in runner.members.values() {
         let _ = member.sender.try_send(ToExecutor::ForgetQuery {
@@ -167,10 +178,11 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         })
         .collect();
     let committer = runner.committer.take();
+    let current = runner.current.take();
     drop(runner);
     cluster.shutdown().await;
-    if let (Err(_), Some(committer)) = (&result, committer) {
-        committer.abort(&query_id, Epoch(0));
+    if let (Err(_), Some(committer), Some(epoch)) = (&result, committer, current) {
+        committer.abort(&query_id, epoch);
     }
     let mut report = result?;
     report.executors = executors;
@@ -188,6 +200,53 @@ struct EpochRunner<'a> {
     /// The sink's committer once planned; a failed epoch's staged files are discarded with it
     /// after the executors have stopped (so no task is still writing).
     committer: Option<ParquetCommitter>,
+    /// The epoch running, if any.
+    current: Option<Epoch>,
+}
+
+/// Runs `fut` unless the user interrupts: the first Ctrl-C of a streaming run only asks to stop
+/// after the current epoch commits (`threshold` 2); a bounded run stops at once (`threshold` 1).
+async fn interruptible<F: std::future::Future>(
+    signals: &mut watch::Receiver<u32>,
+    threshold: u32,
+    fut: F,
+) -> Result<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            changed = signals.changed() => {
+                if changed.is_err() {
+                    return Ok(fut.await);
+                }
+                if *signals.borrow() >= threshold {
+                    return Err(EngineError::Interrupted);
+                }
+                eprintln!("sluice: stopping after the current epoch commits (Ctrl-C again to abort it)");
+            }
+        }
+    }
+}
+
+/// Counts Ctrl-C / SIGTERM deliveries.
+fn watch_signals() -> watch::Receiver<u32> {
+    let (tx, rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            interrupt_signal().await;
+            let n = *tx.borrow() + 1;
+            if tx.send(n).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// What the loop does after an epoch.
+enum Next {
+    Continue,
+    Stop,
 }
 
 impl EpochRunner<'_> {
@@ -195,19 +254,15 @@ impl EpochRunner<'_> {
         &mut self,
         job: &Job,
         cluster: &mut Cluster,
-        action: EpochAction,
         started: Instant,
     ) -> Result<JobReport> {
-        let epoch = Epoch(0);
-        let interrupted = interrupt_signal();
-        tokio::pin!(interrupted);
+        let mut signals = watch_signals();
+        let bounded_job = job.is_bounded();
+        let threshold = if bounded_job { 1 } else { 2 };
 
         // Standalone parallelism follows the executors that joined, so wait for them first.
         if matches!(self.config.cluster, ClusterMode::Standalone { .. }) {
-            tokio::select! {
-                r = self.await_executors(cluster.expected) => r?,
-                _ = &mut interrupted => return Err(EngineError::Interrupted),
-            }
+            interruptible(&mut signals, 1, self.await_executors(cluster.expected)).await??;
         }
         let slots: usize = match &self.config.cluster {
             ClusterMode::Local {
@@ -222,67 +277,20 @@ impl EpochRunner<'_> {
         let parallelism = self.config.parallelism.unwrap_or(slots).max(1);
         let planned = plan::plan(job, parallelism).await?;
         let planning = started.elapsed();
+        let bounded = planned.sources.values().all(|s| s.bounded());
+        let trigger = match (bounded, self.config.trigger) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
+        };
         let committer = match &planned.sink {
             PlannedSink::Parquet(spec) => Some(ParquetCommitter::new(spec.clone())),
             PlannedSink::Console => None,
         };
-
-        let offsets_started = Instant::now();
-        let input = match action {
-            EpochAction::Replay { epoch } => {
-                if let Some(committer) = &committer {
-                    if let Some(summary) = committer.recover(self.store, epoch)? {
-                        info!(%epoch, "completing a recorded sink commit from an earlier run");
-                        self.store.write_commit(&CommitRecord {
-                            epoch,
-                            committed_at_ms: now_ms(),
-                            output_rows: summary.rows,
-                        })?;
-                        return Ok(JobReport {
-                            query_id: self.query_id.clone(),
-                            epoch,
-                            outcome: EpochOutcome::CommitCompleted,
-                            output_rows: summary.rows,
-                            files: summary.files,
-                            console: None,
-                            executors: vec![],
-                            timings: Timings {
-                                planning,
-                                ..Default::default()
-                            },
-                            stages: planned.stages.len(),
-                            tasks: 0,
-                        });
-                    }
-                }
-                info!(%epoch, "re-running epoch with its recorded input");
-                self.store
-                    .read_offsets::<EpochInput>(epoch)?
-                    .ok_or_else(|| EngineError::Internal(format!("offsets/{epoch} vanished")))?
-            }
-            EpochAction::PlanNew { epoch } => {
-                let mut sources = BTreeMap::new();
-                for (name, source) in &planned.sources {
-                    sources.insert(name.clone(), source.plan_splits()?);
-                }
-                let input = EpochInput {
-                    epoch,
-                    batch_timestamp_ms: now_ms(),
-                    sources,
-                };
-                self.store.write_offsets(epoch, &input)?;
-                input
-            }
-        };
-        let offsets = offsets_started.elapsed();
-
+        self.committer = committer.clone();
         if matches!(self.config.cluster, ClusterMode::Local { .. }) {
-            tokio::select! {
-                r = self.await_executors(cluster.expected) => r?,
-                _ = &mut interrupted => return Err(EngineError::Interrupted),
-            }
+            interruptible(&mut signals, 1, self.await_executors(cluster.expected)).await??;
         }
-        let exec_started = Instant::now();
         let install = QueryInstall {
             query_id: self.query_id.clone(),
             stages: planned.install.clone(),
@@ -291,16 +299,268 @@ impl EpochRunner<'_> {
         for member in self.members.values() {
             send(member, ToExecutor::InstallQuery(install.clone())).await;
         }
-        self.committer = committer.clone();
-        let scheduler = tokio::select! {
-            r = self.schedule(&planned, &install, &input) => r?,
-            _ = &mut interrupted => return Err(EngineError::Interrupted),
+        // `available-now` drains what exists at start, and no more.
+        let until: BTreeMap<String, BTreeMap<i32, i64>> = match trigger {
+            Some(Trigger::AvailableNow) => {
+                let mut until = BTreeMap::new();
+                for (name, source) in &planned.sources {
+                    if let Some(end) = source.available_end()? {
+                        until.insert(name.clone(), end);
+                    }
+                }
+                until
+            }
+            _ => BTreeMap::new(),
         };
-        let execution = exec_started.elapsed();
+
+        let mut report = JobReport {
+            query_id: self.query_id.clone(),
+            stages: planned.stages.len(),
+            ..JobReport::empty()
+        };
+        report.timings.planning = planning;
+        let mut next_start = tokio::time::Instant::now();
+        let mut last_start: Option<Instant> = None;
+        let mut new_epochs = 0u64;
+        loop {
+            if !bounded && *signals.borrow() >= 1 {
+                report.stopped_by_user = true;
+                break;
+            }
+            let epoch_started = Instant::now();
+            let action = self.store.epoch_log()?.next_action();
+            let mut timings = Timings::default();
+            let (epoch, input, replay) = match action {
+                EpochAction::Replay { epoch } => {
+                    if let Some(committer) = &committer {
+                        if let Some(summary) = committer.recover(self.store, epoch)? {
+                            info!(%epoch, "completing a recorded sink commit from an earlier run");
+                            self.store.write_commit(&CommitRecord {
+                                epoch,
+                                committed_at_ms: now_ms(),
+                                output_rows: summary.rows,
+                            })?;
+                            report.epoch = epoch;
+                            report.outcome = EpochOutcome::CommitCompleted;
+                            report.output_rows += summary.rows;
+                            report.files += summary.files;
+                            report.epochs += 1;
+                            if bounded {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    info!(%epoch, "re-running epoch with its recorded input");
+                    let input = self
+                        .store
+                        .read_offsets::<EpochInput>(epoch)?
+                        .ok_or_else(|| {
+                            EngineError::Internal(format!("offsets/{epoch} vanished"))
+                        })?;
+                    (epoch, input, true)
+                }
+                EpochAction::PlanNew { epoch } => {
+                    if bounded && epoch > Epoch(0) {
+                        report.outcome = EpochOutcome::AlreadyCommitted;
+                        break;
+                    }
+                    if matches!(trigger, Some(Trigger::Once)) && new_epochs >= 1 {
+                        break;
+                    }
+                    let planning_started = Instant::now();
+                    let previous = match epoch.0.checked_sub(1) {
+                        Some(p) => self.store.read_offsets::<EpochInput>(Epoch(p))?,
+                        None => None,
+                    };
+                    let mut sources = BTreeMap::new();
+                    for (name, source) in &planned.sources {
+                        let request = PlanRequest {
+                            previous: previous.as_ref().and_then(|p| p.sources.get(name)),
+                            respect_limit: !matches!(trigger, Some(Trigger::Once)),
+                            until: until.get(name),
+                        };
+                        sources.insert(name.clone(), source.plan_epoch(&request)?);
+                    }
+                    timings.offsets = planning_started.elapsed();
+                    let has_work = bounded
+                        || sources
+                            .values()
+                            .any(|s| !s.splits.is_empty() || !s.gaps.is_empty());
+                    if !has_work {
+                        match trigger {
+                            Some(Trigger::Once) | Some(Trigger::AvailableNow) => break,
+                            _ => {
+                                // Nothing new: no epoch; look again at the next trigger.
+                                let wait =
+                                    self.wait_for_trigger(trigger, &mut next_start, epoch_started);
+                                interruptible(&mut signals, 1, wait).await.ok();
+                                continue;
+                            }
+                        }
+                    }
+                    let input = EpochInput {
+                        epoch,
+                        batch_timestamp_ms: now_ms(),
+                        sources,
+                    };
+                    let write_started = Instant::now();
+                    self.store.write_offsets(epoch, &input)?;
+                    timings.offsets_write = write_started.elapsed();
+                    new_epochs += 1;
+                    (epoch, input, false)
+                }
+            };
+            self.current = Some(epoch);
+            let result = self
+                .run_epoch(
+                    cluster,
+                    &planned,
+                    &install,
+                    &input,
+                    &mut signals,
+                    threshold,
+                    &mut timings,
+                )
+                .await?;
+            self.current = None;
+            timings.total = epoch_started.elapsed();
+            let since_last = last_start.map(|l| epoch_started.duration_since(l));
+            last_start = Some(epoch_started);
+            let progress = EpochProgress::new(
+                &self.query_id,
+                &input,
+                replay,
+                &result,
+                &timings,
+                since_last,
+            );
+            self.store.write_progress(epoch, &progress)?;
+            if self.config.progress_json {
+                println!("{}", serde_json::to_string(&progress).unwrap_or_default());
+            } else if !bounded {
+                eprintln!("{}", progress.summary_line());
+            }
+            if let Some(console) = &result.console {
+                if bounded {
+                    report.console = Some(console.clone());
+                } else {
+                    println!("-- epoch {epoch} --\n{console}");
+                }
+            }
+            for (name, source) in &planned.sources {
+                if let Some(s) = input.sources.get(name) {
+                    if let Err(e) = source.on_commit(s) {
+                        warn!("{e}");
+                    }
+                }
+            }
+            for member in self.members.values() {
+                let _ = member.sender.try_send(ToExecutor::ForgetEpoch {
+                    query_id: self.query_id.clone(),
+                    epoch,
+                });
+            }
+            self.store.retain(epoch, self.config.retain_epochs)?;
+            report.epoch = epoch;
+            report.outcome = EpochOutcome::Committed;
+            report.output_rows += result.output_rows;
+            report.files += result.files;
+            report.epochs += 1;
+            report.tasks = self.attempts;
+            report.timings.offsets += timings.offsets + timings.offsets_write;
+            report.timings.execution += timings.execution;
+            report.timings.commit += timings.commit + timings.commit_write;
+            if bounded {
+                break;
+            }
+            if let Next::Stop = self
+                .after_epoch(trigger, &mut next_start, epoch_started, &mut signals)
+                .await
+            {
+                if *signals.borrow() >= 1 {
+                    report.stopped_by_user = true;
+                }
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits for the next trigger (interval triggers only).
+    fn wait_for_trigger(
+        &self,
+        trigger: Option<Trigger>,
+        next_start: &mut tokio::time::Instant,
+        epoch_started: Instant,
+    ) -> tokio::time::Sleep {
+        let now = tokio::time::Instant::now();
+        match trigger {
+            Some(Trigger::Interval(d)) => {
+                // Epochs start on the interval; one that overran is followed at once.
+                let planned = tokio::time::Instant::from_std(epoch_started) + d;
+                *next_start = if planned > now { planned } else { now };
+            }
+            _ => *next_start = now,
+        }
+        tokio::time::sleep_until(*next_start)
+    }
+
+    async fn after_epoch(
+        &mut self,
+        trigger: Option<Trigger>,
+        next_start: &mut tokio::time::Instant,
+        epoch_started: Instant,
+        signals: &mut watch::Receiver<u32>,
+    ) -> Next {
+        if *signals.borrow() >= 1 {
+            return Next::Stop;
+        }
+        match trigger {
+            None => Next::Stop,
+            Some(Trigger::Once) | Some(Trigger::AvailableNow) => Next::Continue,
+            Some(Trigger::Interval(_)) => {
+                let wait = self.wait_for_trigger(trigger, next_start, epoch_started);
+                match interruptible(signals, 1, wait).await {
+                    Ok(()) => Next::Continue,
+                    Err(_) => Next::Stop,
+                }
+            }
+        }
+    }
+
+    /// Runs one epoch whose input is recorded: schedules its tasks, commits the sink, writes
+    /// `commits/N`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_epoch(
+        &mut self,
+        cluster: &Cluster,
+        planned: &PlannedQuery,
+        install: &QueryInstall,
+        input: &EpochInput,
+        signals: &mut watch::Receiver<u32>,
+        threshold: u32,
+        timings: &mut Timings,
+    ) -> Result<EpochResult> {
+        let epoch = input.epoch;
+        let exec_started = Instant::now();
+        let scheduler =
+            interruptible(signals, threshold, self.schedule(planned, install, input)).await??;
+        timings.execution = exec_started.elapsed();
 
         let commit_started = Instant::now();
         let final_stage = planned.stages.last().expect("a plan has a final stage").id;
-        let (output_rows, files, console) = match &committer {
+        let mut read = ReadCounters::default();
+        for stage in &planned.stages {
+            for (_, _, r) in scheduler.reports(stage.id) {
+                read.add(r.read);
+            }
+        }
+        let mut result = EpochResult {
+            read,
+            ..Default::default()
+        };
+        match &self.committer {
             Some(committer) => {
                 let receipts: Vec<WriterReceipt> = scheduler
                     .reports(final_stage)
@@ -308,46 +568,31 @@ impl EpochRunner<'_> {
                     .filter_map(|(_, _, r)| r.receipt.clone())
                     .collect();
                 let summary = committer.commit(self.store, epoch, receipts)?;
-                (summary.rows, summary.files, None)
+                result.output_rows = summary.rows;
+                result.files = summary.files;
+                result.bytes = summary.bytes;
             }
             None => {
                 let printer = self
-                    .fetch_results(cluster, &planned, &scheduler, epoch)
+                    .fetch_results(cluster, planned, &scheduler, epoch)
                     .await?;
-                (
-                    printer.total(),
-                    0,
-                    Some(
-                        printer
-                            .render()
-                            .map_err(|e| EngineError::Internal(e.to_string()))?,
-                    ),
-                )
+                result.output_rows = printer.total();
+                result.console = Some(
+                    printer
+                        .render()
+                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                );
             }
-        };
+        }
+        timings.commit = commit_started.elapsed();
+        let write_started = Instant::now();
         self.store.write_commit(&CommitRecord {
             epoch,
             committed_at_ms: now_ms(),
-            output_rows,
+            output_rows: result.output_rows,
         })?;
-        Ok(JobReport {
-            query_id: self.query_id.clone(),
-            epoch,
-            outcome: EpochOutcome::Committed,
-            output_rows,
-            files,
-            console,
-            executors: vec![],
-            timings: Timings {
-                planning,
-                offsets,
-                execution,
-                commit: commit_started.elapsed(),
-                total: Duration::ZERO,
-            },
-            stages: planned.stages.len(),
-            tasks: self.attempts,
-        })
+        timings.commit_write = write_started.elapsed();
+        Ok(result)
     }
 
     /// Waits until `count` executors have registered.
@@ -436,7 +681,11 @@ impl EpochRunner<'_> {
         let mut assignments: BTreeMap<(String, usize), Vec<Vec<Split>>> = BTreeMap::new();
         for stage in &planned.stages {
             for (table, parts) in &stage.tables {
-                let splits = input.sources.get(table).cloned().unwrap_or_default();
+                let splits = input
+                    .sources
+                    .get(table)
+                    .map(|s| s.splits.clone())
+                    .unwrap_or_default();
                 assignments
                     .entry((table.clone(), *parts))
                     .or_insert_with(|| assign_splits(splits, *parts));

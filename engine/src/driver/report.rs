@@ -5,17 +5,262 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_checkpoint::Epoch;
-use sluice_connectors::Split;
+use sluice_connectors::SourceEpoch;
 
-/// What `offsets/N` holds for a file-sourced epoch.
+/// What `offsets/N` holds: everything an epoch reads, decided before it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochInput {
     /// The epoch.
     pub epoch: Epoch,
     /// When the epoch was planned (ms since the Unix epoch); replays reuse it.
     pub batch_timestamp_ms: u64,
-    /// Per source table: the splits the epoch reads.
-    pub sources: BTreeMap<String, Vec<Split>>,
+    /// Per source table: the splits the epoch reads and where the source stands after it.
+    pub sources: BTreeMap<String, SourceEpoch>,
+}
+
+/// When a streaming query's epochs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Epochs start every interval; one that overruns is followed at once. Nothing new: no
+    /// epoch.
+    Interval(Duration),
+    /// One epoch over everything available (per-trigger limits ignored), then exit.
+    Once,
+    /// Epochs within the per-trigger limits until everything available at start is read, then
+    /// exit.
+    AvailableNow,
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "once" => return Ok(Trigger::Once),
+            "available-now" | "available_now" => return Ok(Trigger::AvailableNow),
+            _ => {}
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n.parse().map_err(|_| {
+            format!("'{s}' is not a trigger: use an interval (200ms, 1s, 5m), 'once' or 'available-now'")
+        })?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" | "" => Duration::from_secs(n),
+            "m" | "min" => Duration::from_secs(n * 60),
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in trigger '{s}': use ms, s or m"
+                ))
+            }
+        };
+        Ok(Trigger::Interval(d))
+    }
+}
+
+/// What an epoch produced.
+#[derive(Debug, Clone, Default)]
+pub struct EpochResult {
+    /// Rows the sink received.
+    pub output_rows: u64,
+    /// Files published.
+    pub files: usize,
+    /// Bytes published.
+    pub bytes: u64,
+    /// What the scans read and set aside.
+    pub read: sluice_connectors::ReadCounters,
+    /// The printed rows, for console queries.
+    pub console: Option<String>,
+}
+
+/// Durations in milliseconds, as progress records carry them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DurationsMs {
+    /// Asking sources what the epoch reads.
+    pub offset_planning: f64,
+    /// Writing `offsets/N`.
+    pub offsets_write: f64,
+    /// Running the tasks.
+    pub execution: f64,
+    /// The sink's commit.
+    pub sink_commit: f64,
+    /// Writing `commits/N`.
+    pub commit_write: f64,
+    /// The whole epoch.
+    pub total: f64,
+}
+
+/// One partition's range in a progress record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// One past the last offset read.
+    pub end: i64,
+    /// Records behind the partition's end when the epoch was planned.
+    pub lag: i64,
+}
+
+/// One source in a progress record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// Splits read.
+    pub splits: usize,
+    /// Kafka: per-partition ranges and lag.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub partitions: Vec<PartitionProgress>,
+    /// Offsets skipped because they were gone from the broker.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub gaps: Vec<sluice_connectors::OffsetGap>,
+}
+
+/// The progress record of one epoch (printed with `--progress json`, kept under
+/// `CHECKPOINT/progress/N`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// The query.
+    pub query_id: String,
+    /// The epoch.
+    pub epoch: u64,
+    /// The epoch's batch timestamp (ms since the Unix epoch).
+    pub batch_timestamp_ms: u64,
+    /// Whether this run re-ran an epoch recorded by an earlier run.
+    pub replay: bool,
+    /// Records read from sources (decoded rows plus bad records set aside).
+    pub input_rows: u64,
+    /// Input rows per second of wall time since the previous epoch started.
+    pub input_rows_per_second: f64,
+    /// Input rows per second of this epoch's duration.
+    pub processed_rows_per_second: f64,
+    /// Bad records skipped.
+    pub skipped_records: u64,
+    /// Bad records sent to the dead-letter table.
+    pub dead_lettered_records: u64,
+    /// Phase durations.
+    pub duration_ms: DurationsMs,
+    /// Per source table.
+    pub sources: BTreeMap<String, SourceProgress>,
+    /// Rows the sink received.
+    pub sink_rows: u64,
+    /// Files the sink published.
+    pub sink_files: usize,
+    /// Bytes the sink published.
+    pub sink_bytes: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl EpochProgress {
+    /// The record of a committed epoch.
+    pub fn new(
+        query_id: &str,
+        input: &EpochInput,
+        replay: bool,
+        result: &EpochResult,
+        timings: &Timings,
+        since_previous: Option<Duration>,
+    ) -> Self {
+        let read = result.read;
+        let input_rows = read.rows + read.skipped + read.dead_lettered;
+        let rate = |d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                (input_rows as f64 / d.as_secs_f64()).round()
+            }
+        };
+        let sources = input
+            .sources
+            .iter()
+            .map(|(name, s)| {
+                let partitions = s
+                    .splits
+                    .iter()
+                    .filter_map(|split| match split {
+                        sluice_connectors::Split::Kafka(k) => Some(PartitionProgress {
+                            partition: k.partition,
+                            start: k.start,
+                            end: k.end,
+                            lag: s
+                                .available
+                                .get(&k.partition)
+                                .map(|h| (h - k.end).max(0))
+                                .unwrap_or(0),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                (
+                    name.clone(),
+                    SourceProgress {
+                        splits: s.splits.len(),
+                        partitions,
+                        gaps: s.gaps.clone(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            query_id: query_id.to_string(),
+            epoch: input.epoch.0,
+            batch_timestamp_ms: input.batch_timestamp_ms,
+            replay,
+            input_rows,
+            input_rows_per_second: rate(since_previous.unwrap_or(timings.total)),
+            processed_rows_per_second: rate(timings.total),
+            skipped_records: read.skipped,
+            dead_lettered_records: read.dead_lettered,
+            duration_ms: DurationsMs {
+                offset_planning: ms(timings.offsets),
+                offsets_write: ms(timings.offsets_write),
+                execution: ms(timings.execution),
+                sink_commit: ms(timings.commit),
+                commit_write: ms(timings.commit_write),
+                total: ms(timings.total),
+            },
+            sources,
+            sink_rows: result.output_rows,
+            sink_files: result.files,
+            sink_bytes: result.bytes,
+        }
+    }
+
+    /// One human line for the log.
+    pub fn summary_line(&self) -> String {
+        let mut line = format!(
+            "sluice: epoch {} committed: {} rows in, {} rows in {} files out, {:.1} ms{}",
+            self.epoch,
+            self.input_rows,
+            self.sink_rows,
+            self.sink_files,
+            self.duration_ms.total,
+            if self.replay { " (replayed)" } else { "" }
+        );
+        if self.skipped_records > 0 {
+            line.push_str(&format!(", {} bad records skipped", self.skipped_records));
+        }
+        if self.dead_lettered_records > 0 {
+            line.push_str(&format!(
+                ", {} bad records dead-lettered",
+                self.dead_lettered_records
+            ));
+        }
+        for (name, s) in &self.sources {
+            for g in &s.gaps {
+                line.push_str(&format!(
+                    "; {name}: SKIPPED offsets of partition {} from {} (resumed at {}): {}",
+                    g.partition, g.expected, g.resumed_at, g.reason
+                ));
+            }
+        }
+        line
+    }
 }
 
 /// How a run ended.
@@ -45,12 +290,16 @@ pub struct ExecutorSummary {
 pub struct Timings {
     /// Parsing, planning and schema inference.
     pub planning: Duration,
-    /// Listing splits and writing the offsets log.
+    /// Asking sources what the epoch reads.
     pub offsets: Duration,
+    /// Writing the offsets log.
+    pub offsets_write: Duration,
     /// From installing the query to the last task.
     pub execution: Duration,
-    /// Sink commit and commit log write.
+    /// The sink's commit.
     pub commit: Duration,
+    /// Writing the commit log.
+    pub commit_write: Duration,
     /// Everything.
     pub total: Duration,
 }
@@ -78,4 +327,28 @@ pub struct JobReport {
     pub stages: usize,
     /// Task attempts run.
     pub tasks: u64,
+    /// Epochs committed by this run.
+    pub epochs: u64,
+    /// The run stopped because the user asked (Ctrl-C / SIGTERM) after an epoch committed.
+    pub stopped_by_user: bool,
+}
+
+impl JobReport {
+    /// A report with nothing in it yet.
+    pub fn empty() -> Self {
+        Self {
+            query_id: String::new(),
+            epoch: Epoch(0),
+            outcome: EpochOutcome::AlreadyCommitted,
+            output_rows: 0,
+            files: 0,
+            console: None,
+            executors: vec![],
+            timings: Timings::default(),
+            stages: 0,
+            tasks: 0,
+            epochs: 0,
+            stopped_by_user: false,
+        }
+    }
 }

@@ -285,6 +285,9 @@ async fn session(
                 install_errors.remove(&query_id);
                 store.forget_query(&query_id);
             }
+            Ok(Some(ToExecutor::ForgetEpoch { query_id, epoch })) => {
+                store.forget_epochs(&query_id, epoch);
+            }
             Ok(Some(ToExecutor::Shutdown { reason })) => {
                 info!("driver asked to shut down: {reason}");
                 break Ok(());

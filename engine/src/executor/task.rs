@@ -95,12 +95,10 @@ async fn execute(
         splits: task.splits.clone(),
         inputs: task.inputs.clone(),
         fetcher: env.fetcher.clone(),
+        read_counters: Default::default(),
     };
-    let config = env
-        .session
-        .config()
-        .clone()
-        .with_extension(Arc::new(inputs));
+    let inputs = Arc::new(inputs);
+    let config = env.session.config().clone().with_extension(inputs.clone());
     let ctx = Arc::new(TaskContext::from(env.session.as_ref()).with_session_config(config));
     let mut report = TaskReport::default();
     match output {
@@ -171,5 +169,9 @@ async fn execute(
             report.receipt = Some(writer.finish().map_err(ext)?);
         }
     }
+    report.read = *inputs
+        .read_counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     Ok(report)
 }

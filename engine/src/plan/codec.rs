@@ -11,7 +11,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::FileSourceSpec;
+use sluice_connectors::SourceSpec;
 
 use super::nodes::{schema_from_json, schema_to_json, ReadMode, ShuffleReaderExec, SourceScanExec};
 use crate::protocol::StageId;
@@ -24,7 +24,7 @@ pub struct SluiceCodec;
 enum Node {
     Scan {
         table: String,
-        spec: FileSourceSpec,
+        spec: SourceSpec,
         schema_json: String,
         projection: Option<Vec<usize>>,
         partitions: usize,

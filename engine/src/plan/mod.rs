@@ -27,7 +27,9 @@ use datafusion_proto::bytes::{
 };
 use sluice_connectors::file::FileSource;
 use sluice_connectors::parquet_sink::ParquetSink;
-use sluice_connectors::{ConnectorSpec, FileFormat, FileSourceSpec, ParquetSinkSpec, Source};
+use sluice_connectors::{
+    ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, ParquetSinkSpec, Source, SourceSpec,
+};
 
 use crate::error::{EngineError, Result};
 use crate::job::{sql_error, ColumnDecl, Job, Target};
@@ -85,7 +87,7 @@ pub struct PlannedQuery {
     /// The sink as the driver commits it.
     pub sink: PlannedSink,
     /// Sources scanned, by table name.
-    pub sources: BTreeMap<String, Arc<FileSource>>,
+    pub sources: BTreeMap<String, Arc<dyn Source>>,
     /// Hash identifying the query in its checkpoint.
     pub fingerprint: String,
 }
@@ -140,7 +142,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
         if sources.contains_key(&name) {
             continue;
         }
-        let source = match job.table(&name) {
+        let (spec, source): (SourceSpec, Arc<dyn Source>) = match job.table(&name) {
             Some(def) => {
                 let spec = def
                     .connector
@@ -149,12 +151,43 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                         location: def.location.clone(),
                         message: e.to_string(),
                     })?;
-                match &def.columns {
-                    Some(cols) => FileSource::declared(
-                        spec.clone(),
-                        declared_schema(&ctx, &job.text, cols).await?,
-                    )?,
-                    None => FileSource::infer(spec.clone())?,
+                let declared = match &def.columns {
+                    Some(cols) => Some(declared_schema(&ctx, &job.text, cols).await?),
+                    None => None,
+                };
+                match spec {
+                    SourceSpec::File(file) => {
+                        let source = match declared {
+                            Some(schema) => FileSource::declared(file, schema)?,
+                            None => FileSource::infer(file)?,
+                        };
+                        (SourceSpec::File(source.spec().clone()), Arc::new(source))
+                    }
+                    SourceSpec::Kafka(kafka) => {
+                        let schema = match (kafka.format, declared) {
+                            (KafkaFormat::Json, Some(schema)) => schema,
+                            (KafkaFormat::Json, None) => {
+                                return Err(EngineError::Sql {
+                                    location: def.location.clone(),
+                                    message: format!(
+                                        "table '{name}': format 'json' decodes into declared columns; declare them, e.g. CREATE TABLE {name} (id BIGINT, name VARCHAR) WITH (...)"
+                                    ),
+                                })
+                            }
+                            (KafkaFormat::Raw, None) => sluice_connectors::kafka::raw_schema(),
+                            (KafkaFormat::Raw, Some(_)) => {
+                                return Err(EngineError::Sql {
+                                    location: def.location.clone(),
+                                    message: format!(
+                                        "table '{name}': format 'raw' has fixed columns (key, value, topic, partition, offset, timestamp); declare none"
+                                    ),
+                                })
+                            }
+                        };
+                        let spec = SourceSpec::Kafka(kafka);
+                        let source = spec.build(schema);
+                        (spec, source)
+                    }
                 }
             }
             None if name.contains('/') || FileFormat::from_path(&name).is_some() => {
@@ -163,14 +196,15 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     location: format!("{origin}: "),
                     message: format!("cannot tell the format of '{name}': name files .parquet, .csv or .json/.jsonl"),
                 })?;
-                FileSource::infer(FileSourceSpec {
+                let source = FileSource::infer(FileSourceSpec {
                     table: name.clone(),
                     format,
                     path: sluice_connectors::options::absolute(&name),
                     csv_header: true,
                     csv_delimiter: b',',
                     partition_columns: Vec::new(),
-                })?
+                })?;
+                (SourceSpec::File(source.spec().clone()), Arc::new(source))
             }
             None => {
                 let mut known: Vec<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
@@ -184,11 +218,11 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                 });
             }
         };
-        let source = Arc::new(source);
         ctx.register_table(
             TableReference::bare(name.clone()),
             Arc::new(SourceTable {
                 name: name.clone(),
+                spec,
                 source: source.clone(),
                 partitions: parallelism,
             }),
@@ -219,7 +253,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     }
                     (PlannedSink::Parquet(spec.clone()), StageOutput::Sink)
                 }
-                ConnectorSpec::Files { sink: None, .. } => {
+                ConnectorSpec::Files { sink: None, .. } | ConnectorSpec::Kafka(_) => {
                     return Err(EngineError::Sql {
                         location: def.location.clone(),
                         message: format!(
@@ -237,7 +271,7 @@ async fn plan_stages(
     frame: datafusion::dataframe::DataFrame,
     sink: PlannedSink,
     final_output: StageOutput,
-    sources: BTreeMap<String, Arc<FileSource>>,
+    sources: BTreeMap<String, Arc<dyn Source>>,
     job: &Job,
 ) -> Result<PlannedQuery> {
     let physical = frame.create_physical_plan().await?;
@@ -352,11 +386,12 @@ async fn conform(
     Ok(frame.select(exprs)?)
 }
 
-/// A file table as DataFusion sees it: its schema, and scans that become [`SourceScanExec`]s.
+/// A source table as DataFusion sees it: its schema, and scans that become [`SourceScanExec`]s.
 #[derive(Debug)]
 struct SourceTable {
     name: String,
-    source: Arc<FileSource>,
+    spec: SourceSpec,
+    source: Arc<dyn Source>,
     partitions: usize,
 }
 
@@ -379,7 +414,7 @@ impl TableProvider for SourceTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(SourceScanExec::try_new(
             self.name.clone(),
-            self.source.spec().clone(),
+            self.spec.clone(),
             self.source.schema(),
             projection.cloned(),
             self.partitions,

@@ -24,8 +24,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use sluice_checkpoint::Epoch;
-use sluice_connectors::file::FileSource;
-use sluice_connectors::{FileSourceSpec, Source, Split};
+use sluice_connectors::{ReadContext, ReadCounters, Source, SourceSpec, Split};
 
 use crate::protocol::{FetchRequest, MapOutputLocation, StageId};
 
@@ -53,6 +52,8 @@ pub struct TaskInputs {
     pub inputs: BTreeMap<StageId, Vec<MapOutputLocation>>,
     /// How to fetch them.
     pub fetcher: Arc<dyn ShuffleFetch>,
+    /// Bad records the task's scans set aside.
+    pub read_counters: std::sync::Mutex<ReadCounters>,
 }
 
 fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {
@@ -72,13 +73,13 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
-/// Reads a file table's splits for one partition.
+/// Reads a source table's splits for one partition.
 #[derive(Debug, Clone)]
 pub struct SourceScanExec {
     /// The table's name; keys the task's split assignment.
     pub table: String,
     /// How to read it.
-    pub spec: FileSourceSpec,
+    pub spec: SourceSpec,
     /// The table's full schema.
     pub schema: SchemaRef,
     /// Columns to produce (indices into `schema`).
@@ -93,7 +94,7 @@ impl SourceScanExec {
     /// A scan of `table` with `partitions` partitions.
     pub fn try_new(
         table: String,
-        spec: FileSourceSpec,
+        spec: SourceSpec,
         schema: SchemaRef,
         projection: Option<Vec<usize>>,
         partitions: usize,
@@ -119,8 +120,10 @@ impl DisplayAs for SourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "SourceScanExec: table={}, format={:?}, partitions={}",
-            self.table, self.spec.format, self.partitions
+            "SourceScanExec: table={}, {}, partitions={}",
+            self.table,
+            self.spec.describe(),
+            self.partitions
         )
     }
 }
@@ -164,7 +167,11 @@ impl ExecutionPlan for SourceScanExec {
             .and_then(|parts| parts.get(partition))
             .cloned()
             .unwrap_or_default();
-        let source = FileSource::new(self.spec.clone(), self.schema.clone());
+        let source = self.spec.build(self.schema.clone());
+        let ctx = ReadContext {
+            query_id: inputs.query_id.clone(),
+            epoch: inputs.epoch,
+        };
         // A scan producing no columns (count(*)) still needs row counts: read one column and
         // drop it.
         let (read_projection, count_only) = match &self.projection {
@@ -173,11 +180,14 @@ impl ExecutionPlan for SourceScanExec {
         };
         let state = ScanState {
             source,
+            ctx,
+            inputs,
             splits: splits.into(),
             current: None,
             projection: read_projection,
             count_only,
             schema: self.projected.clone(),
+            rows: 0,
         };
         // Reading and decoding run inline, in the task: executors run tasks on a dedicated
         // compute runtime (one thread per slot) that nothing latency-sensitive shares, so a
@@ -200,12 +210,16 @@ impl ExecutionPlan for SourceScanExec {
 
 /// Where a scan partition is in its splits.
 struct ScanState {
-    source: FileSource,
+    source: Arc<dyn Source>,
+    ctx: ReadContext,
+    inputs: Arc<TaskInputs>,
     splits: std::collections::VecDeque<Split>,
     current: Option<Box<dyn sluice_connectors::SplitReader>>,
     projection: Option<Vec<usize>>,
     count_only: bool,
     schema: SchemaRef,
+    /// Rows read from the current split.
+    rows: u64,
 }
 
 impl ScanState {
@@ -218,12 +232,16 @@ impl ScanState {
                 };
                 self.current = Some(
                     self.source
-                        .open(&split, self.projection.as_deref())
+                        .open(&split, self.projection.as_deref(), &self.ctx)
                         .map_err(ext)?,
                 );
             }
             let reader = self.current.as_mut().expect("opened above");
-            match reader.next_batch().map_err(ext)? {
+            let next = reader.next_batch().map_err(ext)?;
+            if let Some(batch) = &next {
+                self.rows += batch.num_rows() as u64;
+            }
+            match next {
                 Some(batch) if self.count_only => {
                     return Ok(Some(RecordBatch::try_new_with_options(
                         self.schema.clone(),
@@ -232,7 +250,16 @@ impl ScanState {
                     )?))
                 }
                 Some(batch) => return Ok(Some(batch)),
-                None => self.current = None,
+                None => {
+                    let mut counters = reader.counters();
+                    counters.rows = std::mem::take(&mut self.rows);
+                    self.inputs
+                        .read_counters
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(counters);
+                    self.current = None;
+                }
             }
         }
     }
