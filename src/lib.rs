@@ -5,8 +5,11 @@
 //! - [`table`]: reading a Parquet table back *independently* of Sluice's sink code — plain
 //!   `parquet` crate readers plus hive-style directory names — so tests check what any reader
 //!   would see.
+//! - [`broker`]: a real Kafka-protocol broker on loopback (installed on first use) and a
+//!   producer.
 //! - [`sluice_binary`]: where the built `sluice` binary is.
 
+pub mod broker;
 pub mod datagen;
 pub mod table;
 

@@ -255,3 +255,71 @@ fn ctrl_c_stops_the_job_commits_nothing_and_stops_executors() {
         .all(|p| !alive(*p))));
     assert!(all_files(&d.join("out")).is_empty());
 }
+
+#[test]
+fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    group_by_job(d);
+    ok(&sluice(d, &["cluster", "init", "cluster"]));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let driver_args = [
+        "driver",
+        "job.sql",
+        "--listen",
+        &listen,
+        "--cluster-dir",
+        "cluster",
+        "--min-executors",
+        "2",
+        "--checkpoint",
+        "ckpt",
+    ];
+    let first = Logged::spawn(d, &driver_args, &[]);
+    // Slow tasks, so the driver dies mid-epoch.
+    let executors: Vec<_> = (0..2)
+        .map(|_| {
+            Logged::spawn(
+                d,
+                &[
+                    "executor",
+                    "--driver",
+                    &listen,
+                    "--cluster-dir",
+                    "cluster",
+                    "--slots",
+                    "1",
+                ],
+                &[("SLUICE_TEST_TASK_DELAY_MS", "1500")],
+            )
+        })
+        .collect();
+    first.wait_for("scheduling epoch", Duration::from_secs(60));
+    let mut first = first;
+    first.child.kill().unwrap(); // SIGKILL
+    let _ = first.child.wait();
+    for e in &executors {
+        e.wait_for(
+            "waiting up to 600s for the driver to return",
+            Duration::from_secs(30),
+        );
+        assert!(
+            alive(e.child.id()),
+            "a standalone executor outlives its driver"
+        );
+    }
+    // The same command again: the executors join it and the recorded epoch is re-run.
+    let second = Logged::spawn(d, &driver_args, &[]);
+    let (code, log) = second.finish(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("re-running epoch with its recorded input"),
+        "{log}"
+    );
+    assert_eq!(read_rows(&d.join("out/totals")), expected(d));
+    for e in executors {
+        let (code, log) = e.finish(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "executor exits cleanly after the job: {log}");
+    }
+}

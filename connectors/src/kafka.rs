@@ -6,7 +6,7 @@
 //! the offsets log — not consumer-group commits — is the truth, and a replay reads exactly the
 //! same records. Partitions are *assigned* (never subscribed): no group rebalances.
 //!
-//! Executors read a range with a pooled `BaseConsumer` and decode records straight into Arrow
+//! Executors read a range with a fresh `BaseConsumer` per split and decode records straight into Arrow
 //! arrays: `raw` appends key/value/coordinates to array builders, `json` feeds values to
 //! arrow-json's push decoder built for the declared (projected) schema. A record that does not
 //! decode is handled by the source's policy: `fail` names topic, partition and offset; `skip`
@@ -14,10 +14,10 @@
 //! dead-letter table under a name fixed by (query, epoch, topic, partition, range), so a replay
 //! rewrites the same file instead of adding one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -247,7 +247,7 @@ impl Source for KafkaSource {
             },
             KafkaFormat::Json => Decoding::Json,
         };
-        let consumer = PooledConsumer::take(&self.spec)?;
+        let consumer = SplitConsumer::take(&self.spec)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&split.topic, split.partition, Offset::Offset(split.start))
             .map_err(|e| self.error(e))?;
@@ -525,58 +525,28 @@ fn client_config(spec: &KafkaSourceSpec) -> ClientConfig {
     config
 }
 
-/// Idle consumers per client configuration, reused across tasks of an executor (creating one
-/// costs a broker connection).
-static POOL: LazyLock<Mutex<HashMap<String, Vec<BaseConsumer>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-struct PooledConsumer {
-    key: String,
-    consumer: Option<BaseConsumer>,
+/// A consumer for one split. Each reader gets a fresh one: a reused consumer could deliver
+/// records prefetched for an earlier assignment, and a stale one beyond the range would look
+/// like its end.
+struct SplitConsumer {
+    consumer: BaseConsumer,
 }
 
-impl PooledConsumer {
+impl SplitConsumer {
     fn take(spec: &KafkaSourceSpec) -> Result<Self> {
-        let key = format!("{}|{:?}", spec.bootstrap_servers, spec.properties);
-        let pooled = POOL
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&key)
-            .and_then(|v| v.pop());
         let consumer =
-            match pooled {
-                Some(c) => c,
-                None => client_config(spec).create::<BaseConsumer>().map_err(|e| {
-                    ConnectorError::Kafka {
-                        bootstrap_servers: spec.bootstrap_servers.clone(),
-                        topic: spec.topic.clone(),
-                        message: format!("cannot create a consumer: {e}"),
-                    }
-                })?,
-            };
-        Ok(Self {
-            key,
-            consumer: Some(consumer),
-        })
+            client_config(spec)
+                .create::<BaseConsumer>()
+                .map_err(|e| ConnectorError::Kafka {
+                    bootstrap_servers: spec.bootstrap_servers.clone(),
+                    topic: spec.topic.clone(),
+                    message: format!("cannot create a consumer: {e}"),
+                })?;
+        Ok(Self { consumer })
     }
 
     fn get(&self) -> &BaseConsumer {
-        self.consumer.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for PooledConsumer {
-    fn drop(&mut self) {
-        if let Some(c) = self.consumer.take() {
-            // A consumer whose assignment cannot be dropped is discarded, not reused.
-            if c.unassign().is_ok() {
-                POOL.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(std::mem::take(&mut self.key))
-                    .or_default()
-                    .push(c);
-            }
-        }
+        &self.consumer
     }
 }
 
@@ -597,7 +567,7 @@ struct RecordMeta {
 /// Reads one [`KafkaSplit`].
 struct KafkaReader {
     spec: KafkaSourceSpec,
-    consumer: Option<PooledConsumer>,
+    consumer: Option<SplitConsumer>,
     split: KafkaSplit,
     /// The next offset expected.
     next: i64,
@@ -782,7 +752,7 @@ impl SplitReader for KafkaReader {
                 if let Some(dl) = self.dead_letters.take() {
                     dl.finish()?;
                 }
-                self.consumer = None; // back to the pool
+                self.consumer = None; // closes the connection
                 return Ok(None);
             }
             self.values.clear();

@@ -416,9 +416,11 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
                 invalid("start = 'timestamp' needs option 'start_timestamp_ms'".into())
             })?)
         }
-        Some(other) => return Err(invalid(format!(
+        Some(other) => {
+            return Err(invalid(format!(
             "option 'start' must be 'earliest', 'latest', 'offsets' or 'timestamp', not '{other}'"
-        ))),
+        )))
+        }
     };
     if !matches!(start, StartPosition::Offsets(_)) && options.contains_key("start_offsets") {
         return Err(invalid(

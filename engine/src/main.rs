@@ -95,6 +95,10 @@ enum Command {
         /// Seconds to keep trying to reach the driver at start-up.
         #[arg(long, default_value_t = 60)]
         connect_timeout_secs: u64,
+        /// Seconds to wait for a lost driver to come back (a restarted driver resumes its
+        /// query); 0 exits when the driver is lost.
+        #[arg(long, default_value_t = 600)]
+        rejoin_timeout_secs: u64,
         /// Exit when this process is gone (used by the local cluster manager).
         #[arg(long, hide = true)]
         parent_pid: Option<u32>,
@@ -177,6 +181,12 @@ struct DriverArgs {
     /// epochs' records, a process crash cannot).
     #[arg(long)]
     no_fsync: bool,
+    /// Run an epoch on every trigger even when no source has new data (streaming).
+    #[arg(long)]
+    no_data_epochs: bool,
+    /// Stop after this many epochs have committed in this run (streaming).
+    #[arg(long)]
+    max_epochs: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -257,6 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bind,
             advertise,
             connect_timeout_secs,
+            rejoin_timeout_secs,
             parent_pid,
         } => {
             let driver = driver
@@ -290,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_millis(500),
                 parent_pid,
                 connect_timeout: Duration::from_secs(connect_timeout_secs),
+                rejoin_timeout: Duration::from_secs(rejoin_timeout_secs),
                 task_delay: std::env::var("SLUICE_TEST_TASK_DELAY_MS")
                     .ok()
                     .and_then(|v| v.parse().ok())
@@ -361,6 +373,8 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
         progress_json: common.progress.is_some(),
         retain_epochs: common.retain_epochs.max(1),
         fsync: !common.no_fsync,
+        no_data_epochs: common.no_data_epochs,
+        max_epochs: common.max_epochs,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -314,6 +314,9 @@ impl LocalProcesses {
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true)
+                // Its own process group: a terminal's Ctrl-C reaches the driver only, which
+                // stops gracefully and then stops its executors.
+                .process_group(0)
                 .spawn()?;
             if let Some(pid) = child.id() {
                 pids.insert(name.clone(), pid);

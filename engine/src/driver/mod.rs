@@ -100,6 +100,10 @@ pub struct DriverConfig {
     pub retain_epochs: u64,
     /// fsync the offsets and commit logs (default); off trades power-loss safety for latency.
     pub fsync: bool,
+    /// Run epochs on the trigger even when no source has new data.
+    pub no_data_epochs: bool,
+    /// Stop after this many epochs committed by this run.
+    pub max_epochs: Option<u64>,
 }
 
 /// A registered executor as the driver tracks it.
@@ -243,6 +247,9 @@ fn watch_signals() -> watch::Receiver<u32> {
     rx
 }
 
+/// Consecutive failed attempts to plan an epoch (broker unreachable) before the query fails.
+const PLANNING_RETRIES: u32 = 60;
+
 /// What the loop does after an epoch.
 enum Next {
     Continue,
@@ -322,6 +329,7 @@ impl EpochRunner<'_> {
         let mut next_start = tokio::time::Instant::now();
         let mut last_start: Option<Instant> = None;
         let mut new_epochs = 0u64;
+        let mut planning_failures = 0u32;
         loop {
             if !bounded && *signals.borrow() >= 1 {
                 report.stopped_by_user = true;
@@ -374,14 +382,39 @@ impl EpochRunner<'_> {
                         None => None,
                     };
                     let mut sources = BTreeMap::new();
+                    let mut failed = None;
                     for (name, source) in &planned.sources {
                         let request = PlanRequest {
                             previous: previous.as_ref().and_then(|p| p.sources.get(name)),
                             respect_limit: !matches!(trigger, Some(Trigger::Once)),
                             until: until.get(name),
                         };
-                        sources.insert(name.clone(), source.plan_epoch(&request)?);
+                        match source.plan_epoch(&request) {
+                            Ok(s) => {
+                                sources.insert(name.clone(), s);
+                            }
+                            Err(e) => {
+                                failed = Some(EngineError::from(e));
+                                break;
+                            }
+                        }
                     }
+                    if let Some(e) = failed {
+                        // A broker that is briefly unreachable must not end a streaming query:
+                        // nothing was recorded, so the epoch is simply planned again later.
+                        planning_failures += 1;
+                        if bounded || !e.is_retryable() || planning_failures > PLANNING_RETRIES {
+                            return Err(e);
+                        }
+                        eprintln!(
+                            "sluice: planning epoch {epoch} failed ({e}); retrying in 1s ({planning_failures}/{PLANNING_RETRIES})"
+                        );
+                        interruptible(&mut signals, 1, tokio::time::sleep(Duration::from_secs(1)))
+                            .await
+                            .ok();
+                        continue;
+                    }
+                    planning_failures = 0;
                     timings.offsets = planning_started.elapsed();
                     let has_work = bounded
                         || sources
@@ -390,6 +423,7 @@ impl EpochRunner<'_> {
                     if !has_work {
                         match trigger {
                             Some(Trigger::Once) | Some(Trigger::AvailableNow) => break,
+                            _ if self.config.no_data_epochs => {}
                             _ => {
                                 // Nothing new: no epoch; look again at the next trigger.
                                 let wait =
@@ -471,7 +505,7 @@ impl EpochRunner<'_> {
             report.timings.offsets += timings.offsets + timings.offsets_write;
             report.timings.execution += timings.execution;
             report.timings.commit += timings.commit + timings.commit_write;
-            if bounded {
+            if bounded || self.config.max_epochs.is_some_and(|m| report.epochs >= m) {
                 break;
             }
             if let Next::Stop = self

@@ -59,6 +59,8 @@ pub struct ExecutorConfig {
     pub parent_pid: Option<u32>,
     /// How long to keep trying to reach the driver at start-up.
     pub connect_timeout: Duration,
+    /// How long a standalone executor waits for a lost driver to return (zero: exit at once).
+    pub rejoin_timeout: Duration,
     /// Test hook: delay before every task (from `SLUICE_TEST_TASK_DELAY_MS`).
     pub task_delay: Option<Duration>,
 }
@@ -116,17 +118,40 @@ async fn serve(
     });
     let _data_server = AbortOnDrop(data_server);
 
-    let conn = connect_with_retry(&endpoint, config.driver, config.connect_timeout).await?;
-    let outcome = session(&conn, &config, &endpoint, &store, compute, network).await;
-    // A driver that finished and closed its endpoint is a normal end, not an error.
-    let outcome = match (outcome, conn.close_reason()) {
-        (Err(_), Some(quinn::ConnectionError::ApplicationClosed(close)))
-            if close.error_code == quinn::VarInt::from_u32(0) =>
-        {
-            info!("driver closed the connection");
-            Ok(())
+    let mut timeout = config.connect_timeout;
+    let outcome = loop {
+        let conn = connect_with_retry(&endpoint, config.driver, timeout).await?;
+        let outcome = session(
+            &conn,
+            &config,
+            &endpoint,
+            &store,
+            compute.clone(),
+            network.clone(),
+        )
+        .await;
+        // A driver that finished and closed its endpoint is a normal end, not an error.
+        let outcome = match (outcome, conn.close_reason()) {
+            (Err(_), Some(quinn::ConnectionError::ApplicationClosed(close)))
+                if close.error_code == quinn::VarInt::from_u32(0) =>
+            {
+                info!("driver closed the connection");
+                Ok(())
+            }
+            (other, _) => other,
+        };
+        match outcome {
+            // A standalone executor outlives a lost driver and joins it again when it returns
+            // (a restarted driver resumes its query from the checkpoint).
+            Err(e) if config.parent_pid.is_none() && !config.rejoin_timeout.is_zero() => {
+                warn!(
+                    "{e}; waiting up to {}s for the driver to return",
+                    config.rejoin_timeout.as_secs()
+                );
+                timeout = config.rejoin_timeout;
+            }
+            other => break other,
         }
-        (other, _) => other,
     };
     endpoint.close("executor exiting");
     outcome

@@ -1,0 +1,176 @@
+//! P2 — the cost of an epoch with no new data.
+//!
+//! Workload: a 2-stage streaming query (`SELECT kind, count(*) ... GROUP BY kind` from an empty
+//! Kafka topic with 2 partitions into a Parquet table) on 2 executor processes, run with
+//! `--trigger 0ms --no-data-epochs --max-epochs N`: every epoch plans offsets (asking the broker
+//! for watermarks), records `offsets/N`, runs both stages' tasks on the executors, commits the
+//! sink and writes `commits/N`. Each epoch's `duration_ms.total` is read from the checkpoint's
+//! progress records; p50 and p99 are printed with and without fsync.
+//!
+//! Peer, same machine, same run: PySpark's `durationMs.triggerExecution` for a trivial
+//! `rate -> noop` streaming query (when `.venv/bin/python` has pyspark; see
+//! `scripts/bench-peers.sh`). Targets: p50 ≤ 1 ms without fsync; ≥ 50× below PySpark.
+//!
+//! Run: `scripts/bench-p2.sh [--epochs 300] [--spark-seconds 30] [--no-spark]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sluice::broker::Broker;
+
+struct Args {
+    epochs: u64,
+    spark_seconds: u64,
+    spark: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        epochs: 300,
+        spark_seconds: 30,
+        spark: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--epochs" => a.epochs = it.next().and_then(|v| v.parse().ok()).expect("--epochs N"),
+            "--spark-seconds" => {
+                a.spark_seconds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--spark-seconds N")
+            }
+            "--no-spark" => a.spark = false,
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Runs the query for `epochs` epochs; returns each epoch's total duration (ms), sorted.
+fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Vec<f64> {
+    let job = dir.join("p2.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE events (user_id BIGINT, kind VARCHAR, amount DOUBLE, ts TIMESTAMP)\n\
+             WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'p2', format = 'json');\n\
+             CREATE TABLE counts WITH (connector = 'parquet', path = 'out/');\n\
+             INSERT INTO counts SELECT kind, count(*) AS n FROM events GROUP BY kind;\n",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let checkpoint = dir.join(if fsync { "ckpt-fsync" } else { "ckpt-nofsync" });
+    let _ = std::fs::remove_dir_all(&checkpoint);
+    let mut cmd = Command::new(sluice::sluice_binary());
+    cmd.current_dir(dir)
+        .args([
+            "run",
+            "p2.sql",
+            "--executors",
+            "2",
+            "--slots",
+            "1",
+            "--trigger",
+            "0ms",
+        ])
+        .args(["--no-data-epochs", "--retain-epochs", "100000"])
+        .args(["--max-epochs", &epochs.to_string()])
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if !fsync {
+        cmd.arg("--no-fsync");
+    }
+    let status = cmd.status().expect("sluice runs");
+    assert!(status.success(), "sluice failed: {status}");
+    let mut out = Vec::new();
+    // The first epochs warm up (first task of each stage on each executor).
+    for n in 5..epochs {
+        let path = checkpoint.join("progress").join(n.to_string());
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("progress record")).unwrap();
+        out.push(v["duration_ms"]["total"].as_f64().unwrap());
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn spark(root: &Path, seconds: u64) -> Option<Vec<f64>> {
+    let python = root.join(".venv/bin/python");
+    if !python.exists() {
+        eprintln!("PySpark: .venv/bin/python missing (run scripts/bench-peers.sh); skipped");
+        return None;
+    }
+    let out = Command::new(python)
+        .arg(root.join("benches/peers/p2_spark.py"))
+        .arg(seconds.to_string())
+        .output()
+        .expect("python runs");
+    if !out.status.success() {
+        eprintln!("PySpark failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("trigger_execution_ms="))?;
+    let mut v: Vec<f64> = serde_json::from_str(json).ok()?;
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Some(v)
+}
+
+fn main() {
+    let args = args();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let broker = Broker::start();
+    broker.create_topic("p2", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let with_fsync = sluice_epochs(dir.path(), &broker, args.epochs, true);
+    let without = sluice_epochs(dir.path(), &broker, args.epochs, false);
+    println!(
+        "P2: epoch with no new data, 2-stage query, 2 executors ({} epochs measured each)",
+        with_fsync.len()
+    );
+    println!(
+        "  sluice, fsync:     p50 {:8.3} ms   p99 {:8.3} ms",
+        percentile(&with_fsync, 0.5),
+        percentile(&with_fsync, 0.99)
+    );
+    println!(
+        "  sluice, no fsync:  p50 {:8.3} ms   p99 {:8.3} ms   (target p50 <= 1 ms: {})",
+        percentile(&without, 0.5),
+        percentile(&without, 0.99),
+        if percentile(&without, 0.5) <= 1.0 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    if args.spark {
+        if let Some(s) = spark(&root, args.spark_seconds) {
+            let ratio = percentile(&s, 0.5) / percentile(&without, 0.5);
+            println!(
+                "  PySpark rate->noop triggerExecution: p50 {:8.3} ms   p99 {:8.3} ms ({} batches)",
+                percentile(&s, 0.5),
+                percentile(&s, 0.99),
+                s.len()
+            );
+            println!(
+                "  ratio PySpark p50 / Sluice p50 (no fsync): {ratio:.1}x (target >= 50x: {}); with fsync {:.1}x",
+                if ratio >= 50.0 { "met" } else { "MISSED" },
+                percentile(&s, 0.5) / percentile(&with_fsync, 0.5)
+            );
+        }
+    }
+}

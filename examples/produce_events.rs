@@ -1,0 +1,56 @@
+//! Produces JSON `events` records (the README's streaming example) to a Kafka topic.
+//!
+//!   cargo run --example produce_events -- --bootstrap 127.0.0.1:9092 --topic events \
+//!       --partitions 4 --count 100000 [--first 0]
+//!
+//! Record `i` is `{"user_id": i, "kind": "k<i%7>", "amount": <i%100+1>.5, "ts": "2026-11-0<i%3+1>T10:00:00Z"}`
+//! on partition `i % partitions`; the last record of each partition is sent alone (see
+//! `sluice::broker`).
+
+fn main() {
+    let mut bootstrap = "127.0.0.1:9092".to_string();
+    let mut topic = "events".to_string();
+    let (mut partitions, mut count, mut first) = (4u64, 100_000u64, 0u64);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bootstrap" => bootstrap = value,
+            "--topic" => topic = value,
+            "--partitions" => partitions = value.parse().expect("--partitions N"),
+            "--count" => count = value.parse().expect("--count N"),
+            "--first" => first = value.parse().expect("--first N"),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    let event = |i: u64| {
+        format!(
+            r#"{{"user_id": {i}, "kind": "k{}", "amount": {}.5, "ts": "2026-11-0{}T10:00:00Z"}}"#,
+            i % 7,
+            i % 100 + 1,
+            i % 3 + 1
+        )
+        .into_bytes()
+    };
+    let end = first + count;
+    let tail = end.saturating_sub(partitions).max(first);
+    let record = |i: u64| {
+        (
+            (i % partitions) as i32,
+            i.to_string().into_bytes(),
+            event(i),
+        )
+    };
+    let started = std::time::Instant::now();
+    sluice::broker::Producer::connect(&bootstrap).send_all(
+        &topic,
+        (first..tail).map(record),
+        (tail..end).map(record),
+    );
+    eprintln!(
+        "produced {count} records to {topic} in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,545 @@
+//! Streaming end to end: a real Kafka-protocol broker on loopback (started by the test, installed
+//! on first use), `sluice run` as real driver and executor processes, and the Parquet output read
+//! back with the `parquet` crate.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int64Array};
+use common::{fails, ok, sluice, spawn, wait_output, Logged};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::Rng;
+use sluice::broker::Broker;
+
+/// One JSON event; `user_id` is unique per record.
+fn event(i: u64) -> Vec<u8> {
+    format!(
+        r#"{{"user_id": {i}, "kind": "k{}", "amount": {}.5, "ts": "2026-11-0{}T10:00:00Z"}}"#,
+        i % 7,
+        i % 100 + 1,
+        i % 3 + 1
+    )
+    .into_bytes()
+}
+
+/// Produces events `ids` round-robin over `partitions`, ending with single-record batches.
+fn produce(broker: &Broker, topic: &str, partitions: i32, ids: std::ops::Range<u64>) {
+    let producer = broker.producer();
+    let tail = (ids.end.saturating_sub(partitions as u64)).max(ids.start);
+    producer.send_all(
+        topic,
+        (ids.start..tail).map(|i| {
+            (
+                (i % partitions as u64) as i32,
+                i.to_string().into_bytes(),
+                event(i),
+            )
+        }),
+        (tail..ids.end).map(|i| {
+            (
+                (i % partitions as u64) as i32,
+                i.to_string().into_bytes(),
+                event(i),
+            )
+        }),
+    );
+}
+
+fn pipeline(dir: &Path, broker: &Broker, topic: &str, options: &str) {
+    let sql = format!(
+        "CREATE TABLE events (user_id BIGINT, kind VARCHAR, amount DOUBLE, ts TIMESTAMP)\n\
+         WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json',\n\
+               start = 'earliest'{options});\n\
+         CREATE TABLE lake WITH (connector = 'parquet', path = 'lake/events/', partition_by = 'dt');\n\
+         INSERT INTO lake SELECT *, CAST(ts AS DATE) AS dt FROM events WHERE amount > 0;\n",
+        broker.bootstrap()
+    );
+    std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
+}
+
+/// Every `user_id` in the published table, read with the parquet crate.
+fn user_ids(root: &Path) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for file in sluice::table::parquet_files(root) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = batch
+                .column_by_name("user_id")
+                .expect("user_id column")
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("BIGINT");
+            ids.extend((0..col.len()).map(|i| col.value(i)));
+        }
+    }
+    ids
+}
+
+fn assert_exactly(ids: &[i64], expected: std::ops::Range<u64>) {
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "{} duplicate rows in the output",
+        ids.len() - distinct.len()
+    );
+    let want: BTreeSet<i64> = expected.map(|i| i as i64).collect();
+    let missing = want.difference(&distinct).count();
+    let extra = distinct.difference(&want).count();
+    assert!(
+        missing == 0 && extra == 0,
+        "{missing} records missing, {extra} unexpected ({} rows read)",
+        ids.len()
+    );
+}
+
+fn progress_records(checkpoint: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<(u64, serde_json::Value)> = std::fs::read_dir(checkpoint.join("progress"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.parse::<u64>().ok()?;
+                    let v = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                    Some((n, v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by_key(|(n, _)| *n);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+#[test]
+fn kafka_to_parquet_is_exactly_once_across_three_driver_kill_9s() {
+    const N: u64 = 1_000_000;
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(
+        dir.path(),
+        &broker,
+        "events",
+        ", max_records_per_trigger = '60000'",
+    );
+    // Records arrive (single-record batches, ~4 minutes) while the pipeline runs and is
+    // killed three times at random moments; then it runs on until the producer is done.
+    let producer_broker = &broker;
+    let args = [
+        "run",
+        "pipeline.sql",
+        "--checkpoint",
+        "ckpt",
+        "--trigger",
+        "200ms",
+    ];
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || produce(producer_broker, "events", 4, 0..N));
+        let mut rng = rand::rng();
+        let commits = dir.path().join("ckpt/commits");
+        let committed = || std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0);
+        for round in 0..3 {
+            let before = committed();
+            let mut child = spawn(dir.path(), &args, &[]);
+            let started = Instant::now();
+            // Let it commit something new, then kill it at a random moment.
+            common::eventually(Duration::from_secs(120), || committed() > before);
+            std::thread::sleep(Duration::from_millis(rng.random_range(500..15_000)));
+            child.kill().unwrap(); // SIGKILL
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                !out.status.success(),
+                "the driver was killed, not finished: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "round {round}: killed -9 after {:?} ({} epochs committed so far)",
+                started.elapsed(),
+                committed()
+            );
+        }
+        let last = spawn(dir.path(), &args, &[]);
+        producer.join().unwrap();
+        // Stop it gracefully (SIGTERM: after the current epoch commits).
+        unsafe { libc::kill(last.id() as i32, libc::SIGTERM) };
+        let out = wait_output(last, Duration::from_secs(300));
+        ok(&out);
+    });
+    // The same command resumes; `available-now` drains what is left and exits.
+    let out = sluice(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "available-now",
+        ],
+    );
+    ok(&out);
+    let ids = user_ids(&dir.path().join("lake/events"));
+    assert_exactly(&ids, 0..N);
+    // Readers listing the table see only published Parquet files.
+    for f in sluice::table::all_files(&dir.path().join("lake/events")) {
+        assert!(
+            f.extension().is_some_and(|e| e == "parquet"),
+            "stray file in the table: {}",
+            f.display()
+        );
+    }
+    let progress = progress_records(&dir.path().join("ckpt"));
+    assert!(
+        progress.len() > 3,
+        "expected many epochs, got {}",
+        progress.len()
+    );
+}
+
+#[test]
+fn trigger_once_reads_everything_in_one_epoch_and_available_now_respects_the_limit() {
+    let broker = Broker::start();
+    broker.create_topic("t1", 2);
+    produce(&broker, "t1", 2, 0..1000);
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(
+        dir.path(),
+        &broker,
+        "t1",
+        ", max_records_per_trigger = '300'",
+    );
+    ok(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+            "--progress",
+            "json",
+        ],
+    ));
+    assert_exactly(&user_ids(&dir.path().join("lake/events")), 0..1000);
+    let progress = progress_records(&dir.path().join("ckpt"));
+    assert_eq!(progress.len(), 1, "once is one epoch, whatever the limit");
+    assert_eq!(progress[0]["input_rows"], 1000);
+
+    // More data: available-now drains it in epochs of at most 300 records, then exits.
+    produce(&broker, "t1", 2, 1000..2000);
+    let out = sluice(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "available-now",
+            "--progress",
+            "json",
+        ],
+    );
+    let stdout = ok(&out);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 4, "1000 records at 300 per epoch: {stdout}");
+    for p in &lines {
+        assert!(p["input_rows"].as_u64().unwrap() <= 300, "{p}");
+        assert!(p["duration_ms"]["execution"].as_f64().is_some(), "{p}");
+        assert!(p["sources"]["events"]["partitions"].is_array(), "{p}");
+    }
+    assert_exactly(&user_ids(&dir.path().join("lake/events")), 0..2000);
+    // Nothing new: exits at once without an epoch.
+    let out = sluice(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "available-now",
+        ],
+    );
+    ok(&out);
+    assert_exactly(&user_ids(&dir.path().join("lake/events")), 0..2000);
+    // Inspection shows the epochs, offsets and the lag against the live broker.
+    let text = ok(&sluice(dir.path(), &["checkpoint", "inspect", "ckpt"]));
+    assert!(text.contains("next offsets: 0:1000, 1:1000"), "{text}");
+    assert!(text.contains("lag of events now: 0 records"), "{text}");
+}
+
+#[test]
+fn a_partition_added_mid_run_is_picked_up_and_ctrl_c_stops_after_a_commit() {
+    let mut broker = Broker::start_durable();
+    broker.create_topic("grow", 1);
+    produce(&broker, "grow", 1, 0..100);
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), &broker, "grow", "");
+    let run = Logged::spawn(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "200ms",
+        ],
+        &[],
+    );
+    run.wait_for("epoch 0 committed", Duration::from_secs(60));
+    // The topic grows to 3 partitions while the query runs (the broker restarts for it: the
+    // query retries planning meanwhile), and a record lands in a new partition.
+    broker.add_partitions("grow", 3);
+    let producer = broker.producer();
+    producer.send_one("grow", 2, b"k", &event(100));
+    producer.flush();
+    run.wait_for("1 rows in", Duration::from_secs(60));
+    // Ctrl-C: the run stops once the current epoch has committed, and exits 0.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let (code, log) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("sluice: stopped after"), "{log}");
+    assert_exactly(&user_ids(&dir.path().join("lake/events")), 0..101);
+}
+
+fn bad_records_pipeline(dir: &Path, broker: &Broker, topic: &str, policy: &str) {
+    let extra = match policy {
+        "dead_letter" => ", on_bad_record = 'dead_letter', dead_letter_path = 'dead/'".to_string(),
+        p => format!(", on_bad_record = '{p}'"),
+    };
+    pipeline(dir, broker, topic, &extra);
+}
+
+#[test]
+fn bad_records_fail_skip_or_go_to_the_dead_letter_table() {
+    let broker = Broker::start();
+    broker.create_topic("bad", 1);
+    let producer = broker.producer();
+    for i in 0..10u64 {
+        let value = match i {
+            3 => b"{\"user_id\": 3, \"kind\": \"x\", \"amount\": ".to_vec(), // truncated
+            6 => b"{\"user_id\": \"six\", \"kind\": \"x\", \"amount\": 1.0}".to_vec(), // wrong type
+            _ => event(i),
+        };
+        producer.send_one("bad", 0, i.to_string().as_bytes(), &value);
+        producer.flush(); // one record per batch
+    }
+    for policy in ["fail", "skip", "dead_letter"] {
+        let dir = tempfile::tempdir().unwrap();
+        bad_records_pipeline(dir.path(), &broker, "bad", policy);
+        let out = sluice(
+            dir.path(),
+            &[
+                "run",
+                "pipeline.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "once",
+                "--progress",
+                "json",
+            ],
+        );
+        let good: Vec<i64> = (0..10).filter(|i| *i != 3 && *i != 6).collect();
+        match policy {
+            "fail" => {
+                let err = fails(&out);
+                assert!(
+                    err.contains("kafka topic 'bad' partition 0 offset 3"),
+                    "the error names topic, partition and offset: {err}"
+                );
+                assert!(
+                    !dir.path().join("ckpt/commits/0").exists(),
+                    "nothing committed"
+                );
+            }
+            "skip" => {
+                let stdout = ok(&out);
+                let p: serde_json::Value =
+                    serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+                assert_eq!(p["skipped_records"], 2, "{p}");
+                let mut ids = user_ids(&dir.path().join("lake/events"));
+                ids.sort();
+                assert_eq!(ids, good);
+            }
+            _ => {
+                let stdout = ok(&out);
+                let p: serde_json::Value =
+                    serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+                assert_eq!(p["dead_lettered_records"], 2, "{p}");
+                let rows = sluice::table::read_rows(&dir.path().join("dead"));
+                assert_eq!(rows.len(), 2, "{rows:?}");
+                // topic, partition, offset, timestamp, key, value, error, epoch
+                assert_eq!(rows[0][0..3], ["bad", "0", "3"]);
+                assert_eq!(rows[1][0..3], ["bad", "0", "6"]);
+                assert!(
+                    rows[1][6].contains("six") || rows[1][6].to_lowercase().contains("parse"),
+                    "{:?}",
+                    rows[1]
+                );
+                let mut ids = user_ids(&dir.path().join("lake/events"));
+                ids.sort();
+                assert_eq!(ids, good);
+            }
+        }
+    }
+}
+
+#[test]
+fn offsets_gone_from_the_broker_fail_or_are_skipped_and_recorded() {
+    let mut broker = Broker::start();
+    broker.create_topic("lost", 1);
+    produce(&broker, "lost", 1, 0..20);
+    let fail_dir = tempfile::tempdir().unwrap();
+    let skip_dir = tempfile::tempdir().unwrap();
+    pipeline(fail_dir.path(), &broker, "lost", "");
+    pipeline(
+        skip_dir.path(),
+        &broker,
+        "lost",
+        ", on_offsets_lost = 'skip'",
+    );
+    for dir in [&fail_dir, &skip_dir] {
+        ok(&sluice(
+            dir.path(),
+            &[
+                "run",
+                "pipeline.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "once",
+            ],
+        ));
+    }
+    // The topic is recreated with fewer records than the queries have read.
+    broker.restart();
+    broker.create_topic("lost", 1);
+    produce(&broker, "lost", 1, 100..105);
+
+    let err = fails(&sluice(
+        fail_dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(
+        err.contains("kafka topic 'lost' partition 0")
+            && err.contains("next offset is 20")
+            && err.contains("on_offsets_lost = 'skip'"),
+        "{err}"
+    );
+
+    let out = sluice(
+        skip_dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+            "--progress",
+            "json",
+        ],
+    );
+    let stdout = ok(&out);
+    let p: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let gap = &p["sources"]["events"]["gaps"][0];
+    assert_eq!(gap["expected"], 20, "{p}");
+    assert_eq!(gap["resumed_at"], 0, "{p}");
+    let mut ids = user_ids(&skip_dir.path().join("lake/events"));
+    ids.sort();
+    let want: Vec<i64> = (0..20).chain(100..105).collect();
+    assert_eq!(ids, want);
+    let text = ok(&sluice(skip_dir.path(), &["checkpoint", "inspect", "ckpt"]));
+    assert!(
+        text.contains("SKIPPED: partition 0 offsets from 20"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_second_driver_and_a_changed_query_are_refused() {
+    let broker = Broker::start();
+    broker.create_topic("fence", 1);
+    produce(&broker, "fence", 1, 0..10);
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), &broker, "fence", "");
+    let first = Logged::spawn(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "500ms",
+        ],
+        &[],
+    );
+    first.wait_for("epoch 0 committed", Duration::from_secs(60));
+    let err = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(err.contains("in use by another driver"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    let (code, log) = first.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+
+    // The same checkpoint with a different query: a clear message, nothing touched.
+    let sql = std::fs::read_to_string(dir.path().join("pipeline.sql")).unwrap();
+    std::fs::write(
+        dir.path().join("changed.sql"),
+        sql.replace("amount > 0", "amount > 1"),
+    )
+    .unwrap();
+    let before = std::fs::read_dir(dir.path().join("ckpt/offsets"))
+        .unwrap()
+        .count();
+    let err = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "changed.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(err.contains("different query"), "{err}");
+    assert_eq!(
+        before,
+        std::fs::read_dir(dir.path().join("ckpt/offsets"))
+            .unwrap()
+            .count()
+    );
+}
