@@ -251,7 +251,7 @@ impl Producer {
 
     /// Sends `(partition, key, value)` records and waits for them all; then one record more
     /// per partition that gets one of `last` alone (see the module docs).
-    pub fn send_all<'a>(
+    pub fn send_all(
         &self,
         topic: &str,
         records: impl IntoIterator<Item = (i32, Vec<u8>, Vec<u8>)>,

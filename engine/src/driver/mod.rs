@@ -250,6 +250,9 @@ fn watch_signals() -> watch::Receiver<u32> {
 /// Consecutive failed attempts to plan an epoch (broker unreachable) before the query fails.
 const PLANNING_RETRIES: u32 = 60;
 
+/// Times a streaming epoch that failed transiently is re-run before the query fails.
+const EPOCH_RETRIES: u32 = 3;
+
 /// What the loop does after an epoch.
 enum Next {
     Continue,
@@ -446,17 +449,41 @@ impl EpochRunner<'_> {
                 }
             };
             self.current = Some(epoch);
-            let result = self
-                .run_epoch(
-                    cluster,
-                    &planned,
-                    &install,
-                    &input,
-                    &mut signals,
-                    threshold,
-                    &mut timings,
-                )
-                .await?;
+            let mut failures = 0u32;
+            let result = loop {
+                let outcome = self
+                    .run_epoch(
+                        cluster,
+                        &planned,
+                        &install,
+                        &input,
+                        &mut signals,
+                        threshold,
+                        &mut timings,
+                    )
+                    .await;
+                match outcome {
+                    Ok(result) => break result,
+                    // A transient failure (a broker hiccup, an I/O error) re-runs the epoch
+                    // with exactly its recorded input, as a restarted driver would.
+                    Err(
+                        e @ EngineError::TaskFailed {
+                            retryable: true, ..
+                        },
+                    ) if !bounded && failures < EPOCH_RETRIES => {
+                        failures += 1;
+                        eprintln!(
+                            "sluice: epoch {epoch} failed ({e}); re-running it with its recorded input ({failures}/{EPOCH_RETRIES})"
+                        );
+                        if let Some(committer) = &self.committer {
+                            committer.abort(&self.query_id, epoch);
+                        }
+                        interruptible(&mut signals, 1, tokio::time::sleep(Duration::from_secs(1)))
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             self.current = None;
             timings.total = epoch_started.elapsed();
             let since_last = last_start.map(|l| epoch_started.duration_since(l));

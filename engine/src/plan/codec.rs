@@ -24,7 +24,7 @@ pub struct SluiceCodec;
 enum Node {
     Scan {
         table: String,
-        spec: SourceSpec,
+        spec: Box<SourceSpec>,
         schema_json: String,
         projection: Option<Vec<usize>>,
         partitions: usize,
@@ -56,7 +56,7 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 partitions,
             } => Arc::new(SourceScanExec::try_new(
                 table,
-                spec,
+                *spec,
                 schema_from_json(&schema_json)?,
                 projection,
                 partitions,
@@ -84,7 +84,7 @@ impl PhysicalExtensionCodec for SluiceCodec {
         let encoded = if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
             Node::Scan {
                 table: scan.table.clone(),
-                spec: scan.spec.clone(),
+                spec: Box::new(scan.spec.clone()),
                 schema_json: schema_to_json(&scan.schema),
                 projection: scan.projection.clone(),
                 partitions: scan.partitions,
