@@ -277,7 +277,7 @@ impl CheckpointStore {
     ) -> Result<()> {
         let dir = self.root.join("sinks").join(sink);
         create_dir(&dir)?;
-        write_atomic(&dir.join(epoch.to_string()), &to_json(record))
+        write_file(&dir.join(epoch.to_string()), &to_json(record), self.durable)
     }
 
     /// The sink commit record of `epoch`, if one was written.
@@ -366,14 +366,22 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one,
 /// also across a power loss: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsyncs only when `durable` (a rename is atomic either way).
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
     file.write_all(bytes)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|e| io("write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io("rename into place", path, e))?;
+    if !durable {
+        return Ok(());
+    }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("sync directory", dir, e))

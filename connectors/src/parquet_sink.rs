@@ -392,6 +392,12 @@ impl Committer for ParquetCommitter {
             return Ok(summary);
         }
         let mut files: Vec<StagedFile> = receipts.into_iter().flat_map(|r| r.files).collect();
+        if files.is_empty() {
+            // Nothing to publish (an epoch without output rows): no record is needed, a
+            // re-run would publish nothing too.
+            self.abort(&store.metadata().query_id, epoch);
+            return Ok(CommitSummary::default());
+        }
         files.sort_by(|a, b| a.final_path.cmp(&b.final_path));
         let record = SinkCommitRecord { files };
         store.write_sink_record(&self.spec.table, epoch, &record)?;
