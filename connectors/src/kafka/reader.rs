@@ -1,0 +1,439 @@
+//! Reading one offset range: a fresh consumer, decoding into Arrow, bad-record policies.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::Offset;
+
+use super::{client_config, dead_letter_schema, raw_schema, BATCH_RECORDS};
+use crate::error::{ConnectorError, Result};
+use crate::options::{BadRecordPolicy, KafkaSourceSpec};
+use crate::{KafkaSplit, ReadContext, ReadCounters, SplitReader};
+
+/// A consumer for one split. Each reader gets a fresh one: a reused consumer could deliver
+/// records prefetched for an earlier assignment, and a stale one beyond the range would look
+/// like its end.
+pub(super) struct SplitConsumer {
+    consumer: BaseConsumer,
+}
+
+impl SplitConsumer {
+    pub(super) fn take(spec: &KafkaSourceSpec) -> Result<Self> {
+        let consumer =
+            client_config(spec)
+                .create::<BaseConsumer>()
+                .map_err(|e| ConnectorError::Kafka {
+                    bootstrap_servers: spec.bootstrap_servers.clone(),
+                    topic: spec.topic.clone(),
+                    message: format!("cannot create a consumer: {e}"),
+                })?;
+        Ok(Self { consumer })
+    }
+
+    pub(super) fn get(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+}
+
+pub(super) enum Decoding {
+    Raw { projection: Option<Vec<usize>> },
+    Json,
+}
+
+/// A record's coordinates while its batch is being decoded.
+struct RecordMeta {
+    offset: i64,
+    timestamp: Option<i64>,
+    /// Byte range of the value in the reader's value buffer (`None`: no value).
+    value: Option<(usize, usize)>,
+    key: Option<Vec<u8>>,
+}
+
+/// Reads one [`KafkaSplit`].
+pub(super) struct KafkaReader {
+    spec: KafkaSourceSpec,
+    consumer: Option<SplitConsumer>,
+    split: KafkaSplit,
+    /// The next offset expected.
+    next: i64,
+    decoding: Decoding,
+    schema: SchemaRef,
+    dead_letters: Option<DeadLetters>,
+    counters: ReadCounters,
+    /// Values of the batch being collected, back to back (reused across batches).
+    values: Vec<u8>,
+    records: Vec<RecordMeta>,
+}
+
+impl KafkaReader {
+    pub(super) fn new(
+        spec: KafkaSourceSpec,
+        consumer: SplitConsumer,
+        split: KafkaSplit,
+        decoding: Decoding,
+        schema: SchemaRef,
+        dead_letters: Option<DeadLetters>,
+    ) -> Self {
+        Self {
+            spec,
+            consumer: Some(consumer),
+            next: split.start,
+            split,
+            decoding,
+            schema,
+            dead_letters,
+            counters: ReadCounters::default(),
+            values: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    fn error(&self, message: String) -> ConnectorError {
+        ConnectorError::Kafka {
+            bootstrap_servers: self.spec.bootstrap_servers.clone(),
+            topic: self.split.topic.clone(),
+            message: format!("partition {}: {message}", self.split.partition),
+        }
+    }
+
+    /// Polls records into the buffers until a batch is full or the range is read.
+    fn collect(&mut self, raw: &mut Option<RawBuilders>) -> Result<()> {
+        let timeout = Duration::from_millis(self.spec.read_timeout_ms);
+        let mut last_progress = Instant::now();
+        let keep_keys = self.dead_letters.is_some();
+        let consumer = self.consumer.as_ref().expect("open while reading");
+        while self.next < self.split.end && self.records.len() < BATCH_RECORDS {
+            match consumer.get().poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => {
+                    let offset = msg.offset();
+                    if offset < self.next {
+                        continue;
+                    }
+                    if offset >= self.split.end {
+                        self.next = self.split.end;
+                        break;
+                    }
+                    self.next = offset + 1;
+                    last_progress = Instant::now();
+                    let timestamp = msg.timestamp().to_millis();
+                    if let Some(raw) = raw.as_mut() {
+                        raw.append(&msg, &self.split.topic);
+                        self.records.push(RecordMeta {
+                            offset,
+                            timestamp,
+                            value: None,
+                            key: None,
+                        });
+                        continue;
+                    }
+                    let value = msg.payload().map(|v| {
+                        let start = self.values.len();
+                        self.values.extend_from_slice(v);
+                        self.values.push(b'\n');
+                        (start, v.len())
+                    });
+                    self.records.push(RecordMeta {
+                        offset,
+                        timestamp,
+                        value,
+                        key: if keep_keys {
+                            msg.key().map(|k| k.to_vec())
+                        } else {
+                            None
+                        },
+                    });
+                }
+                Some(Err(e)) => {
+                    return Err(self.error(format!("reading at offset {}: {e}", self.next)));
+                }
+                None => {
+                    // Offsets can be missing from a range (transaction markers, compaction):
+                    // the consumer's position says whether anything is left.
+                    let position = consumer.get().position().ok().and_then(|tpl| {
+                        tpl.find_partition(&self.split.topic, self.split.partition)
+                            .map(|e| e.offset())
+                    });
+                    if let Some(Offset::Offset(p)) = position {
+                        if p >= self.split.end {
+                            self.next = self.split.end;
+                            break;
+                        }
+                    }
+                    if last_progress.elapsed() > timeout {
+                        return Err(self.error(format!(
+                            "no record at offset {} within {} ms although the epoch's range [{}, {}) was on the broker when planned",
+                            self.next, self.spec.read_timeout_ms, self.split.start, self.split.end
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the collected JSON values; bad records go to the policy.
+    fn decode_json(&mut self) -> Result<RecordBatch> {
+        let mut good: Vec<usize> = Vec::with_capacity(self.records.len());
+        let mut bad: Vec<(usize, String)> = Vec::new();
+        for (i, r) in self.records.iter().enumerate() {
+            match r.value {
+                Some(_) => good.push(i),
+                None => bad.push((i, "the record has no value".into())),
+            }
+        }
+        let batch = match self.decode_values(&good) {
+            Ok(batch) => batch,
+            Err(_) => {
+                // Find the culprits one by one (only on this slow path), then decode the rest.
+                let mut ok = Vec::with_capacity(good.len());
+                for &i in &good {
+                    match self.decode_values(&[i]) {
+                        Ok(_) => ok.push(i),
+                        Err(e) => bad.push((i, e)),
+                    }
+                }
+                self.decode_values(&ok).map_err(|e| self.error(e))?
+            }
+        };
+        bad.sort_by_key(|(i, _)| *i);
+        for (i, message) in bad {
+            let record = &self.records[i];
+            match self.spec.on_bad_record {
+                BadRecordPolicy::Fail => {
+                    return Err(ConnectorError::BadMessage {
+                        topic: self.split.topic.clone(),
+                        partition: self.split.partition,
+                        offset: record.offset,
+                        message: format!(
+                            "{message} (set on_bad_record = 'skip' or 'dead_letter' to continue past bad records)"
+                        ),
+                    })
+                }
+                BadRecordPolicy::Skip => self.counters.skipped += 1,
+                BadRecordPolicy::DeadLetter => {
+                    let value = record
+                        .value
+                        .map(|(start, len)| &self.values[start..start + len]);
+                    if let Some(dl) = self.dead_letters.as_mut() {
+                        dl.push(record, value, &message);
+                    }
+                    self.counters.dead_lettered += 1;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Decodes the values of `records` (indices) into one batch, or says why not.
+    fn decode_values(&self, records: &[usize]) -> std::result::Result<RecordBatch, String> {
+        let mut decoder = arrow::json::ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(records.len().max(1))
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        for (n, &i) in records.iter().enumerate() {
+            let (start, len) = self.records[i].value.expect("only records with values");
+            let bytes = &self.values[start..start + len + 1];
+            let used = decoder.decode(bytes).map_err(|e| e.to_string())?;
+            if used != bytes.len() || decoder.has_partial_record() {
+                return Err("incomplete JSON value".into());
+            }
+            if decoder.len() != n + 1 {
+                return Err(if decoder.len() <= n {
+                    "the value holds no JSON object".into()
+                } else {
+                    "the value holds more than one JSON value".into()
+                });
+            }
+        }
+        match decoder.flush().map_err(|e| e.to_string())? {
+            Some(batch) => Ok(batch),
+            None => Ok(RecordBatch::new_empty(self.schema.clone())),
+        }
+    }
+}
+
+impl SplitReader for KafkaReader {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if self.next >= self.split.end {
+                if let Some(dl) = self.dead_letters.take() {
+                    dl.finish()?;
+                }
+                self.consumer = None; // closes the connection
+                return Ok(None);
+            }
+            self.values.clear();
+            self.records.clear();
+            let mut raw = match self.decoding {
+                Decoding::Raw { .. } => Some(RawBuilders::default()),
+                Decoding::Json => None,
+            };
+            self.collect(&mut raw)?;
+            if self.records.is_empty() {
+                continue;
+            }
+            let batch = match (&self.decoding, raw) {
+                (Decoding::Raw { projection }, Some(raw)) => {
+                    let batch = raw.finish()?;
+                    match projection {
+                        Some(p) => batch.project(p)?,
+                        None => batch,
+                    }
+                }
+                _ => self.decode_json()?,
+            };
+            if batch.num_rows() > 0 {
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    fn counters(&self) -> ReadCounters {
+        self.counters
+    }
+}
+
+/// Array builders of the `raw` format.
+#[derive(Default)]
+struct RawBuilders {
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+}
+
+impl RawBuilders {
+    fn append<M: Message>(&mut self, msg: &M, topic: &str) {
+        self.key.append_option(msg.key());
+        self.value.append_option(msg.payload());
+        self.topic.append_value(topic);
+        self.partition.append_value(msg.partition());
+        self.offset.append_value(msg.offset());
+        self.timestamp.append_option(msg.timestamp().to_millis());
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+        ];
+        Ok(RecordBatch::try_new(raw_schema(), columns)?)
+    }
+}
+
+/// The dead letters of one split, written as one Parquet file when the split is read.
+pub(super) struct DeadLetters {
+    dir: PathBuf,
+    name: String,
+    epoch: i64,
+    topic: String,
+    partition: i32,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    error: StringBuilder,
+    rows: usize,
+}
+
+impl DeadLetters {
+    pub(super) fn new(dir: PathBuf, ctx: &ReadContext, split: &KafkaSplit) -> Self {
+        let query: String = ctx.query_id.chars().take(8).collect();
+        let topic: String = split
+            .topic
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            dir,
+            // Fixed by (query, epoch, topic, partition, range): a replay rewrites this file.
+            name: format!(
+                "dead-{query}-e{:06}-{topic}-p{}-{}.parquet",
+                ctx.epoch.0, split.partition, split.start
+            ),
+            epoch: ctx.epoch.0 as i64,
+            topic: split.topic.clone(),
+            partition: split.partition,
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new(),
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            error: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, record: &RecordMeta, value: Option<&[u8]>, error: &str) {
+        self.offset.append_value(record.offset);
+        self.timestamp.append_option(record.timestamp);
+        self.key.append_option(record.key.as_deref());
+        self.value.append_option(value);
+        self.error.append_value(error);
+        self.rows += 1;
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let n = self.rows;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArrayOf::repeat(&self.topic, n)),
+            Arc::new(arrow::array::Int32Array::from(vec![self.partition; n])),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.error.finish()),
+            Arc::new(arrow::array::Int64Array::from(vec![self.epoch; n])),
+        ];
+        let batch = RecordBatch::try_new(dead_letter_schema(), columns)?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| ConnectorError::io("create", &self.dir, e))?;
+        let path = self.dir.join(&self.name);
+        let tmp = self.dir.join(format!(".{}.tmp", self.name));
+        let parquet_err = |source| ConnectorError::Parquet {
+            path: tmp.clone(),
+            source,
+        };
+        let file = File::create(&tmp).map_err(|e| ConnectorError::io("create", &tmp, e))?;
+        let mut writer =
+            ArrowWriter::try_new(file, dead_letter_schema(), None).map_err(parquet_err)?;
+        writer.write(&batch).map_err(parquet_err)?;
+        let file = writer.into_inner().map_err(parquet_err)?;
+        file.sync_all()
+            .map_err(|e| ConnectorError::io("sync", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| ConnectorError::io("rename into place", &path, e))
+    }
+}
+
+/// A string column holding one value `n` times.
+struct StringArrayOf;
+
+impl StringArrayOf {
+    fn repeat(value: &str, n: usize) -> arrow::array::StringArray {
+        arrow::array::StringArray::from_iter_values(std::iter::repeat_n(value, n))
+    }
+}
