@@ -322,13 +322,7 @@ fn epochs_in(dir: &Path) -> Result<Vec<Epoch>> {
 /// Creates `path` with `bytes` only if it does not exist: the content is written and synced to a
 /// temp file that is then hard-linked into place (atomic, and failing if the name is taken).
 fn create_new(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
-        .map_err(|e| io("write", &tmp, e))?;
+    let (dir, tmp) = write_temp(path, bytes, durable)?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
@@ -371,13 +365,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`], with the fsyncs only when `durable` (a rename is atomic either way).
 fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
-        .map_err(|e| io("write", &tmp, e))?;
+    let (dir, tmp) = write_temp(path, bytes, durable)?;
     fs::rename(&tmp, path).map_err(|e| io("rename into place", path, e))?;
     if !durable {
         return Ok(());
@@ -385,6 +373,19 @@ fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("sync directory", dir, e))
+}
+
+/// Writes `bytes` to a temp file beside `path` (synced when `durable`); returns the directory
+/// and the temp file.
+fn write_temp<'a>(path: &'a Path, bytes: &[u8], durable: bool) -> Result<(&'a Path, PathBuf)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
+        .map_err(|e| io("write", &tmp, e))?;
+    Ok((dir, tmp))
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
