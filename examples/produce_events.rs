@@ -25,15 +25,7 @@ fn main() {
             other => panic!("unknown option {other}"),
         }
     }
-    let event = |i: u64| {
-        format!(
-            r#"{{"user_id": {i}, "kind": "k{}", "amount": {}.5, "ts": "2026-11-0{}T10:00:00Z"}}"#,
-            i % 7,
-            i % 100 + 1,
-            i % 3 + 1
-        )
-        .into_bytes()
-    };
+    let event = sluice::datagen::event_json;
     let end = first + count;
     let tail = end.saturating_sub(partitions).max(first);
     let record = |i: u64| {

@@ -137,3 +137,15 @@ pub fn write_events_json(path: &Path, rows: u64, seed: u64) -> std::io::Result<(
     }
     out.flush()
 }
+
+/// Streaming event `i` as JSON (the README's `events` table): `user_id` is `i`, unique per
+/// record; `ts` falls on one of three days.
+pub fn event_json(i: u64) -> Vec<u8> {
+    format!(
+        r#"{{"user_id": {i}, "kind": "k{}", "amount": {}.5, "ts": "2026-11-0{}T10:00:00Z"}}"#,
+        i % 7,
+        i % 100 + 1,
+        i % 3 + 1
+    )
+    .into_bytes()
+}

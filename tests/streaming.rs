@@ -13,17 +13,7 @@ use common::{fails, ok, sluice, spawn, wait_output, Logged};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::Rng;
 use sluice::broker::Broker;
-
-/// One JSON event; `user_id` is unique per record.
-fn event(i: u64) -> Vec<u8> {
-    format!(
-        r#"{{"user_id": {i}, "kind": "k{}", "amount": {}.5, "ts": "2026-11-0{}T10:00:00Z"}}"#,
-        i % 7,
-        i % 100 + 1,
-        i % 3 + 1
-    )
-    .into_bytes()
-}
+use sluice::datagen::event_json as event;
 
 /// Produces events `ids` round-robin over `partitions`, ending with single-record batches.
 fn produce(broker: &Broker, topic: &str, partitions: i32, ids: std::ops::Range<u64>) {
