@@ -1,7 +1,11 @@
-//! Produces JSON `events` records (the README's streaming example) to a Kafka topic.
+//! Produces JSON `events` records (the README's streaming example) — or, with `--kind bids`,
+//! the out-of-order bids of `examples/hot_items.sql` — to a Kafka topic.
 //!
 //!   cargo run --example produce_events -- --bootstrap 127.0.0.1:9092 --topic events \
-//!       --partitions 4 --count 100000 [--first 0]
+//!       --partitions 4 --count 100000 [--first 0] [--kind events|bids]
+//!
+//! Bid `i` is `sluice::datagen::stream_bid(1, i)`: 10 ms of event time apart, shuffled by up to
+//! ±1.5 s.
 //!
 //! Record `i` is `{"user_id": i, "kind": "k<i%7>", "amount": <i%100+1>.5, "ts": "2026-11-0<i%3+1>T10:00:00Z"}`
 //! on partition `i % partitions`; the last record of each partition is sent alone (see
@@ -11,6 +15,7 @@ fn main() {
     let mut bootstrap = "127.0.0.1:9092".to_string();
     let mut topic = "events".to_string();
     let (mut partitions, mut count, mut first) = (4u64, 100_000u64, 0u64);
+    let mut kind = "events".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -22,10 +27,14 @@ fn main() {
             "--partitions" => partitions = value.parse().expect("--partitions N"),
             "--count" => count = value.parse().expect("--count N"),
             "--first" => first = value.parse().expect("--first N"),
+            "--kind" if value == "events" || value == "bids" => kind = value,
             other => panic!("unknown option {other}"),
         }
     }
-    let event = sluice::datagen::event_json;
+    let event = |i: u64| match kind.as_str() {
+        "bids" => sluice::datagen::stream_bid(1, i).json(),
+        _ => sluice::datagen::event_json(i),
+    };
     let end = first + count;
     let tail = end.saturating_sub(partitions).max(first);
     let record = |i: u64| {

@@ -187,6 +187,48 @@ db.commit()
     pub fn producer(&self) -> Producer {
         Producer::connect(&self.bootstrap())
     }
+
+    /// Every record of `topic`'s `partitions` partitions, from the start, in each partition's
+    /// offset order: `(partition, key, value)`. Reads until nothing arrives for `quiet` (this
+    /// broker's high watermark can trail the last batch, so it is not the stop condition).
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        quiet: Duration,
+    ) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", "sluice-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("creating a consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("adding a partition");
+        }
+        consumer.assign(&tpl).expect("assigning partitions");
+        let mut out = Vec::new();
+        let mut last = Instant::now();
+        while last.elapsed() < quiet {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    out.push((
+                        m.partition(),
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ));
+                    last = Instant::now();
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
 }
 
 impl Drop for Broker {

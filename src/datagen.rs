@@ -149,3 +149,84 @@ pub fn event_json(i: u64) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// 2026-11-22T10:00:00Z in milliseconds: event time of the first streaming bid.
+pub const STREAM_BASE_MS: i64 = 1_795_341_600_000;
+
+/// A bid of the stateful streaming examples and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamBid {
+    /// Auction, 0..20.
+    pub auction: i64,
+    /// Bidder, 0..50.
+    pub bidder: i64,
+    /// Price, 1..10 000.
+    pub price: i64,
+    /// Event time, ms since the Unix epoch.
+    pub time_ms: i64,
+}
+
+impl StreamBid {
+    /// The JSON record (`date_time` as `YYYY-MM-DDTHH:MM:SS.mmm`, UTC).
+    pub fn json(&self) -> Vec<u8> {
+        format!(
+            "{{\"auction\":{},\"bidder\":{},\"price\":{},\"date_time\":\"{}\"}}",
+            self.auction,
+            self.bidder,
+            self.price,
+            iso_millis(self.time_ms)
+        )
+        .into_bytes()
+    }
+}
+
+/// Bid `i` of stream `seed`: bids are 10 ms apart in event time, each moved by up to ±1.5 s, so
+/// they arrive out of order, but never by more than 3 s. Deterministic per (seed, i).
+pub fn stream_bid(seed: u64, i: u64) -> StreamBid {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i);
+    StreamBid {
+        auction: rng.random_range(0..20),
+        bidder: rng.random_range(0..50),
+        price: rng.random_range(1..10_000),
+        time_ms: STREAM_BASE_MS + i as i64 * 10 + rng.random_range(-1500..=1500),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmm` (UTC) for milliseconds since the Unix epoch.
+pub fn iso_millis(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from a day count (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn iso_millis_formats_utc() {
+        assert_eq!(iso_millis(0), "1970-01-01T00:00:00.000");
+        assert_eq!(
+            iso_millis(STREAM_BASE_MS + 5_123),
+            "2026-11-22T10:00:05.123"
+        );
+        assert_eq!(iso_millis(951_782_400_000), "2000-02-29T00:00:00.000");
+    }
+}

@@ -6,6 +6,8 @@
 //!   runs), the commit log `commits/N` (written after its sink committed), and per-sink commit
 //!   records `sinks/NAME/N`. Every file is written atomically and durably (temp file, fsync,
 //!   rename, fsync of the directory), so a crash leaves either the old or the new file.
+//! - [`state`]: keyed operator state on RocksDB (one instance per operator partition, shared
+//!   memory budget per executor) with incremental snapshots into `state/`.
 //! - [`recovery`]: the pure decision of what a (re)starting driver does next, from what it
 //!   observes in the store.
 //!
@@ -14,6 +16,7 @@
 
 pub mod error;
 pub mod recovery;
+pub mod state;
 pub mod store;
 
 pub use error::{CheckpointError, Result};

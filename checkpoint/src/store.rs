@@ -51,6 +51,10 @@ pub struct CommitRecord {
     pub committed_at_ms: u64,
     /// Rows the sink received in this epoch.
     pub output_rows: u64,
+    /// The largest event time read up to and including this epoch (ms since the Unix epoch),
+    /// for queries with a watermark: the next epoch's watermark derives from it.
+    #[serde(default)]
+    pub max_event_ms: Option<i64>,
 }
 
 /// A checkpoint directory for one query.
@@ -436,6 +440,7 @@ mod tests {
         assert_eq!(again, vec!["a.parquet"]);
         store
             .write_commit(&CommitRecord {
+                max_event_ms: None,
                 epoch: Epoch(0),
                 committed_at_ms: 1,
                 output_rows: 3,
@@ -485,6 +490,7 @@ mod tests {
             store.write_offsets(Epoch(n), &n).unwrap();
             store
                 .write_commit(&CommitRecord {
+                    max_event_ms: None,
                     epoch: Epoch(n),
                     committed_at_ms: 0,
                     output_rows: 0,

@@ -107,8 +107,9 @@ impl Source for FileSource {
     }
 
     fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
-        // Files are bounded: the first epoch reads them all, later ones nothing.
-        if request.previous.is_some() {
+        // Files are bounded: the first epoch reads them all, later ones nothing — unless the
+        // files are the static side of a streaming query, which every epoch reads in full.
+        if request.previous.is_some() && !request.rescan {
             return Ok(SourceEpoch::default());
         }
         Ok(SourceEpoch {

@@ -151,6 +151,10 @@ pub struct PlanRequest<'a> {
     pub respect_limit: bool,
     /// Read no further than this position (the backlog captured by `--trigger available-now`).
     pub until: Option<&'a BTreeMap<i32, i64>>,
+    /// Read everything a bounded source holds again in this epoch, not only what is new: set
+    /// for a bounded (static) table in a streaming query, such as the dimension side of a
+    /// stream–static join, which every epoch's rows must meet in full.
+    pub rescan: bool,
 }
 
 /// Driver side of a source: decides what an epoch reads.
@@ -203,6 +207,13 @@ pub struct ReadCounters {
     pub skipped: u64,
     /// Bad records written to the dead-letter table (`on_bad_record = 'dead_letter'`).
     pub dead_lettered: u64,
+    /// Rows dropped because their event time was behind the watermark.
+    #[serde(default)]
+    pub late: u64,
+    /// The largest event time read (milliseconds since the epoch), for tables with a
+    /// watermark.
+    #[serde(default)]
+    pub max_event_ms: Option<i64>,
 }
 
 impl ReadCounters {
@@ -211,6 +222,11 @@ impl ReadCounters {
         self.rows += other.rows;
         self.skipped += other.skipped;
         self.dead_lettered += other.dead_lettered;
+        self.late += other.late;
+        self.max_event_ms = match (self.max_event_ms, other.max_event_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -269,7 +285,7 @@ pub struct WriterContext {
 }
 
 /// Executor side of a sink: stages one task's output.
-pub trait Sink: Send + Sync {
+pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Opens a writer for one task of one epoch.
     fn open_writer(&self, ctx: &WriterContext) -> Result<Box<dyn SinkWriter>>;
 }
@@ -301,6 +317,12 @@ pub struct StagedFile {
 pub struct WriterReceipt {
     /// The staged files.
     pub files: Vec<StagedFile>,
+    /// Records delivered directly (sinks that stage no files, such as Kafka).
+    #[serde(default)]
+    pub records: u64,
+    /// Bytes delivered directly.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// What a commit published.

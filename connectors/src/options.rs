@@ -172,6 +172,11 @@ pub struct KafkaSourceSpec {
     pub properties: BTreeMap<String, String>,
     /// How long a reader waits for a record it knows exists before failing the task.
     pub read_timeout_ms: u64,
+    /// As a sink: the columns whose JSON forms each record's key (`key = 'a,b'`); `None`
+    /// keys a keyed aggregation's output by its group columns and leaves other records
+    /// without a key.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
 }
 
 /// What a table's connector is, once its options have been validated.
@@ -223,6 +228,7 @@ const KAFKA_OPTIONS: &[&str] = &[
     "on_offsets_lost",
     "group_id",
     "read_timeout_ms",
+    "key",
 ];
 
 impl ConnectorSpec {
@@ -498,6 +504,12 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
         group_id: options.get("group_id").cloned(),
         properties,
         read_timeout_ms,
+        key: options.get("key").map(|k| {
+            k.split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        }),
     })
 }
 

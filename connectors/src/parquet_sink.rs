@@ -293,6 +293,7 @@ impl SinkWriter for ParquetSinkWriter {
         }
         Ok(WriterReceipt {
             files: std::mem::take(&mut self.done),
+            ..Default::default()
         })
     }
 }

@@ -25,6 +25,34 @@ use sluice_connectors::ConnectorSpec;
 
 use crate::error::{describe_datafusion, EngineError, Result};
 
+pub mod streaming_sql;
+pub use streaming_sql::{WatermarkDecl, WindowDecl};
+
+/// How a streaming aggregation emits its results (the sink table's `output_mode` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OutputMode {
+    /// Each window's final row, once, when the watermark passes the window's end.
+    Append,
+    /// The rows of the keys that changed in the epoch.
+    Update,
+    /// Every key's current row, every epoch.
+    Complete,
+}
+
+impl std::str::FromStr for OutputMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "append" => Ok(OutputMode::Append),
+            "update" => Ok(OutputMode::Update),
+            "complete" => Ok(OutputMode::Complete),
+            other => Err(format!(
+                "output_mode '{other}' is not one of append, update, complete"
+            )),
+        }
+    }
+}
+
 /// Where a job's text came from, for error locations.
 #[derive(Debug, Clone)]
 pub struct JobText {
@@ -57,6 +85,8 @@ pub struct TableDef {
     pub connector: ConnectorSpec,
     /// Where the statement starts, for later errors about this table.
     pub location: String,
+    /// `output_mode` of a sink table fed by a streaming aggregation.
+    pub output_mode: Option<OutputMode>,
 }
 
 /// Where a query's rows go.
@@ -81,6 +111,10 @@ pub struct Job {
     pub target: Target,
     /// Hash of the normalised statements; identifies the query in its checkpoint.
     pub fingerprint: String,
+    /// Watermarks declared on tables.
+    pub watermarks: Vec<WatermarkDecl>,
+    /// Window table functions used by the query.
+    pub windows: Vec<WindowDecl>,
 }
 
 impl Job {
@@ -96,7 +130,8 @@ impl Job {
     /// preceded by any number of `CREATE TABLE` statements.
     pub fn parse(text: JobText) -> Result<Job> {
         let dialect = GenericDialect {};
-        let statements = DFParserBuilder::new(text.text.as_str())
+        let (sql, watermarks) = streaming_sql::extract_watermarks(&text.origin, &text.text)?;
+        let statements = DFParserBuilder::new(sql.as_str())
             .with_dialect(&dialect)
             .build()
             .and_then(|mut p| p.parse_statements())
@@ -163,6 +198,13 @@ impl Job {
                         })?;
                         options.insert(key.value.to_ascii_lowercase(), value);
                     }
+                    let output_mode = match options.remove("output_mode") {
+                        Some(mode) => Some(mode.parse::<OutputMode>().map_err(|m| EngineError::Sql {
+                            location: location.clone(),
+                            message: format!("table '{name}': {m}"),
+                        })?),
+                        None => None,
+                    };
                     let connector = ConnectorSpec::parse(&name, &options).map_err(|e| EngineError::Sql {
                         location: location.clone(),
                         message: e.to_string(),
@@ -178,7 +220,7 @@ impl Job {
                             })
                             .collect()
                     });
-                    tables.push(TableDef { name, columns, connector, location });
+                    tables.push(TableDef { name, columns, connector, location, output_mode });
                 }
                 Statement::Insert(insert) => {
                     let TableObject::TableName(target) = &insert.table else {
@@ -217,12 +259,33 @@ impl Job {
                 }
             }
         }
-        let Some((query, target)) = query else {
+        let Some((mut query, target)) = query else {
             return Err(EngineError::Sql {
                 location: format!("{}: ", text.origin),
                 message: "the job has no INSERT INTO ... SELECT or SELECT statement".into(),
             });
         };
+        for w in &watermarks {
+            let declared = tables
+                .iter()
+                .find(|t| t.name == w.table)
+                .and_then(|t| t.columns.as_ref())
+                .is_some_and(|cols| cols.iter().any(|c| c.name == w.column));
+            if !declared {
+                return Err(EngineError::Sql {
+                    location: format!("{}: ", text.origin),
+                    message: format!(
+                        "table '{}': WATERMARK FOR {} names a column the table does not declare",
+                        w.table, w.column
+                    ),
+                });
+            }
+            normalised.push_str(&format!(
+                "WATERMARK {} {} {};",
+                w.table, w.column, w.delay_ms
+            ));
+        }
+        let windows = streaming_sql::rewrite_windows(&text.origin, &mut query)?;
         let fingerprint = hex::encode(&Sha256::digest(normalised.as_bytes())[..12]);
         Ok(Job {
             text,
@@ -230,6 +293,8 @@ impl Job {
             query,
             target,
             fingerprint,
+            watermarks,
+            windows,
         })
     }
 

@@ -92,7 +92,7 @@ pub enum ToExecutor {
     /// Reply to `Register`.
     Registered { executor: ExecutorId },
     /// A query's stage plans, sent once per query and cached by the executor.
-    InstallQuery(QueryInstall),
+    InstallQuery(Box<QueryInstall>),
     /// Run one task attempt.
     RunTask(TaskDescriptor),
     /// Drop a query's cached plans and shuffle outputs.
@@ -112,6 +112,17 @@ pub struct QueryInstall {
     pub stages: Vec<StageInstall>,
     /// Where the final stage's rows go.
     pub sink: SinkInstall,
+    /// Where stateful operators snapshot their state, when the query has any.
+    pub state: Option<StateInstall>,
+}
+
+/// Where a query's operator state is checkpointed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateInstall {
+    /// `CHECKPOINT/state`.
+    pub dir: std::path::PathBuf,
+    /// Whether snapshots are fsynced.
+    pub durable: bool,
 }
 
 /// One stage's plan and output kind.
@@ -149,6 +160,12 @@ pub enum SinkInstall {
         spec: sluice_connectors::ParquetSinkSpec,
         schema_json: String,
     },
+    /// A Kafka topic, records keyed by `key` (column names; may be empty).
+    Kafka {
+        spec: sluice_connectors::KafkaSourceSpec,
+        schema_json: String,
+        key: Vec<String>,
+    },
 }
 
 /// One task attempt.
@@ -166,6 +183,10 @@ pub struct TaskDescriptor {
     pub splits: BTreeMap<String, Vec<Vec<Split>>>,
     /// For each input stage: where each of its map outputs lives.
     pub inputs: BTreeMap<StageId, Vec<MapOutputLocation>>,
+    /// The epoch's event-time watermark, in milliseconds.
+    pub watermark_ms: Option<i64>,
+    /// The last committed epoch, whose snapshot stateful operators start from.
+    pub restore: Option<Epoch>,
 }
 
 /// Where one upstream task's output lives.
@@ -204,6 +225,8 @@ pub struct TaskReport {
     pub peak_rss_bytes: u64,
     /// What the task's scans read and set aside.
     pub read: sluice_connectors::ReadCounters,
+    /// What the task's stateful operators did.
+    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
 }
 
 /// First frame on a data stream: which shuffle output to send.

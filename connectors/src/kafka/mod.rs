@@ -16,9 +16,11 @@
 //!
 //! - [`ranges`]: the driver's pure decision of an epoch's offset ranges.
 //! - `reader`: the executor side: reading a range, decoding, dead letters.
+//! - [`sink`]: the Kafka sink (JSON records, at-least-once).
 
 pub mod ranges;
 mod reader;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -336,6 +338,7 @@ pub fn high_watermarks(endpoint: &KafkaEndpoint) -> Result<BTreeMap<i32, i64>> {
         group_id: None,
         properties: BTreeMap::new(),
         read_timeout_ms: 5_000,
+        key: None,
     };
     let source = KafkaSource::new(spec, raw_schema());
     Ok(source

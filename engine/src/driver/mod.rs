@@ -27,9 +27,11 @@ pub use splits::assign_splits;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
+use sluice_connectors::kafka::sink::KafkaCommitter;
 use sluice_connectors::parquet_sink::ParquetCommitter;
 use sluice_connectors::{Committer, PlanRequest, ReadCounters, WriterReceipt};
 use tokio::sync::{mpsc, watch};
@@ -154,6 +156,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         attempts: 0,
         committer: None,
         current: None,
+        placement: BTreeMap::new(),
     };
     let result = runner.run(&job, &mut cluster, started).await;
     // Teardown, whatever happened.
@@ -196,9 +199,11 @@ struct EpochRunner<'a> {
     attempts: u64,
     /// The sink's committer once planned; a failed epoch's staged files are discarded with it
     /// after the executors have stopped (so no task is still writing).
-    committer: Option<ParquetCommitter>,
+    committer: Option<Arc<dyn Committer>>,
     /// The epoch running, if any.
     current: Option<Epoch>,
+    /// Where each stateful task ran last (it holds that task's state).
+    placement: BTreeMap<crate::protocol::TaskKey, ExecutorId>,
 }
 
 /// Runs `fut` unless the user interrupts: the first Ctrl-C of a streaming run only asks to stop
@@ -277,8 +282,26 @@ impl EpochRunner<'_> {
                 self.members.values().map(|m| m.info.slots as usize).sum()
             }
         };
-        let parallelism = self.config.parallelism.unwrap_or(slots).max(1);
-        let planned = plan::plan(job, parallelism).await?;
+        let mut parallelism = self.config.parallelism.unwrap_or(slots).max(1);
+        let mut planned = plan::plan(job, parallelism).await?;
+        // State is partitioned by key hash over the query's partitions: a stateful query keeps
+        // the partition count its checkpoint started with, whatever the cluster is now.
+        let recorded = match self.store.planned_epochs()?.last() {
+            Some(&last) => self
+                .store
+                .read_offsets::<EpochInput>(last)?
+                .and_then(|i| i.partitions),
+            None => None,
+        };
+        if let Some(recorded) = recorded {
+            if recorded != parallelism && !planned.stateful_stages.is_empty() {
+                eprintln!(
+                    "sluice: keeping the {recorded} state partitions this query's checkpoint started with (not {parallelism})"
+                );
+                parallelism = recorded;
+                planned = plan::plan(job, parallelism).await?;
+            }
+        }
         let planning = started.elapsed();
         let bounded = planned.sources.values().all(|s| s.bounded());
         let trigger = match (bounded, self.config.trigger) {
@@ -287,7 +310,10 @@ impl EpochRunner<'_> {
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
         let committer = match &planned.sink {
-            PlannedSink::Parquet(spec) => Some(ParquetCommitter::new(spec.clone())),
+            PlannedSink::Parquet(spec) => {
+                Some(Arc::new(ParquetCommitter::new(spec.clone())) as Arc<dyn Committer>)
+            }
+            PlannedSink::Kafka(_) => Some(Arc::new(KafkaCommitter) as _),
             PlannedSink::Console => None,
         };
         self.committer = committer.clone();
@@ -298,9 +324,13 @@ impl EpochRunner<'_> {
             query_id: self.query_id.clone(),
             stages: planned.install.clone(),
             sink: planned.sink_install.clone(),
+            state: (!planned.stateful_stages.is_empty()).then(|| crate::protocol::StateInstall {
+                dir: self.store.root().join("state"),
+                durable: self.config.fsync,
+            }),
         };
         for member in self.members.values() {
-            send(member, ToExecutor::InstallQuery(install.clone())).await;
+            send(member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
         }
         // `available-now` drains what exists at start, and no more.
         let until: BTreeMap<String, BTreeMap<i32, i64>> = match trigger {
@@ -339,10 +369,12 @@ impl EpochRunner<'_> {
                     if let Some(committer) = &committer {
                         if let Some(summary) = committer.recover(self.store, epoch)? {
                             info!(%epoch, "completing a recorded sink commit from an earlier run");
+                            let recorded = self.store.read_offsets::<EpochInput>(epoch)?;
                             self.store.write_commit(&CommitRecord {
                                 epoch,
                                 committed_at_ms: now_ms(),
                                 output_rows: summary.rows,
+                                max_event_ms: recorded.and_then(|i| i.max_event_ms),
                             })?;
                             report.epoch = epoch;
                             report.outcome = EpochOutcome::CommitCompleted;
@@ -384,6 +416,7 @@ impl EpochRunner<'_> {
                             previous: previous.as_ref().and_then(|p| p.sources.get(name)),
                             respect_limit: !matches!(trigger, Some(Trigger::Once)),
                             until: until.get(name),
+                            rescan: !bounded && source.bounded(),
                         };
                         match source.plan_epoch(&request) {
                             Ok(s) => {
@@ -412,10 +445,34 @@ impl EpochRunner<'_> {
                     }
                     planning_failures = 0;
                     timings.offsets = planning_started.elapsed();
+                    // The watermark: the largest event time committed epochs read, minus the
+                    // declared delay. It never goes back.
+                    let max_event_ms = match epoch.0.checked_sub(1) {
+                        Some(p) => self
+                            .store
+                            .read_commit(Epoch(p))?
+                            .and_then(|c| c.max_event_ms)
+                            .or(previous.as_ref().and_then(|i| i.max_event_ms)),
+                        None => None,
+                    };
+                    let watermark_ms = planned.watermark_delay_ms.and_then(|delay| {
+                        let wm = max_event_ms.map(|m| m.saturating_sub(delay));
+                        match (wm, previous.as_ref().and_then(|i| i.watermark_ms)) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            (a, b) => a.or(b),
+                        }
+                    });
+                    // A watermark that moved closes windows even without new data.
+                    let watermark_moved = !planned.stateful_stages.is_empty()
+                        && watermark_ms.is_some()
+                        && watermark_ms != previous.as_ref().and_then(|i| i.watermark_ms);
+                    // Static tables are read again every epoch; only new stream data is work.
                     let has_work = bounded
-                        || sources
-                            .values()
-                            .any(|s| !s.splits.is_empty() || !s.gaps.is_empty());
+                        || watermark_moved
+                        || sources.iter().any(|(name, s)| {
+                            !planned.sources[name].bounded()
+                                && (!s.splits.is_empty() || !s.gaps.is_empty())
+                        });
                     if !has_work {
                         match trigger {
                             Some(Trigger::Once) | Some(Trigger::AvailableNow) => break,
@@ -433,6 +490,9 @@ impl EpochRunner<'_> {
                         epoch,
                         batch_timestamp_ms: now_ms(),
                         sources,
+                        watermark_ms,
+                        max_event_ms,
+                        partitions: Some(parallelism),
                     };
                     let write_started = Instant::now();
                     self.store.write_offsets(epoch, &input)?;
@@ -516,6 +576,15 @@ impl EpochRunner<'_> {
                 });
             }
             self.store.retain(epoch, self.config.retain_epochs)?;
+            if !planned.stateful_stages.is_empty() {
+                let oldest = Epoch((epoch.0 + 1).saturating_sub(self.config.retain_epochs.max(1)));
+                if let Err(e) = sluice_checkpoint::state::collect_garbage(
+                    &self.store.root().join("state"),
+                    oldest,
+                ) {
+                    warn!("removing old state snapshots: {e}");
+                }
+            }
             report.epoch = epoch;
             report.outcome = EpochOutcome::Committed;
             report.output_rows += result.output_rows;
@@ -605,13 +674,24 @@ impl EpochRunner<'_> {
         let commit_started = Instant::now();
         let final_stage = planned.stages.last().expect("a plan has a final stage").id;
         let mut read = ReadCounters::default();
+        let mut state: BTreeMap<u32, crate::plan::stateful::OperatorStateMetrics> = BTreeMap::new();
         for stage in &planned.stages {
             for (_, _, r) in scheduler.reports(stage.id) {
                 read.add(r.read);
+                for m in &r.state {
+                    let entry = state.entry(m.operator).or_insert_with(|| {
+                        crate::plan::stateful::OperatorStateMetrics {
+                            operator: m.operator,
+                            ..Default::default()
+                        }
+                    });
+                    entry.add(m);
+                }
             }
         }
         let mut result = EpochResult {
             read,
+            state: state.into_values().collect(),
             ..Default::default()
         };
         match &self.committer {
@@ -640,10 +720,15 @@ impl EpochRunner<'_> {
         }
         timings.commit = commit_started.elapsed();
         let write_started = Instant::now();
+        let max_event_ms = match (input.max_event_ms, result.read.max_event_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         self.store.write_commit(&CommitRecord {
             epoch,
             committed_at_ms: now_ms(),
             output_rows: result.output_rows,
+            max_event_ms,
         })?;
         timings.commit_write = write_started.elapsed();
         Ok(result)

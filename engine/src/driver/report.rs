@@ -16,6 +16,17 @@ pub struct EpochInput {
     pub batch_timestamp_ms: u64,
     /// Per source table: the splits the epoch reads and where the source stands after it.
     pub sources: BTreeMap<String, SourceEpoch>,
+    /// The event-time watermark the epoch runs with (ms since the Unix epoch): the largest
+    /// event time read by earlier epochs minus the declared delay.
+    #[serde(default)]
+    pub watermark_ms: Option<i64>,
+    /// The largest event time read by the epochs before this one.
+    #[serde(default)]
+    pub max_event_ms: Option<i64>,
+    /// The query's partition count (shuffles and state); a stateful query keeps the one its
+    /// first epoch recorded.
+    #[serde(default)]
+    pub partitions: Option<usize>,
 }
 
 /// When a streaming query's epochs run.
@@ -71,6 +82,8 @@ pub struct EpochResult {
     pub bytes: u64,
     /// What the scans read and set aside.
     pub read: sluice_connectors::ReadCounters,
+    /// What the stateful operators did, per operator.
+    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
     /// The printed rows, for console queries.
     pub console: Option<String>,
 }
@@ -150,6 +163,14 @@ pub struct EpochProgress {
     pub sink_files: usize,
     /// Bytes the sink published.
     pub sink_bytes: u64,
+    /// The watermark the epoch ran with (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark_ms: Option<i64>,
+    /// Rows dropped for arriving behind the watermark.
+    pub late_records: u64,
+    /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -228,6 +249,9 @@ impl EpochProgress {
             sink_rows: result.output_rows,
             sink_files: result.files,
             sink_bytes: result.bytes,
+            watermark_ms: input.watermark_ms,
+            late_records: read.late,
+            state: result.state.clone(),
         }
     }
 
@@ -244,6 +268,20 @@ impl EpochProgress {
         );
         if self.skipped_records > 0 {
             line.push_str(&format!(", {} bad records skipped", self.skipped_records));
+        }
+        if self.late_records > 0 {
+            line.push_str(&format!(", {} late records dropped", self.late_records));
+        }
+        for op in &self.state {
+            line.push_str(&format!(
+                ", state op {}: {} keys ({} updated, {} evicted), snapshot {} KiB in {:.1} ms",
+                op.operator,
+                op.rows_total,
+                op.rows_updated,
+                op.rows_evicted,
+                op.snapshot_uploaded_bytes / 1024,
+                op.snapshot_us as f64 / 1000.0
+            ));
         }
         if self.dead_lettered_records > 0 {
             line.push_str(&format!(

@@ -29,6 +29,8 @@ pub struct StageShape {
     pub tasks: usize,
     /// Stages it reads.
     pub inputs: Vec<StageId>,
+    /// Whether its tasks hold keyed state: each goes back to the executor that ran it last.
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,8 @@ pub struct EpochScheduler {
     next_attempt: u64,
     /// Rotates the starting executor so equal-load ties spread tasks across executors.
     rotation: usize,
+    /// Where pinned tasks ran before.
+    preferred: BTreeMap<TaskKey, ExecutorId>,
 }
 
 impl EpochScheduler {
@@ -93,7 +97,40 @@ impl EpochScheduler {
             attempts: HashMap::new(),
             next_attempt: first_attempt,
             rotation: 0,
+            preferred: BTreeMap::new(),
         }
+    }
+
+    /// Where pinned tasks ran before: they return there while that executor is alive (it
+    /// holds their state), and go anywhere otherwise (their state is restored there).
+    pub fn set_preferred(&mut self, preferred: BTreeMap<TaskKey, ExecutorId>) {
+        self.preferred = preferred;
+    }
+
+    /// Where the pinned tasks of this epoch ran (to prefer in the next one).
+    pub fn placement(&self) -> BTreeMap<TaskKey, ExecutorId> {
+        let mut out = BTreeMap::new();
+        for (s, shape) in self.shapes.iter().enumerate() {
+            if !shape.pinned {
+                continue;
+            }
+            for (p, t) in self.tasks[s].iter().enumerate() {
+                let executor = match t {
+                    TaskState::Done { executor, .. } | TaskState::Running { executor, .. } => {
+                        *executor
+                    }
+                    TaskState::Pending => continue,
+                };
+                out.insert(
+                    TaskKey {
+                        stage: StageId(s),
+                        partition: p,
+                    },
+                    executor,
+                );
+            }
+        }
+        out
     }
 
     /// The next attempt id this scheduler would hand out (to continue numbering across epochs).
@@ -135,15 +172,31 @@ impl EpochScheduler {
                 if !matches!(self.tasks[s][p], TaskState::Pending) {
                     continue;
                 }
-                let Some(executor) = self.pick_executor() else {
-                    return out;
-                };
-                let attempt = AttemptId(self.next_attempt);
-                self.next_attempt += 1;
                 let task = TaskKey {
                     stage: StageId(s),
                     partition: p,
                 };
+                let home = self.shapes[s]
+                    .pinned
+                    .then(|| self.preferred.get(&task).copied())
+                    .flatten()
+                    .filter(|e| self.executors.contains_key(e));
+                let executor = match home {
+                    Some(home) => {
+                        let load = &self.executors[&home];
+                        if load.running >= load.slots {
+                            // Wait for a slot there rather than move the state.
+                            continue;
+                        }
+                        home
+                    }
+                    None => match self.pick_executor() {
+                        Some(e) => e,
+                        None => return out,
+                    },
+                };
+                let attempt = AttemptId(self.next_attempt);
+                self.next_attempt += 1;
                 self.tasks[s][p] = TaskState::Running { attempt, executor };
                 self.attempts.insert(attempt, task);
                 if let Some(load) = self.executors.get_mut(&executor) {
@@ -298,11 +351,13 @@ mod tests {
                     id: StageId(0),
                     tasks: 2,
                     inputs: vec![],
+                    pinned: false,
                 },
                 StageShape {
                     id: StageId(1),
                     tasks: 2,
                     inputs: vec![StageId(0)],
+                    pinned: false,
                 },
             ],
             0,
@@ -310,6 +365,51 @@ mod tests {
         s.add_executor(ExecutorId(1), 1);
         s.add_executor(ExecutorId(2), 1);
         s
+    }
+
+    #[test]
+    fn pinned_tasks_return_to_their_executor_and_move_only_when_it_is_gone() {
+        let shapes = vec![StageShape {
+            id: StageId(0),
+            tasks: 2,
+            inputs: vec![],
+            pinned: true,
+        }];
+        let mut first = EpochScheduler::new(shapes.clone(), 0);
+        first.add_executor(ExecutorId(1), 2);
+        first.add_executor(ExecutorId(2), 2);
+        let a = first.poll();
+        for x in &a {
+            first.on_succeeded(x.attempt, TaskReport::default());
+        }
+        let placement = first.placement();
+        assert_eq!(placement.len(), 2);
+        // Next epoch: each task goes back home, even if that means waiting for a slot.
+        for _ in 0..3 {
+            let mut next = EpochScheduler::new(shapes.clone(), 10);
+            next.add_executor(ExecutorId(1), 2);
+            next.add_executor(ExecutorId(2), 2);
+            next.set_preferred(placement.clone());
+            for x in next.poll() {
+                assert_eq!(Some(&x.executor), placement.get(&x.task));
+            }
+        }
+        // Its executor is gone: the task runs elsewhere.
+        let lost = placement[&TaskKey {
+            stage: StageId(0),
+            partition: 0,
+        }];
+        let survivor = if lost == ExecutorId(1) {
+            ExecutorId(2)
+        } else {
+            ExecutorId(1)
+        };
+        let mut next = EpochScheduler::new(shapes, 20);
+        next.add_executor(survivor, 2);
+        next.set_preferred(placement);
+        let assigned = next.poll();
+        assert_eq!(assigned.len(), 2);
+        assert!(assigned.iter().all(|x| x.executor == survivor));
     }
 
     #[test]

@@ -99,9 +99,17 @@ impl EpochRunner<'_> {
                 id: s.id,
                 tasks: s.tasks,
                 inputs: s.inputs.clone(),
+                pinned: planned.stateful_stages.contains(&s.id),
             })
             .collect();
         let mut scheduler = EpochScheduler::new(shapes, self.attempts);
+        scheduler.set_preferred(self.placement.clone());
+        // Stateful operators start from the last committed epoch's snapshot.
+        let restore = if planned.stateful_stages.is_empty() {
+            None
+        } else {
+            input.epoch.0.checked_sub(1).map(Epoch)
+        };
         for (id, m) in &self.members {
             scheduler.add_executor(*id, m.info.slots);
         }
@@ -146,6 +154,8 @@ impl EpochRunner<'_> {
                     task: a.task,
                     splits,
                     inputs,
+                    watermark_ms: input.watermark_ms,
+                    restore,
                 };
                 if let Some(member) = self.members.get(&a.executor) {
                     send(member, ToExecutor::RunTask(task)).await;
@@ -153,6 +163,7 @@ impl EpochRunner<'_> {
             }
             self.attempts = scheduler.next_attempt();
             if scheduler.is_complete() {
+                self.placement = scheduler.placement();
                 return Ok(scheduler);
             }
             tokio::select! {
@@ -228,7 +239,7 @@ impl EpochRunner<'_> {
                     last_seen: Instant::now(),
                     peak_rss_bytes: 0,
                 };
-                send(&member, ToExecutor::InstallQuery(install.clone())).await;
+                send(&member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
                 scheduler.add_executor(executor, member.info.slots);
                 self.members.insert(executor, member);
                 None

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
+use sluice_connectors::kafka::sink::KafkaSink;
 use sluice_connectors::parquet_sink::ParquetSink;
+use sluice_connectors::Sink;
 use sluice_net::{
     ClusterCa, ClusterEndpoint, FrameReader, FrameWriter, NodeIdentity, TransportSettings,
     DEFAULT_MAX_FRAME_BYTES,
@@ -247,7 +249,19 @@ async fn session(
         Some((executor, store.clone())),
         network,
     ));
+    // State memory comes out of the executor's budget: a quarter for RocksDB's block cache,
+    // a sixteenth for memtables (charged to the cache).
+    let state_dir = config.work_dir.join("state");
+    let state = sluice_checkpoint::state::StateBackend::new(
+        &state_dir,
+        sluice_checkpoint::state::StateConfig {
+            block_cache_bytes: (config.memory_bytes / 4).max(8 << 20) as usize,
+            write_buffer_bytes: (config.memory_bytes / 16).max(4 << 20) as usize,
+        },
+    )
+    .map_err(|e| EngineError::Cluster(format!("opening the state store: {e}")))?;
     let env = TaskEnv {
+        state: Arc::new(state),
         session: session.clone(),
         store: store.clone(),
         fetcher: Arc::new(Fetcher(client)),
@@ -265,7 +279,7 @@ async fn session(
         match msg {
             Ok(Some(ToExecutor::InstallQuery(install))) => {
                 let id = install.query_id.clone();
-                match decode_query(&session, install) {
+                match decode_query(&session, *install) {
                     Ok(q) => {
                         queries.insert(id, Arc::new(q));
                     }
@@ -351,9 +365,18 @@ fn decode_query(
         SinkInstall::Parquet { spec, schema_json } => Some(Arc::new(ParquetSink::new(
             spec,
             schema_from_json(&schema_json)?,
-        )?)),
+        )?) as Arc<dyn Sink>),
+        SinkInstall::Kafka {
+            spec,
+            schema_json,
+            key,
+        } => Some(Arc::new(KafkaSink::new(spec, schema_from_json(&schema_json)?, &key)?) as _),
     };
-    Ok(InstalledQuery { stages, sink })
+    Ok(InstalledQuery {
+        stages,
+        sink,
+        state: install.state.clone(),
+    })
 }
 
 async fn connect_with_retry(

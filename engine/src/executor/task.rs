@@ -15,12 +15,12 @@ use datafusion::physical_plan::metrics::Time;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
-use sluice_connectors::parquet_sink::ParquetSink;
 use sluice_connectors::{Sink, WriterContext};
 use tracing::{debug, info_span, Instrument};
 
 use crate::error::{datafusion_retryable, describe_datafusion};
 use crate::plan::nodes::{ShuffleFetch, TaskInputs};
+use crate::plan::stateful::TaskState;
 use crate::protocol::{StageId, StageOutput, TaskDescriptor, TaskOutcome, TaskReport};
 use crate::shuffle::ShuffleStore;
 
@@ -30,7 +30,9 @@ pub struct InstalledQuery {
     /// Decoded stage plans and their outputs.
     pub stages: HashMap<StageId, (Arc<dyn ExecutionPlan>, StageOutput)>,
     /// The sink, when the query writes Parquet.
-    pub sink: Option<Arc<ParquetSink>>,
+    pub sink: Option<Arc<dyn Sink>>,
+    /// Where state is checkpointed, when the query is stateful.
+    pub state: Option<crate::protocol::StateInstall>,
 }
 
 /// Everything a task needs from its executor.
@@ -42,6 +44,8 @@ pub struct TaskEnv {
     pub store: Arc<ShuffleStore>,
     /// Fetches inputs from peers.
     pub fetcher: Arc<dyn ShuffleFetch>,
+    /// The executor's RocksDB state instances.
+    pub state: Arc<sluice_checkpoint::state::StateBackend>,
     /// Test hook (`SLUICE_TEST_TASK_DELAY_MS`): every task waits this long before running, so
     /// tests can kill processes while an epoch is in flight.
     pub delay: Option<std::time::Duration>,
@@ -96,6 +100,14 @@ async fn execute(
         inputs: task.inputs.clone(),
         fetcher: env.fetcher.clone(),
         read_counters: Default::default(),
+        watermark_ms: task.watermark_ms,
+        state: query.state.as_ref().map(|install| TaskState {
+            backend: env.state.clone(),
+            store: install.dir.clone(),
+            durable: install.durable,
+            restore: task.restore,
+            metrics: Default::default(),
+        }),
     };
     let inputs = Arc::new(inputs);
     let config = env.session.config().clone().with_extension(inputs.clone());
@@ -173,5 +185,12 @@ async fn execute(
         .read_counters
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    if let Some(state) = &inputs.state {
+        report.state = state
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+    }
     Ok(report)
 }

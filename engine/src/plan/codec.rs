@@ -13,7 +13,10 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::{Deserialize, Serialize};
 use sluice_connectors::SourceSpec;
 
-use super::nodes::{schema_from_json, schema_to_json, ReadMode, ShuffleReaderExec, SourceScanExec};
+use super::nodes::{
+    schema_from_json, schema_to_json, EventTime, ReadMode, ShuffleReaderExec, SourceScanExec,
+};
+use super::stateful::{StatefulAggregateExec, StatefulSpec};
 use crate::protocol::StageId;
 
 /// The extension codec for Sluice's operators.
@@ -28,6 +31,7 @@ enum Node {
         schema_json: String,
         projection: Option<Vec<usize>>,
         partitions: usize,
+        event_time: Option<EventTime>,
     },
     ShuffleRead {
         stage: StageId,
@@ -35,13 +39,15 @@ enum Node {
         partitions: usize,
         mode: ReadMode,
     },
+    /// Its one input (the final aggregate) travels as the node's child.
+    StatefulAggregate { spec: StatefulSpec },
 }
 
 impl PhysicalExtensionCodec for SluiceCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -54,13 +60,17 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 schema_json,
                 projection,
                 partitions,
-            } => Arc::new(SourceScanExec::try_new(
-                table,
-                *spec,
-                schema_from_json(&schema_json)?,
-                projection,
-                partitions,
-            )?),
+                event_time,
+            } => Arc::new(
+                SourceScanExec::try_new(
+                    table,
+                    *spec,
+                    schema_from_json(&schema_json)?,
+                    projection,
+                    partitions,
+                )?
+                .with_event_time(event_time),
+            ),
             Node::ShuffleRead {
                 stage,
                 schema_json,
@@ -72,6 +82,14 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 partitions,
                 mode,
             )),
+            Node::StatefulAggregate { spec } => {
+                let [aggregate] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "a stateful aggregate node needs exactly one input".into(),
+                    ));
+                };
+                Arc::new(StatefulAggregateExec::try_new(spec, aggregate.clone())?)
+            }
         })
     }
 
@@ -88,6 +106,7 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 schema_json: schema_to_json(&scan.schema),
                 projection: scan.projection.clone(),
                 partitions: scan.partitions,
+                event_time: scan.event_time,
             }
         } else if let Some(read) = node.downcast_ref::<ShuffleReaderExec>() {
             Node::ShuffleRead {
@@ -95,6 +114,10 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 schema_json: schema_to_json(&read.schema),
                 partitions: read.partitions,
                 mode: read.mode,
+            }
+        } else if let Some(stateful) = node.downcast_ref::<StatefulAggregateExec>() {
+            Node::StatefulAggregate {
+                spec: stateful.spec,
             }
         } else {
             return Err(DataFusionError::NotImplemented(format!(

@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod nodes;
 pub mod stages;
+pub mod stateful;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use sluice_connectors::file::FileSource;
+use sluice_connectors::kafka::sink::KafkaSink;
 use sluice_connectors::parquet_sink::ParquetSink;
 use sluice_connectors::{
     ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, ParquetSinkSpec, Source, SourceSpec,
@@ -74,6 +76,8 @@ pub enum PlannedSink {
     Console,
     /// A Parquet table.
     Parquet(ParquetSinkSpec),
+    /// A Kafka topic (JSON records).
+    Kafka(sluice_connectors::KafkaSourceSpec),
 }
 
 /// A query planned into stages.
@@ -90,6 +94,11 @@ pub struct PlannedQuery {
     pub sources: BTreeMap<String, Arc<dyn Source>>,
     /// Hash identifying the query in its checkpoint.
     pub fingerprint: String,
+    /// Stages holding stateful operators: their tasks stay on the executor holding their state.
+    pub stateful_stages: Vec<StageId>,
+    /// How far the watermark trails the largest event time (the largest declared delay), when
+    /// the query declares a watermark.
+    pub watermark_delay_ms: Option<i64>,
 }
 
 impl fmt::Debug for PlannedQuery {
@@ -128,7 +137,24 @@ impl PlannedQuery {
 
 /// Plans `job` with `parallelism` partitions per shuffle and per scan.
 pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
-    let ctx = SessionContext::new_with_config(session_config(parallelism));
+    let mut ctx = SessionContext::new_with_config(session_config(parallelism));
+    if !job.is_bounded() {
+        // `count(DISTINCT x)` must stay one accumulator (whose state holds the distinct values)
+        // for state to merge across epochs; DataFusion would otherwise turn it into a second
+        // aggregation level.
+        let state = ctx.state();
+        let rules: Vec<_> = state
+            .optimizers()
+            .iter()
+            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+            .cloned()
+            .collect();
+        let state =
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
+                .with_optimizer_rules(rules)
+                .build();
+        ctx = SessionContext::new_with_state(state);
+    }
     let statement = DfStatement::Statement(Box::new(Statement::Query(job.query.clone())));
     let origin = job.text.origin.as_str();
     let state = ctx.state();
@@ -218,6 +244,21 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                 });
             }
         };
+        let event_time = match job.watermarks.iter().find(|w| w.table == name) {
+            Some(w) => Some(
+                source
+                    .schema()
+                    .index_of(&w.column)
+                    .map_err(|_| EngineError::Sql {
+                        location: format!("{origin}: "),
+                        message: format!(
+                            "table '{name}': the watermark column '{}' is not in its schema",
+                            w.column
+                        ),
+                    })?,
+            ),
+            None => None,
+        };
         ctx.register_table(
             TableReference::bare(name.clone()),
             Arc::new(SourceTable {
@@ -225,6 +266,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                 spec,
                 source: source.clone(),
                 partitions: parallelism,
+                event_time,
             }),
         )?;
         sources.insert(name, source);
@@ -239,6 +281,10 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
         .await
         .map_err(|e| sql_error(&job.text, &e))?;
 
+    let output_mode = match &job.target {
+        Target::Table(name) => job.table(name).and_then(|t| t.output_mode),
+        Target::Console => None,
+    };
     let (sink, final_output) = match &job.target {
         Target::Console => (PlannedSink::Console, StageOutput::Result),
         Target::Table(name) => {
@@ -253,18 +299,33 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     }
                     (PlannedSink::Parquet(spec.clone()), StageOutput::Sink)
                 }
-                ConnectorSpec::Files { sink: None, .. } | ConnectorSpec::Kafka(_) => {
+                ConnectorSpec::Kafka(spec) => {
+                    if let Some(cols) = &def.columns {
+                        frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
+                    }
+                    (PlannedSink::Kafka(spec.clone()), StageOutput::Sink)
+                }
+                ConnectorSpec::Files { sink: None, .. } => {
                     return Err(EngineError::Sql {
                         location: def.location.clone(),
                         message: format!(
-                            "table '{name}' cannot be written to: sinks are connector 'parquet' and 'console'"
+                            "table '{name}' cannot be written to: sinks are connectors 'parquet', 'kafka' and 'console'"
                         ),
                     })
                 }
             }
         }
     };
-    plan_stages(frame, sink, final_output, sources, job).await
+    let unbounded = sources.values().any(|s| !s.bounded());
+    plan_stages(
+        frame,
+        sink,
+        final_output,
+        sources,
+        job,
+        unbounded.then_some(output_mode),
+    )
+    .await
 }
 
 async fn plan_stages(
@@ -273,8 +334,13 @@ async fn plan_stages(
     final_output: StageOutput,
     sources: BTreeMap<String, Arc<dyn Source>>,
     job: &Job,
+    streaming: Option<Option<crate::job::OutputMode>>,
 ) -> Result<PlannedQuery> {
-    let physical = frame.create_physical_plan().await?;
+    let mut physical = frame.create_physical_plan().await?;
+    let watermark_delay_ms = job.watermarks.iter().map(|w| w.delay_ms).max();
+    if let Some(mode) = streaming {
+        physical = make_stateful(physical, mode, watermark_delay_ms.is_some(), job)?;
+    }
     let schema = physical.schema();
     let sink_install = match &sink {
         PlannedSink::Console => SinkInstall::Console,
@@ -286,8 +352,29 @@ async fn plan_stages(
                 schema_json: schema_to_json(&schema),
             }
         }
+        PlannedSink::Kafka(spec) => {
+            // Explicit key columns, else a keyed aggregation's group columns when they all
+            // reach the sink (an upsert stream), else no key.
+            let key = match &spec.key {
+                Some(key) => key.clone(),
+                None => stateful_group_columns(&physical)
+                    .filter(|cols| cols.iter().all(|c| schema.index_of(c).is_ok()))
+                    .unwrap_or_default(),
+            };
+            KafkaSink::new(spec.clone(), schema.clone(), &key)?;
+            SinkInstall::Kafka {
+                spec: spec.clone(),
+                schema_json: schema_to_json(&schema),
+                key,
+            }
+        }
     };
     let stages = stages::split(physical, final_output)?;
+    let stateful_stages = stages
+        .iter()
+        .filter(|s| contains::<stateful::StatefulAggregateExec>(&s.plan))
+        .map(|s| s.id)
+        .collect();
     let ctx_for_check = SessionContext::new_with_config(session_config(1));
     let mut install = Vec::with_capacity(stages.len());
     let task_ctx = ctx_for_check.task_ctx();
@@ -318,7 +405,106 @@ async fn plan_stages(
         sink,
         sources,
         fingerprint: job.fingerprint.clone(),
+        stateful_stages,
+        watermark_delay_ms,
     })
+}
+
+fn contains<T: ExecutionPlan>(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<T>().is_some() || plan.children().into_iter().any(|c| contains::<T>(c))
+}
+
+/// Turns a streaming query's final aggregate into a [`stateful::StatefulAggregateExec`] and
+/// makes its scans drop rows behind the watermark.
+fn make_stateful(
+    plan: Arc<dyn ExecutionPlan>,
+    mode: Option<crate::job::OutputMode>,
+    has_watermark: bool,
+    job: &Job,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use crate::job::OutputMode;
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    let origin = format!("{}: ", job.text.origin);
+    let mut operators = 0u32;
+    let mut problem: Option<String> = None;
+    let plan = plan
+        .transform_up(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match agg.mode() {
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {}
+                AggregateMode::Partial | AggregateMode::PartialReduce => {
+                    return Ok(Transformed::no(node))
+                }
+                AggregateMode::Single | AggregateMode::SinglePartitioned => {
+                    problem.get_or_insert_with(|| "this aggregation cannot run incrementally (DataFusion planned it in one phase)".into());
+                    return Ok(Transformed::no(node));
+                }
+            }
+            let window_end = agg
+                .group_expr()
+                .expr()
+                .iter()
+                .position(|(_, name)| name.rsplit('.').next() == Some("window_end"));
+            let mode = match mode {
+                Some(m) => m,
+                None if window_end.is_some() && has_watermark => OutputMode::Append,
+                None => OutputMode::Update,
+            };
+            if mode == OutputMode::Append && window_end.is_none() {
+                problem.get_or_insert_with(|| "output_mode 'append' needs a windowed aggregation (GROUP BY window_start, window_end, ... over TUMBLE or HOP) whose rows are final once the watermark passes; use output_mode 'update' or 'complete'".into());
+            } else if mode == OutputMode::Append && !has_watermark {
+                problem.get_or_insert_with(|| "a windowed aggregation in append mode needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the source table (or use output_mode 'update')".into());
+            }
+            let spec = stateful::StatefulSpec {
+                operator: operators,
+                mode,
+                window_end,
+            };
+            operators += 1;
+            Ok(Transformed::yes(Arc::new(stateful::StatefulAggregateExec::try_new(spec, node)?) as _))
+        })?
+        .data;
+    if let Some(message) = problem {
+        return Err(EngineError::Sql {
+            location: origin,
+            message,
+        });
+    }
+    if operators > 1 {
+        return Err(EngineError::Sql {
+            location: origin,
+            message: "a streaming query holds one aggregation; aggregate the aggregated result in a second query reading its output".into(),
+        });
+    }
+    if operators == 0 {
+        return Ok(plan);
+    }
+    let plan = plan
+        .transform_up(|node| {
+            let Some(scan) = node.downcast_ref::<SourceScanExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(mut et) = scan.event_time else {
+                return Ok(Transformed::no(node));
+            };
+            et.drop_late = true;
+            Ok(Transformed::yes(
+                Arc::new(scan.clone().with_event_time(Some(et))) as _,
+            ))
+        })?
+        .data;
+    Ok(plan)
+}
+
+/// The group columns of the plan's stateful aggregation, if it has one.
+fn stateful_group_columns(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<String>> {
+    if let Some(s) = plan.downcast_ref::<stateful::StatefulAggregateExec>() {
+        return Some(s.group_columns());
+    }
+    plan.children().into_iter().find_map(stateful_group_columns)
 }
 
 /// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.
@@ -393,6 +579,8 @@ struct SourceTable {
     spec: SourceSpec,
     source: Arc<dyn Source>,
     partitions: usize,
+    /// Index of the watermark's event-time column.
+    event_time: Option<usize>,
 }
 
 #[async_trait]
@@ -412,13 +600,19 @@ impl TableProvider for SourceTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(SourceScanExec::try_new(
-            self.name.clone(),
-            self.spec.clone(),
-            self.source.schema(),
-            projection.cloned(),
-            self.partitions,
-        )?))
+        Ok(Arc::new(
+            SourceScanExec::try_new(
+                self.name.clone(),
+                self.spec.clone(),
+                self.source.schema(),
+                projection.cloned(),
+                self.partitions,
+            )?
+            .with_event_time(self.event_time.map(|column| nodes::EventTime {
+                column,
+                drop_late: false,
+            })),
+        ))
     }
 }
 

@@ -54,9 +54,13 @@ pub struct TaskInputs {
     pub fetcher: Arc<dyn ShuffleFetch>,
     /// Bad records the task's scans set aside.
     pub read_counters: std::sync::Mutex<ReadCounters>,
+    /// The epoch's event-time watermark (milliseconds), when the query declares one.
+    pub watermark_ms: Option<i64>,
+    /// Keyed state, when the query has stateful operators.
+    pub state: Option<crate::plan::stateful::TaskState>,
 }
 
-fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {
+pub(crate) fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {
     ctx.session_config()
         .get_extension::<TaskInputs>()
         .ok_or_else(|| {
@@ -86,6 +90,8 @@ pub struct SourceScanExec {
     pub projection: Option<Vec<usize>>,
     /// Scan partitions (= tasks reading this table in its stage).
     pub partitions: usize,
+    /// The table's event-time column, when it declares a watermark.
+    pub event_time: Option<EventTime>,
     projected: SchemaRef,
     props: Arc<PlanProperties>,
 }
@@ -110,10 +116,61 @@ impl SourceScanExec {
             schema,
             projection,
             partitions,
+            event_time: None,
             projected,
             props,
         })
     }
+
+    /// The same scan, tracking (and with `drop_late`, filtering by) event time.
+    pub fn with_event_time(mut self, event_time: Option<EventTime>) -> Self {
+        self.event_time = event_time;
+        self
+    }
+}
+
+/// A scan's event-time column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventTime {
+    /// Its index in the table's full schema.
+    pub column: usize,
+    /// Whether rows behind the epoch's watermark are dropped (and counted as late): set when a
+    /// stateful operator consumes the scan.
+    pub drop_late: bool,
+}
+
+/// Milliseconds since the Unix epoch of an event-time array (timestamps of any unit; integers
+/// are taken as milliseconds).
+pub fn event_millis(array: &arrow::array::ArrayRef) -> DfResult<arrow::array::Int64Array> {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let (raw, divisor) = match array.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let divisor = match unit {
+                TimeUnit::Second => -1000,
+                TimeUnit::Millisecond => 1,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1_000_000,
+            };
+            (arrow::compute::cast(array, &DataType::Int64)?, divisor)
+        }
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 => {
+            (arrow::compute::cast(array, &DataType::Int64)?, 1)
+        }
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "an event-time column must be a TIMESTAMP (or BIGINT milliseconds), not {other}"
+            )))
+        }
+    };
+    let raw = raw
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("cast to Int64 gave another type".into()))?;
+    Ok(match divisor {
+        1 => raw.clone(),
+        d if d < 0 => raw.unary(|v| v.saturating_mul(-d)),
+        d => raw.unary(|v| v.div_euclid(d)),
+    })
 }
 
 impl DisplayAs for SourceScanExec {
@@ -174,10 +231,28 @@ impl ExecutionPlan for SourceScanExec {
         };
         // A scan producing no columns (count(*)) still needs row counts: read one column and
         // drop it.
-        let (read_projection, count_only) = match &self.projection {
+        let (mut read_projection, count_only) = match &self.projection {
             Some(p) if p.is_empty() && !self.schema.fields().is_empty() => (Some(vec![0]), true),
             other => (other.clone(), false),
         };
+        // The event-time column is read even when the query does not use it: the watermark
+        // needs it. It is dropped again after the scan has looked at it.
+        let mut event = None;
+        let mut keep = None;
+        if let Some(et) = self.event_time {
+            match &mut read_projection {
+                None => event = Some(et.column),
+                Some(p) => match p.iter().position(|&c| c == et.column) {
+                    Some(i) if !count_only => event = Some(i),
+                    _ => {
+                        let width = if count_only { 0 } else { p.len() };
+                        keep = Some((0..width).collect::<Vec<_>>());
+                        p.push(et.column);
+                        event = Some(p.len() - 1);
+                    }
+                },
+            }
+        }
         let state = ScanState {
             source,
             ctx,
@@ -188,6 +263,11 @@ impl ExecutionPlan for SourceScanExec {
             count_only,
             schema: self.projected.clone(),
             rows: 0,
+            event,
+            keep,
+            drop_late: self.event_time.is_some_and(|e| e.drop_late),
+            late: 0,
+            max_event_ms: None,
         };
         // Reading and decoding run inline, in the task: executors run tasks on a dedicated
         // compute runtime (one thread per slot) that nothing latency-sensitive shares, so a
@@ -220,6 +300,13 @@ struct ScanState {
     schema: SchemaRef,
     /// Rows read from the current split.
     rows: u64,
+    /// Index of the event-time column in read batches.
+    event: Option<usize>,
+    /// Columns of read batches to pass on, when the event-time column was added for the scan.
+    keep: Option<Vec<usize>>,
+    drop_late: bool,
+    late: u64,
+    max_event_ms: Option<i64>,
 }
 
 impl ScanState {
@@ -236,10 +323,17 @@ impl ScanState {
                         .map_err(ext)?,
                 );
             }
-            let reader = self.current.as_mut().expect("opened above");
-            let next = reader.next_batch().map_err(ext)?;
+            let mut next = self
+                .current
+                .as_mut()
+                .expect("opened above")
+                .next_batch()
+                .map_err(ext)?;
             if let Some(batch) = &next {
                 self.rows += batch.num_rows() as u64;
+            }
+            if let (Some(batch), Some(col)) = (&next, self.event) {
+                next = Some(self.track_event_time(batch, col)?);
             }
             match next {
                 Some(batch) if self.count_only => {
@@ -251,8 +345,14 @@ impl ScanState {
                 }
                 Some(batch) => return Ok(Some(batch)),
                 None => {
-                    let mut counters = reader.counters();
+                    let mut counters = self
+                        .current
+                        .as_ref()
+                        .map(|r| r.counters())
+                        .unwrap_or_default();
                     counters.rows = std::mem::take(&mut self.rows);
+                    counters.late = std::mem::take(&mut self.late);
+                    counters.max_event_ms = self.max_event_ms.take();
                     self.inputs
                         .read_counters
                         .lock()
@@ -262,6 +362,40 @@ impl ScanState {
                 }
             }
         }
+    }
+}
+
+impl ScanState {
+    /// Notes the batch's largest event time, drops rows behind the watermark when asked, and
+    /// removes the event-time column if only the scan wanted it.
+    fn track_event_time(&mut self, batch: &RecordBatch, col: usize) -> DfResult<RecordBatch> {
+        let millis = event_millis(batch.column(col))?;
+        if let Some(max) = arrow::compute::max(&millis) {
+            self.max_event_ms = Some(self.max_event_ms.map_or(max, |m| m.max(max)));
+        }
+        let mut batch = batch.clone();
+        if let (true, Some(wm)) = (self.drop_late, self.inputs.watermark_ms) {
+            let on_time: arrow::array::BooleanArray = millis
+                .iter()
+                .map(|v| Some(v.is_none_or(|v| v >= wm)))
+                .collect();
+            let kept = on_time.true_count();
+            if kept < batch.num_rows() {
+                self.late += (batch.num_rows() - kept) as u64;
+                batch = arrow::compute::filter_record_batch(&batch, &on_time)?;
+            }
+        }
+        if let Some(keep) = &self.keep {
+            if self.count_only {
+                return Ok(RecordBatch::try_new_with_options(
+                    Arc::new(Schema::empty()),
+                    vec![],
+                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )?);
+            }
+            batch = batch.project(keep)?;
+        }
+        Ok(batch)
     }
 }
 

@@ -1,0 +1,659 @@
+//! Keyed operator state on RocksDB, with incremental snapshots into the checkpoint store.
+//!
+//! Each executor owns one [`StateBackend`]: a directory of RocksDB instances, one per
+//! (query, operator, partition) it was given, sharing one block cache and one write-buffer
+//! budget so the executor's state memory is bounded however many partitions it holds.
+//!
+//! A [`StatePartition`] is one such instance. After an epoch's task has written its changes,
+//! [`StatePartition::snapshot`] takes a RocksDB checkpoint (hard links) and uploads to the
+//! checkpoint store only the SST files the store does not hold yet, plus the small files that
+//! describe the database and a manifest:
+//!
+//! ```text
+//! CHECKPOINT/state/op-O/part-P/sst/INCARNATION-NNNNNN.sst   immutable, shared by snapshots
+//! CHECKPOINT/state/op-O/part-P/epoch-N/snapshot.json        manifest: local name → stored name
+//! CHECKPOINT/state/op-O/part-P/epoch-N/{CURRENT,MANIFEST-*,OPTIONS-*}
+//! ```
+//!
+//! An SST's stored name carries the *incarnation* of the database that wrote it (a fresh id
+//! each time an instance is created or restored), so an instance restored from an older epoch
+//! can never mistake one of its new files for a same-named file written by an abandoned attempt.
+//! [`collect_garbage`] deletes snapshots older than the oldest retained epoch and SSTs no
+//! retained manifest references.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, WriteBufferManager, DB,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CheckpointError, Result};
+use crate::Epoch;
+
+/// Memory limits shared by all state partitions of one executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateConfig {
+    /// Block cache (reads) shared by every instance.
+    pub block_cache_bytes: usize,
+    /// Memtable budget across every instance (charged to the block cache).
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Names one keyed state partition of one stateful operator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StatePartitionId {
+    /// The query (state of different queries never mixes).
+    pub query_id: String,
+    /// The stateful operator within the query.
+    pub operator: u32,
+    /// The partition (key group) of that operator.
+    pub partition: u32,
+}
+
+impl StatePartitionId {
+    /// Its directory relative to a state root: `op-O/part-P`.
+    pub fn relative_dir(&self) -> PathBuf {
+        PathBuf::from(format!("op-{}", self.operator)).join(format!("part-{}", self.partition))
+    }
+}
+
+/// The manifest of one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotManifest {
+    /// The epoch whose state it holds.
+    pub epoch: Epoch,
+    /// SST files: local file name → stored name under `sst/`, with sizes.
+    pub sst: BTreeMap<String, StoredFile>,
+    /// The small files copied into the snapshot's own directory.
+    pub small: Vec<String>,
+}
+
+/// One SST as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Name under `sst/`.
+    pub stored: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What one snapshot cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    /// Bytes uploaded (new SSTs and the small files).
+    pub uploaded_bytes: u64,
+    /// Bytes of SSTs the snapshot references (the state's on-disk size).
+    pub total_bytes: u64,
+    /// Wall time of flush, checkpoint and upload, in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// The RocksDB instances of one executor.
+pub struct StateBackend {
+    root: PathBuf,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    partitions: Mutex<HashMap<StatePartitionId, Arc<Mutex<StatePartition>>>>,
+}
+
+impl std::fmt::Debug for StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateBackend")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+/// One open RocksDB instance holding one state partition.
+pub struct StatePartition {
+    id: StatePartitionId,
+    dir: PathBuf,
+    db: DB,
+    /// The epoch whose snapshot this instance last took (or was restored from).
+    epoch: Option<Epoch>,
+    /// Local SST name → stored file, for files already in the store.
+    stored: BTreeMap<String, StoredFile>,
+    incarnation: String,
+}
+
+impl std::fmt::Debug for StatePartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatePartition")
+            .field("id", &self.id)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> CheckpointError + 'a {
+    move |source| CheckpointError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn db_error(path: &Path, e: rocksdb::Error) -> CheckpointError {
+    CheckpointError::Io {
+        action: "use RocksDB state at",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.into_string()),
+    }
+}
+
+fn incarnation() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{:x}-{:x}-{n}",
+        std::process::id(),
+        (nanos & 0xffff_ffff_ffff) as u64
+    )
+}
+
+impl StateBackend {
+    /// A backend keeping its instances under `root` (executor-local disk).
+    pub fn new(root: &Path, config: StateConfig) -> Result<Self> {
+        fs::create_dir_all(root).map_err(io("create state directory", root))?;
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            config.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        Ok(StateBackend {
+            root: root.to_path_buf(),
+            cache,
+            write_buffers,
+            partitions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn options(&self) -> Options {
+        let mut block = BlockBasedOptions::default();
+        block.set_block_cache(&self.cache);
+        block.set_bloom_filter(10.0, false);
+        block.set_cache_index_and_filter_blocks(true);
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_block_based_table_factory(&block);
+        opts.set_write_buffer_manager(&self.write_buffers);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        opts
+    }
+
+    /// The instance for `id`, positioned at `restore`: the last committed epoch whose snapshot
+    /// holds this partition's state (`None`: the partition starts empty).
+    ///
+    /// An instance already open at that epoch is reused as it is (the common case: a partition
+    /// stays on its executor). Otherwise the local copy is discarded and the snapshot is
+    /// restored from `store` (`CHECKPOINT/state`).
+    pub fn open(
+        &self,
+        id: &StatePartitionId,
+        store: &Path,
+        restore: Option<Epoch>,
+    ) -> Result<Arc<Mutex<StatePartition>>> {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = partitions.get(id) {
+            let ready = existing.lock().map(|p| p.epoch == restore).unwrap_or(false);
+            if ready {
+                return Ok(existing.clone());
+            }
+            partitions.remove(id);
+        }
+        // Each instance gets its own directory: an abandoned instance that someone still holds
+        // (a superseded task attempt) keeps its RocksDB lock without blocking the new one.
+        let part_dir = self
+            .root
+            .join(sanitize(&id.query_id))
+            .join(id.relative_dir());
+        if part_dir.exists() {
+            fs::remove_dir_all(&part_dir).map_err(io("remove stale state", &part_dir))?;
+        }
+        let incarnation = incarnation();
+        let dir = part_dir.join(&incarnation);
+        fs::create_dir_all(&dir).map_err(io("create state directory", &dir))?;
+        let db_dir = dir.join("db");
+        let mut stored = BTreeMap::new();
+        if let Some(epoch) = restore {
+            let remote = store.join(id.relative_dir());
+            let manifest = read_manifest(&remote, epoch)?;
+            fs::create_dir_all(&db_dir).map_err(io("create state directory", &db_dir))?;
+            for (local, file) in &manifest.sst {
+                let from = remote.join("sst").join(&file.stored);
+                link_or_copy(&from, &db_dir.join(local))?;
+            }
+            let snap_dir = remote.join(format!("epoch-{}", epoch.0));
+            for name in &manifest.small {
+                let from = snap_dir.join(name);
+                fs::copy(&from, db_dir.join(name)).map_err(io("restore state file", &from))?;
+            }
+            stored = manifest.sst;
+        }
+        let db = DB::open(&self.options(), &db_dir).map_err(|e| db_error(&db_dir, e))?;
+        let partition = Arc::new(Mutex::new(StatePartition {
+            id: id.clone(),
+            dir,
+            db,
+            epoch: restore,
+            stored,
+            incarnation,
+        }));
+        partitions.insert(id.clone(), partition.clone());
+        Ok(partition)
+    }
+
+    /// Closes and forgets every instance of `query_id` (the query ended).
+    pub fn close_query(&self, query_id: &str) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions.retain(|id, _| id.query_id != query_id);
+        let _ = fs::remove_dir_all(self.root.join(sanitize(query_id)));
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Hard-links `from` to `to`, copying when they are on different filesystems.
+fn link_or_copy(from: &Path, to: &Path) -> Result<u64> {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).map_err(io("copy state file", from))?;
+    }
+    Ok(fs::metadata(to).map_err(io("stat state file", to))?.len())
+}
+
+fn read_manifest(remote: &Path, epoch: Epoch) -> Result<SnapshotManifest> {
+    let path = remote
+        .join(format!("epoch-{}", epoch.0))
+        .join("snapshot.json");
+    let bytes = fs::read(&path).map_err(io("read state snapshot", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+        path,
+        message: e.to_string(),
+    })
+}
+
+impl StatePartition {
+    /// Its id.
+    pub fn id(&self) -> &StatePartitionId {
+        &self.id
+    }
+
+    /// The epoch of the snapshot it last took or was restored from.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
+    }
+
+    /// Values of `keys` (in order), `None` where absent.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys.iter().map(|k| k.as_ref()))
+            .into_iter()
+            .map(|r| r.map_err(|e| db_error(&self.dir, e)))
+            .collect()
+    }
+
+    /// Applies puts then deletes atomically.
+    pub fn write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in puts {
+            batch.put(k, v);
+        }
+        for k in deletes {
+            batch.delete(k);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        // Every write is covered by the epoch's snapshot and a crash restores from it, so the
+        // write-ahead log would only cost time.
+        opts.disable_wal(true);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| db_error(&self.dir, e))
+    }
+
+    /// Every entry with `from <= key < to` (`to = None`: to the end), in key order.
+    pub fn scan(&self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            opts.set_iterate_upper_bound(to.to_vec());
+        }
+        opts.fill_cache(false);
+        let mut out = Vec::new();
+        for item in self.db.iterator_opt(
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+            opts,
+        ) {
+            let (k, v) = item.map_err(|e| db_error(&self.dir, e))?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// RocksDB's estimate of the number of keys.
+    pub fn estimated_keys(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Snapshots the instance as epoch `epoch` into `store` (`CHECKPOINT/state`), uploading
+    /// only SSTs the store does not have. `durable` fsyncs what it writes.
+    pub fn snapshot(&mut self, epoch: Epoch, store: &Path, durable: bool) -> Result<SnapshotStats> {
+        let started = Instant::now();
+        self.db.flush().map_err(|e| db_error(&self.dir, e))?;
+        let local = self.dir.join(format!("snapshot-{}", epoch.0));
+        if local.exists() {
+            fs::remove_dir_all(&local).map_err(io("remove old local snapshot", &local))?;
+        }
+        Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(&local))
+            .map_err(|e| db_error(&local, e))?;
+        let remote = store.join(self.id.relative_dir());
+        let sst_dir = remote.join("sst");
+        fs::create_dir_all(&sst_dir).map_err(io("create state directory", &sst_dir))?;
+        let staging = remote.join(format!("epoch-{}.{}.tmp", epoch.0, self.incarnation));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io("remove state staging", &staging))?;
+        }
+        fs::create_dir_all(&staging).map_err(io("create state staging", &staging))?;
+        let mut manifest = SnapshotManifest {
+            epoch,
+            sst: BTreeMap::new(),
+            small: Vec::new(),
+        };
+        let mut stats = SnapshotStats::default();
+        let entries = fs::read_dir(&local).map_err(io("list snapshot", &local))?;
+        for entry in entries {
+            let entry = entry.map_err(io("list snapshot", &local))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(".sst") {
+                let file = match self.stored.get(&name) {
+                    Some(file) => file.clone(),
+                    None => {
+                        let stored = format!("{}-{}", self.incarnation, name);
+                        let target = sst_dir.join(&stored);
+                        let bytes = link_or_copy(&path, &target)?;
+                        if durable {
+                            sync_file(&target)?;
+                        }
+                        stats.uploaded_bytes += bytes;
+                        StoredFile { stored, bytes }
+                    }
+                };
+                stats.total_bytes += file.bytes;
+                manifest.sst.insert(name, file);
+            } else {
+                let target = staging.join(&name);
+                stats.uploaded_bytes +=
+                    fs::copy(&path, &target).map_err(io("upload state file", &path))?;
+                if durable {
+                    sync_file(&target)?;
+                }
+                manifest.small.push(name);
+            }
+        }
+        manifest.small.sort();
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Corrupt {
+            path: staging.clone(),
+            message: e.to_string(),
+        })?;
+        let manifest_path = staging.join("snapshot.json");
+        fs::write(&manifest_path, &json).map_err(io("write state manifest", &manifest_path))?;
+        if durable {
+            sync_file(&manifest_path)?;
+            sync_file(&sst_dir)?;
+        }
+        let target = remote.join(format!("epoch-{}", epoch.0));
+        if target.exists() {
+            // An earlier attempt of this epoch that never committed.
+            fs::remove_dir_all(&target).map_err(io("replace state snapshot", &target))?;
+        }
+        fs::rename(&staging, &target).map_err(io("publish state snapshot", &target))?;
+        if durable {
+            sync_file(&remote)?;
+        }
+        fs::remove_dir_all(&local).map_err(io("remove local snapshot", &local))?;
+        self.stored = manifest.sst;
+        self.epoch = Some(epoch);
+        stats.elapsed_us = started.elapsed().as_micros() as u64;
+        Ok(stats)
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", path))
+}
+
+/// Deletes, under `store` (`CHECKPOINT/state`), every snapshot of an epoch before `oldest` —
+/// except each partition's newest one at or before `oldest`, which recovery may still need — and
+/// every SST no remaining manifest references. Returns the number of files removed.
+pub fn collect_garbage(store: &Path, oldest: Epoch) -> Result<usize> {
+    let mut removed = 0;
+    let Ok(operators) = fs::read_dir(store) else {
+        return Ok(0);
+    };
+    for op in operators.flatten() {
+        let Ok(parts) = fs::read_dir(op.path()) else {
+            continue;
+        };
+        for part in parts.flatten() {
+            removed += collect_partition(&part.path(), oldest)?;
+        }
+    }
+    Ok(removed)
+}
+
+fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
+    let mut epochs = BTreeSet::new();
+    for entry in fs::read_dir(remote)
+        .map_err(io("list state", remote))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("epoch-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            epochs.insert(n);
+        }
+    }
+    // Keep the newest snapshot at or before `oldest` and everything after it.
+    let floor = epochs.range(..=oldest.0).next_back().copied();
+    let mut removed = 0;
+    let mut referenced = BTreeSet::new();
+    for &n in &epochs {
+        let dir = remote.join(format!("epoch-{n}"));
+        if Some(n) < floor || (floor.is_none() && n < oldest.0) {
+            fs::remove_dir_all(&dir).map_err(io("remove old state snapshot", &dir))?;
+            removed += 1;
+            continue;
+        }
+        let manifest = read_manifest(remote, Epoch(n))?;
+        referenced.extend(manifest.sst.into_values().map(|f| f.stored));
+    }
+    let sst_dir = remote.join("sst");
+    if let Ok(files) = fs::read_dir(&sst_dir) {
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !referenced.contains(&name) {
+                let path = file.path();
+                fs::remove_file(&path).map_err(io("remove unreferenced state file", &path))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(partition: u32) -> StatePartitionId {
+        StatePartitionId {
+            query_id: "q".into(),
+            operator: 0,
+            partition,
+        }
+    }
+
+    fn put(p: &StatePartition, k: &str, v: &str) {
+        p.write(&[(k.as_bytes().to_vec(), v.as_bytes().to_vec())], &[])
+            .unwrap();
+    }
+
+    fn get(p: &StatePartition, k: &str) -> Option<String> {
+        p.get_many(&[k.as_bytes()]).unwrap()[0]
+            .as_ref()
+            .map(|v| String::from_utf8(v.clone()).unwrap())
+    }
+
+    #[test]
+    fn snapshots_upload_only_new_files_and_restore_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let part = a.open(&id(0), &store, None).unwrap();
+        let mut part = part.lock().unwrap();
+        put(&part, "k1", "v1");
+        let first = part.snapshot(Epoch(0), &store, false).unwrap();
+        assert!(first.uploaded_bytes > 0);
+        put(&part, "k2", "v2");
+        let second = part.snapshot(Epoch(1), &store, false).unwrap();
+        // The first SST is already stored: only the new one is uploaded.
+        let stored = fs::read_dir(store.join("op-0/part-0/sst")).unwrap().count();
+        assert_eq!(stored, 2);
+        assert!(second.uploaded_bytes < second.total_bytes + 64 * 1024);
+        let m1 = read_manifest(&store.join("op-0/part-0"), Epoch(1)).unwrap();
+        let m0 = read_manifest(&store.join("op-0/part-0"), Epoch(0)).unwrap();
+        assert_eq!(m1.sst.len(), 2);
+        assert!(m0.sst.values().all(|f| m1.sst.values().any(|g| g == f)));
+        put(&part, "k3", "uncommitted");
+        drop(part);
+
+        // Another executor restores epoch 1: k1 and k2, not the later write.
+        let b = StateBackend::new(&dir.path().join("b"), StateConfig::default()).unwrap();
+        let restored = b.open(&id(0), &store, Some(Epoch(1))).unwrap();
+        let restored = restored.lock().unwrap();
+        assert_eq!(get(&restored, "k1").as_deref(), Some("v1"));
+        assert_eq!(get(&restored, "k2").as_deref(), Some("v2"));
+        assert_eq!(get(&restored, "k3"), None);
+        // Restoring epoch 0 gives the older state.
+        drop(restored);
+        let older = b.open(&id(0), &store, Some(Epoch(0))).unwrap();
+        assert_eq!(get(&older.lock().unwrap(), "k2"), None);
+    }
+
+    #[test]
+    fn reuses_an_instance_at_the_right_epoch_and_discards_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let part = a.open(&id(1), &store, None).unwrap();
+        put(&part.lock().unwrap(), "k", "0");
+        part.lock()
+            .unwrap()
+            .snapshot(Epoch(0), &store, false)
+            .unwrap();
+        put(&part.lock().unwrap(), "k", "1");
+        part.lock()
+            .unwrap()
+            .snapshot(Epoch(1), &store, false)
+            .unwrap();
+        // Epoch 1 committed: the open instance is reused.
+        let same = a.open(&id(1), &store, Some(Epoch(1))).unwrap();
+        assert!(Arc::ptr_eq(&same, &part));
+        // Epoch 1 never committed (driver crashed): reopening at epoch 0 discards it.
+        drop(same);
+        drop(part);
+        let back = a.open(&id(1), &store, Some(Epoch(0))).unwrap();
+        let back = back.lock().unwrap();
+        assert_eq!(get(&back, "k").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn garbage_collection_keeps_what_retained_snapshots_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let part = a.open(&id(0), &store, None).unwrap();
+        let mut part = part.lock().unwrap();
+        for epoch in 0..6u64 {
+            put(&part, &format!("k{epoch}"), "v");
+            // Overwrite and compact so old SSTs stop being referenced.
+            part.db.compact_range::<&[u8], &[u8]>(None, None);
+            part.snapshot(Epoch(epoch), &store, false).unwrap();
+        }
+        let remote = store.join("op-0/part-0");
+        let removed = collect_garbage(&store, Epoch(4)).unwrap();
+        assert!(removed > 0);
+        for n in 0..4 {
+            assert!(!remote.join(format!("epoch-{n}")).exists(), "epoch {n}");
+        }
+        drop(part);
+        // Epoch 4 and 5 still restore completely.
+        for epoch in [4, 5] {
+            let b = StateBackend::new(
+                &dir.path().join(format!("b{epoch}")),
+                StateConfig::default(),
+            )
+            .unwrap();
+            let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
+            let p = p.lock().unwrap();
+            for k in 0..=epoch {
+                assert_eq!(get(&p, &format!("k{k}")).as_deref(), Some("v"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_snapshot_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let err = a
+            .open(&id(0), &dir.path().join("store"), Some(Epoch(3)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epoch-3"), "{err}");
+        assert!(err.contains("snapshot"), "{err}");
+    }
+}

@@ -1,0 +1,548 @@
+//! The streaming extensions of Sluice's SQL, turned into what DataFusion's parser and planner
+//! understand.
+//!
+//! - `WATERMARK FOR col AS col - INTERVAL '4' SECOND` inside `CREATE TABLE (...)`: sqlparser
+//!   has no such clause, so it is lifted out of the text before parsing (replaced by spaces, so
+//!   every other error keeps its line and column) and returned as a [`WatermarkDecl`].
+//! - Window table-valued functions in `FROM`, as in Flink:
+//!   `TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))` and
+//!   `TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))`
+//!   (slide, then size). Each becomes a derived table holding every column of the input plus
+//!   `window_start` and `window_end`; a hopping window repeats a row once per window holding it.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SetExpr,
+    TableFactor, Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// A watermark declared on a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkDecl {
+    /// The table.
+    pub table: String,
+    /// Its event-time column.
+    pub column: String,
+    /// How far the watermark trails the largest event time seen, in milliseconds.
+    pub delay_ms: i64,
+}
+
+fn sql_err(origin: &str, line: u64, column: u64, message: String) -> EngineError {
+    EngineError::Sql {
+        location: format!("{origin}:{line}:{column}: "),
+        message,
+    }
+}
+
+fn is_word(token: &Token, keyword: &str) -> bool {
+    matches!(token, Token::Word(Word { value, .. }) if value.eq_ignore_ascii_case(keyword))
+}
+
+fn word_name(token: &Token) -> Option<String> {
+    match token {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// Byte offset of a 1-based (line, column) in `text`.
+fn offset(text: &str, line: u64, column: u64) -> usize {
+    let mut pos = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return pos
+                + l.char_indices()
+                    .nth(column.saturating_sub(1) as usize)
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
+        }
+        pos += l.len();
+    }
+    text.len()
+}
+
+/// Lifts every `WATERMARK FOR ...` clause out of `text`.
+pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<WatermarkDecl>)> {
+    let dialect = GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, text).tokenize_with_location() else {
+        // The parser reports tokenizer errors with their location.
+        return Ok((text.to_string(), Vec::new()));
+    };
+    let tokens: Vec<_> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let mut out = text.to_string();
+    let mut decls = Vec::new();
+    let mut table: Option<String> = None;
+    let mut depth = 0i32;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i].token;
+        if is_word(t, "CREATE")
+            && tokens
+                .get(i + 1)
+                .is_some_and(|n| is_word(&n.token, "TABLE"))
+        {
+            table = tokens.get(i + 2).and_then(|n| word_name(&n.token));
+            depth = 0;
+        }
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        let starts_clause = depth == 1
+            && is_word(t, "WATERMARK")
+            && tokens.get(i + 1).is_some_and(|n| is_word(&n.token, "FOR"));
+        if !starts_clause {
+            i += 1;
+            continue;
+        }
+        let at = tokens[i].span.start;
+        let Some(table_name) = table.clone() else {
+            return Err(sql_err(
+                origin,
+                at.line,
+                at.column,
+                "WATERMARK FOR is only allowed in CREATE TABLE (...)".into(),
+            ));
+        };
+        let comma = i
+            .checked_sub(1)
+            .filter(|&c| tokens[c].token == Token::Comma);
+        let Some(comma) = comma else {
+            return Err(sql_err(origin, at.line, at.column, format!("table '{table_name}': WATERMARK FOR follows the column declarations, after a comma")));
+        };
+        let column = tokens.get(i + 2).and_then(|n| word_name(&n.token));
+        let (Some(column), true) = (
+            column,
+            tokens.get(i + 3).is_some_and(|n| is_word(&n.token, "AS")),
+        ) else {
+            return Err(sql_err(origin, at.line, at.column, format!("table '{table_name}': expected WATERMARK FOR column AS column - INTERVAL '5' SECOND")));
+        };
+        let mut j = i + 4;
+        let mut inner = 0i32;
+        while j < tokens.len() {
+            match tokens[j].token {
+                Token::LParen => inner += 1,
+                Token::RParen if inner == 0 => break,
+                Token::RParen => inner -= 1,
+                Token::Comma if inner == 0 => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        if j == i + 4 || j >= tokens.len() {
+            return Err(sql_err(
+                origin,
+                at.line,
+                at.column,
+                format!("table '{table_name}': WATERMARK FOR {column} AS needs an expression"),
+            ));
+        }
+        let start = offset(
+            text,
+            tokens[comma].span.start.line,
+            tokens[comma].span.start.column,
+        );
+        let expr_start = offset(
+            text,
+            tokens[i + 4].span.start.line,
+            tokens[i + 4].span.start.column,
+        );
+        let end = offset(text, tokens[j].span.start.line, tokens[j].span.start.column);
+        let expr_text = &text[expr_start..end];
+        let delay_ms = watermark_delay(&column, expr_text).map_err(|m| {
+            let s = tokens[i + 4].span.start;
+            sql_err(
+                origin,
+                s.line,
+                s.column,
+                format!("table '{table_name}': {m}"),
+            )
+        })?;
+        // Blank the clause, keeping newlines so later locations stay right.
+        let blanked: String = text[start..end]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        out.replace_range(start..end, &blanked);
+        decls.push(WatermarkDecl {
+            table: table_name,
+            column,
+            delay_ms,
+        });
+        i = j;
+    }
+    Ok((out, decls))
+}
+
+fn watermark_delay(column: &str, expr_text: &str) -> std::result::Result<i64, String> {
+    let dialect = GenericDialect {};
+    let expr = Parser::new(&dialect)
+        .try_with_sql(expr_text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| format!("cannot read the watermark expression: {e}"))?;
+    let names = |e: &Expr| match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(column),
+        _ => false,
+    };
+    match &expr {
+        e if names(e) => Ok(0),
+        Expr::BinaryOp { left, op, right }
+            if names(left) && *op == datafusion::sql::sqlparser::ast::BinaryOperator::Minus =>
+        {
+            match right.as_ref() {
+                Expr::Interval(interval) => interval_ms(interval),
+                other => Err(format!(
+                    "the watermark subtracts an INTERVAL from {column}, not `{other}`"
+                )),
+            }
+        }
+        other => Err(format!(
+            "the watermark must be `{column}` or `{column} - INTERVAL '5' SECOND`, not `{other}`"
+        )),
+    }
+}
+
+/// Milliseconds of a fixed-length interval (`INTERVAL '4' SECOND`, `INTERVAL '1.5 minutes'`).
+pub fn interval_ms(
+    interval: &datafusion::sql::sqlparser::ast::Interval,
+) -> std::result::Result<i64, String> {
+    let text = match interval.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            other => return Err(format!("unsupported interval value {other}")),
+        },
+        other => return Err(format!("unsupported interval value {other}")),
+    };
+    let unit_ms = |unit: &str| -> Option<f64> {
+        let u = unit.to_ascii_lowercase();
+        let u = u.trim_end_matches('s');
+        Some(match u {
+            "millisecond" | "m" => 1.0,
+            "second" | "sec" => 1_000.0,
+            "minute" | "min" => 60_000.0,
+            "hour" => 3_600_000.0,
+            "day" => 86_400_000.0,
+            _ => return None,
+        })
+    };
+    let (number, unit) = match &interval.leading_field {
+        Some(field) => {
+            let unit = match field {
+                DateTimeField::Millisecond | DateTimeField::Milliseconds => "millisecond",
+                DateTimeField::Second | DateTimeField::Seconds => "second",
+                DateTimeField::Minute | DateTimeField::Minutes => "minute",
+                DateTimeField::Hour | DateTimeField::Hours => "hour",
+                DateTimeField::Day | DateTimeField::Days => "day",
+                other => return Err(format!("intervals of {other} have no fixed length")),
+            };
+            (text.trim().to_string(), unit.to_string())
+        }
+        None => {
+            let mut parts = text.split_whitespace();
+            let n = parts.next().unwrap_or_default().to_string();
+            let u = parts.next().unwrap_or("second").to_string();
+            (n, u)
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("interval '{text}' is not a number of units"))?;
+    let ms = unit_ms(&unit).ok_or_else(|| {
+        format!("interval unit '{unit}' is not one of millisecond, second, minute, hour, day")
+    })?;
+    let value = n * ms;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("interval '{text}' must be zero or positive"));
+    }
+    Ok(value.round() as i64)
+}
+
+/// A window table function found in the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowDecl {
+    /// `tumble` or `hop`.
+    pub kind: &'static str,
+    /// The table it windows.
+    pub table: String,
+    /// The event-time column.
+    pub column: String,
+    /// Window size in milliseconds.
+    pub size_ms: i64,
+    /// Slide in milliseconds (= size for tumbling windows).
+    pub slide_ms: i64,
+}
+
+struct WindowRewriter {
+    origin: String,
+    found: Vec<WindowDecl>,
+    error: Option<EngineError>,
+}
+
+impl VisitorMut for WindowRewriter {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let (name, args, alias) = match factor {
+            TableFactor::TableFunction {
+                expr: Expr::Function(f),
+                alias,
+            } => {
+                let FunctionArguments::List(list) = &f.args else {
+                    return ControlFlow::Continue(());
+                };
+                let args: Vec<FunctionArg> = list.args.clone();
+                (f.name.to_string(), args, alias.clone())
+            }
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                ..
+            } => (name.to_string(), args.args.clone(), alias.clone()),
+            _ => return ControlFlow::Continue(()),
+        };
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "tumble" => "tumble",
+            "hop" => "hop",
+            _ => return ControlFlow::Continue(()),
+        };
+        match rewrite(kind, &args, alias.as_ref().map(|a| a.to_string())) {
+            Ok((derived, decl)) => {
+                *factor = derived;
+                self.found.push(decl);
+                ControlFlow::Continue(())
+            }
+            Err(message) => {
+                self.error = Some(EngineError::Sql {
+                    location: format!("{}: ", self.origin),
+                    message,
+                });
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+fn arg_expr(arg: &FunctionArg) -> Option<&Expr> {
+    match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
+    }
+}
+
+fn rewrite(
+    kind: &'static str,
+    args: &[FunctionArg],
+    alias: Option<String>,
+) -> std::result::Result<(TableFactor, WindowDecl), String> {
+    let usage = match kind {
+        "tumble" => "TUMBLE(table, DESCRIPTOR(time_column), INTERVAL '10' SECOND)",
+        _ => "HOP(table, DESCRIPTOR(time_column), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
+    };
+    let want = if kind == "tumble" { 3 } else { 4 };
+    if args.len() != want {
+        return Err(format!(
+            "{} takes {want} arguments: {usage}",
+            kind.to_uppercase()
+        ));
+    }
+    let table = match arg_expr(&args[0]) {
+        Some(Expr::Identifier(i)) => i.to_string(),
+        Some(Expr::CompoundIdentifier(parts)) => parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("."),
+        _ => {
+            return Err(format!(
+                "the first argument of {} names a table: {usage}",
+                kind.to_uppercase()
+            ))
+        }
+    };
+    let column = match arg_expr(&args[1]) {
+        Some(Expr::Function(f)) if f.name.to_string().eq_ignore_ascii_case("descriptor") => {
+            match &f.args {
+                FunctionArguments::List(l) if l.args.len() == 1 => match arg_expr(&l.args[0]) {
+                    Some(Expr::Identifier(i)) => i.to_string(),
+                    _ => return Err(format!("DESCRIPTOR names one column: {usage}")),
+                },
+                _ => return Err(format!("DESCRIPTOR names one column: {usage}")),
+            }
+        }
+        _ => {
+            return Err(format!(
+                "the second argument of {} is DESCRIPTOR(time_column): {usage}",
+                kind.to_uppercase()
+            ))
+        }
+    };
+    let interval = |i: usize| -> std::result::Result<(String, i64), String> {
+        match arg_expr(&args[i]) {
+            Some(Expr::Interval(iv)) => {
+                let ms = interval_ms(iv)?;
+                if ms <= 0 {
+                    return Err(format!(
+                        "{} intervals must be positive",
+                        kind.to_uppercase()
+                    ));
+                }
+                Ok((iv.to_string(), ms))
+            }
+            _ => Err(format!(
+                "{} takes INTERVAL arguments: {usage}",
+                kind.to_uppercase()
+            )),
+        }
+    };
+    let origin = "TIMESTAMP '1970-01-01T00:00:00'";
+    let (sql, size_ms, slide_ms) = if kind == "tumble" {
+        let (size, size_ms) = interval(2)?;
+        let start = format!("date_bin({size}, {column}, {origin})");
+        (
+            format!(
+                "SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {table}"
+            ),
+            size_ms,
+            size_ms,
+        )
+    } else {
+        let (slide, slide_ms) = interval(2)?;
+        let (size, size_ms) = interval(3)?;
+        if size_ms % slide_ms != 0 {
+            return Err(format!(
+                "HOP: the size ({size}) must be a multiple of the slide ({slide})"
+            ));
+        }
+        let last = format!("date_bin({slide}, {column}, {origin})");
+        (
+            format!(
+                "SELECT *, window_start + {size} AS window_end FROM (SELECT *, unnest(range({last} - {size} + {slide}, {last} + {slide}, {slide})) AS window_start FROM {table})"
+            ),
+            size_ms,
+            slide_ms,
+        )
+    };
+    let alias = alias.unwrap_or_else(|| table.rsplit('.').next().unwrap_or(&table).to_string());
+    let wrapped = format!("SELECT * FROM ({sql}) AS {alias}");
+    let dialect = GenericDialect {};
+    let query = Parser::new(&dialect)
+        .try_with_sql(&wrapped)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| format!("{}: {e}", kind.to_uppercase()))?;
+    let SetExpr::Select(select) = *query.body else {
+        return Err("internal: window rewrite is not a SELECT".into());
+    };
+    let factor = select
+        .from
+        .into_iter()
+        .next()
+        .map(|f| f.relation)
+        .ok_or("internal: window rewrite has no FROM")?;
+    Ok((
+        factor,
+        WindowDecl {
+            kind,
+            table: table.to_ascii_lowercase(),
+            column: column.to_ascii_lowercase(),
+            size_ms,
+            slide_ms,
+        },
+    ))
+}
+
+/// Rewrites window table functions in `query` into derived tables; returns what it found.
+pub fn rewrite_windows(origin: &str, query: &mut Query) -> Result<Vec<WindowDecl>> {
+    let mut rewriter = WindowRewriter {
+        origin: origin.to_string(),
+        found: Vec::new(),
+        error: None,
+    };
+    let _ = query.visit(&mut rewriter);
+    match rewriter.error {
+        Some(e) => Err(e),
+        None => Ok(rewriter.found),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_clauses_are_lifted_and_positions_kept() {
+        let sql = "CREATE TABLE bids (auction BIGINT, date_time TIMESTAMP,\n  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)\n  WITH (connector = 'kafka');\nSELECT x FROM bids;";
+        let (text, decls) = extract_watermarks("job.sql", sql).unwrap();
+        assert_eq!(
+            decls,
+            vec![WatermarkDecl {
+                table: "bids".into(),
+                column: "date_time".into(),
+                delay_ms: 4000
+            }]
+        );
+        assert!(!text.to_ascii_uppercase().contains("WATERMARK"));
+        assert_eq!(text.lines().count(), sql.lines().count());
+        assert_eq!(text.len(), sql.len());
+        assert!(text.contains("date_time TIMESTAMP"));
+        assert!(text.contains(")\n  WITH"));
+    }
+
+    #[test]
+    fn watermark_forms_and_errors() {
+        let ok = |e: &str| watermark_delay("ts", e);
+        assert_eq!(ok("ts"), Ok(0));
+        assert_eq!(ok("ts - INTERVAL '1.5' MINUTE"), Ok(90_000));
+        assert_eq!(ok("ts - INTERVAL '250 milliseconds'"), Ok(250));
+        assert!(ok("other - INTERVAL '1' SECOND")
+            .unwrap_err()
+            .contains("ts"));
+        assert!(ok("ts - INTERVAL '1' MONTH")
+            .unwrap_err()
+            .contains("fixed length"));
+        let err = extract_watermarks(
+            "j.sql",
+            "CREATE TABLE t (a INT,\n WATERMARK FOR a AS a + 1) WITH (x = 'y');",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("j.sql:2:21"), "{err}");
+        assert!(err.contains("table 't'"), "{err}");
+    }
+
+    #[test]
+    fn window_functions_become_derived_tables() {
+        let dialect = GenericDialect {};
+        let mut q = Parser::new(&dialect)
+            .try_with_sql("SELECT window_start, count(*) FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start")
+            .unwrap()
+            .parse_query()
+            .unwrap();
+        let found = rewrite_windows("q", &mut q).unwrap();
+        assert_eq!(found[0].size_ms, 10_000);
+        assert_eq!(found[0].slide_ms, 2_000);
+        let text = q.to_string();
+        assert!(text.contains("unnest(range("), "{text}");
+        assert!(text.contains("AS bids"), "{text}");
+        let mut bad = Parser::new(&dialect)
+            .try_with_sql("SELECT 1 FROM TUMBLE(bids, date_time, INTERVAL '2' SECOND)")
+            .unwrap()
+            .parse_query()
+            .unwrap();
+        let err = rewrite_windows("q", &mut bad).unwrap_err().to_string();
+        assert!(err.contains("DESCRIPTOR"), "{err}");
+    }
+}

@@ -1,0 +1,496 @@
+//! Stateful streaming aggregation: DataFusion's aggregate, continued across epochs through
+//! keyed state in RocksDB.
+//!
+//! The planner keeps DataFusion's two-phase aggregation (partial aggregate → shuffle by key →
+//! final aggregate) and replaces the final aggregate of a streaming query with
+//! [`StatefulAggregateExec`]. Per epoch and partition it
+//! 1. merges the epoch's shuffled partial states into one state row per key (DataFusion's
+//!    `PartialReduce` mode — the epoch's rows are pre-aggregated before state is touched),
+//! 2. reads the stored state of exactly those keys with one RocksDB `multi_get`,
+//! 3. merges stored and new state (`PartialReduce` again) and writes it back in one batch,
+//! 4. emits by output mode — `update`: the changed keys; `append`: the windows the watermark
+//!    has passed, which are then evicted; `complete`: every key — finalising accumulator
+//!    state with DataFusion's `Final` mode,
+//! 5. snapshots the partition into the checkpoint store before the task reports success.
+//!
+//! Keys are the group columns in Arrow's row format, prefixed for windowed aggregates by the
+//! window end (milliseconds, big-endian with the sign bit flipped) so that closing windows is
+//! one ordered range scan. Values are the whole state row (group columns and accumulator state)
+//! in row format. Any accumulator DataFusion can merge (count, sum, min, max, avg, count
+//! distinct, ...) is supported without Sluice knowing its state layout.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sluice_checkpoint::state::{StateBackend, StatePartitionId};
+use sluice_checkpoint::Epoch;
+
+use super::nodes::{event_millis, task_inputs};
+use crate::job::OutputMode;
+
+/// What a stateful task needs besides its inputs; part of the task's [`TaskInputs`].
+///
+/// [`TaskInputs`]: super::nodes::TaskInputs
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    /// The executor's RocksDB instances.
+    pub backend: Arc<StateBackend>,
+    /// `CHECKPOINT/state`.
+    pub store: PathBuf,
+    /// Whether snapshots are fsynced.
+    pub durable: bool,
+    /// The last committed epoch (state is restored to it), `None` before the first commit.
+    pub restore: Option<Epoch>,
+    /// What each stateful operator of the task did.
+    pub metrics: Arc<Mutex<Vec<OperatorStateMetrics>>>,
+}
+
+/// One stateful operator partition's work in one epoch (summed per operator in progress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStateMetrics {
+    /// The operator.
+    pub operator: u32,
+    /// Keys held after the epoch (RocksDB's estimate).
+    pub rows_total: u64,
+    /// Keys written this epoch.
+    pub rows_updated: u64,
+    /// Keys removed (closed windows).
+    pub rows_evicted: u64,
+    /// Bytes of SST files the snapshot references.
+    pub state_bytes: u64,
+    /// Bytes uploaded by the snapshot.
+    pub snapshot_uploaded_bytes: u64,
+    /// Snapshot time (flush, checkpoint, upload), microseconds.
+    pub snapshot_us: u64,
+    /// Time to read, merge and write state, microseconds.
+    pub update_us: u64,
+}
+
+impl OperatorStateMetrics {
+    /// Adds another partition's numbers.
+    pub fn add(&mut self, o: &OperatorStateMetrics) {
+        self.rows_total += o.rows_total;
+        self.rows_updated += o.rows_updated;
+        self.rows_evicted += o.rows_evicted;
+        self.state_bytes += o.state_bytes;
+        self.snapshot_uploaded_bytes += o.snapshot_uploaded_bytes;
+        self.snapshot_us = self.snapshot_us.max(o.snapshot_us);
+        self.update_us = self.update_us.max(o.update_us);
+    }
+}
+
+/// The planned shape of a stateful aggregate (what the codec carries besides the aggregate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatefulSpec {
+    /// Operator id within the query.
+    pub operator: u32,
+    /// How results are emitted.
+    pub mode: OutputMode,
+    /// Index of the `window_end` group column, for windowed aggregates.
+    pub window_end: Option<usize>,
+}
+
+/// The final aggregate of a streaming query, with its state in RocksDB.
+#[derive(Debug, Clone)]
+pub struct StatefulAggregateExec {
+    /// What it is.
+    pub spec: StatefulSpec,
+    /// DataFusion's final aggregate (`Final` or `FinalPartitioned`) whose expressions it
+    /// evaluates; its input is this operator's input.
+    pub aggregate: Arc<dyn ExecutionPlan>,
+    props: Arc<PlanProperties>,
+}
+
+impl StatefulAggregateExec {
+    /// Wraps `aggregate`, which must be a final-mode [`AggregateExec`].
+    pub fn try_new(spec: StatefulSpec, aggregate: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
+        let agg = aggregate.downcast_ref::<AggregateExec>().ok_or_else(|| {
+            DataFusionError::Internal("a stateful aggregate wraps an AggregateExec".into())
+        })?;
+        if !matches!(
+            agg.mode(),
+            AggregateMode::Final | AggregateMode::FinalPartitioned
+        ) {
+            return Err(DataFusionError::NotImplemented(format!(
+                "streaming aggregation over a {:?} aggregate",
+                agg.mode()
+            )));
+        }
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(aggregate.schema()),
+            Partitioning::UnknownPartitioning(aggregate.output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            spec,
+            aggregate,
+            props,
+        })
+    }
+
+    /// The names of the group columns (the first columns of the output).
+    pub fn group_columns(&self) -> Vec<String> {
+        let groups = self.agg().group_expr().expr().len();
+        self.schema().fields()[..groups]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    fn agg(&self) -> &AggregateExec {
+        self.aggregate
+            .downcast_ref::<AggregateExec>()
+            .expect("checked in try_new")
+    }
+
+    /// An aggregate of `mode` with this operator's expressions over `input`.
+    fn aggregate_over(
+        &self,
+        mode: AggregateMode,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let agg = self.agg();
+        Ok(Arc::new(AggregateExec::try_new(
+            mode,
+            agg.group_expr().clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            input,
+            agg.input_schema(),
+        )?))
+    }
+
+    fn over_batches(
+        &self,
+        mode: AggregateMode,
+        schema: &SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let memory = MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None)?;
+        self.aggregate_over(mode, memory)
+    }
+
+    async fn run(&self, partition: usize, ctx: Arc<TaskContext>) -> DfResult<Vec<RecordBatch>> {
+        let inputs = task_inputs(&ctx)?;
+        let state = inputs.state.clone().ok_or_else(|| {
+            DataFusionError::Internal("a stateful task was sent without its state".into())
+        })?;
+        let started = Instant::now();
+        // 1. The epoch's partial states, one row per key.
+        let agg_input = self.agg().input().clone();
+        let reduce = self.aggregate_over(AggregateMode::PartialReduce, agg_input)?;
+        let state_schema = reduce.schema();
+        let epoch_rows = concat(
+            &state_schema,
+            collect_partition(&reduce, partition, ctx.clone()).await?,
+        )?;
+
+        let id = StatePartitionId {
+            query_id: inputs.query_id.clone(),
+            operator: self.spec.operator,
+            partition: partition as u32,
+        };
+        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
+        let handle = state
+            .backend
+            .open(&id, &state.store, state.restore)
+            .map_err(ext)?;
+        // The partition's lock is taken in short synchronous sections, never across an await.
+        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
+        let groups = self.agg().group_expr().expr().len();
+        let codec = RowCodec::new(&state_schema, groups, self.spec.window_end)?;
+
+        // 2–3. Stored state of the epoch's keys, merged with the new.
+        let mut merged = epoch_rows;
+        if merged.num_rows() > 0 {
+            let keys = codec.keys(&merged)?;
+            let stored: Vec<Vec<u8>> = {
+                let part = lock();
+                part.get_many(&keys)
+                    .map_err(ext)?
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            if !stored.is_empty() {
+                let old = codec.decode(&state_schema, &stored)?;
+                let plan = self.over_batches(
+                    AggregateMode::PartialReduce,
+                    &state_schema,
+                    vec![merged, old],
+                )?;
+                merged = concat(
+                    &state_schema,
+                    collect_partition(&plan, 0, ctx.clone()).await?,
+                )?;
+            }
+        }
+        let puts: Vec<(Vec<u8>, Vec<u8>)> = if merged.num_rows() > 0 {
+            codec
+                .keys(&merged)?
+                .into_iter()
+                .zip(codec.values(&merged)?)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // 4. Write; then close the windows the watermark has passed (keys are ordered by window
+        // end: everything before the first key of end wm+1).
+        let (evicted, to_emit) = {
+            let part = lock();
+            part.write(&puts, &[]).map_err(ext)?;
+            let closed = match (self.spec.window_end, inputs.watermark_ms) {
+                (Some(_), Some(wm)) => {
+                    let bound = window_prefix(wm.saturating_add(1));
+                    part.scan(&[], Some(&bound)).map_err(ext)?
+                }
+                _ => Vec::new(),
+            };
+            let (closed_keys, closed_rows): (Vec<_>, Vec<_>) = closed.into_iter().unzip();
+            if !closed_keys.is_empty() {
+                part.write(&[], &closed_keys).map_err(ext)?;
+            }
+            let rows = match self.spec.mode {
+                OutputMode::Update => (merged.num_rows() > 0).then(|| Ok(merged.clone())),
+                OutputMode::Append => {
+                    (!closed_rows.is_empty()).then(|| codec.decode(&state_schema, &closed_rows))
+                }
+                OutputMode::Complete => {
+                    let all: Vec<Vec<u8>> = part
+                        .scan(&[], None)
+                        .map_err(ext)?
+                        .into_iter()
+                        .map(|(_, v)| v)
+                        .collect();
+                    (!all.is_empty()).then(|| codec.decode(&state_schema, &all))
+                }
+            };
+            (closed_keys.len() as u64, rows.transpose()?)
+        };
+        let mut output = Vec::new();
+        if let Some(rows) = to_emit {
+            let plan = self.over_batches(AggregateMode::Final, &state_schema, vec![rows])?;
+            for batch in collect_partition(&plan, 0, ctx.clone()).await? {
+                // Same columns as the planned aggregate; align field metadata and nullability.
+                output.push(RecordBatch::try_new(
+                    self.schema(),
+                    batch.columns().to_vec(),
+                )?);
+            }
+        }
+        let update_us = started.elapsed().as_micros() as u64;
+
+        // 5. Snapshot before the task reports success: the epoch commits only with it.
+        let metrics = {
+            let mut part = lock();
+            let snap = part
+                .snapshot(inputs.epoch, &state.store, state.durable)
+                .map_err(ext)?;
+            OperatorStateMetrics {
+                operator: self.spec.operator,
+                rows_total: part.estimated_keys(),
+                rows_updated: puts.len() as u64,
+                rows_evicted: evicted,
+                state_bytes: snap.total_bytes,
+                snapshot_uploaded_bytes: snap.uploaded_bytes,
+                snapshot_us: snap.elapsed_us,
+                update_us,
+            }
+        };
+        state
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(metrics);
+        Ok(output)
+    }
+}
+
+async fn collect_partition(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    ctx: Arc<TaskContext>,
+) -> DfResult<Vec<RecordBatch>> {
+    let mut stream = plan.execute(partition, ctx)?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        out.push(batch?);
+    }
+    Ok(out)
+}
+
+fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> DfResult<RecordBatch> {
+    Ok(arrow::compute::concat_batches(schema, &batches)?)
+}
+
+/// The 8-byte key prefix of a window ending at `end_ms`: big-endian with the sign bit flipped,
+/// so byte order is numeric order.
+fn window_prefix(end_ms: i64) -> [u8; 8] {
+    ((end_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Encodes state rows as RocksDB keys and values.
+struct RowCodec {
+    keys: Option<RowConverter>,
+    groups: usize,
+    values: RowConverter,
+    window_end: Option<usize>,
+}
+
+impl RowCodec {
+    fn new(schema: &SchemaRef, groups: usize, window_end: Option<usize>) -> DfResult<Self> {
+        let sort = |f: &arrow::datatypes::FieldRef| SortField::new(f.data_type().clone());
+        let keys = if groups == 0 {
+            None
+        } else {
+            Some(RowConverter::new(
+                schema.fields()[..groups].iter().map(sort).collect(),
+            )?)
+        };
+        let values = RowConverter::new(schema.fields().iter().map(sort).collect())?;
+        Ok(Self {
+            keys,
+            groups,
+            values,
+            window_end,
+        })
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> DfResult<Vec<Vec<u8>>> {
+        let n = batch.num_rows();
+        let mut out: Vec<Vec<u8>> = match self.window_end {
+            Some(i) => event_millis(batch.column(i))?
+                .iter()
+                .map(|v| window_prefix(v.unwrap_or(i64::MIN)).to_vec())
+                .collect(),
+            None => vec![Vec::new(); n],
+        };
+        match &self.keys {
+            Some(conv) => {
+                let cols: Vec<ArrayRef> = batch.columns()[..self.groups].to_vec();
+                let rows = conv.convert_columns(&cols)?;
+                for (key, row) in out.iter_mut().zip(rows.iter()) {
+                    key.extend_from_slice(row.as_ref());
+                }
+            }
+            None => out.iter_mut().for_each(|k| k.push(0)),
+        }
+        Ok(out)
+    }
+
+    fn values(&self, batch: &RecordBatch) -> DfResult<Vec<Vec<u8>>> {
+        let rows = self.values.convert_columns(batch.columns())?;
+        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+    }
+
+    fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
+        let parser = self.values.parser();
+        // State is written by this operator and checksummed by RocksDB; still, undecodable
+        // bytes must be an error, not a crashed executor.
+        let columns = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let rows = values.iter().map(|v| parser.parse(v));
+            self.values.convert_rows(rows)
+        }))
+        .map_err(|_| {
+            DataFusionError::Execution(
+                "stored operator state does not decode with this query's state layout".into(),
+            )
+        })??;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+impl DisplayAs for StatefulAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StatefulAggregateExec: operator={}, mode={:?}, windowed={}",
+            self.spec.operator,
+            self.spec.mode,
+            self.spec.window_end.is_some()
+        )
+    }
+}
+
+impl ExecutionPlan for StatefulAggregateExec {
+    fn name(&self) -> &str {
+        "StatefulAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.aggregate]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let child = children.into_iter().next().ok_or_else(|| {
+            DataFusionError::Internal("StatefulAggregateExec has one child".into())
+        })?;
+        Ok(Arc::new(StatefulAggregateExec::try_new(self.spec, child)?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let this = self.clone();
+        let stream = futures::stream::once(async move { this.run(partition, context).await })
+            .map(|result| match result {
+                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_prefixes_sort_numerically() {
+        let values = [i64::MIN, -5_000, -1, 0, 1, 10_000, i64::MAX];
+        let prefixes: Vec<_> = values.iter().map(|&v| window_prefix(v)).collect();
+        let mut sorted = prefixes.clone();
+        sorted.sort();
+        assert_eq!(prefixes, sorted);
+    }
+}
