@@ -164,12 +164,13 @@ pub struct EpochProgress {
     /// Bytes the sink published.
     pub sink_bytes: u64,
     /// The watermark the epoch ran with (ms since the Unix epoch).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_ms: Option<i64>,
     /// Rows dropped for arriving behind the watermark.
+    #[serde(default)]
     pub late_records: u64,
     /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
 }
 
