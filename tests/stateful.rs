@@ -368,8 +368,19 @@ fn streaming_aggregation_errors_name_the_problem() {
             "SELECT window_start, count(*) FROM TABLE(TUMBLE(bids, date_time, INTERVAL '10' SECOND)) GROUP BY window_start, window_end;",
             "DESCRIPTOR",
         ),
+        (
+            "CREATE TABLE t WITH (connector = 'parquet', path = 'out/', state_ttl = '1 hour');\n\
+             INSERT INTO t SELECT window_end, count(*) FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;",
+            "state_ttl is for aggregations without windows",
+        ),
+        (
+            "CREATE TABLE t WITH (connector = 'parquet', path = 'out/', state_ttl = 'soon');\n\
+             INSERT INTO t SELECT auction, count(*) FROM bids GROUP BY auction;",
+            "table 't': state_ttl: interval 'soon' is not a number",
+        ),
     ];
-    for (query, needle) in cases {
+    for (i, (query, needle)) in cases.into_iter().enumerate() {
+        let checkpoint = format!("ckpt-err-{i}");
         std::fs::write(dir.path().join("job.sql"), format!("{ddl}{query}")).unwrap();
         let err = fails(&sluice(
             dir.path(),
@@ -377,7 +388,7 @@ fn streaming_aggregation_errors_name_the_problem() {
                 "run",
                 "job.sql",
                 "--checkpoint",
-                "ckpt-err",
+                &checkpoint,
                 "--trigger",
                 "once",
             ],
@@ -513,4 +524,114 @@ fn kafka_sink_carries_an_update_stream_keyed_by_the_group_columns() {
     assert!(records.len() > want.len(), "{} records", records.len());
     let last = progress(&dir.path().join("ckpt"));
     assert_eq!(last.len(), 2);
+}
+
+#[test]
+fn distinct_drops_duplicates_within_the_watermark_and_forgets_keys_behind_it() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let dups = dir.path().join("duplicates.jsonl");
+    let job = format!(
+        "{}CREATE TABLE uniq WITH (connector = 'parquet', path = 'out/uniq/');\n\
+         INSERT INTO uniq SELECT DISTINCT auction, bidder, price, date_time FROM bids;\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    let run_once = || {
+        ok(&sluice(
+            dir.path(),
+            &[
+                "run",
+                "job.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "once",
+            ],
+        ))
+    };
+    // Epoch 0: 20 s of bids, some twice within the epoch.
+    let first = bids(9, 0..2000);
+    produce(&broker, "bids", &first, &log);
+    produce(&broker, "bids", &first[500..600], &dups);
+    run_once();
+    // Epoch 1: the last 10 s again (duplicates: on time ones are caught by the state, the
+    // rest are behind the watermark) and the first 2 s again (late), with 10 s of new bids.
+    produce(&broker, "bids", &first[1000..], &dups);
+    produce(&broker, "bids", &first[..200], &dups);
+    produce(&broker, "bids", &bids(10, 2000..3000), &log);
+    run_once();
+    // Epoch 2: the watermark moved; keys behind it are forgotten.
+    run_once();
+
+    let got = read_rows(&dir.path().join("out/uniq"));
+    let want = reference(
+        &log,
+        "SELECT DISTINCT auction, bidder, price, date_time FROM bids",
+    );
+    assert_eq!(got.len(), want.len(), "each distinct row exactly once");
+    assert_eq!(got, want);
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        records[1]["late_records"].as_u64().unwrap() >= 200,
+        "{}",
+        records[1]
+    );
+    assert!(records[2]["state"][0]["rows_evicted"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn state_ttl_forgets_keys_not_updated_within_it() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (log1, log2) = (
+        dir.path().join("first.jsonl"),
+        dir.path().join("second.jsonl"),
+    );
+    let job = format!(
+        "{}CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals/', state_ttl = '3 seconds');\n\
+         INSERT INTO totals SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction;\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    let run_once = || {
+        ok(&sluice(
+            dir.path(),
+            &[
+                "run",
+                "job.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "once",
+            ],
+        ))
+    };
+    produce(&broker, "bids", &bids(12, 0..1000), &log1);
+    run_once();
+    // More than the TTL later, bids for half of the auctions: every key has expired, so
+    // those auctions start again from these bids alone.
+    std::thread::sleep(Duration::from_secs(4));
+    let second: Vec<StreamBid> = bids(13, 1000..1500)
+        .into_iter()
+        .filter(|b| b.auction < 10)
+        .collect();
+    produce(&broker, "bids", &second, &log2);
+    run_once();
+
+    // Update mode: epoch 0 wrote every auction's totals over the first bids, epoch 1 the
+    // totals of auctions 0..9 over the second bids only.
+    let sql = "SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction";
+    let mut want = reference(&log1, sql);
+    want.extend(reference(&log2, sql));
+    want.sort();
+    let got = read_rows(&dir.path().join("out/totals"));
+    assert_eq!(got, want);
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["state"][0]["rows_evicted"], 20, "{}", records[1]);
 }

@@ -94,6 +94,23 @@ impl CheckpointStore {
                 }
                 let found: QueryMetadata =
                     serde_json::from_value(found).map_err(|e| corrupt(&meta_path, e))?;
+                let never_ran = epochs_in(&root.join("offsets"))
+                    .map(|e| e.is_empty())
+                    .unwrap_or(false);
+                if found.plan_fingerprint != fingerprint && never_ran {
+                    // A query that failed before recording any epoch (a planning error, say)
+                    // does not lock the checkpoint: the corrected query takes it over.
+                    let adopted = QueryMetadata {
+                        plan_fingerprint: fingerprint.to_string(),
+                        ..found
+                    };
+                    write_atomic(&meta_path, &to_json(&adopted))?;
+                    return Ok(Self {
+                        root: root.to_path_buf(),
+                        metadata: adopted,
+                        durable: true,
+                    });
+                }
                 if found.plan_fingerprint != fingerprint {
                     return Err(CheckpointError::FingerprintMismatch {
                         path: root.to_path_buf(),
@@ -520,7 +537,14 @@ mod tests {
     #[test]
     fn a_different_query_is_refused_without_touching_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+        let store = CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+        // Before any epoch is recorded, a corrected query takes the checkpoint over.
+        let taken = CheckpointStore::open_or_create(dir.path(), "fp-z", "other").unwrap();
+        assert_eq!(taken.metadata().plan_fingerprint, "fp-z");
+        assert_eq!(taken.metadata().query_id, "q");
+        let store2 = CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+        store2.write_offsets(Epoch(0), &"input").unwrap();
+        drop((store, taken));
         let before = fs::read(dir.path().join("metadata")).unwrap();
         let err = CheckpointStore::open_or_create(dir.path(), "fp-b", "q").unwrap_err();
         assert!(err.to_string().contains("different query"), "{err}");

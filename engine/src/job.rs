@@ -87,6 +87,9 @@ pub struct TableDef {
     pub location: String,
     /// `output_mode` of a sink table fed by a streaming aggregation.
     pub output_mode: Option<OutputMode>,
+    /// `state_ttl` of a sink table fed by a streaming aggregation without windows: keys not
+    /// updated for this long (milliseconds, by epoch batch time) are dropped.
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// Where a query's rows go.
@@ -205,6 +208,24 @@ impl Job {
                         })?),
                         None => None,
                     };
+                    let state_ttl_ms = match options.remove("state_ttl") {
+                        Some(text) => match streaming_sql::duration_ms(&text) {
+                            Ok(ms) if ms > 0 => Some(ms),
+                            Ok(_) => {
+                                return Err(EngineError::Sql {
+                                    location: location.clone(),
+                                    message: format!("table '{name}': state_ttl must be positive, not '{text}'"),
+                                })
+                            }
+                            Err(m) => {
+                                return Err(EngineError::Sql {
+                                    location: location.clone(),
+                                    message: format!("table '{name}': state_ttl: {m}"),
+                                })
+                            }
+                        },
+                        None => None,
+                    };
                     let connector = ConnectorSpec::parse(&name, &options).map_err(|e| EngineError::Sql {
                         location: location.clone(),
                         message: e.to_string(),
@@ -220,7 +241,7 @@ impl Job {
                             })
                             .collect()
                     });
-                    tables.push(TableDef { name, columns, connector, location, output_mode });
+                    tables.push(TableDef { name, columns, connector, location, output_mode, state_ttl_ms });
                 }
                 Statement::Insert(insert) => {
                     let TableObject::TableName(target) = &insert.table else {

@@ -185,6 +185,9 @@ pub struct TaskDescriptor {
     pub inputs: BTreeMap<StageId, Vec<MapOutputLocation>>,
     /// The epoch's event-time watermark, in milliseconds.
     pub watermark_ms: Option<i64>,
+    /// The epoch's batch time (ms since the Unix epoch, recorded in `offsets/N`).
+    #[serde(default)]
+    pub batch_timestamp_ms: i64,
     /// The last committed epoch, whose snapshot stateful operators start from.
     pub restore: Option<Epoch>,
 }

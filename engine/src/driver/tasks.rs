@@ -155,6 +155,7 @@ impl EpochRunner<'_> {
                     splits,
                     inputs,
                     watermark_ms: input.watermark_ms,
+                    batch_timestamp_ms: input.batch_timestamp_ms as i64,
                     restore,
                 };
                 if let Some(member) = self.members.get(&a.executor) {

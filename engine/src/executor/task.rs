@@ -101,6 +101,7 @@ async fn execute(
         fetcher: env.fetcher.clone(),
         read_counters: Default::default(),
         watermark_ms: task.watermark_ms,
+        batch_timestamp_ms: task.batch_timestamp_ms,
         state: query.state.as_ref().map(|install| TaskState {
             backend: env.state.clone(),
             store: install.dir.clone(),

@@ -226,18 +226,6 @@ pub fn interval_ms(
         },
         other => return Err(format!("unsupported interval value {other}")),
     };
-    let unit_ms = |unit: &str| -> Option<f64> {
-        let u = unit.to_ascii_lowercase();
-        let u = u.trim_end_matches('s');
-        Some(match u {
-            "millisecond" | "m" => 1.0,
-            "second" | "sec" => 1_000.0,
-            "minute" | "min" => 60_000.0,
-            "hour" => 3_600_000.0,
-            "day" => 86_400_000.0,
-            _ => return None,
-        })
-    };
     let (number, unit) = match &interval.leading_field {
         Some(field) => {
             let unit = match field {
@@ -250,17 +238,41 @@ pub fn interval_ms(
             };
             (text.trim().to_string(), unit.to_string())
         }
-        None => {
-            let mut parts = text.split_whitespace();
-            let n = parts.next().unwrap_or_default().to_string();
-            let u = parts.next().unwrap_or("second").to_string();
-            (n, u)
-        }
+        None => return duration_ms(&text),
+    };
+    amount_ms(&text, &number, &unit)
+}
+
+/// Milliseconds of a duration written as text: `'2 seconds'`, `'1.5 hours'`, `'500 ms'`.
+pub fn duration_ms(text: &str) -> std::result::Result<i64, String> {
+    let mut parts = text.split_whitespace();
+    let number = parts.next().unwrap_or_default().to_string();
+    let unit = parts.next().unwrap_or("second").to_string();
+    if parts.next().is_some() {
+        return Err(format!(
+            "'{text}' is not a number and a unit, such as '30 minutes'"
+        ));
+    }
+    amount_ms(text, &number, &unit)
+}
+
+fn amount_ms(text: &str, number: &str, unit: &str) -> std::result::Result<i64, String> {
+    let unit_ms = |unit: &str| -> Option<f64> {
+        let u = unit.to_ascii_lowercase();
+        let u = u.trim_end_matches('s');
+        Some(match u {
+            "millisecond" | "m" => 1.0,
+            "second" | "sec" => 1_000.0,
+            "minute" | "min" => 60_000.0,
+            "hour" => 3_600_000.0,
+            "day" => 86_400_000.0,
+            _ => return None,
+        })
     };
     let n: f64 = number
         .parse()
         .map_err(|_| format!("interval '{text}' is not a number of units"))?;
-    let ms = unit_ms(&unit).ok_or_else(|| {
+    let ms = unit_ms(unit).ok_or_else(|| {
         format!("interval unit '{unit}' is not one of millisecond, second, minute, hour, day")
     })?;
     let value = n * ms;

@@ -426,6 +426,10 @@ fn make_stateful(
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
     let origin = format!("{}: ", job.text.origin);
+    let ttl_ms = match &job.target {
+        Target::Table(name) => job.table(name).and_then(|t| t.state_ttl_ms),
+        Target::Console => None,
+    };
     let mut operators = 0u32;
     let mut problem: Option<String> = None;
     let plan = plan
@@ -443,18 +447,29 @@ fn make_stateful(
                     return Ok(Transformed::no(node));
                 }
             }
-            let window_end = agg
-                .group_expr()
-                .expr()
-                .iter()
-                .position(|(_, name)| name.rsplit('.').next() == Some("window_end"));
+            // The group column that says when a key is final: the window end, else the
+            // watermarked event-time column itself (e.g. deduplication by id and event time).
+            let groups = agg.group_expr().expr();
+            let named = |want: &str| {
+                groups
+                    .iter()
+                    .position(|(_, name)| name.rsplit('.').next() == Some(want))
+            };
+            let windowed = named("window_end").is_some();
+            let window_end = named("window_end").or_else(|| {
+                job.watermarks
+                    .iter()
+                    .find_map(|w| named(&w.column))
+            });
             let mode = match mode {
                 Some(m) => m,
-                None if window_end.is_some() && has_watermark => OutputMode::Append,
+                None if windowed && has_watermark => OutputMode::Append,
                 None => OutputMode::Update,
             };
             if mode == OutputMode::Append && window_end.is_none() {
-                problem.get_or_insert_with(|| "output_mode 'append' needs a windowed aggregation (GROUP BY window_start, window_end, ... over TUMBLE or HOP) whose rows are final once the watermark passes; use output_mode 'update' or 'complete'".into());
+                problem.get_or_insert_with(|| "output_mode 'append' needs a windowed aggregation (GROUP BY window_start, window_end, ... over TUMBLE or HOP) or one grouped by the watermarked event-time column, whose rows are final once the watermark passes; use output_mode 'update' or 'complete'".into());
+            } else if ttl_ms.is_some() && window_end.is_some() {
+                problem.get_or_insert_with(|| "state_ttl is for aggregations without windows: windows (and keys grouped by the event-time column) are dropped once the watermark passes them".into());
             } else if mode == OutputMode::Append && !has_watermark {
                 problem.get_or_insert_with(|| "a windowed aggregation in append mode needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the source table (or use output_mode 'update')".into());
             }
@@ -462,6 +477,8 @@ fn make_stateful(
                 operator: operators,
                 mode,
                 window_end,
+                event_time_key: window_end.is_some() && !windowed,
+                ttl_ms,
             };
             operators += 1;
             Ok(Transformed::yes(Arc::new(stateful::StatefulAggregateExec::try_new(spec, node)?) as _))
@@ -480,6 +497,13 @@ fn make_stateful(
         });
     }
     if operators == 0 {
+        if ttl_ms.is_some() {
+            return Err(EngineError::Sql {
+                location: origin,
+                message: "state_ttl applies to a streaming aggregation, and this query has none"
+                    .into(),
+            });
+        }
         return Ok(plan);
     }
     let plan = plan

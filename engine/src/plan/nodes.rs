@@ -56,6 +56,8 @@ pub struct TaskInputs {
     pub read_counters: std::sync::Mutex<ReadCounters>,
     /// The epoch's event-time watermark (milliseconds), when the query declares one.
     pub watermark_ms: Option<i64>,
+    /// The epoch's batch time (milliseconds since the Unix epoch; replays reuse it).
+    pub batch_timestamp_ms: i64,
     /// Keyed state, when the query has stateful operators.
     pub state: Option<crate::plan::stateful::TaskState>,
 }

@@ -105,7 +105,16 @@ pub struct StatefulSpec {
     pub operator: u32,
     /// How results are emitted.
     pub mode: OutputMode,
-    /// Index of the `window_end` group column, for windowed aggregates.
+    /// Whether the time column is the event time itself rather than a window end: such a
+    /// key is final only once the watermark is strictly past it (a row *at* the watermark is
+    /// still on time), a window once the watermark reaches its end.
+    #[serde(default)]
+    pub event_time_key: bool,
+    /// Keys not updated for this long (by epoch batch time, milliseconds) are dropped.
+    #[serde(default)]
+    pub ttl_ms: Option<i64>,
+    /// Index of the group column that says when a key is final: `window_end` for windowed
+    /// aggregates, else the watermarked event-time column when grouped by it.
     pub window_end: Option<usize>,
 }
 
@@ -218,21 +227,61 @@ impl StatefulAggregateExec {
         // The partition's lock is taken in short synchronous sections, never across an await.
         let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
         let groups = self.agg().group_expr().expr().len();
-        let codec = RowCodec::new(&state_schema, groups, self.spec.window_end)?;
+        let codec = RowCodec::new(
+            &state_schema,
+            groups,
+            self.spec.window_end,
+            self.spec.ttl_ms.is_some(),
+        )?;
+        let now = inputs.batch_timestamp_ms;
+        let dedup = self.agg().aggr_expr().is_empty();
+
+        // State TTL: drop the keys whose expiry (last update + ttl) is due, through the
+        // expiry index (one range scan; keys are found by time, never by scanning state).
+        let mut expired = 0u64;
+        if self.spec.ttl_ms.is_some() {
+            let part = lock();
+            let due = part
+                .scan(
+                    &[TTL_INDEX],
+                    Some(&ttl_index_key(now.saturating_add(1), &[])),
+                )
+                .map_err(ext)?;
+            let mut deletes = Vec::with_capacity(due.len() * 2);
+            for (index_key, _) in due {
+                deletes.push(index_key[TTL_INDEX_PREFIX..].to_vec());
+                deletes.push(index_key);
+                expired += 1;
+            }
+            part.write(&[], &deletes).map_err(ext)?;
+        }
 
         // 2–3. Stored state of the epoch's keys, merged with the new.
         let mut merged = epoch_rows;
+        // Expiry index entries replaced by this epoch's updates.
+        let mut stale_index: Vec<Vec<u8>> = Vec::new();
         if merged.num_rows() > 0 {
             let keys = codec.keys(&merged)?;
-            let stored: Vec<Vec<u8>> = {
-                let part = lock();
-                part.get_many(&keys)
-                    .map_err(ext)?
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            };
-            if !stored.is_empty() {
+            let found = lock().get_many(&keys).map_err(ext)?;
+            if let (Some(ttl), false) = (self.spec.ttl_ms, dedup) {
+                for (key, value) in keys.iter().zip(&found) {
+                    if let Some(stamp) = value.as_deref().and_then(stamp_of) {
+                        let old = ttl_index_key(stamp.saturating_add(ttl), key);
+                        if old != ttl_index_key(now.saturating_add(ttl), key) {
+                            stale_index.push(old);
+                        }
+                    }
+                }
+            }
+            if dedup {
+                // Deduplication (DISTINCT, GROUP BY without aggregates): a stored key is a
+                // duplicate; only keys never seen are written and emitted.
+                let new: arrow::array::BooleanArray =
+                    found.iter().map(|v| Some(v.is_none())).collect();
+                merged = arrow::compute::filter_record_batch(&merged, &new)?;
+            }
+            let stored: Vec<Vec<u8>> = found.into_iter().flatten().collect();
+            if !stored.is_empty() && !dedup {
                 let old = codec.decode(&state_schema, &stored)?;
                 let plan = self.over_batches(
                     AggregateMode::PartialReduce,
@@ -245,23 +294,36 @@ impl StatefulAggregateExec {
                 )?;
             }
         }
-        let puts: Vec<(Vec<u8>, Vec<u8>)> = if merged.num_rows() > 0 {
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = if merged.num_rows() > 0 {
             codec
                 .keys(&merged)?
                 .into_iter()
-                .zip(codec.values(&merged)?)
+                .zip(codec.values(&merged, now)?)
                 .collect()
         } else {
             Vec::new()
         };
+        let updated = puts.len() as u64;
+        if let Some(ttl) = self.spec.ttl_ms {
+            let index: Vec<_> = puts
+                .iter()
+                .map(|(k, _)| (ttl_index_key(now.saturating_add(ttl), k), Vec::new()))
+                .collect();
+            puts.extend(index);
+        }
         // 4. Write; then close the windows the watermark has passed (keys are ordered by window
         // end: everything before the first key of end wm+1).
         let (evicted, to_emit) = {
             let part = lock();
-            part.write(&puts, &[]).map_err(ext)?;
+            part.write(&puts, &stale_index).map_err(ext)?;
             let closed = match (self.spec.window_end, inputs.watermark_ms) {
                 (Some(_), Some(wm)) => {
-                    let bound = window_prefix(wm.saturating_add(1));
+                    let end = if self.spec.event_time_key {
+                        wm
+                    } else {
+                        wm.saturating_add(1)
+                    };
+                    let bound = window_prefix(end);
                     part.scan(&[], Some(&bound)).map_err(ext)?
                 }
                 _ => Vec::new(),
@@ -277,7 +339,7 @@ impl StatefulAggregateExec {
                 }
                 OutputMode::Complete => {
                     let all: Vec<Vec<u8>> = part
-                        .scan(&[], None)
+                        .scan(&[], Some(&[TTL_INDEX]))
                         .map_err(ext)?
                         .into_iter()
                         .map(|(_, v)| v)
@@ -285,7 +347,7 @@ impl StatefulAggregateExec {
                     (!all.is_empty()).then(|| codec.decode(&state_schema, &all))
                 }
             };
-            (closed_keys.len() as u64, rows.transpose()?)
+            (closed_keys.len() as u64 + expired, rows.transpose()?)
         };
         let mut output = Vec::new();
         if let Some(rows) = to_emit {
@@ -309,7 +371,7 @@ impl StatefulAggregateExec {
             OperatorStateMetrics {
                 operator: self.spec.operator,
                 rows_total: part.estimated_keys(),
-                rows_updated: puts.len() as u64,
+                rows_updated: updated,
                 rows_evicted: evicted,
                 state_bytes: snap.total_bytes,
                 snapshot_uploaded_bytes: snap.uploaded_bytes,
@@ -349,16 +411,47 @@ fn window_prefix(end_ms: i64) -> [u8; 8] {
     ((end_ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// First byte of the expiry index entries of a query with `state_ttl`. State keys never start
+/// with it: they start with a window end (sign-flipped, so 0xFF only for end times beyond
+/// year 2^55), or with Arrow's row format, whose first byte is a null/valid sentinel (0–2).
+const TTL_INDEX: u8 = 0xFF;
+/// Bytes before the state key in an expiry index key: the marker and the expiry time.
+const TTL_INDEX_PREFIX: usize = 9;
+
+/// The expiry index key of state `key` expiring at `expiry_ms` (ordered by expiry).
+fn ttl_index_key(expiry_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TTL_INDEX_PREFIX + key.len());
+    out.push(TTL_INDEX);
+    out.extend_from_slice(&window_prefix(expiry_ms));
+    out.extend_from_slice(key);
+    out
+}
+
+/// The last-update time stamped on a value of a query with `state_ttl`.
+fn stamp_of(value: &[u8]) -> Option<i64> {
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+}
+
 /// Encodes state rows as RocksDB keys and values.
 struct RowCodec {
     keys: Option<RowConverter>,
     groups: usize,
     values: RowConverter,
     window_end: Option<usize>,
+    /// Values start with their last-update time (8 bytes, big-endian), for `state_ttl`.
+    stamped: bool,
 }
 
 impl RowCodec {
-    fn new(schema: &SchemaRef, groups: usize, window_end: Option<usize>) -> DfResult<Self> {
+    fn new(
+        schema: &SchemaRef,
+        groups: usize,
+        window_end: Option<usize>,
+        stamped: bool,
+    ) -> DfResult<Self> {
         let sort = |f: &arrow::datatypes::FieldRef| SortField::new(f.data_type().clone());
         let keys = if groups == 0 {
             None
@@ -373,6 +466,7 @@ impl RowCodec {
             groups,
             values,
             window_end,
+            stamped,
         })
     }
 
@@ -398,9 +492,19 @@ impl RowCodec {
         Ok(out)
     }
 
-    fn values(&self, batch: &RecordBatch) -> DfResult<Vec<Vec<u8>>> {
+    fn values(&self, batch: &RecordBatch, now_ms: i64) -> DfResult<Vec<Vec<u8>>> {
         let rows = self.values.convert_columns(batch.columns())?;
-        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut v = Vec::with_capacity(r.as_ref().len() + 8);
+                if self.stamped {
+                    v.extend_from_slice(&now_ms.to_be_bytes());
+                }
+                v.extend_from_slice(r.as_ref());
+                v
+            })
+            .collect())
     }
 
     fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
@@ -408,7 +512,10 @@ impl RowCodec {
         // State is written by this operator and checksummed by RocksDB; still, undecodable
         // bytes must be an error, not a crashed executor.
         let columns = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let rows = values.iter().map(|v| parser.parse(v));
+            let skip = if self.stamped { 8 } else { 0 };
+            let rows = values
+                .iter()
+                .map(|v| parser.parse(v.get(skip..).unwrap_or_default()));
             self.values.convert_rows(rows)
         }))
         .map_err(|_| {
