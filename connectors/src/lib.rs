@@ -21,6 +21,7 @@ pub mod console;
 pub mod error;
 pub mod file;
 pub mod kafka;
+pub mod nexmark;
 pub mod options;
 pub mod parquet_sink;
 
@@ -70,6 +71,19 @@ pub enum Split {
     File(FileSplit),
     /// Part of a Kafka topic.
     Kafka(KafkaSplit),
+    /// A range of generated events (the Nexmark source).
+    Generated(GeneratedSplit),
+}
+
+/// Events `[from, to)` of a generated stream whose event 0 happens at `base_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedSplit {
+    /// First event id.
+    pub from: u64,
+    /// One past the last event id.
+    pub to: u64,
+    /// Event time of event 0 (ms since the Unix epoch).
+    pub base_ms: i64,
 }
 
 impl Split {
@@ -78,6 +92,7 @@ impl Split {
         match self {
             Split::File(f) => f.bytes,
             Split::Kafka(k) => (k.end - k.start).max(0) as u64,
+            Split::Generated(g) => g.to.saturating_sub(g.from),
         }
     }
 
@@ -86,6 +101,7 @@ impl Split {
         match self {
             Split::File(_) => None,
             Split::Kafka(k) => Some((k.end - k.start).max(0) as u64),
+            Split::Generated(g) => Some(g.to.saturating_sub(g.from)),
         }
     }
 }
@@ -247,6 +263,8 @@ pub enum SourceSpec {
     File(FileSourceSpec),
     /// A Kafka topic.
     Kafka(KafkaSourceSpec),
+    /// The Nexmark event generator.
+    Nexmark(nexmark::NexmarkSpec),
 }
 
 impl SourceSpec {
@@ -259,6 +277,9 @@ impl SourceSpec {
             SourceSpec::Kafka(spec) => {
                 std::sync::Arc::new(kafka::KafkaSource::new(spec.clone(), schema))
             }
+            SourceSpec::Nexmark(spec) => {
+                std::sync::Arc::new(nexmark::NexmarkSource::new(spec.clone()))
+            }
         }
     }
 
@@ -267,6 +288,7 @@ impl SourceSpec {
         match self {
             SourceSpec::File(f) => format!("{:?} files", f.format),
             SourceSpec::Kafka(k) => format!("kafka topic={} format={:?}", k.topic, k.format),
+            SourceSpec::Nexmark(n) => format!("nexmark kind={:?} rate={}", n.kind, n.rate),
         }
     }
 }

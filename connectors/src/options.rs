@@ -193,6 +193,8 @@ pub enum ConnectorSpec {
     Console,
     /// `kafka`: a topic (source only, for now).
     Kafka(KafkaSourceSpec),
+    /// `nexmark`: the Nexmark benchmark's event generator (source only).
+    Nexmark(crate::nexmark::NexmarkSpec),
 }
 
 /// Resolves a relative path against the current (driver's) working directory, so that every
@@ -211,7 +213,7 @@ pub fn absolute(path: &str) -> String {
 }
 
 /// Connector names accepted in `WITH (connector = ...)`.
-pub const CONNECTORS: &[&str] = &["parquet", "csv", "json", "kafka", "console"];
+pub const CONNECTORS: &[&str] = &["parquet", "csv", "json", "kafka", "nexmark", "console"];
 
 /// Options of the `kafka` connector (besides `properties.*`).
 const KAFKA_OPTIONS: &[&str] = &[
@@ -249,6 +251,13 @@ impl ConnectorSpec {
             "csv" => &["connector", "path", "header", "delimiter"],
             "json" => &["connector", "path"],
             "console" => &["connector"],
+            "nexmark" => &[
+                "connector",
+                "kind",
+                "events",
+                "rate",
+                "max_events_per_trigger",
+            ],
             "kafka" => KAFKA_OPTIONS,
             other => {
                 return Err(invalid(format!(
@@ -272,6 +281,9 @@ impl ConnectorSpec {
         }
         if connector == "kafka" {
             return parse_kafka(table, options).map(ConnectorSpec::Kafka);
+        }
+        if connector == "nexmark" {
+            return parse_nexmark(table, options).map(ConnectorSpec::Nexmark);
         }
         let format = match connector.as_str() {
             "parquet" => FileFormat::Parquet,
@@ -345,12 +357,68 @@ impl ConnectorSpec {
         match self {
             ConnectorSpec::Files { source, .. } => Ok(crate::SourceSpec::File(source.clone())),
             ConnectorSpec::Kafka(spec) => Ok(crate::SourceSpec::Kafka(spec.clone())),
+            ConnectorSpec::Nexmark(spec) => Ok(crate::SourceSpec::Nexmark(spec.clone())),
             ConnectorSpec::Console => Err(ConnectorError::InvalidOptions {
                 table: table.to_string(),
                 message: "connector 'console' can only be written to".into(),
             }),
         }
     }
+}
+
+fn parse_nexmark(
+    table: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<crate::nexmark::NexmarkSpec> {
+    use crate::nexmark::{NexmarkKind, NexmarkSpec};
+    let invalid = |message: String| ConnectorError::InvalidOptions {
+        table: table.to_string(),
+        message,
+    };
+    let kind = match options
+        .get("kind")
+        .map(|k| k.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("bid") => NexmarkKind::Bid,
+        Some("auction") => NexmarkKind::Auction,
+        Some("person") => NexmarkKind::Person,
+        Some(other) => {
+            return Err(invalid(format!(
+                "option 'kind' must be 'bid', 'auction' or 'person', not '{other}'"
+            )))
+        }
+        None => {
+            return Err(invalid(
+                "connector 'nexmark' needs option 'kind' ('bid', 'auction' or 'person')".into(),
+            ))
+        }
+    };
+    let positive = |key: &str| -> Result<Option<u64>> {
+        options
+            .get(key)
+            .map(|v| match v.trim().replace('_', "").parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(invalid(format!(
+                    "option '{key}' must be a positive integer, not '{v}'"
+                ))),
+            })
+            .transpose()
+    };
+    let events = positive("events")?;
+    let rate = positive("rate")?;
+    if events.is_none() && rate.is_none() {
+        return Err(invalid(
+            "connector 'nexmark' needs option 'events' (a bounded stream) or 'rate' (events per second, unbounded)".into(),
+        ));
+    }
+    Ok(NexmarkSpec {
+        table: table.to_string(),
+        kind,
+        events,
+        rate: rate.unwrap_or(10_000),
+        max_events_per_trigger: positive("max_events_per_trigger")?,
+    })
 }
 
 fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaSourceSpec> {

@@ -123,10 +123,11 @@ pub struct Job {
 impl Job {
     /// Whether every table the job defines is bounded (files): such a job is one epoch.
     pub fn is_bounded(&self) -> bool {
-        !self
-            .tables
-            .iter()
-            .any(|t| matches!(t.connector, ConnectorSpec::Kafka(_)))
+        !self.tables.iter().any(|t| match &t.connector {
+            ConnectorSpec::Kafka(_) => true,
+            ConnectorSpec::Nexmark(n) => n.events.is_none(),
+            _ => false,
+        })
     }
 
     /// Parses a job. Exactly one `INSERT INTO ... SELECT` or `SELECT` statement is allowed,

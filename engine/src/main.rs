@@ -515,6 +515,7 @@ fn print_source(table: &str, source: &sluice_connectors::SourceEpoch) {
         .filter_map(|s| match s {
             Split::Kafka(k) => Some(format!("p{} [{}, {})", k.partition, k.start, k.end)),
             Split::File(_) => None,
+            Split::Generated(g) => Some(format!("events [{}, {})", g.from, g.to)),
         })
         .collect();
     if source.kafka.is_some() {

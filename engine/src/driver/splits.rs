@@ -7,6 +7,7 @@ fn key(split: &Split) -> (String, i64, Vec<usize>) {
     match split {
         Split::File(f) => (f.path.clone(), 0, f.row_groups.clone().unwrap_or_default()),
         Split::Kafka(k) => (k.topic.clone(), k.partition as i64, vec![]),
+        Split::Generated(g) => (String::new(), g.from as i64, vec![]),
     }
 }
 

@@ -214,6 +214,20 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                         let source = spec.build(schema);
                         (spec, source)
                     }
+                    SourceSpec::Nexmark(nexmark) => {
+                        if declared.is_some() {
+                            return Err(EngineError::Sql {
+                                location: def.location.clone(),
+                                message: format!(
+                                    "table '{name}': a nexmark table has the benchmark's fixed columns; declare none"
+                                ),
+                            });
+                        }
+                        let schema = sluice_connectors::nexmark::schema(nexmark.kind);
+                        let spec = SourceSpec::Nexmark(nexmark);
+                        let source = spec.build(schema);
+                        (spec, source)
+                    }
                 }
             }
             None if name.contains('/') || FileFormat::from_path(&name).is_some() => {
@@ -305,7 +319,7 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     }
                     (PlannedSink::Kafka(spec.clone()), StageOutput::Sink)
                 }
-                ConnectorSpec::Files { sink: None, .. } => {
+                ConnectorSpec::Files { sink: None, .. } | ConnectorSpec::Nexmark(_) => {
                     return Err(EngineError::Sql {
                         location: def.location.clone(),
                         message: format!(
