@@ -369,7 +369,7 @@ impl Columns {
         };
         let layout = match self.kind {
             NexmarkKind::Person => "isssssts",
-            NexmarkKind::Auction => "isiittiis",
+            NexmarkKind::Auction => "issiittiis",
             NexmarkKind::Bid => "iiissts",
         };
         self.rows = 0;
@@ -565,6 +565,36 @@ mod tests {
             .map(last_auction)
             .collect();
         assert_eq!(auctions, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_kind_generates_rows_of_its_schema() {
+        let ctx = ReadContext {
+            query_id: "q".into(),
+            epoch: sluice_checkpoint::Epoch(0),
+        };
+        for (kind, rows) in [
+            (NexmarkKind::Person, 100),
+            (NexmarkKind::Auction, 300),
+            (NexmarkKind::Bid, 4600),
+        ] {
+            let source = NexmarkSource::new(NexmarkSpec {
+                table: "t".into(),
+                kind,
+                events: Some(5000),
+                rate: 1000,
+                max_events_per_trigger: None,
+            });
+            let plan = source.plan_epoch(&PlanRequest::default()).unwrap();
+            let mut reader = source.open(&plan.splits[0], Some(&[0, 2]), &ctx).unwrap();
+            let batch = reader.next_batch().unwrap().unwrap();
+            assert_eq!(batch.num_rows(), rows, "{kind:?}");
+            assert_eq!(batch.num_columns(), 2);
+            assert_eq!(
+                batch.schema().field(0).name(),
+                source.schema().field(0).name()
+            );
+        }
     }
 
     #[test]

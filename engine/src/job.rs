@@ -291,8 +291,11 @@ impl Job {
             let declared = tables
                 .iter()
                 .find(|t| t.name == w.table)
-                .and_then(|t| t.columns.as_ref())
-                .is_some_and(|cols| cols.iter().any(|c| c.name == w.column));
+                .map(|t| t.columns.as_ref())
+                // Tables with fixed columns declare none; the planner checks their schema.
+                .is_some_and(|cols| {
+                    cols.is_none_or(|cols| cols.iter().any(|c| c.name == w.column))
+                });
             if !declared {
                 return Err(EngineError::Sql {
                     location: format!("{}: ", text.origin),

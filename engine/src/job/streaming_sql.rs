@@ -116,10 +116,12 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
                 "WATERMARK FOR is only allowed in CREATE TABLE (...)".into(),
             ));
         };
-        let comma = i
+        // After the columns and a comma, or alone in the parentheses of a table whose columns
+        // are fixed (nexmark, raw kafka): then the parentheses go with it.
+        let before = i
             .checked_sub(1)
-            .filter(|&c| tokens[c].token == Token::Comma);
-        let Some(comma) = comma else {
+            .filter(|&c| matches!(tokens[c].token, Token::Comma | Token::LParen));
+        let Some(comma) = before else {
             return Err(sql_err(origin, at.line, at.column, format!("table '{table_name}': WATERMARK FOR follows the column declarations, after a comma")));
         };
         let column = tokens.get(i + 2).and_then(|n| word_name(&n.token));
@@ -159,8 +161,14 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
             tokens[i + 4].span.start.line,
             tokens[i + 4].span.start.column,
         );
-        let end = offset(text, tokens[j].span.start.line, tokens[j].span.start.column);
-        let expr_text = &text[expr_start..end];
+        let alone = tokens[comma].token == Token::LParen;
+        if alone && tokens[j].token != Token::RParen {
+            return Err(sql_err(origin, at.line, at.column, format!("table '{table_name}': WATERMARK FOR follows the column declarations, after a comma")));
+        }
+        let expr_end = offset(text, tokens[j].span.start.line, tokens[j].span.start.column);
+        let expr_text = &text[expr_start..expr_end];
+        // Alone, the closing parenthesis is blanked too (it is one byte).
+        let end = if alone { expr_end + 1 } else { expr_end };
         let delay_ms = watermark_delay(&column, expr_text).map_err(|m| {
             let s = tokens[i + 4].span.start;
             sql_err(
@@ -181,6 +189,12 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
             column,
             delay_ms,
         });
+        if alone {
+            // The closing parenthesis is gone with the clause.
+            depth -= 1;
+            i = j + 1;
+            continue;
+        }
         i = j;
     }
     Ok((out, decls))
@@ -511,6 +525,17 @@ mod tests {
         assert_eq!(text.len(), sql.len());
         assert!(text.contains("date_time TIMESTAMP"));
         assert!(text.contains(")\n  WITH"));
+    }
+
+    #[test]
+    fn a_watermark_alone_takes_its_parentheses_along() {
+        let sql = "CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)\n  WITH (connector = 'nexmark', kind = 'bid');\nSELECT 1;";
+        let (text, decls) = extract_watermarks("job.sql", sql).unwrap();
+        assert_eq!(decls[0].delay_ms, 1000);
+        assert!(text.starts_with("CREATE TABLE bid "), "{text}");
+        assert!(!text.contains('(') || text.contains("WITH ("), "{text}");
+        assert_eq!(text.matches('(').count(), 1, "{text}");
+        assert_eq!(text.len(), sql.len());
     }
 
     #[test]
