@@ -126,6 +126,21 @@ fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// `sluice run job.sql --checkpoint ckpt --trigger once` in `dir`, which must succeed.
+fn trigger_once(dir: &Path) {
+    ok(&sluice(
+        dir,
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+        ],
+    ));
+}
+
 fn ts_literal(ms: i64) -> String {
     format!("TIMESTAMP '{}'", iso_millis(ms))
 }
@@ -165,19 +180,7 @@ fn windows_in_append_mode(window: &str, size_ms: i64, slide_ms: i64) {
         source_ddl(&broker, "bids")
     );
     std::fs::write(dir.path().join("job.sql"), job).unwrap();
-    let run_once = || {
-        ok(&sluice(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "once",
-            ],
-        ))
-    };
+    let run_once = || trigger_once(dir.path());
 
     // Phase 1: 30 s of event time. Epoch 0 reads it (no watermark yet: nothing is final);
     // epoch 1 has no new data but a watermark that moved, and emits the closed windows.
@@ -426,19 +429,7 @@ fn stream_static_join_enriches_every_epoch_from_the_file_table() {
         source_ddl(&broker, "bids")
     );
     std::fs::write(dir.path().join("job.sql"), job).unwrap();
-    let run_once = || {
-        ok(&sluice(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "once",
-            ],
-        ))
-    };
+    let run_once = || trigger_once(dir.path());
     produce(&broker, "bids", &bids(5, 0..800), &log);
     run_once();
     let first = read_rows(&dir.path().join("out/enriched")).len();
@@ -475,19 +466,7 @@ fn kafka_sink_carries_an_update_stream_keyed_by_the_group_columns() {
         broker.bootstrap()
     );
     std::fs::write(dir.path().join("job.sql"), job).unwrap();
-    let run_once = || {
-        ok(&sluice(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "once",
-            ],
-        ))
-    };
+    let run_once = || trigger_once(dir.path());
     produce(&broker, "bids", &bids(7, 0..1000), &log);
     run_once();
     produce(&broker, "bids", &bids(8, 1000..1500), &log);
@@ -539,19 +518,7 @@ fn distinct_drops_duplicates_within_the_watermark_and_forgets_keys_behind_it() {
         source_ddl(&broker, "bids")
     );
     std::fs::write(dir.path().join("job.sql"), job).unwrap();
-    let run_once = || {
-        ok(&sluice(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "once",
-            ],
-        ))
-    };
+    let run_once = || trigger_once(dir.path());
     // Epoch 0: 20 s of bids, some twice within the epoch.
     let first = bids(9, 0..2000);
     produce(&broker, "bids", &first, &log);
@@ -598,19 +565,7 @@ fn state_ttl_forgets_keys_not_updated_within_it() {
         source_ddl(&broker, "bids")
     );
     std::fs::write(dir.path().join("job.sql"), job).unwrap();
-    let run_once = || {
-        ok(&sluice(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "once",
-            ],
-        ))
-    };
+    let run_once = || trigger_once(dir.path());
     produce(&broker, "bids", &bids(12, 0..1000), &log1);
     run_once();
     // More than the TTL later, bids for half of the auctions: every key has expired, so
