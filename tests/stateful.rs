@@ -55,7 +55,8 @@ fn reference(log: &Path, sql: &str) -> Vec<Vec<String>> {
     reference_with(log, &[], sql)
 }
 
-/// [`reference`], with CSV tables registered under their names.
+/// [`reference`], with CSV tables (or `.jsonl` logs of other streams of bids) registered
+/// under their names.
 fn reference_with(log: &Path, csv: &[(&str, &Path)], sql: &str) -> Vec<Vec<String>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -73,6 +74,21 @@ fn reference_with(log: &Path, csv: &[(&str, &Path)], sql: &str) -> Vec<Vec<Strin
         .await
         .unwrap();
         for (name, path) in csv {
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                // Another stream's log, with the same columns as `bids`.
+                let raw = format!("raw_{name}");
+                ctx.register_json(
+                    &raw,
+                    path.to_str().unwrap(),
+                    JsonReadOptions::default().file_extension(".jsonl"),
+                )
+                .await
+                .unwrap();
+                ctx.sql(&format!("CREATE VIEW {name} AS SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM {raw}"))
+                    .await
+                    .unwrap();
+                continue;
+            }
             ctx.register_csv(*name, path.to_str().unwrap(), Default::default())
                 .await
                 .unwrap();
@@ -381,6 +397,15 @@ fn streaming_aggregation_errors_name_the_problem() {
              INSERT INTO t SELECT auction, count(*) FROM bids GROUP BY auction;",
             "table 't': state_ttl: interval 'soon' is not a number",
         ),
+        (
+            "SELECT window_start, count(*) FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start;",
+            "GROUP BY window_start, window_end and the session key",
+        ),
+        (
+            "CREATE TABLE t WITH (connector = 'parquet', path = 'out/', output_mode = 'update');\n\
+             INSERT INTO t SELECT window_start, window_end, bidder, count(*) FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, bidder;",
+            "session windows are emitted with output_mode 'append'",
+        ),
     ];
     for (i, (query, needle)) in cases.into_iter().enumerate() {
         let checkpoint = format!("ckpt-err-{i}");
@@ -589,4 +614,291 @@ fn state_ttl_forgets_keys_not_updated_within_it() {
     let records = progress(&dir.path().join("ckpt"));
     assert_eq!(records.len(), 2);
     assert_eq!(records[1]["state"][0]["rows_evicted"], 20, "{}", records[1]);
+}
+
+/// Sessions per bidder in DataFusion: a bid opens a new session when the bidder's previous
+/// bid is at least `gap_ms` earlier.
+fn reference_sessions(log: &Path, gap_ms: i64, filter: &str) -> Vec<Vec<String>> {
+    reference(
+        log,
+        &format!(
+            "WITH o AS (
+               SELECT bidder, price, date_time,
+                      lag(date_time) OVER (PARTITION BY bidder ORDER BY date_time) AS prev
+               FROM bids),
+             s AS (
+               SELECT *, sum(CASE WHEN prev IS NULL
+                                    OR date_time >= prev + INTERVAL '{gap_ms} milliseconds'
+                                  THEN 1 ELSE 0 END)
+                         OVER (PARTITION BY bidder ORDER BY date_time
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid
+               FROM o)
+             SELECT * FROM (
+               SELECT min(date_time) AS window_start,
+                      max(date_time) + INTERVAL '{gap_ms} milliseconds' AS window_end,
+                      bidder, count(*) AS bids, max(price) AS top
+               FROM s GROUP BY bidder, sid) {filter}"
+        ),
+    )
+}
+
+#[test]
+fn session_windows_merge_across_epochs_and_close_behind_the_watermark() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let query = "SELECT window_start, window_end, bidder, count(*) AS bids, max(price) AS top\n\
+                 FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND))\n\
+                 GROUP BY window_start, window_end, bidder";
+    let job = format!(
+        "{}CREATE TABLE sessions WITH (connector = 'parquet', path = 'out/sessions/');\n\
+         INSERT INTO sessions\n{query};\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // 50 bidders bid every 0.5 s on average, 1.5 s out of order: sessions of a second's gap
+    // open, grow, merge (a bid arriving between two sessions joins them) and close, many of
+    // them across epochs.
+    produce(&broker, "bids", &bids(21, 0..2500), &log);
+    trigger_once(dir.path());
+    produce(&broker, "bids", &bids(22, 2500..5000), &log);
+    trigger_once(dir.path());
+    produce(&broker, "bids", &bids(23, 5000..6000), &log);
+    trigger_once(dir.path());
+    trigger_once(dir.path());
+
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 4, "{records:?}");
+    let late: u64 = records
+        .iter()
+        .map(|r| r["late_records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(late, 0);
+    let watermark = records[3]["watermark_ms"].as_i64().expect("a watermark");
+    let got = read_rows(&dir.path().join("out/sessions"));
+    let want = reference_sessions(
+        &log,
+        1_000,
+        &format!("WHERE window_end <= {}", ts_literal(watermark)),
+    );
+    assert!(
+        want.len() > 500,
+        "the reference has {} sessions",
+        want.len()
+    );
+    assert_eq!(got.len(), want.len(), "each closed session exactly once");
+    assert_eq!(got, want);
+    // Sessions still open stay in state.
+    assert!(records[3]["state"][0]["rows_total"].as_u64().unwrap() > 0);
+
+    // The same query as a bounded job over the same records: every session, closed or not.
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::copy(&log, dir.path().join("in/bids.jsonl")).unwrap();
+    std::fs::write(
+        dir.path().join("batch.sql"),
+        format!(
+            "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP)\n\
+               WITH (connector = 'json', path = 'in/');\n\
+             CREATE TABLE all_sessions WITH (connector = 'parquet', path = 'out/all/');\n\
+             INSERT INTO all_sessions\n{query};\n"
+        ),
+    )
+    .unwrap();
+    ok(&sluice(
+        dir.path(),
+        &["run", "batch.sql", "--executors", "2"],
+    ));
+    let got = read_rows(&dir.path().join("out/all"));
+    let want = reference_sessions(&log, 1_000, "");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_it() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("asks", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
+    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let join = "SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask\n\
+                FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS b\n\
+                JOIN TABLE(TUMBLE(asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
+                ON b.auction = a.auction AND b.window_start = a.window_start AND b.window_end = a.window_end";
+    let job = format!(
+        "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\
+         INSERT INTO matches\n{join};\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // Two epochs of both streams; windows at the boundary get rows from both epochs.
+    produce(&broker, "bids", &bids(31, 0..600), &bid_log);
+    produce(&broker, "asks", &bids(32, 0..600), &ask_log);
+    trigger_once(dir.path());
+    produce(&broker, "bids", &bids(33, 600..1200), &bid_log);
+    produce(&broker, "asks", &bids(34, 600..1200), &ask_log);
+    trigger_once(dir.path());
+    trigger_once(dir.path());
+
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 3, "{records:?}");
+    let watermark = records[2]["watermark_ms"].as_i64().expect("a watermark");
+    assert!(records[2]["state"][0]["rows_evicted"].as_u64().unwrap() > 0);
+    let got = read_rows(&dir.path().join("out/matches"));
+    let want = reference_with(
+        &bid_log,
+        &[("asks", ask_log.as_path())],
+        &format!(
+            "SELECT * FROM (
+               SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask
+               FROM (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
+                            date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
+                     FROM bids) b
+               JOIN (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start
+                     FROM asks) a
+               ON b.auction = a.auction AND b.window_start = a.window_start)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    );
+    assert!(want.len() > 1000, "the reference has {} rows", want.len());
+    assert_eq!(got.len(), want.len(), "each match exactly once");
+    assert_eq!(got, want);
+
+    // A join of two streams without windows is refused with what to write instead.
+    std::fs::write(
+        dir.path().join("bad.sql"),
+        format!(
+            "{}{asks_ddl}SELECT b.auction, a.price FROM bids b JOIN asks a ON b.auction = a.auction;\n",
+            source_ddl(&broker, "bids")
+        ),
+    )
+    .unwrap();
+    let err = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "bad.sql",
+            "--checkpoint",
+            "ckpt-bad",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(err.contains("must be a window join"), "{err}");
+}
+
+#[test]
+fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_executor() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let job = format!(
+        "{}CREATE TABLE hot WITH (connector = 'parquet', path = 'out/hot/');\n\
+         INSERT INTO hot\n\
+         SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top\n\
+         FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '6' SECOND))\n\
+         GROUP BY window_start, window_end, auction;\n",
+        source_ddl(&broker, "bids").replace(
+            "start = 'earliest'",
+            "start = 'earliest', max_records_per_trigger = '400'"
+        )
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    let all = bids(41, 0..16_000);
+    produce(&broker, "bids", &all[..8000], &log);
+    // Random moments, reproducible from the printed seed (SLUICE_KILL_SEED=... to replay).
+    let seed = std::env::var("SLUICE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill moments from SLUICE_KILL_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let run = || {
+        spawn(
+            dir.path(),
+            &[
+                "run",
+                "job.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "100ms",
+                "--parallelism",
+                "3",
+            ],
+            &[],
+        )
+    };
+    // Round 1: the driver is killed at a random moment (its executors notice and exit).
+    let child = run();
+    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = wait_output(child, Duration::from_secs(60));
+    produce(&broker, "bids", &all[8000..], &log);
+    // Round 2: restarted, then one executor is killed at a random moment (the driver re-runs
+    // its tasks elsewhere, restoring their state from the checkpoint).
+    let child = run();
+    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
+    let mut executors = children_of(child.id() as i32);
+    for _ in 0..100 {
+        if !executors.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        executors = children_of(child.id() as i32);
+    }
+    let victim = executors[rng.random_range(0..executors.len())];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = wait_output(child, Duration::from_secs(60));
+    // Drain what is left.
+    ok(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "available-now",
+        ],
+    ));
+
+    let records = progress(&dir.path().join("ckpt"));
+    let watermark = records
+        .last()
+        .and_then(|r| r["watermark_ms"].as_i64())
+        .expect("a watermark");
+    let got = read_rows(&dir.path().join("out/hot"));
+    let (lo, hi) = (BASE_MS - 10_000, BASE_MS + 170_000);
+    let want = reference(
+        &log,
+        &format!(
+            "SELECT * FROM (
+               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
+               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
+                            CAST(to_timestamp_millis(value + 6000) AS TIMESTAMP) AS window_end
+                     FROM generate_series({lo}, {hi}, 2000)) w
+               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
+               GROUP BY window_start, window_end, auction)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    );
+    assert!(want.len() > 1000, "the reference has {} rows", want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "each closed window exactly once (SLUICE_KILL_SEED={seed})"
+    );
+    assert_eq!(got, want, "SLUICE_KILL_SEED={seed}");
 }

@@ -126,6 +126,9 @@ pub struct StatePartition {
     db: DB,
     /// The epoch whose snapshot this instance last took (or was restored from).
     epoch: Option<Epoch>,
+    /// Written since that snapshot: the instance no longer holds exactly `epoch` (a task
+    /// attempt that failed after writing must not leave its writes to the next attempt).
+    dirty: bool,
     /// Local SST name → stored file, for files already in the store.
     stored: BTreeMap<String, StoredFile>,
     incarnation: String,
@@ -220,7 +223,10 @@ impl StateBackend {
     ) -> Result<Arc<Mutex<StatePartition>>> {
         let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = partitions.get(id) {
-            let ready = existing.lock().map(|p| p.epoch == restore).unwrap_or(false);
+            let ready = existing
+                .lock()
+                .map(|p| p.epoch == restore && !p.dirty)
+                .unwrap_or(false);
             if ready {
                 return Ok(existing.clone());
             }
@@ -261,6 +267,7 @@ impl StateBackend {
             dir,
             db,
             epoch: restore,
+            dirty: false,
             stored,
             incarnation,
         }));
@@ -328,7 +335,8 @@ impl StatePartition {
     }
 
     /// Applies puts then deletes atomically.
-    pub fn write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
+    pub fn write(&mut self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
+        self.dirty = true;
         let mut batch = WriteBatch::default();
         for (k, v) in puts {
             batch.put(k, v);
@@ -452,6 +460,7 @@ impl StatePartition {
         fs::remove_dir_all(&local).map_err(io("remove local snapshot", &local))?;
         self.stored = manifest.sst;
         self.epoch = Some(epoch);
+        self.dirty = false;
         stats.elapsed_us = started.elapsed().as_micros() as u64;
         Ok(stats)
     }
@@ -536,7 +545,7 @@ mod tests {
         }
     }
 
-    fn put(p: &StatePartition, k: &str, v: &str) {
+    fn put(p: &mut StatePartition, k: &str, v: &str) {
         p.write(&[(k.as_bytes().to_vec(), v.as_bytes().to_vec())], &[])
             .unwrap();
     }
@@ -554,10 +563,10 @@ mod tests {
         let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
         let part = a.open(&id(0), &store, None).unwrap();
         let mut part = part.lock().unwrap();
-        put(&part, "k1", "v1");
+        put(&mut part, "k1", "v1");
         let first = part.snapshot(Epoch(0), &store, false).unwrap();
         assert!(first.uploaded_bytes > 0);
-        put(&part, "k2", "v2");
+        put(&mut part, "k2", "v2");
         let second = part.snapshot(Epoch(1), &store, false).unwrap();
         // The first SST is already stored: only the new one is uploaded.
         let stored = fs::read_dir(store.join("op-0/part-0/sst")).unwrap().count();
@@ -567,7 +576,7 @@ mod tests {
         let m0 = read_manifest(&store.join("op-0/part-0"), Epoch(0)).unwrap();
         assert_eq!(m1.sst.len(), 2);
         assert!(m0.sst.values().all(|f| m1.sst.values().any(|g| g == f)));
-        put(&part, "k3", "uncommitted");
+        put(&mut part, "k3", "uncommitted");
         drop(part);
 
         // Another executor restores epoch 1: k1 and k2, not the later write.
@@ -589,12 +598,12 @@ mod tests {
         let store = dir.path().join("store");
         let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
         let part = a.open(&id(1), &store, None).unwrap();
-        put(&part.lock().unwrap(), "k", "0");
+        put(&mut part.lock().unwrap(), "k", "0");
         part.lock()
             .unwrap()
             .snapshot(Epoch(0), &store, false)
             .unwrap();
-        put(&part.lock().unwrap(), "k", "1");
+        put(&mut part.lock().unwrap(), "k", "1");
         part.lock()
             .unwrap()
             .snapshot(Epoch(1), &store, false)
@@ -606,8 +615,13 @@ mod tests {
         drop(same);
         drop(part);
         let back = a.open(&id(1), &store, Some(Epoch(0))).unwrap();
-        let back = back.lock().unwrap();
-        assert_eq!(get(&back, "k").as_deref(), Some("0"));
+        assert_eq!(get(&back.lock().unwrap(), "k").as_deref(), Some("0"));
+        // A task attempt that wrote and failed before its snapshot leaves a dirty instance:
+        // the next attempt gets epoch 0 again, without the failed attempt's write.
+        put(&mut back.lock().unwrap(), "k", "failed attempt");
+        let retry = a.open(&id(1), &store, Some(Epoch(0))).unwrap();
+        assert!(!Arc::ptr_eq(&retry, &back));
+        assert_eq!(get(&retry.lock().unwrap(), "k").as_deref(), Some("0"));
     }
 
     #[test]
@@ -618,7 +632,7 @@ mod tests {
         let part = a.open(&id(0), &store, None).unwrap();
         let mut part = part.lock().unwrap();
         for epoch in 0..6u64 {
-            put(&part, &format!("k{epoch}"), "v");
+            put(&mut part, &format!("k{epoch}"), "v");
             // Overwrite and compact so old SSTs stop being referenced.
             part.db.compact_range::<&[u8], &[u8]>(None, None);
             part.snapshot(Epoch(epoch), &store, false).unwrap();

@@ -18,7 +18,9 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{ConnectorError, Result};
 use crate::options::{FileFormat, FileSourceSpec};
-use crate::{FileSplit, PlanRequest, ReadContext, Source, SourceEpoch, Split, SplitReader};
+use crate::{
+    FileProgress, FileSplit, PlanRequest, ReadContext, Source, SourceEpoch, Split, SplitReader,
+};
 
 /// Rows per batch produced by file readers.
 pub const BATCH_ROWS: usize = 8192;
@@ -86,7 +88,15 @@ impl FileSource {
     /// A source with declared columns; declared columns named like the table's `col=value`
     /// directories are read from the paths (cast to their declared type).
     pub fn declared(mut spec: FileSourceSpec, schema: SchemaRef) -> Result<Self> {
-        let files = list_files(&spec)?;
+        let files = match list_files(&spec) {
+            // A streamed table may start empty.
+            Err(ConnectorError::MissingPath { .. })
+                if spec.stream && may_start_empty(&spec.path) =>
+            {
+                return Ok(Self::new(spec, schema))
+            }
+            other => other?,
+        };
         spec.partition_columns = partition_values(&spec.path, &files[0])
             .into_iter()
             .map(|(k, _)| k)
@@ -106,7 +116,14 @@ impl Source for FileSource {
         self.schema.clone()
     }
 
+    fn bounded(&self) -> bool {
+        !self.spec.stream
+    }
+
     fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
+        if self.spec.stream {
+            return self.plan_stream_epoch(request);
+        }
         // Files are bounded: the first epoch reads them all, later ones nothing — unless the
         // files are the static side of a streaming query, which every epoch reads in full.
         if request.previous.is_some() && !request.rescan {
@@ -137,13 +154,79 @@ impl Source for FileSource {
 impl FileSource {
     /// Every file (Parquet: every row group) of the source, as splits.
     pub fn plan_splits(&self) -> Result<Vec<Split>> {
+        self.splits_of(&list_files(&self.spec)?)
+    }
+
+    /// A streamed table's next epoch: the files after the last one read, in name order (at
+    /// most `max_files_per_trigger`). A file that appears sorting before one already read
+    /// would be silently skipped by name order, so it is an error that names it.
+    fn plan_stream_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
+        let files = match list_files(&self.spec) {
+            Ok(files) => files,
+            Err(ConnectorError::MissingPath { .. }) if may_start_empty(&self.spec.path) => {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let progress = request
+            .previous
+            .and_then(|p| p.files.clone())
+            .unwrap_or_default();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let read = names
+            .iter()
+            .filter(|n| progress.count > 0 && **n <= progress.last)
+            .count() as u64;
+        if read > progress.count {
+            let newest = files
+                .iter()
+                .zip(&names)
+                .filter(|(_, n)| **n <= progress.last)
+                .max_by_key(|(p, _)| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            return Err(ConnectorError::InvalidOptions {
+                table: self.spec.table.clone(),
+                message: format!(
+                    "{} file(s) appeared that sort before '{}', which was already read (most recently modified: '{newest}'); a streamed table reads files in name order, so new files must sort after every file already read (use timestamped or numbered names)",
+                    read - progress.count,
+                    progress.last
+                ),
+            });
+        }
+        let mut new: Vec<PathBuf> = files
+            .into_iter()
+            .zip(&names)
+            .filter(|(_, n)| progress.count == 0 || **n > progress.last)
+            .map(|(p, _)| p)
+            .collect();
+        if let (Some(max), true) = (self.spec.max_files_per_trigger, request.respect_limit) {
+            new.truncate(max as usize);
+        }
+        let next = match new.last() {
+            Some(last) => FileProgress {
+                last: last.to_string_lossy().into_owned(),
+                count: progress.count + new.len() as u64,
+            },
+            None => progress,
+        };
+        Ok(SourceEpoch {
+            splits: self.splits_of(&new)?,
+            files: Some(next),
+            ..Default::default()
+        })
+    }
+
+    fn splits_of(&self, files: &[PathBuf]) -> Result<Vec<Split>> {
         let mut splits = Vec::new();
-        for path in list_files(&self.spec)? {
+        for path in files {
             let name = path.to_string_lossy().into_owned();
             match self.spec.format {
                 FileFormat::Parquet => {
-                    let file =
-                        File::open(&path).map_err(|e| ConnectorError::io("open", &path, e))?;
+                    let file = File::open(path).map_err(|e| ConnectorError::io("open", path, e))?;
                     let metadata = ParquetMetaDataReader::new()
                         .parse_and_finish(&file)
                         .map_err(|source| ConnectorError::Parquet {
@@ -159,8 +242,8 @@ impl FileSource {
                     }
                 }
                 FileFormat::Csv | FileFormat::Json => {
-                    let bytes = std::fs::metadata(&path)
-                        .map_err(|e| ConnectorError::io("stat", &path, e))?
+                    let bytes = std::fs::metadata(path)
+                        .map_err(|e| ConnectorError::io("stat", path, e))?
                         .len();
                     splits.push(Split::File(FileSplit {
                         path: name,
@@ -345,6 +428,12 @@ impl FileSource {
 }
 
 /// Lists the files a spec's path names, sorted; an error when there are none.
+/// Whether a streamed table's path may hold no files yet: an existing directory or a glob (a
+/// missing directory is a mistake worth an error, not an empty stream).
+fn may_start_empty(path: &str) -> bool {
+    path.contains(['*', '?', '[']) || Path::new(path).is_dir()
+}
+
 pub fn list_files(spec: &FileSourceSpec) -> Result<Vec<PathBuf>> {
     let path = spec.path.as_str();
     let mut files = Vec::new();
@@ -631,7 +720,75 @@ mod tests {
             csv_header: true,
             csv_delimiter: b',',
             partition_columns: Vec::new(),
+            stream: false,
+            max_files_per_trigger: None,
         }
+    }
+
+    #[test]
+    fn a_streamed_table_reads_new_files_in_name_order_and_refuses_out_of_order_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec(FileFormat::Json, dir.path());
+        spec.stream = true;
+        spec.max_files_per_trigger = Some(2);
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let source = FileSource::declared(spec, schema).unwrap();
+        assert!(!source.bounded());
+        let plan = |previous: Option<&SourceEpoch>, respect_limit: bool| {
+            source.plan_epoch(&PlanRequest {
+                previous,
+                respect_limit,
+                until: None,
+                rescan: false,
+            })
+        };
+        let names = |e: &SourceEpoch| -> Vec<String> {
+            e.splits
+                .iter()
+                .map(|s| match s {
+                    Split::File(f) => Path::new(&f.path)
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let write = |name: &str| std::fs::write(dir.path().join(name), "{\"a\": 1}\n").unwrap();
+        // Empty directory: nothing yet.
+        let e0 = plan(None, true).unwrap();
+        assert!(e0.splits.is_empty());
+        for n in ["f-001.json", "f-002.json", "f-003.json"] {
+            write(n);
+        }
+        let e1 = plan(Some(&e0), true).unwrap();
+        assert_eq!(
+            names(&e1),
+            ["f-001.json", "f-002.json"],
+            "at most 2 per trigger"
+        );
+        let e2 = plan(Some(&e1), true).unwrap();
+        assert_eq!(names(&e2), ["f-003.json"]);
+        let e3 = plan(Some(&e2), true).unwrap();
+        assert!(e3.splits.is_empty());
+        assert_eq!(e3.files, e2.files);
+        write("f-004.json");
+        write("f-005.json");
+        write("f-006.json");
+        // --trigger once ignores the per-trigger limit.
+        assert_eq!(names(&plan(Some(&e3), false).unwrap()).len(), 3);
+        // A file sorting before one already read is an error naming it.
+        write("f-0025.json");
+        let err = plan(Some(&e3), true).unwrap_err().to_string();
+        assert!(
+            err.contains("f-0025.json") && err.contains("name order"),
+            "{err}"
+        );
+        // A missing directory is an error, not an empty stream.
+        let mut missing = source.spec().clone();
+        missing.path = dir.path().join("nope").to_string_lossy().into_owned();
+        assert!(FileSource::declared(missing, source.schema()).is_err());
     }
 
     fn ctx() -> ReadContext {

@@ -149,6 +149,19 @@ pub struct SourceEpoch {
     /// The broker and topic, for Kafka sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaEndpoint>,
+    /// Streamed file tables: how far the files read so far go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileProgress>,
+}
+
+/// The files a streamed file table has read up to and including an epoch. Files are read in
+/// name order, so the last name and the count say exactly which were read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    /// The greatest path read so far.
+    pub last: String,
+    /// How many files have been read so far.
+    pub count: u64,
 }
 
 impl SourceEpoch {

@@ -95,6 +95,12 @@ pub struct FileSourceSpec {
     /// the driver when it first lists the files; their values come from each file's path.
     #[serde(default)]
     pub partition_columns: Vec<String>,
+    /// Streamed: every epoch reads the files that appeared since the last one, in name order.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streamed: at most this many new files per epoch (not under `--trigger once`).
+    #[serde(default)]
+    pub max_files_per_trigger: Option<u64>,
 }
 
 /// The Parquet sink: where and how to write.
@@ -247,9 +253,23 @@ impl ConnectorSpec {
             ))
         })?;
         let allowed: &[&str] = match connector.as_str() {
-            "parquet" => &["connector", "path", "partition_by", "target_file_size_mb"],
-            "csv" => &["connector", "path", "header", "delimiter"],
-            "json" => &["connector", "path"],
+            "parquet" => &[
+                "connector",
+                "path",
+                "partition_by",
+                "target_file_size_mb",
+                "stream",
+                "max_files_per_trigger",
+            ],
+            "csv" => &[
+                "connector",
+                "path",
+                "header",
+                "delimiter",
+                "stream",
+                "max_files_per_trigger",
+            ],
+            "json" => &["connector", "path", "stream", "max_files_per_trigger"],
             "console" => &["connector"],
             "nexmark" => &[
                 "connector",
@@ -335,6 +355,31 @@ impl ConnectorSpec {
                 }
             },
         };
+        let stream = match options.get("stream").map(|s| s.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                return Err(invalid(format!(
+                    "option 'stream' must be 'true' or 'false', not '{v}'"
+                )))
+            }
+        };
+        let max_files_per_trigger = match options.get("max_files_per_trigger") {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 && stream => Some(n),
+                Ok(n) if n > 0 => return Err(invalid(
+                    "option 'max_files_per_trigger' applies to streamed tables (stream = 'true')"
+                        .into(),
+                )),
+                _ => {
+                    return Err(invalid(format!(
+                        "option 'max_files_per_trigger' must be a positive integer, not '{v}'"
+                    )))
+                }
+            },
+        };
         let source = FileSourceSpec {
             table: table.to_string(),
             format,
@@ -342,6 +387,8 @@ impl ConnectorSpec {
             csv_header,
             csv_delimiter,
             partition_columns: Vec::new(),
+            stream,
+            max_files_per_trigger,
         };
         let sink = (format == FileFormat::Parquet).then(|| ParquetSinkSpec {
             table: table.to_string(),

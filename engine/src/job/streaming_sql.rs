@@ -9,6 +9,8 @@
 //!   `TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))`
 //!   (slide, then size). Each becomes a derived table holding every column of the input plus
 //!   `window_start` and `window_end`; a hopping window repeats a row once per window holding it.
+//!   `TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))` gives each row the
+//!   proto-session `[t, t + gap)`, merged per key by the aggregation (`plan::session`).
 
 use std::ops::ControlFlow;
 
@@ -299,15 +301,15 @@ fn amount_ms(text: &str, number: &str, unit: &str) -> std::result::Result<i64, S
 /// A window table function found in the query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowDecl {
-    /// `tumble` or `hop`.
+    /// `tumble`, `hop` or `session`.
     pub kind: &'static str,
     /// The table it windows.
     pub table: String,
     /// The event-time column.
     pub column: String,
-    /// Window size in milliseconds.
+    /// Window size (the gap of a session window) in milliseconds.
     pub size_ms: i64,
-    /// Slide in milliseconds (= size for tumbling windows).
+    /// Slide in milliseconds (= size for tumbling windows, 0 for sessions).
     pub slide_ms: i64,
 }
 
@@ -343,9 +345,10 @@ impl VisitorMut for WindowRewriter {
         let kind = match name.to_ascii_lowercase().as_str() {
             "tumble" => "tumble",
             "hop" => "hop",
+            "session" => "session",
             _ => return ControlFlow::Continue(()),
         };
-        match rewrite(kind, &args, alias.as_ref().map(|a| a.to_string())) {
+        match rewrite(kind, &args, alias.as_ref().map(|a| a.name.to_string())) {
             Ok((derived, decl)) => {
                 *factor = derived;
                 self.found.push(decl);
@@ -376,9 +379,10 @@ fn rewrite(
 ) -> std::result::Result<(TableFactor, WindowDecl), String> {
     let usage = match kind {
         "tumble" => "TUMBLE(table, DESCRIPTOR(time_column), INTERVAL '10' SECOND)",
+        "session" => "SESSION(table, DESCRIPTOR(time_column), INTERVAL '10' SECOND) (the gap; sessions are kept per the other GROUP BY columns)",
         _ => "HOP(table, DESCRIPTOR(time_column), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
     };
-    let want = if kind == "tumble" { 3 } else { 4 };
+    let want = if kind == "hop" { 4 } else { 3 };
     if args.len() != want {
         return Err(format!(
             "{} takes {want} arguments: {usage}",
@@ -435,7 +439,18 @@ fn rewrite(
         }
     };
     let origin = "TIMESTAMP '1970-01-01T00:00:00'";
-    let (sql, size_ms, slide_ms) = if kind == "tumble" {
+    let (sql, size_ms, slide_ms) = if kind == "session" {
+        // Each row opens the proto-session [t, t + gap); the aggregation merges overlapping
+        // ones per key (see plan::session).
+        let (gap, gap_ms) = interval(2)?;
+        (
+            format!(
+                "SELECT *, {column} AS window_start, {column} + {gap} AS window_end FROM {table}"
+            ),
+            gap_ms,
+            0,
+        )
+    } else if kind == "tumble" {
         let (size, size_ms) = interval(2)?;
         let start = format!("date_bin({size}, {column}, {origin})");
         (

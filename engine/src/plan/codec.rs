@@ -16,7 +16,9 @@ use sluice_connectors::SourceSpec;
 use super::nodes::{
     schema_from_json, schema_to_json, EventTime, ReadMode, ShuffleReaderExec, SourceScanExec,
 };
+use super::session::{SessionColumns, SessionMergeExec};
 use super::stateful::{StatefulAggregateExec, StatefulSpec};
+use super::window_join::{WindowJoinExec, WindowJoinSpec};
 use crate::protocol::StageId;
 
 /// The extension codec for Sluice's operators.
@@ -41,6 +43,10 @@ enum Node {
     },
     /// Its one input (the final aggregate) travels as the node's child.
     StatefulAggregate { spec: StatefulSpec },
+    /// Its one input (the final aggregate) travels as the node's child.
+    SessionMerge { cols: SessionColumns },
+    /// Its one input (the hash join) travels as the node's child.
+    WindowJoin { spec: WindowJoinSpec },
 }
 
 impl PhysicalExtensionCodec for SluiceCodec {
@@ -90,6 +96,22 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 };
                 Arc::new(StatefulAggregateExec::try_new(spec, aggregate.clone())?)
             }
+            Node::SessionMerge { cols } => {
+                let [aggregate] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "a session merge node needs exactly one input".into(),
+                    ));
+                };
+                Arc::new(SessionMergeExec::try_new(cols, aggregate.clone())?)
+            }
+            Node::WindowJoin { spec } => {
+                let [join] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "a window join node needs exactly one input".into(),
+                    ));
+                };
+                Arc::new(WindowJoinExec::try_new(spec, join.clone())?)
+            }
         })
     }
 
@@ -119,6 +141,10 @@ impl PhysicalExtensionCodec for SluiceCodec {
             Node::StatefulAggregate {
                 spec: stateful.spec,
             }
+        } else if let Some(join) = node.downcast_ref::<WindowJoinExec>() {
+            Node::WindowJoin { spec: join.spec }
+        } else if let Some(merge) = node.downcast_ref::<SessionMergeExec>() {
+            Node::SessionMerge { cols: merge.cols }
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "operator {} cannot run distributed yet",

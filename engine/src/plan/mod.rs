@@ -6,8 +6,10 @@
 
 pub mod codec;
 pub mod nodes;
+pub mod session;
 pub mod stages;
 pub mod stateful;
+pub mod window_join;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +21,8 @@ use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{cast, col, Expr};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{displayable, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -243,6 +247,8 @@ pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     csv_header: true,
                     csv_delimiter: b',',
                     partition_columns: Vec::new(),
+                    stream: false,
+                    max_files_per_trigger: None,
                 })?;
                 (SourceSpec::File(source.spec().clone()), Arc::new(source))
             }
@@ -353,7 +359,14 @@ async fn plan_stages(
     let mut physical = frame.create_physical_plan().await?;
     let watermark_delay_ms = job.watermarks.iter().map(|w| w.delay_ms).max();
     if let Some(mode) = streaming {
-        physical = make_stateful(physical, mode, watermark_delay_ms.is_some(), job)?;
+        let streams = sources
+            .iter()
+            .filter(|(_, s)| !s.bounded())
+            .map(|(name, _)| name.clone())
+            .collect();
+        physical = make_stateful(physical, mode, watermark_delay_ms.is_some(), job, &streams)?;
+    } else {
+        physical = plan_bounded_sessions(physical, job)?;
     }
     let schema = physical.schema();
     let sink_install = match &sink {
@@ -386,7 +399,10 @@ async fn plan_stages(
     let stages = stages::split(physical, final_output)?;
     let stateful_stages = stages
         .iter()
-        .filter(|s| contains::<stateful::StatefulAggregateExec>(&s.plan))
+        .filter(|s| {
+            contains::<stateful::StatefulAggregateExec>(&s.plan)
+                || contains::<window_join::WindowJoinExec>(&s.plan)
+        })
         .map(|s| s.id)
         .collect();
     let ctx_for_check = SessionContext::new_with_config(session_config(1));
@@ -435,6 +451,7 @@ fn make_stateful(
     mode: Option<crate::job::OutputMode>,
     has_watermark: bool,
     job: &Job,
+    streams: &std::collections::BTreeSet<String>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     use crate::job::OutputMode;
     use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -444,10 +461,39 @@ fn make_stateful(
         Target::Table(name) => job.table(name).and_then(|t| t.state_ttl_ms),
         Target::Console => None,
     };
+    let has_session = job.windows.iter().any(|w| w.kind == "session");
     let mut operators = 0u32;
+    let mut joins = 0u32;
+    let mut next_id = 0u32;
     let mut problem: Option<String> = None;
     let plan = plan
         .transform_up(|node| {
+            if node.name().contains("Join")
+                && node.children().len() == 2
+                && node.children().iter().all(|c| reads_stream(c, streams))
+            {
+                // A join of two streams: a window join, or refused.
+                let windows = node
+                    .downcast_ref::<HashJoinExec>()
+                    .and_then(window_join::WindowJoinSpec::of);
+                let Some((left_end, right_end)) = windows else {
+                    problem.get_or_insert_with(|| "a join of two streams must be a window join: window both sides (TUMBLE, HOP or SESSION) and join ON their keys and l.window_end = r.window_end (rows of a window are joined once the watermark passes its end)".into());
+                    return Ok(Transformed::no(node));
+                };
+                if !has_watermark {
+                    problem.get_or_insert_with(|| "a window join needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the joined tables".into());
+                }
+                let spec = window_join::WindowJoinSpec {
+                    operator: next_id,
+                    left_end,
+                    right_end,
+                };
+                next_id += 1;
+                joins += 1;
+                return Ok(Transformed::yes(
+                    Arc::new(window_join::WindowJoinExec::try_new(spec, node)?) as _,
+                ));
+            }
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
@@ -487,14 +533,37 @@ fn make_stateful(
             } else if mode == OutputMode::Append && !has_watermark {
                 problem.get_or_insert_with(|| "a windowed aggregation in append mode needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the source table (or use output_mode 'update')".into());
             }
+            let session = if has_session {
+                let cols = session::SessionColumns::of(agg);
+                if cols.is_none() {
+                    problem.get_or_insert_with(|| SESSION_GROUPING.into());
+                } else if mode == OutputMode::Update {
+                    problem.get_or_insert_with(|| "session windows are emitted with output_mode 'append' (each session once the watermark passes its end) or 'complete': in 'update' mode a session that merges with another would leave its earlier row behind".into());
+                }
+                cols
+            } else {
+                None
+            };
+            let node = match session {
+                Some(_) => {
+                    let input = session::hash_on_key(agg.input().clone())?;
+                    node.clone().replace_children(
+                        vec![input],
+                        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                    )?
+                }
+                None => node,
+            };
             let spec = stateful::StatefulSpec {
-                operator: operators,
+                operator: next_id,
                 mode,
                 window_end,
                 event_time_key: window_end.is_some() && !windowed,
                 ttl_ms,
+                session,
             };
             operators += 1;
+            next_id += 1;
             Ok(Transformed::yes(Arc::new(stateful::StatefulAggregateExec::try_new(spec, node)?) as _))
         })?
         .data;
@@ -511,6 +580,12 @@ fn make_stateful(
         });
     }
     if operators == 0 {
+        if has_session {
+            return Err(EngineError::Sql {
+                location: origin,
+                message: SESSION_GROUPING.into(),
+            });
+        }
         if ttl_ms.is_some() {
             return Err(EngineError::Sql {
                 location: origin,
@@ -518,7 +593,9 @@ fn make_stateful(
                     .into(),
             });
         }
-        return Ok(plan);
+        if joins == 0 {
+            return Ok(plan);
+        }
     }
     let plan = plan
         .transform_up(|node| {
@@ -535,6 +612,74 @@ fn make_stateful(
         })?
         .data;
     Ok(plan)
+}
+
+const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_start, window_end and the session key columns (sessions are kept per key)";
+
+/// Runs a bounded job's session-window aggregates through [`session::SessionMergeExec`],
+/// shuffled by session key.
+fn plan_bounded_sessions(
+    plan: Arc<dyn ExecutionPlan>,
+    job: &Job,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    if !job.windows.iter().any(|w| w.kind == "session") {
+        return Ok(plan);
+    }
+    let mut merged = 0;
+    let mut problem = None;
+    let plan = plan
+        .transform_up(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(cols) = session::SessionColumns::of(agg) else {
+                return Ok(Transformed::no(node));
+            };
+            match agg.mode() {
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {}
+                AggregateMode::Partial | AggregateMode::PartialReduce => {
+                    return Ok(Transformed::no(node))
+                }
+                AggregateMode::Single | AggregateMode::SinglePartitioned => {
+                    problem.get_or_insert("a session-window aggregation needs two phases; DataFusion planned it in one (raise --parallelism above 1)");
+                    return Ok(Transformed::no(node));
+                }
+            }
+            let input = session::hash_on_key(agg.input().clone())?;
+            let node = node.clone().replace_children(
+                vec![input],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?;
+            merged += 1;
+            Ok(Transformed::yes(
+                Arc::new(session::SessionMergeExec::try_new(cols, node)?) as _,
+            ))
+        })?
+        .data;
+    let message = match (problem, merged) {
+        (Some(p), _) => p,
+        (None, 0) => SESSION_GROUPING,
+        (None, _) => return Ok(plan),
+    };
+    Err(EngineError::Sql {
+        location: format!("{}: ", job.text.origin),
+        message: message.into(),
+    })
+}
+
+/// Whether `plan` reads one of the unbounded tables `streams`.
+fn reads_stream(
+    plan: &Arc<dyn ExecutionPlan>,
+    streams: &std::collections::BTreeSet<String>,
+) -> bool {
+    if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {
+        return streams.contains(&scan.table);
+    }
+    plan.children()
+        .into_iter()
+        .any(|c| reads_stream(c, streams))
 }
 
 /// The group columns of the plan's stateful aggregation, if it has one.

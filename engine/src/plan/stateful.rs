@@ -41,10 +41,11 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::state::{StateBackend, StatePartitionId};
+use sluice_checkpoint::state::{StateBackend, StatePartition, StatePartitionId};
 use sluice_checkpoint::Epoch;
 
 use super::nodes::{event_millis, task_inputs};
+use super::session::{self, SessionColumns};
 use crate::job::OutputMode;
 
 /// What a stateful task needs besides its inputs; part of the task's [`TaskInputs`].
@@ -116,6 +117,9 @@ pub struct StatefulSpec {
     /// Index of the group column that says when a key is final: `window_end` for windowed
     /// aggregates, else the watermarked event-time column when grouped by it.
     pub window_end: Option<usize>,
+    /// Session windows: where the session bounds are among the group columns.
+    #[serde(default)]
+    pub session: Option<SessionColumns>,
 }
 
 /// The final aggregate of a streaming query, with its state in RocksDB.
@@ -172,33 +176,6 @@ impl StatefulAggregateExec {
             .expect("checked in try_new")
     }
 
-    /// An aggregate of `mode` with this operator's expressions over `input`.
-    fn aggregate_over(
-        &self,
-        mode: AggregateMode,
-        input: Arc<dyn ExecutionPlan>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let agg = self.agg();
-        Ok(Arc::new(AggregateExec::try_new(
-            mode,
-            agg.group_expr().clone(),
-            agg.aggr_expr().to_vec(),
-            agg.filter_expr().to_vec(),
-            input,
-            agg.input_schema(),
-        )?))
-    }
-
-    fn over_batches(
-        &self,
-        mode: AggregateMode,
-        schema: &SchemaRef,
-        batches: Vec<RecordBatch>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let memory = MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None)?;
-        self.aggregate_over(mode, memory)
-    }
-
     async fn run(&self, partition: usize, ctx: Arc<TaskContext>) -> DfResult<Vec<RecordBatch>> {
         let inputs = task_inputs(&ctx)?;
         let state = inputs.state.clone().ok_or_else(|| {
@@ -207,7 +184,7 @@ impl StatefulAggregateExec {
         let started = Instant::now();
         // 1. The epoch's partial states, one row per key.
         let agg_input = self.agg().input().clone();
-        let reduce = self.aggregate_over(AggregateMode::PartialReduce, agg_input)?;
+        let reduce = aggregate_over(self.agg(), AggregateMode::PartialReduce, agg_input)?;
         let state_schema = reduce.schema();
         let epoch_rows = concat(
             &state_schema,
@@ -236,122 +213,136 @@ impl StatefulAggregateExec {
         let now = inputs.batch_timestamp_ms;
         let dedup = self.agg().aggr_expr().is_empty();
 
-        // State TTL: drop the keys whose expiry (last update + ttl) is due, through the
-        // expiry index (one range scan; keys are found by time, never by scanning state).
-        let mut expired = 0u64;
-        if self.spec.ttl_ms.is_some() {
-            let part = lock();
-            let due = part
-                .scan(
-                    &[TTL_INDEX],
-                    Some(&ttl_index_key(now.saturating_add(1), &[])),
-                )
-                .map_err(ext)?;
-            let mut deletes = Vec::with_capacity(due.len() * 2);
-            for (index_key, _) in due {
-                deletes.push(index_key[TTL_INDEX_PREFIX..].to_vec());
-                deletes.push(index_key);
-                expired += 1;
+        let (updated, evicted, to_emit) = if let Some(cols) = self.spec.session {
+            self.update_sessions(
+                cols,
+                epoch_rows,
+                &codec,
+                &handle,
+                inputs.watermark_ms,
+                ctx.clone(),
+            )
+            .await?
+        } else {
+            // State TTL: drop the keys whose expiry (last update + ttl) is due, through the
+            // expiry index (one range scan; keys are found by time, never by scanning state).
+            let mut expired = 0u64;
+            if self.spec.ttl_ms.is_some() {
+                let mut part = lock();
+                let due = part
+                    .scan(
+                        &[TTL_INDEX],
+                        Some(&ttl_index_key(now.saturating_add(1), &[])),
+                    )
+                    .map_err(ext)?;
+                let mut deletes = Vec::with_capacity(due.len() * 2);
+                for (index_key, _) in due {
+                    deletes.push(index_key[TTL_INDEX_PREFIX..].to_vec());
+                    deletes.push(index_key);
+                    expired += 1;
+                }
+                part.write(&[], &deletes).map_err(ext)?;
             }
-            part.write(&[], &deletes).map_err(ext)?;
-        }
 
-        // 2–3. Stored state of the epoch's keys, merged with the new.
-        let mut merged = epoch_rows;
-        // Expiry index entries replaced by this epoch's updates.
-        let mut stale_index: Vec<Vec<u8>> = Vec::new();
-        if merged.num_rows() > 0 {
-            let keys = codec.keys(&merged)?;
-            let found = lock().get_many(&keys).map_err(ext)?;
-            if let (Some(ttl), false) = (self.spec.ttl_ms, dedup) {
-                for (key, value) in keys.iter().zip(&found) {
-                    if let Some(stamp) = value.as_deref().and_then(stamp_of) {
-                        let old = ttl_index_key(stamp.saturating_add(ttl), key);
-                        if old != ttl_index_key(now.saturating_add(ttl), key) {
-                            stale_index.push(old);
+            // 2–3. Stored state of the epoch's keys, merged with the new.
+            let mut merged = epoch_rows;
+            // Expiry index entries replaced by this epoch's updates.
+            let mut stale_index: Vec<Vec<u8>> = Vec::new();
+            if merged.num_rows() > 0 {
+                let keys = codec.keys(&merged)?;
+                let found = lock().get_many(&keys).map_err(ext)?;
+                if let (Some(ttl), false) = (self.spec.ttl_ms, dedup) {
+                    for (key, value) in keys.iter().zip(&found) {
+                        if let Some(stamp) = value.as_deref().and_then(stamp_of) {
+                            let old = ttl_index_key(stamp.saturating_add(ttl), key);
+                            if old != ttl_index_key(now.saturating_add(ttl), key) {
+                                stale_index.push(old);
+                            }
                         }
                     }
                 }
-            }
-            if dedup {
-                // Deduplication (DISTINCT, GROUP BY without aggregates): a stored key is a
-                // duplicate; only keys never seen are written and emitted.
-                let new: arrow::array::BooleanArray =
-                    found.iter().map(|v| Some(v.is_none())).collect();
-                merged = arrow::compute::filter_record_batch(&merged, &new)?;
-            }
-            let stored: Vec<Vec<u8>> = found.into_iter().flatten().collect();
-            if !stored.is_empty() && !dedup {
-                let old = codec.decode(&state_schema, &stored)?;
-                let plan = self.over_batches(
-                    AggregateMode::PartialReduce,
-                    &state_schema,
-                    vec![merged, old],
-                )?;
-                merged = concat(
-                    &state_schema,
-                    collect_partition(&plan, 0, ctx.clone()).await?,
-                )?;
-            }
-        }
-        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = if merged.num_rows() > 0 {
-            codec
-                .keys(&merged)?
-                .into_iter()
-                .zip(codec.values(&merged, now)?)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let updated = puts.len() as u64;
-        if let Some(ttl) = self.spec.ttl_ms {
-            let index: Vec<_> = puts
-                .iter()
-                .map(|(k, _)| (ttl_index_key(now.saturating_add(ttl), k), Vec::new()))
-                .collect();
-            puts.extend(index);
-        }
-        // 4. Write; then close the windows the watermark has passed (keys are ordered by window
-        // end: everything before the first key of end wm+1).
-        let (evicted, to_emit) = {
-            let part = lock();
-            part.write(&puts, &stale_index).map_err(ext)?;
-            let closed = match (self.spec.window_end, inputs.watermark_ms) {
-                (Some(_), Some(wm)) => {
-                    let end = if self.spec.event_time_key {
-                        wm
-                    } else {
-                        wm.saturating_add(1)
-                    };
-                    let bound = window_prefix(end);
-                    part.scan(&[], Some(&bound)).map_err(ext)?
+                if dedup {
+                    // Deduplication (DISTINCT, GROUP BY without aggregates): a stored key is a
+                    // duplicate; only keys never seen are written and emitted.
+                    let new: arrow::array::BooleanArray =
+                        found.iter().map(|v| Some(v.is_none())).collect();
+                    merged = arrow::compute::filter_record_batch(&merged, &new)?;
                 }
-                _ => Vec::new(),
+                let stored: Vec<Vec<u8>> = found.into_iter().flatten().collect();
+                if !stored.is_empty() && !dedup {
+                    let old = codec.decode(&state_schema, &stored)?;
+                    let plan = over_batches(
+                        self.agg(),
+                        AggregateMode::PartialReduce,
+                        &state_schema,
+                        vec![merged, old],
+                    )?;
+                    merged = concat(
+                        &state_schema,
+                        collect_partition(&plan, 0, ctx.clone()).await?,
+                    )?;
+                }
+            }
+            let mut puts: Vec<(Vec<u8>, Vec<u8>)> = if merged.num_rows() > 0 {
+                codec
+                    .keys(&merged)?
+                    .into_iter()
+                    .zip(codec.values(&merged, now)?)
+                    .collect()
+            } else {
+                Vec::new()
             };
-            let (closed_keys, closed_rows): (Vec<_>, Vec<_>) = closed.into_iter().unzip();
-            if !closed_keys.is_empty() {
-                part.write(&[], &closed_keys).map_err(ext)?;
+            let updated = puts.len() as u64;
+            if let Some(ttl) = self.spec.ttl_ms {
+                let index: Vec<_> = puts
+                    .iter()
+                    .map(|(k, _)| (ttl_index_key(now.saturating_add(ttl), k), Vec::new()))
+                    .collect();
+                puts.extend(index);
             }
-            let rows = match self.spec.mode {
-                OutputMode::Update => (merged.num_rows() > 0).then(|| Ok(merged.clone())),
-                OutputMode::Append => {
-                    (!closed_rows.is_empty()).then(|| codec.decode(&state_schema, &closed_rows))
+            // 4. Write; then close the windows the watermark has passed (keys are ordered by window
+            // end: everything before the first key of end wm+1).
+            let (evicted, to_emit) = {
+                let mut part = lock();
+                part.write(&puts, &stale_index).map_err(ext)?;
+                let closed = match (self.spec.window_end, inputs.watermark_ms) {
+                    (Some(_), Some(wm)) => {
+                        let end = if self.spec.event_time_key {
+                            wm
+                        } else {
+                            wm.saturating_add(1)
+                        };
+                        let bound = window_prefix(end);
+                        part.scan(&[], Some(&bound)).map_err(ext)?
+                    }
+                    _ => Vec::new(),
+                };
+                let (closed_keys, closed_rows): (Vec<_>, Vec<_>) = closed.into_iter().unzip();
+                if !closed_keys.is_empty() {
+                    part.write(&[], &closed_keys).map_err(ext)?;
                 }
-                OutputMode::Complete => {
-                    let all: Vec<Vec<u8>> = part
-                        .scan(&[], Some(&[TTL_INDEX]))
-                        .map_err(ext)?
-                        .into_iter()
-                        .map(|(_, v)| v)
-                        .collect();
-                    (!all.is_empty()).then(|| codec.decode(&state_schema, &all))
-                }
+                let rows = match self.spec.mode {
+                    OutputMode::Update => (merged.num_rows() > 0).then(|| Ok(merged.clone())),
+                    OutputMode::Append => {
+                        (!closed_rows.is_empty()).then(|| codec.decode(&state_schema, &closed_rows))
+                    }
+                    OutputMode::Complete => {
+                        let all: Vec<Vec<u8>> = part
+                            .scan(&[], Some(&[SESSION_INDEX]))
+                            .map_err(ext)?
+                            .into_iter()
+                            .map(|(_, v)| v)
+                            .collect();
+                        (!all.is_empty()).then(|| codec.decode(&state_schema, &all))
+                    }
+                };
+                (closed_keys.len() as u64 + expired, rows.transpose()?)
             };
-            (closed_keys.len() as u64 + expired, rows.transpose()?)
+            (updated, evicted, to_emit)
         };
         let mut output = Vec::new();
         if let Some(rows) = to_emit {
-            let plan = self.over_batches(AggregateMode::Final, &state_schema, vec![rows])?;
+            let plan = over_batches(self.agg(), AggregateMode::Final, &state_schema, vec![rows])?;
             for batch in collect_partition(&plan, 0, ctx.clone()).await? {
                 // Same columns as the planned aggregate; align field metadata and nullability.
                 output.push(RecordBatch::try_new(
@@ -363,32 +354,197 @@ impl StatefulAggregateExec {
         let update_us = started.elapsed().as_micros() as u64;
 
         // 5. Snapshot before the task reports success: the epoch commits only with it.
-        let metrics = {
-            let mut part = lock();
-            let snap = part
-                .snapshot(inputs.epoch, &state.store, state.durable)
-                .map_err(ext)?;
+        snapshot_partition(
+            &handle,
+            &state,
+            inputs.epoch,
             OperatorStateMetrics {
                 operator: self.spec.operator,
-                rows_total: part.estimated_keys(),
                 rows_updated: updated,
                 rows_evicted: evicted,
-                state_bytes: snap.total_bytes,
-                snapshot_uploaded_bytes: snap.uploaded_bytes,
-                snapshot_us: snap.elapsed_us,
                 update_us,
-            }
-        };
-        state
-            .metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(metrics);
+                ..Default::default()
+            },
+        )?;
         Ok(output)
     }
 }
 
-async fn collect_partition(
+impl StatefulAggregateExec {
+    /// One epoch of a session-window aggregate. Open sessions are stored under the key
+    /// columns followed by the session start, so a key's sessions are one range scan; an
+    /// index by session end (`SESSION_INDEX`, end, state key) finds the sessions the
+    /// watermark closes. Returns (sessions written, sessions closed, rows to emit).
+    async fn update_sessions(
+        &self,
+        cols: SessionColumns,
+        epoch_rows: RecordBatch,
+        codec: &RowCodec,
+        handle: &Mutex<StatePartition>,
+        watermark_ms: Option<i64>,
+        ctx: Arc<TaskContext>,
+    ) -> DfResult<(u64, u64, Option<RecordBatch>)> {
+        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
+        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
+        let schema = epoch_rows.schema();
+        let keys = cols.keys(self.agg().group_expr().expr().len());
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut deletes: Vec<Vec<u8>> = Vec::new();
+        if epoch_rows.num_rows() > 0 {
+            // The open sessions of every key this epoch touches (one scan per distinct key).
+            let distinct: std::collections::BTreeSet<Vec<u8>> =
+                session::key_bytes(&epoch_rows, &keys)?
+                    .into_iter()
+                    .collect();
+            let mut stored_keys = Vec::new();
+            let mut stored_values = Vec::new();
+            {
+                let part = lock();
+                for key in distinct {
+                    let mut to = key.clone();
+                    if key.is_empty() {
+                        to.push(SESSION_INDEX);
+                    } else {
+                        // Keys are prefix-free: every state key of this key is below it + 0xFF..
+                        to.extend_from_slice(&[0xFF; 9]);
+                    }
+                    for (k, v) in part.scan(&key, Some(&to)).map_err(ext)? {
+                        stored_keys.push(k);
+                        stored_values.push(v);
+                    }
+                }
+            }
+            let mut all = vec![epoch_rows];
+            if !stored_values.is_empty() {
+                let stored = codec.decode(&schema, &stored_values)?;
+                let ends = event_millis(stored.column(cols.end))?;
+                for (i, key) in stored_keys.into_iter().enumerate() {
+                    deletes.push(session_index_key(ends.value(i), &key));
+                    deletes.push(key);
+                }
+                all.push(stored);
+            }
+            let merged =
+                session::merge_sessions(self.agg(), cols, concat(&schema, all)?, ctx.clone())
+                    .await?;
+            let starts = event_millis(merged.column(cols.start))?;
+            let ends = event_millis(merged.column(cols.end))?;
+            let values = codec.values(&merged, 0)?;
+            for ((i, mut key), value) in session::key_bytes(&merged, &keys)?
+                .into_iter()
+                .enumerate()
+                .zip(values)
+            {
+                key.extend_from_slice(&window_prefix(starts.value(i)));
+                puts.push((session_index_key(ends.value(i), &key), Vec::new()));
+                puts.push((key, value));
+            }
+            // A session that did not change is written again, not deleted.
+            let written: std::collections::HashSet<&[u8]> =
+                puts.iter().map(|(k, _)| k.as_slice()).collect();
+            deletes.retain(|k| !written.contains(k.as_slice()));
+        }
+        let updated = (puts.len() / 2) as u64;
+        let mut part = lock();
+        part.write(&puts, &deletes).map_err(ext)?;
+        // Sessions the watermark has passed are final.
+        let mut closed_values = Vec::new();
+        let mut closed_keys = Vec::new();
+        if let Some(wm) = watermark_ms {
+            let mut to = vec![SESSION_INDEX];
+            to.extend_from_slice(&window_prefix(wm.saturating_add(1)));
+            let index: Vec<Vec<u8>> = part
+                .scan(&[SESSION_INDEX], Some(&to))
+                .map_err(ext)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let state_keys: Vec<Vec<u8>> = index
+                .iter()
+                .map(|k| k[SESSION_INDEX_PREFIX..].to_vec())
+                .collect();
+            closed_values = part
+                .get_many(&state_keys)
+                .map_err(ext)?
+                .into_iter()
+                .flatten()
+                .collect();
+            closed_keys = index.into_iter().chain(state_keys).collect();
+            part.write(&[], &closed_keys).map_err(ext)?;
+        }
+        let evicted = (closed_keys.len() / 2) as u64;
+        let rows = match self.spec.mode {
+            OutputMode::Append => (!closed_values.is_empty()).then_some(closed_values),
+            _ => {
+                let all: Vec<Vec<u8>> = part
+                    .scan(&[], Some(&[SESSION_INDEX]))
+                    .map_err(ext)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                (!all.is_empty()).then_some(all)
+            }
+        };
+        let rows = rows.map(|r| codec.decode(&schema, &r)).transpose()?;
+        Ok((updated, evicted, rows))
+    }
+}
+
+/// Snapshots an operator partition as of `epoch` (before its task reports success: the epoch
+/// commits only with it) and records `metrics`, completed with the state's size and the
+/// snapshot's numbers.
+pub(super) fn snapshot_partition(
+    handle: &Mutex<StatePartition>,
+    state: &TaskState,
+    epoch: Epoch,
+    mut metrics: OperatorStateMetrics,
+) -> DfResult<()> {
+    {
+        let mut part = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = part
+            .snapshot(epoch, &state.store, state.durable)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        metrics.rows_total = part.estimated_keys();
+        metrics.state_bytes = snap.total_bytes;
+        metrics.snapshot_uploaded_bytes = snap.uploaded_bytes;
+        metrics.snapshot_us = snap.elapsed_us;
+    }
+    state
+        .metrics
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(metrics);
+    Ok(())
+}
+
+/// An aggregate of `mode` with `agg`'s expressions over `input`.
+pub(super) fn aggregate_over(
+    agg: &AggregateExec,
+    mode: AggregateMode,
+    input: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(Arc::new(AggregateExec::try_new(
+        mode,
+        agg.group_expr().clone(),
+        agg.aggr_expr().to_vec(),
+        agg.filter_expr().to_vec(),
+        input,
+        agg.input_schema(),
+    )?))
+}
+
+/// An aggregate of `mode` with `agg`'s expressions over `batches`.
+pub(super) fn over_batches(
+    agg: &AggregateExec,
+    mode: AggregateMode,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let memory = MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None)?;
+    aggregate_over(agg, mode, memory)
+}
+
+pub(super) async fn collect_partition(
     plan: &Arc<dyn ExecutionPlan>,
     partition: usize,
     ctx: Arc<TaskContext>,
@@ -401,13 +557,13 @@ async fn collect_partition(
     Ok(out)
 }
 
-fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> DfResult<RecordBatch> {
+pub(super) fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> DfResult<RecordBatch> {
     Ok(arrow::compute::concat_batches(schema, &batches)?)
 }
 
 /// The 8-byte key prefix of a window ending at `end_ms`: big-endian with the sign bit flipped,
 /// so byte order is numeric order.
-fn window_prefix(end_ms: i64) -> [u8; 8] {
+pub(super) fn window_prefix(end_ms: i64) -> [u8; 8] {
     ((end_ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
@@ -415,6 +571,20 @@ fn window_prefix(end_ms: i64) -> [u8; 8] {
 /// with it: they start with a window end (sign-flipped, so 0xFF only for end times beyond
 /// year 2^55), or with Arrow's row format, whose first byte is a null/valid sentinel (0–2).
 const TTL_INDEX: u8 = 0xFF;
+/// First byte of the session-end index of a session-window aggregate (below [`TTL_INDEX`]).
+const SESSION_INDEX: u8 = 0xFE;
+/// Bytes before the state key in a session index key: the marker and the session end.
+const SESSION_INDEX_PREFIX: usize = 9;
+
+/// The session index key of state `key` of a session ending at `end_ms`.
+fn session_index_key(end_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SESSION_INDEX_PREFIX + key.len());
+    out.push(SESSION_INDEX);
+    out.extend_from_slice(&window_prefix(end_ms));
+    out.extend_from_slice(key);
+    out
+}
+
 /// Bytes before the state key in an expiry index key: the marker and the expiry time.
 const TTL_INDEX_PREFIX: usize = 9;
 

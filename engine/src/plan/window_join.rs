@@ -1,0 +1,345 @@
+//! Window joins of two streams: rows of both sides are kept in RocksDB until the watermark
+//! passes their window's end, then the window is joined once, complete, and dropped.
+//!
+//! A join of two streams in a streaming query must equate the two sides' `window_end`
+//! (windows from `TUMBLE`/`HOP`/`SESSION` on each side), as Flink's window join does. The
+//! planner keeps DataFusion's hash join (both sides shuffled by the join keys, which include
+//! the window) and wraps it in [`WindowJoinExec`]. Per epoch and partition it
+//! 1. stores the epoch's rows of both sides under (window end, side, epoch, row number) —
+//!    deterministic keys, so a replayed epoch rewrites the same entries,
+//! 2. reads the rows of every window the watermark has passed (one ordered range scan),
+//!    runs DataFusion's join over them and deletes them.
+//!
+//! Because a window is joined only when both sides are complete, every join type DataFusion
+//! plans as a hash join (inner, left/right/full outer, semi, anti) gives final rows, emitted
+//! once. Rows behind the watermark are dropped at the source like any late row.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sluice_checkpoint::state::StatePartitionId;
+
+use super::nodes::{event_millis, task_inputs};
+use super::stateful::{
+    collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
+};
+
+/// The planned shape of a window join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowJoinSpec {
+    /// Operator id within the query.
+    pub operator: u32,
+    /// Index of `window_end` in the left input.
+    pub left_end: usize,
+    /// Index of `window_end` in the right input.
+    pub right_end: usize,
+}
+
+impl WindowJoinSpec {
+    /// The window-end columns of a hash join that equates them, if it does.
+    pub fn of(join: &HashJoinExec) -> Option<(usize, usize)> {
+        let is_end = |e: &Arc<dyn PhysicalExpr>| {
+            e.downcast_ref::<Column>()
+                .filter(|c| c.name().rsplit('.').next() == Some("window_end"))
+                .map(|c| c.index())
+        };
+        join.on()
+            .iter()
+            .find_map(|(l, r)| Some((is_end(l)?, is_end(r)?)))
+    }
+}
+
+/// A streaming window join (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct WindowJoinExec {
+    /// What it is.
+    pub spec: WindowJoinSpec,
+    /// DataFusion's partitioned hash join; its inputs are this operator's inputs.
+    pub join: Arc<dyn ExecutionPlan>,
+    props: Arc<PlanProperties>,
+}
+
+const LEFT: u8 = 0;
+const RIGHT: u8 = 1;
+
+impl WindowJoinExec {
+    /// Wraps `join`, a partitioned [`HashJoinExec`].
+    pub fn try_new(spec: WindowJoinSpec, join: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
+        let hash = join.downcast_ref::<HashJoinExec>().ok_or_else(|| {
+            DataFusionError::Internal("a window join wraps a HashJoinExec".into())
+        })?;
+        if *hash.partition_mode() != PartitionMode::Partitioned {
+            return Err(DataFusionError::NotImplemented(format!(
+                "a window join planned in {:?} mode",
+                hash.partition_mode()
+            )));
+        }
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(join.schema()),
+            Partitioning::UnknownPartitioning(join.output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Self { spec, join, props })
+    }
+
+    fn hash(&self) -> &HashJoinExec {
+        self.join
+            .downcast_ref::<HashJoinExec>()
+            .expect("checked in try_new")
+    }
+
+    async fn run(&self, partition: usize, ctx: Arc<TaskContext>) -> DfResult<Vec<RecordBatch>> {
+        let inputs = task_inputs(&ctx)?;
+        let state = inputs.state.clone().ok_or_else(|| {
+            DataFusionError::Internal("a stateful task was sent without its state".into())
+        })?;
+        let started = Instant::now();
+        let hash = self.hash();
+        let (left, right) = (hash.left().clone(), hash.right().clone());
+        let (left_schema, right_schema) = (left.schema(), right.schema());
+        let left_rows = concat(
+            &left_schema,
+            collect_partition(&left, partition, ctx.clone()).await?,
+        )?;
+        let right_rows = concat(
+            &right_schema,
+            collect_partition(&right, partition, ctx.clone()).await?,
+        )?;
+        let left_codec = Codec::new(&left_schema)?;
+        let right_codec = Codec::new(&right_schema)?;
+
+        let id = StatePartitionId {
+            query_id: inputs.query_id.clone(),
+            operator: self.spec.operator,
+            partition: partition as u32,
+        };
+        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
+        let handle = state
+            .backend
+            .open(&id, &state.store, state.restore)
+            .map_err(ext)?;
+        let mut puts = Vec::with_capacity(left_rows.num_rows() + right_rows.num_rows());
+        left_codec.entries(
+            &left_rows,
+            self.spec.left_end,
+            LEFT,
+            inputs.epoch,
+            &mut puts,
+        )?;
+        right_codec.entries(
+            &right_rows,
+            self.spec.right_end,
+            RIGHT,
+            inputs.epoch,
+            &mut puts,
+        )?;
+        let updated = puts.len() as u64;
+        let closed = {
+            let mut part = handle.lock().unwrap_or_else(|p| p.into_inner());
+            part.write(&puts, &[]).map_err(ext)?;
+            match inputs.watermark_ms {
+                Some(wm) => {
+                    let closed = part
+                        .scan(&[], Some(&window_prefix(wm.saturating_add(1))))
+                        .map_err(ext)?;
+                    let keys: Vec<Vec<u8>> = closed.iter().map(|(k, _)| k.clone()).collect();
+                    part.write(&[], &keys).map_err(ext)?;
+                    closed
+                }
+                None => Vec::new(),
+            }
+        };
+        let evicted = closed.len() as u64;
+        let (mut lefts, mut rights) = (Vec::new(), Vec::new());
+        for (key, value) in closed {
+            match key.get(8) {
+                Some(&LEFT) => lefts.push(value),
+                Some(&RIGHT) => rights.push(value),
+                _ => {
+                    return Err(DataFusionError::Execution(
+                        "window join state holds an entry of neither side".into(),
+                    ))
+                }
+            }
+        }
+        let mut output = Vec::new();
+        if !lefts.is_empty() || !rights.is_empty() {
+            let left_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                &[vec![left_codec.decode(&left_schema, &lefts)?]],
+                left_schema.clone(),
+                None,
+            )?;
+            let right_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                &[vec![right_codec.decode(&right_schema, &rights)?]],
+                right_schema.clone(),
+                None,
+            )?;
+            let join = self.join.clone().replace_children(
+                vec![left_mem, right_mem],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?;
+            for batch in collect_partition(&join, 0, ctx.clone()).await? {
+                output.push(RecordBatch::try_new(
+                    self.schema(),
+                    batch.columns().to_vec(),
+                )?);
+            }
+        }
+        snapshot_partition(
+            &handle,
+            &state,
+            inputs.epoch,
+            OperatorStateMetrics {
+                operator: self.spec.operator,
+                rows_updated: updated,
+                rows_evicted: evicted,
+                update_us: started.elapsed().as_micros() as u64,
+                ..Default::default()
+            },
+        )?;
+        Ok(output)
+    }
+}
+
+/// One side's rows as state entries.
+struct Codec {
+    rows: RowConverter,
+}
+
+impl Codec {
+    fn new(schema: &SchemaRef) -> DfResult<Self> {
+        Ok(Self {
+            rows: RowConverter::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )?,
+        })
+    }
+
+    /// Entries keyed (window end, side, epoch, row number); rows without a window end can
+    /// match nothing in an equi-join on it and are not kept.
+    fn entries(
+        &self,
+        batch: &RecordBatch,
+        end: usize,
+        side: u8,
+        epoch: sluice_checkpoint::Epoch,
+        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> DfResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let ends = event_millis(batch.column(end))?;
+        let rows = self.rows.convert_columns(batch.columns())?;
+        for (i, row) in rows.iter().enumerate() {
+            if ends.is_null(i) {
+                continue;
+            }
+            let mut key = Vec::with_capacity(8 + 1 + 8 + 8);
+            key.extend_from_slice(&window_prefix(ends.value(i)));
+            key.push(side);
+            key.extend_from_slice(&epoch.0.to_be_bytes());
+            key.extend_from_slice(&(i as u64).to_be_bytes());
+            out.push((key, row.as_ref().to_vec()));
+        }
+        Ok(())
+    }
+
+    fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
+        if values.is_empty() {
+            return Ok(RecordBatch::new_empty(schema.clone()));
+        }
+        let parser = self.rows.parser();
+        let columns = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.rows
+                .convert_rows(values.iter().map(|v| parser.parse(v)))
+        }))
+        .map_err(|_| {
+            DataFusionError::Execution(
+                "stored window join state does not decode with this query's row layout".into(),
+            )
+        })??;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+impl DisplayAs for WindowJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WindowJoinExec: operator={}", self.spec.operator)
+    }
+}
+
+impl ExecutionPlan for WindowJoinExec {
+    fn name(&self) -> &str {
+        "WindowJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.join]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let child = children
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("WindowJoinExec has one child".into()))?;
+        Ok(Arc::new(WindowJoinExec::try_new(self.spec, child)?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let this = self.clone();
+        let stream = futures::stream::once(async move { this.run(partition, context).await })
+            .map(|result| match result {
+                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
