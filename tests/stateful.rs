@@ -902,3 +902,186 @@ fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_e
     );
     assert_eq!(got, want, "SLUICE_KILL_SEED={seed}");
 }
+
+#[test]
+fn a_streamed_file_table_reads_each_new_file_once_across_runs_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    let log = dir.path().join("input.jsonl");
+    // Files are written under a hidden name and renamed in complete, as the README says.
+    let land = |k: u64| {
+        let rows = bids(50 + k, k * 1000..(k + 1) * 1000);
+        let mut text = String::new();
+        for b in &rows {
+            text.push_str(std::str::from_utf8(&b.json()).unwrap());
+            text.push('\n');
+        }
+        let hidden = landing.join(format!(".bids-{k:03}.jsonl"));
+        std::fs::write(&hidden, &text).unwrap();
+        std::fs::rename(&hidden, landing.join(format!("bids-{k:03}.jsonl"))).unwrap();
+        let mut all = std::fs::read_to_string(&log).unwrap_or_default();
+        all.push_str(&text);
+        std::fs::write(&log, all).unwrap();
+    };
+    std::fs::write(
+        dir.path().join("job.sql"),
+        "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,\n\
+           WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)\n\
+         WITH (connector = 'json', path = 'landing/', stream = 'true', max_files_per_trigger = '2');\n\
+         CREATE TABLE hot WITH (connector = 'parquet', path = 'out/hot/');\n\
+         INSERT INTO hot\n\
+         SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top\n\
+         FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+         GROUP BY window_start, window_end, auction;\n",
+    )
+    .unwrap();
+    let drain = || {
+        sluice(
+            dir.path(),
+            &[
+                "run",
+                "job.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "available-now",
+            ],
+        )
+    };
+    for k in 0..5 {
+        land(k);
+    }
+    ok(&drain());
+    // Two files per epoch, then the watermark-only epoch that closes windows.
+    let rows_read = |records: &[serde_json::Value]| -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| r["input_rows"].as_u64().unwrap())
+            .collect()
+    };
+    let first = progress(&dir.path().join("ckpt"));
+    assert_eq!(rows_read(&first)[..3], [2000, 2000, 1000], "{first:?}");
+    // A second run reads only the files that arrived since.
+    for k in 5..8 {
+        land(k);
+    }
+    ok(&drain());
+    let records = progress(&dir.path().join("ckpt"));
+    let total: u64 = rows_read(&records).iter().sum();
+    assert_eq!(total, 8000, "every file read exactly once");
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r["late_records"].as_u64().unwrap())
+            .sum::<u64>(),
+        0
+    );
+    let watermark = records
+        .last()
+        .and_then(|r| r["watermark_ms"].as_i64())
+        .expect("a watermark");
+    let got = read_rows(&dir.path().join("out/hot"));
+    let (lo, hi) = (BASE_MS - 20_000, BASE_MS + 100_000);
+    let want = reference(
+        &log,
+        &format!(
+            "SELECT * FROM (
+               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
+               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
+                            CAST(to_timestamp_millis(value + 10000) AS TIMESTAMP) AS window_end
+                     FROM generate_series({lo}, {hi}, 10000)) w
+               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
+               GROUP BY window_start, window_end, auction)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    );
+    assert!(want.len() > 100, "the reference has {} rows", want.len());
+    assert_eq!(got, want);
+
+    // A file that sorts before one already read stops the query, naming it; nothing is lost.
+    std::fs::write(landing.join("bids-0035.jsonl"), "").unwrap();
+    let err = fails(&drain());
+    assert!(
+        err.contains("bids-0035.jsonl") && err.contains("name order"),
+        "{err}"
+    );
+}
+
+#[test]
+fn windows_in_update_mode_emit_each_change_and_end_at_the_batch_result() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let job = format!(
+        "{}CREATE TABLE hot WITH (connector = 'parquet', path = 'out/hot/', output_mode = 'update');\n\
+         INSERT INTO hot\n\
+         SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top\n\
+         FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+         GROUP BY window_start, window_end, auction;\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // Three epochs of out-of-order bids; windows at the epoch boundaries change in two epochs
+    // and are emitted in both. A late record is dropped.
+    produce(&broker, "bids", &bids(61, 0..1500), &log);
+    trigger_once(dir.path());
+    let first = read_rows(&dir.path().join("out/hot"));
+    assert!(!first.is_empty(), "update mode emits before windows close");
+    let late = StreamBid {
+        auction: 999,
+        bidder: 1,
+        price: 1,
+        time_ms: BASE_MS,
+    };
+    produce(
+        &broker,
+        "bids",
+        std::slice::from_ref(&late),
+        &dir.path().join("late.jsonl"),
+    );
+    produce(&broker, "bids", &bids(62, 1500..3000), &log);
+    trigger_once(dir.path());
+    produce(&broker, "bids", &bids(63, 3000..4500), &log);
+    trigger_once(dir.path());
+
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 3, "{records:?}");
+    let late_total: u64 = records
+        .iter()
+        .map(|r| r["late_records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(late_total, 1);
+    // A window's count only grows: its row with the largest count is its latest.
+    let rows = read_rows(&dir.path().join("out/hot"));
+    let mut latest: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    let mut emitted_twice = 0;
+    for row in rows {
+        let key = (row[0].clone(), row[1].clone(), row[2].clone());
+        let n: i64 = row[3].parse().unwrap();
+        match latest.get(&key) {
+            Some(r) => {
+                emitted_twice += 1;
+                if r[3].parse::<i64>().unwrap() < n {
+                    latest.insert(key, row);
+                }
+            }
+            None => {
+                latest.insert(key, row);
+            }
+        }
+    }
+    assert!(emitted_twice > 0, "no window changed in two epochs");
+    let got: Vec<Vec<String>> = latest.into_values().collect();
+    let want = reference(
+        &log,
+        "SELECT date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
+                date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '10 seconds' AS window_end,
+                auction, count(*) AS bids, max(price) AS top
+         FROM bids GROUP BY 1, 2, auction",
+    );
+    assert!(want.len() > 100);
+    assert_eq!(got, want);
+}

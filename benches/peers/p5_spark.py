@@ -23,6 +23,7 @@ spark = (
     .appName("sluice-p5")
     .config("spark.sql.shuffle.partitions", "2")
     .config("spark.ui.enabled", "false")
+    .config("spark.sql.session.timeZone", "UTC")
     .config("spark.sql.streaming.numRecentProgressUpdates", "10000")
     .config(
         "spark.sql.streaming.stateStore.providerClass",
@@ -49,7 +50,9 @@ bids = (
     .parquet(input_dir)
 )
 counts = (
-    bids.withWatermark("date_time", "5 seconds")
+    # The files hold TIMESTAMP_NTZ (no time zone), which Spark's watermark does not take.
+    bids.withColumn("date_time", F.col("date_time").cast("timestamp"))
+    .withWatermark("date_time", "5 seconds")
     .groupBy(F.window("date_time", "10 seconds"), "auction")
     .count()
     .select(

@@ -126,6 +126,7 @@ impl Job {
         !self.tables.iter().any(|t| match &t.connector {
             ConnectorSpec::Kafka(_) => true,
             ConnectorSpec::Nexmark(n) => n.events.is_none(),
+            ConnectorSpec::Files { source, .. } => source.stream,
             _ => false,
         })
     }

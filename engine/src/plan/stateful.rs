@@ -250,7 +250,7 @@ impl StatefulAggregateExec {
             let mut stale_index: Vec<Vec<u8>> = Vec::new();
             if merged.num_rows() > 0 {
                 let keys = codec.keys(&merged)?;
-                let found = lock().get_many(&keys).map_err(ext)?;
+                let found = self.lookup(&keys, &handle)?;
                 if let (Some(ttl), false) = (self.spec.ttl_ms, dedup) {
                     for (key, value) in keys.iter().zip(&found) {
                         if let Some(stamp) = value.as_deref().and_then(stamp_of) {
@@ -293,6 +293,16 @@ impl StatefulAggregateExec {
                 Vec::new()
             };
             let updated = puts.len() as u64;
+            // Keys are ordered by window end: remember the greatest written, so that later
+            // epochs skip looking up keys of windows beyond it (they cannot be stored).
+            if self.spec.window_end.is_some() {
+                if let Some(last) = puts.iter().map(|(k, _)| &k[..8]).max() {
+                    let known = lock().get_many(&[[HORIZON]]).map_err(ext)?.pop().flatten();
+                    if known.as_deref().is_none_or(|k| k < last) {
+                        puts.push((vec![HORIZON], last.to_vec()));
+                    }
+                }
+            }
             if let Some(ttl) = self.spec.ttl_ms {
                 let index: Vec<_> = puts
                     .iter()
@@ -312,7 +322,7 @@ impl StatefulAggregateExec {
                         } else {
                             wm.saturating_add(1)
                         };
-                        let bound = window_prefix(end);
+                        let bound = window_prefix(end).min([HORIZON, 0, 0, 0, 0, 0, 0, 0]);
                         part.scan(&[], Some(&bound)).map_err(ext)?
                     }
                     _ => Vec::new(),
@@ -328,7 +338,7 @@ impl StatefulAggregateExec {
                     }
                     OutputMode::Complete => {
                         let all: Vec<Vec<u8>> = part
-                            .scan(&[], Some(&[SESSION_INDEX]))
+                            .scan(&[], Some(&[HORIZON]))
                             .map_err(ext)?
                             .into_iter()
                             .map(|(_, v)| v)
@@ -371,6 +381,37 @@ impl StatefulAggregateExec {
 }
 
 impl StatefulAggregateExec {
+    /// The stored state of `keys`. For a windowed aggregate, keys of windows ending after
+    /// the greatest window ever written are known to be absent and are not looked up — in the
+    /// usual stream whose time moves forward, that is most of an epoch's keys.
+    fn lookup(
+        &self,
+        keys: &[Vec<u8>],
+        handle: &Mutex<StatePartition>,
+    ) -> DfResult<Vec<Option<Vec<u8>>>> {
+        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
+        let part = handle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.spec.window_end.is_none() {
+            return part.get_many(keys).map_err(ext);
+        }
+        // No horizon recorded (a new partition, or state from before it was kept): look
+        // everything up.
+        let Some(horizon) = part.get_many(&[[HORIZON]]).map_err(ext)?.pop().flatten() else {
+            return part.get_many(keys).map_err(ext);
+        };
+        let wanted: Vec<usize> = (0..keys.len())
+            .filter(|&i| keys[i].get(..8).is_some_and(|end| end <= &horizon[..]))
+            .collect();
+        let got = part
+            .get_many(&wanted.iter().map(|&i| &keys[i]).collect::<Vec<_>>())
+            .map_err(ext)?;
+        let mut found = vec![None; keys.len()];
+        for (i, value) in wanted.into_iter().zip(got) {
+            found[i] = value;
+        }
+        Ok(found)
+    }
+
     /// One epoch of a session-window aggregate. Open sessions are stored under the key
     /// columns followed by the session start, so a key's sessions are one range scan; an
     /// index by session end (`SESSION_INDEX`, end, state key) finds the sessions the
@@ -403,7 +444,7 @@ impl StatefulAggregateExec {
                 for key in distinct {
                     let mut to = key.clone();
                     if key.is_empty() {
-                        to.push(SESSION_INDEX);
+                        to.push(HORIZON);
                     } else {
                         // Keys are prefix-free: every state key of this key is below it + 0xFF..
                         to.extend_from_slice(&[0xFF; 9]);
@@ -477,7 +518,7 @@ impl StatefulAggregateExec {
             OutputMode::Append => (!closed_values.is_empty()).then_some(closed_values),
             _ => {
                 let all: Vec<Vec<u8>> = part
-                    .scan(&[], Some(&[SESSION_INDEX]))
+                    .scan(&[], Some(&[HORIZON]))
                     .map_err(ext)?
                     .into_iter()
                     .map(|(_, v)| v)
@@ -571,6 +612,10 @@ pub(super) fn window_prefix(end_ms: i64) -> [u8; 8] {
 /// with it: they start with a window end (sign-flipped, so 0xFF only for end times beyond
 /// year 2^55), or with Arrow's row format, whose first byte is a null/valid sentinel (0–2).
 const TTL_INDEX: u8 = 0xFF;
+/// The key holding the greatest window-end prefix a windowed aggregate has written (state
+/// keys sort below it, the session and expiry indexes above).
+const HORIZON: u8 = 0xFD;
+
 /// First byte of the session-end index of a session-window aggregate (below [`TTL_INDEX`]).
 const SESSION_INDEX: u8 = 0xFE;
 /// Bytes before the state key in a session index key: the marker and the session end.
