@@ -15,6 +15,19 @@
 //! CHECKPOINT/state/op-O/part-P/epoch-N/{CURRENT,MANIFEST-*,OPTIONS-*}
 //! ```
 //!
+//! Between full snapshots, an epoch's snapshot is a **changelog**: the epoch's writes (puts and
+//! deletes, in order), appended to one file and referenced by the manifest together with the
+//! full snapshot it builds on — one sequential file write instead of a memtable flush and a
+//! RocksDB checkpoint, and a memtable whose short-lived keys (a window written in one epoch and
+//! closed in the next) cancel out before they ever reach an SST. A full snapshot is taken at the
+//! first epoch, after [`StateConfig::max_changelogs`] changelogs (default [`MAX_CHANGELOGS`]), or when an epoch wrote more than
+//! [`MAX_CHANGELOG_BYTES`]. Restoring a changelog snapshot restores its base, then replays the
+//! changelogs in order:
+//!
+//! ```text
+//! CHECKPOINT/state/op-O/part-P/changelog/INCARNATION-N.log       one epoch's writes
+//! ```
+//!
 //! An SST's stored name carries the *incarnation* of the database that wrote it (a fresh id
 //! each time an instance is created or restored), so an instance restored from an older epoch
 //! can never mistake one of its new files for a same-named file written by an abandoned attempt.
@@ -43,6 +56,8 @@ pub struct StateConfig {
     pub block_cache_bytes: usize,
     /// Memtable budget across every instance (charged to the block cache).
     pub write_buffer_bytes: usize,
+    /// Changelog snapshots between full snapshots (0: every snapshot is full).
+    pub max_changelogs: usize,
 }
 
 impl Default for StateConfig {
@@ -50,6 +65,7 @@ impl Default for StateConfig {
         StateConfig {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
+            max_changelogs: MAX_CHANGELOGS,
         }
     }
 }
@@ -81,7 +97,22 @@ pub struct SnapshotManifest {
     pub sst: BTreeMap<String, StoredFile>,
     /// The small files copied into the snapshot's own directory.
     pub small: Vec<String>,
+    /// A changelog snapshot: the epoch of the full snapshot it builds on (whose `sst` and
+    /// `small` this manifest repeats)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Epoch>,
+    /// ...and the changelogs under `changelog/` to replay onto it, in order, with sizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changelogs: Vec<StoredFile>,
 }
+
+/// Changelog snapshots taken before the next full snapshot.
+pub const MAX_CHANGELOGS: usize = 10;
+/// An epoch that wrote more than this takes a full snapshot.
+pub const MAX_CHANGELOG_BYTES: usize = 64 << 20;
+
+const LOG_PUT: u8 = 1;
+const LOG_DELETE: u8 = 2;
 
 /// One SST as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,6 +137,7 @@ pub struct SnapshotStats {
 /// The RocksDB instances of one executor.
 pub struct StateBackend {
     root: PathBuf,
+    config: StateConfig,
     cache: Cache,
     write_buffers: WriteBufferManager,
     partitions: Mutex<HashMap<StatePartitionId, Arc<Mutex<StatePartition>>>>,
@@ -132,6 +164,19 @@ pub struct StatePartition {
     /// Local SST name → stored file, for files already in the store.
     stored: BTreeMap<String, StoredFile>,
     incarnation: String,
+    /// Writes since the last snapshot, in changelog format.
+    log: Vec<u8>,
+    max_changelogs: usize,
+    /// The full snapshot the instance's changelogs build on, and those changelogs; `None`
+    /// until a full snapshot is taken or restored.
+    chain: Option<Chain>,
+}
+
+#[derive(Debug, Clone)]
+struct Chain {
+    base: Epoch,
+    small: Vec<String>,
+    changelogs: Vec<StoredFile>,
 }
 
 impl std::fmt::Debug for StatePartition {
@@ -188,6 +233,7 @@ impl StateBackend {
         );
         Ok(StateBackend {
             root: root.to_path_buf(),
+            config,
             cache,
             write_buffers,
             partitions: Mutex::new(HashMap::new()),
@@ -246,6 +292,8 @@ impl StateBackend {
         fs::create_dir_all(&dir).map_err(io("create state directory", &dir))?;
         let db_dir = dir.join("db");
         let mut stored = BTreeMap::new();
+        let mut chain = None;
+        let mut replay = Vec::new();
         if let Some(epoch) = restore {
             let remote = store.join(id.relative_dir());
             let manifest = read_manifest(&remote, epoch)?;
@@ -254,14 +302,29 @@ impl StateBackend {
                 let from = remote.join("sst").join(&file.stored);
                 link_or_copy(&from, &db_dir.join(local))?;
             }
-            let snap_dir = remote.join(format!("epoch-{}", epoch.0));
+            // The small files live with the full snapshot.
+            let base = manifest.base.unwrap_or(epoch);
+            let snap_dir = remote.join(format!("epoch-{}", base.0));
             for name in &manifest.small {
                 let from = snap_dir.join(name);
                 fs::copy(&from, db_dir.join(name)).map_err(io("restore state file", &from))?;
             }
+            replay = manifest
+                .changelogs
+                .iter()
+                .map(|f| remote.join("changelog").join(&f.stored))
+                .collect();
+            chain = Some(Chain {
+                base,
+                small: manifest.small.clone(),
+                changelogs: manifest.changelogs,
+            });
             stored = manifest.sst;
         }
         let db = DB::open(&self.options(), &db_dir).map_err(|e| db_error(&db_dir, e))?;
+        for path in &replay {
+            replay_changelog(&db, path)?;
+        }
         let partition = Arc::new(Mutex::new(StatePartition {
             id: id.clone(),
             dir,
@@ -270,6 +333,9 @@ impl StateBackend {
             dirty: false,
             stored,
             incarnation,
+            log: Vec::new(),
+            max_changelogs: self.config.max_changelogs,
+            chain,
         }));
         partitions.insert(id.clone(), partition.clone());
         Ok(partition)
@@ -340,9 +406,11 @@ impl StatePartition {
         let mut batch = WriteBatch::default();
         for (k, v) in puts {
             batch.put(k, v);
+            log_op(&mut self.log, LOG_PUT, k, v);
         }
         for k in deletes {
             batch.delete(k);
+            log_op(&mut self.log, LOG_DELETE, k, &[]);
         }
         let mut opts = rocksdb::WriteOptions::default();
         // Every write is covered by the epoch's snapshot and a crash restores from it, so the
@@ -384,6 +452,80 @@ impl StatePartition {
     /// only SSTs the store does not have. `durable` fsyncs what it writes.
     pub fn snapshot(&mut self, epoch: Epoch, store: &Path, durable: bool) -> Result<SnapshotStats> {
         let started = Instant::now();
+        let chained = match &self.chain {
+            Some(chain) => {
+                chain.changelogs.len() < self.max_changelogs
+                    && self.log.len() <= MAX_CHANGELOG_BYTES
+            }
+            None => false,
+        };
+        let mut stats = if chained {
+            self.changelog_snapshot(epoch, store, durable)?
+        } else {
+            self.full_snapshot(epoch, store, durable)?
+        };
+        self.log.clear();
+        self.epoch = Some(epoch);
+        self.dirty = false;
+        stats.elapsed_us = started.elapsed().as_micros() as u64;
+        Ok(stats)
+    }
+
+    /// Appends the epoch's writes to a changelog and publishes a manifest referencing the
+    /// chain's base and every changelog since it.
+    fn changelog_snapshot(
+        &mut self,
+        epoch: Epoch,
+        store: &Path,
+        durable: bool,
+    ) -> Result<SnapshotStats> {
+        let Some(chain) = self.chain.clone() else {
+            return Err(CheckpointError::Corrupt {
+                path: self.dir.clone(),
+                message: "a changelog snapshot without a base".into(),
+            });
+        };
+        let remote = store.join(self.id.relative_dir());
+        let log_dir = remote.join("changelog");
+        fs::create_dir_all(&log_dir).map_err(io("create state directory", &log_dir))?;
+        let name = format!("{}-{}.log", self.incarnation, epoch.0);
+        let path = log_dir.join(&name);
+        write_file(&path, &self.log, durable)?;
+        if durable {
+            sync_file(&log_dir)?;
+        }
+        let mut changelogs = chain.changelogs.clone();
+        changelogs.push(StoredFile {
+            stored: name,
+            bytes: self.log.len() as u64,
+        });
+        let manifest = SnapshotManifest {
+            epoch,
+            sst: self.stored.clone(),
+            small: chain.small.clone(),
+            base: Some(chain.base),
+            changelogs: changelogs.clone(),
+        };
+        publish_manifest(&remote, &manifest, &self.incarnation, durable)?;
+        self.chain = Some(Chain {
+            changelogs,
+            ..chain
+        });
+        Ok(SnapshotStats {
+            uploaded_bytes: self.log.len() as u64,
+            total_bytes: manifest.sst.values().map(|f| f.bytes).sum::<u64>()
+                + manifest.changelogs.iter().map(|f| f.bytes).sum::<u64>(),
+            elapsed_us: 0,
+        })
+    }
+
+    /// Flushes, checkpoints and uploads the SSTs the store lacks: a new chain base.
+    fn full_snapshot(
+        &mut self,
+        epoch: Epoch,
+        store: &Path,
+        durable: bool,
+    ) -> Result<SnapshotStats> {
         self.db.flush().map_err(|e| db_error(&self.dir, e))?;
         let local = self.dir.join(format!("snapshot-{}", epoch.0));
         if local.exists() {
@@ -404,6 +546,8 @@ impl StatePartition {
             epoch,
             sst: BTreeMap::new(),
             small: Vec::new(),
+            base: None,
+            changelogs: Vec::new(),
         };
         let mut stats = SnapshotStats::default();
         let entries = fs::read_dir(&local).map_err(io("list snapshot", &local))?;
@@ -459,11 +603,97 @@ impl StatePartition {
         }
         fs::remove_dir_all(&local).map_err(io("remove local snapshot", &local))?;
         self.stored = manifest.sst;
-        self.epoch = Some(epoch);
-        self.dirty = false;
-        stats.elapsed_us = started.elapsed().as_micros() as u64;
+        self.chain = Some(Chain {
+            base: epoch,
+            small: manifest.small,
+            changelogs: Vec::new(),
+        });
         Ok(stats)
     }
+}
+
+/// Appends one operation to a changelog: op, key length, key, value length, value.
+fn log_op(log: &mut Vec<u8>, op: u8, key: &[u8], value: &[u8]) {
+    log.push(op);
+    log.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    log.extend_from_slice(key);
+    log.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    log.extend_from_slice(value);
+}
+
+/// Applies the changelog at `path` to `db`; a truncated or malformed log is an error naming
+/// the file, never a panic.
+fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
+    let bytes = fs::read(path).map_err(io("read state changelog", path))?;
+    let corrupt = |at: usize| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("changelog malformed at byte {at}"),
+    };
+    let mut batch = WriteBatch::default();
+    let mut at = 0;
+    fn take<'a>(bytes: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
+        let end = at.checked_add(n).filter(|&e| e <= bytes.len())?;
+        let out = &bytes[*at..end];
+        *at = end;
+        Some(out)
+    }
+    fn len(b: &[u8]) -> usize {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+    while at < bytes.len() {
+        let start = at;
+        let mut next = |n: usize| take(&bytes, &mut at, n).ok_or(corrupt(start));
+        let op = next(1)?[0];
+        let key_len = len(next(4)?);
+        let key = next(key_len)?;
+        let value_len = len(next(4)?);
+        let value = next(value_len)?;
+        match op {
+            LOG_PUT => batch.put(key, value),
+            LOG_DELETE => batch.delete(key),
+            _ => return Err(corrupt(start)),
+        }
+    }
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.disable_wal(true);
+    db.write_opt(batch, &opts).map_err(|e| db_error(path, e))
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    fs::write(path, bytes).map_err(io("write state file", path))?;
+    if durable {
+        sync_file(path)?;
+    }
+    Ok(())
+}
+
+/// Publishes `manifest` as `epoch-N/snapshot.json` under `remote` (staged, then renamed).
+fn publish_manifest(
+    remote: &Path,
+    manifest: &SnapshotManifest,
+    incarnation: &str,
+    durable: bool,
+) -> Result<()> {
+    let staging = remote.join(format!("epoch-{}.{incarnation}.tmp", manifest.epoch.0));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io("remove state staging", &staging))?;
+    }
+    fs::create_dir_all(&staging).map_err(io("create state staging", &staging))?;
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Corrupt {
+        path: staging.clone(),
+        message: e.to_string(),
+    })?;
+    write_file(&staging.join("snapshot.json"), &json, durable)?;
+    let target = remote.join(format!("epoch-{}", manifest.epoch.0));
+    if target.exists() {
+        // An earlier attempt of this epoch that never committed.
+        fs::remove_dir_all(&target).map_err(io("replace state snapshot", &target))?;
+    }
+    fs::rename(&staging, &target).map_err(io("publish state snapshot", &target))?;
+    if durable {
+        sync_file(remote)?;
+    }
+    Ok(())
 }
 
 fn sync_file(path: &Path) -> Result<()> {
@@ -505,19 +735,39 @@ fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
             epochs.insert(n);
         }
     }
-    // Keep the newest snapshot at or before `oldest` and everything after it.
+    // Keep the newest snapshot at or before `oldest`, everything after it, and the full
+    // snapshots their changelogs build on.
     let floor = epochs.range(..=oldest.0).next_back().copied();
     let mut removed = 0;
     let mut referenced = BTreeSet::new();
+    let mut logs = BTreeSet::new();
+    let mut keep = BTreeSet::new();
     for &n in &epochs {
-        let dir = remote.join(format!("epoch-{n}"));
         if Some(n) < floor || (floor.is_none() && n < oldest.0) {
-            fs::remove_dir_all(&dir).map_err(io("remove old state snapshot", &dir))?;
-            removed += 1;
             continue;
         }
         let manifest = read_manifest(remote, Epoch(n))?;
+        keep.insert(n);
+        keep.extend(manifest.base.map(|b| b.0));
         referenced.extend(manifest.sst.into_values().map(|f| f.stored));
+        logs.extend(manifest.changelogs.into_iter().map(|f| f.stored));
+    }
+    for &n in &epochs {
+        if !keep.contains(&n) {
+            let dir = remote.join(format!("epoch-{n}"));
+            fs::remove_dir_all(&dir).map_err(io("remove old state snapshot", &dir))?;
+            removed += 1;
+        }
+    }
+    if let Ok(files) = fs::read_dir(remote.join("changelog")) {
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !logs.contains(&name) {
+                let path = file.path();
+                fs::remove_file(&path).map_err(io("remove unreferenced changelog", &path))?;
+                removed += 1;
+            }
+        }
     }
     let sst_dir = remote.join("sst");
     if let Ok(files) = fs::read_dir(&sst_dir) {
@@ -545,6 +795,118 @@ mod tests {
         }
     }
 
+    /// Every snapshot full (no changelogs).
+    fn full() -> StateConfig {
+        StateConfig {
+            max_changelogs: 0,
+            ..Default::default()
+        }
+    }
+
+    fn chained(n: usize) -> StateConfig {
+        StateConfig {
+            max_changelogs: n,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changelog_snapshots_restore_their_base_plus_the_writes_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let a = StateBackend::new(&dir.path().join("a"), chained(2)).unwrap();
+        let part = a.open(&id(0), &store, None).unwrap();
+        let mut part = part.lock().unwrap();
+        put(&mut part, "k0", "v0");
+        part.snapshot(Epoch(0), &store, false).unwrap();
+        put(&mut part, "k1", "v1");
+        part.write(&[], &[b"k0".to_vec()]).unwrap();
+        let one = part.snapshot(Epoch(1), &store, false).unwrap();
+        put(&mut part, "k2", "v2");
+        put(&mut part, "k1", "v1b");
+        part.snapshot(Epoch(2), &store, false).unwrap();
+        put(&mut part, "k3", "v3");
+        part.snapshot(Epoch(3), &store, false).unwrap();
+        let remote = store.join("op-0/part-0");
+        let manifest = |n| read_manifest(&remote, Epoch(n)).unwrap();
+        assert_eq!(manifest(0).base, None);
+        assert_eq!(manifest(1).base, Some(Epoch(0)));
+        assert_eq!(manifest(2).changelogs.len(), 2);
+        assert_eq!(manifest(3).base, None, "a full snapshot after 2 changelogs");
+        // A changelog snapshot uploads the epoch's writes only: no SST.
+        assert!(one.uploaded_bytes < 100, "{one:?}");
+        drop(part);
+        let b = StateBackend::new(&dir.path().join("b"), chained(2)).unwrap();
+        let at = |n| {
+            let p = b.open(&id(0), &store, Some(Epoch(n))).unwrap();
+            let p = p.lock().unwrap();
+            ["k0", "k1", "k2", "k3"].map(|k| get(&p, k))
+        };
+        assert_eq!(at(1), [None, Some("v1".into()), None, None]);
+        assert_eq!(at(2), [None, Some("v1b".into()), Some("v2".into()), None]);
+        assert_eq!(
+            at(3),
+            [
+                None,
+                Some("v1b".into()),
+                Some("v2".into()),
+                Some("v3".into())
+            ]
+        );
+        // A restored instance continues the chain.
+        let p = b.open(&id(0), &store, Some(Epoch(1))).unwrap();
+        put(&mut p.lock().unwrap(), "k9", "v9");
+        p.lock().unwrap().snapshot(Epoch(2), &store, false).unwrap();
+        assert_eq!(manifest(2).base, Some(Epoch(0)));
+        assert_eq!(manifest(2).changelogs.len(), 2);
+    }
+
+    #[test]
+    fn garbage_collection_keeps_the_base_and_changelogs_of_retained_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let a = StateBackend::new(&dir.path().join("a"), chained(3)).unwrap();
+        let part = a.open(&id(0), &store, None).unwrap();
+        let mut part = part.lock().unwrap();
+        // Full snapshots at 0, 4 and 8; changelogs in between.
+        for epoch in 0..9u64 {
+            put(&mut part, &format!("k{epoch}"), "v");
+            part.snapshot(Epoch(epoch), &store, false).unwrap();
+        }
+        drop(part);
+        let remote = store.join("op-0/part-0");
+        collect_garbage(&store, Epoch(6)).unwrap();
+        for n in [0, 1, 2, 3, 5] {
+            assert!(!remote.join(format!("epoch-{n}")).exists(), "epoch {n}");
+        }
+        assert!(remote.join("epoch-4").exists(), "the base of 6 and 7");
+        let logs = fs::read_dir(remote.join("changelog")).unwrap().count();
+        assert_eq!(logs, 3, "epochs 5, 6 and 7");
+        for epoch in [6, 7, 8] {
+            let b = StateBackend::new(&dir.path().join(format!("b{epoch}")), chained(3)).unwrap();
+            let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
+            let p = p.lock().unwrap();
+            for k in 0..=epoch {
+                assert_eq!(get(&p, &format!("k{k}")).as_deref(), Some("v"), "{epoch}");
+            }
+        }
+        // A damaged changelog is an error naming it, not a panic.
+        let log = fs::read_dir(remote.join("changelog"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-7.log"))
+            .unwrap();
+        let bytes = fs::read(&log).unwrap();
+        fs::write(&log, &bytes[..bytes.len() - 1]).unwrap();
+        let c = StateBackend::new(&dir.path().join("c"), chained(3)).unwrap();
+        let err = c
+            .open(&id(0), &store, Some(Epoch(7)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("-7.log") && err.contains("malformed"), "{err}");
+    }
+
     fn put(p: &mut StatePartition, k: &str, v: &str) {
         p.write(&[(k.as_bytes().to_vec(), v.as_bytes().to_vec())], &[])
             .unwrap();
@@ -560,7 +922,7 @@ mod tests {
     fn snapshots_upload_only_new_files_and_restore_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let a = StateBackend::new(&dir.path().join("a"), full()).unwrap();
         let part = a.open(&id(0), &store, None).unwrap();
         let mut part = part.lock().unwrap();
         put(&mut part, "k1", "v1");
@@ -580,7 +942,7 @@ mod tests {
         drop(part);
 
         // Another executor restores epoch 1: k1 and k2, not the later write.
-        let b = StateBackend::new(&dir.path().join("b"), StateConfig::default()).unwrap();
+        let b = StateBackend::new(&dir.path().join("b"), full()).unwrap();
         let restored = b.open(&id(0), &store, Some(Epoch(1))).unwrap();
         let restored = restored.lock().unwrap();
         assert_eq!(get(&restored, "k1").as_deref(), Some("v1"));
@@ -628,7 +990,7 @@ mod tests {
     fn garbage_collection_keeps_what_retained_snapshots_need() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
+        let a = StateBackend::new(&dir.path().join("a"), full()).unwrap();
         let part = a.open(&id(0), &store, None).unwrap();
         let mut part = part.lock().unwrap();
         for epoch in 0..6u64 {
@@ -646,11 +1008,7 @@ mod tests {
         drop(part);
         // Epoch 4 and 5 still restore completely.
         for epoch in [4, 5] {
-            let b = StateBackend::new(
-                &dir.path().join(format!("b{epoch}")),
-                StateConfig::default(),
-            )
-            .unwrap();
+            let b = StateBackend::new(&dir.path().join(format!("b{epoch}")), full()).unwrap();
             let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
             let p = p.lock().unwrap();
             for k in 0..=epoch {

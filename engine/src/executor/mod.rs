@@ -257,6 +257,7 @@ async fn session(
         sluice_checkpoint::state::StateConfig {
             block_cache_bytes: (config.memory_bytes / 4).max(8 << 20) as usize,
             write_buffer_bytes: (config.memory_bytes / 16).max(4 << 20) as usize,
+            ..Default::default()
         },
     )
     .map_err(|e| EngineError::Cluster(format!("opening the state store: {e}")))?;
