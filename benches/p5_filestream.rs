@@ -63,12 +63,26 @@ fn children_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// `p50 / p90 / max` of per-epoch commit times.
+fn commits(v: &[f64]) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} ms",
+        percentile(v.to_vec(), 0.5),
+        percentile(v.to_vec(), 0.9),
+        percentile(v.to_vec(), 1.0)
+    )
 }
 
 struct Run {
@@ -222,13 +236,13 @@ fn main() {
     );
     let per_cpu = |r: &Run| r.events as f64 / r.cpu_s;
     println!(
-        "  sluice:  {:>9} events  {:6} epochs  wall {:7.2} s  CPU {:7.2} s  {:>10.0} events/CPU-s  commit p50 {:8.2} ms",
+        "  sluice:  {:>9} events  {:6} epochs  wall {:7.2} s  CPU {:7.2} s  {:>10.0} events/CPU-s  state commit p50/p90/max {}",
         s.events,
         s.epochs,
         s.wall_s,
         s.cpu_s,
         per_cpu(&s),
-        median(s.commit_ms.clone())
+        commits(&s.commit_ms)
     );
     println!("  sluice output: {sluice_rows} windows, {sluice_total} events counted");
     if !args.spark {
@@ -239,13 +253,13 @@ fn main() {
     };
     let (spark_rows, spark_total) = output_summary(&work.join("out-spark"));
     println!(
-        "  PySpark: {:>9} events  {:6} batches wall {:7.2} s  CPU {:7.2} s  {:>10.0} events/CPU-s  commit p50 {:8.2} ms",
+        "  PySpark: {:>9} events  {:6} batches wall {:7.2} s  CPU {:7.2} s  {:>10.0} events/CPU-s  state commit p50/p90/max {}",
         k.events,
         k.epochs,
         k.wall_s,
         k.cpu_s,
         per_cpu(&k),
-        median(k.commit_ms.clone())
+        commits(&k.commit_ms)
     );
     println!("  PySpark output: {spark_rows} windows, {spark_total} events counted");
     let throughput = per_cpu(&s) / per_cpu(&k);

@@ -2,6 +2,8 @@
 //! DataFusion in one process.
 #![allow(dead_code)]
 
+pub mod stream;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@ pub mod nodes;
 pub mod session;
 pub mod stages;
 pub mod stateful;
+mod streaming;
 pub mod window_join;
 
 use std::collections::BTreeMap;
@@ -21,8 +22,6 @@ use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{cast, col, Expr};
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
-use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{displayable, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -43,6 +42,7 @@ use crate::protocol::{SinkInstall, StageId, StageInstall, StageOutput};
 use codec::SluiceCodec;
 use nodes::{schema_to_json, SourceScanExec};
 pub use stages::Stage;
+use streaming::{make_stateful, plan_bounded_sessions, stateful_group_columns};
 
 /// The DataFusion session configuration shared by driver and executors, so a plan means the
 /// same in every process.
@@ -442,252 +442,6 @@ async fn plan_stages(
 
 fn contains<T: ExecutionPlan>(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<T>().is_some() || plan.children().into_iter().any(|c| contains::<T>(c))
-}
-
-/// Turns a streaming query's final aggregate into a [`stateful::StatefulAggregateExec`] and
-/// makes its scans drop rows behind the watermark.
-fn make_stateful(
-    plan: Arc<dyn ExecutionPlan>,
-    mode: Option<crate::job::OutputMode>,
-    has_watermark: bool,
-    job: &Job,
-    streams: &std::collections::BTreeSet<String>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    use crate::job::OutputMode;
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-    let origin = format!("{}: ", job.text.origin);
-    let ttl_ms = match &job.target {
-        Target::Table(name) => job.table(name).and_then(|t| t.state_ttl_ms),
-        Target::Console => None,
-    };
-    let has_session = job.windows.iter().any(|w| w.kind == "session");
-    let mut operators = 0u32;
-    let mut joins = 0u32;
-    let mut next_id = 0u32;
-    let mut problem: Option<String> = None;
-    let plan = plan
-        .transform_up(|node| {
-            if node.name().contains("Join")
-                && node.children().len() == 2
-                && node.children().iter().all(|c| reads_stream(c, streams))
-            {
-                // A join of two streams: a window join, or refused.
-                let windows = node
-                    .downcast_ref::<HashJoinExec>()
-                    .and_then(window_join::WindowJoinSpec::of);
-                let Some((left_end, right_end)) = windows else {
-                    problem.get_or_insert_with(|| "a join of two streams must be a window join: window both sides (TUMBLE, HOP or SESSION) and join ON their keys and l.window_end = r.window_end (rows of a window are joined once the watermark passes its end)".into());
-                    return Ok(Transformed::no(node));
-                };
-                if !has_watermark {
-                    problem.get_or_insert_with(|| "a window join needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the joined tables".into());
-                }
-                let spec = window_join::WindowJoinSpec {
-                    operator: next_id,
-                    left_end,
-                    right_end,
-                };
-                next_id += 1;
-                joins += 1;
-                return Ok(Transformed::yes(
-                    Arc::new(window_join::WindowJoinExec::try_new(spec, node)?) as _,
-                ));
-            }
-            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match agg.mode() {
-                AggregateMode::Final | AggregateMode::FinalPartitioned => {}
-                AggregateMode::Partial | AggregateMode::PartialReduce => {
-                    return Ok(Transformed::no(node))
-                }
-                AggregateMode::Single | AggregateMode::SinglePartitioned => {
-                    problem.get_or_insert_with(|| "this aggregation cannot run incrementally (DataFusion planned it in one phase)".into());
-                    return Ok(Transformed::no(node));
-                }
-            }
-            // The group column that says when a key is final: the window end, else the
-            // watermarked event-time column itself (e.g. deduplication by id and event time).
-            let groups = agg.group_expr().expr();
-            let named = |want: &str| {
-                groups
-                    .iter()
-                    .position(|(_, name)| name.rsplit('.').next() == Some(want))
-            };
-            let windowed = named("window_end").is_some();
-            let window_end = named("window_end").or_else(|| {
-                job.watermarks
-                    .iter()
-                    .find_map(|w| named(&w.column))
-            });
-            let mode = match mode {
-                Some(m) => m,
-                None if windowed && has_watermark => OutputMode::Append,
-                None => OutputMode::Update,
-            };
-            if mode == OutputMode::Append && window_end.is_none() {
-                problem.get_or_insert_with(|| "output_mode 'append' needs a windowed aggregation (GROUP BY window_start, window_end, ... over TUMBLE or HOP) or one grouped by the watermarked event-time column, whose rows are final once the watermark passes; use output_mode 'update' or 'complete'".into());
-            } else if ttl_ms.is_some() && window_end.is_some() {
-                problem.get_or_insert_with(|| "state_ttl is for aggregations without windows: windows (and keys grouped by the event-time column) are dropped once the watermark passes them".into());
-            } else if mode == OutputMode::Append && !has_watermark {
-                problem.get_or_insert_with(|| "a windowed aggregation in append mode needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the source table (or use output_mode 'update')".into());
-            }
-            let session = if has_session {
-                let cols = session::SessionColumns::of(agg);
-                if cols.is_none() {
-                    problem.get_or_insert_with(|| SESSION_GROUPING.into());
-                } else if mode == OutputMode::Update {
-                    problem.get_or_insert_with(|| "session windows are emitted with output_mode 'append' (each session once the watermark passes its end) or 'complete': in 'update' mode a session that merges with another would leave its earlier row behind".into());
-                }
-                cols
-            } else {
-                None
-            };
-            let node = match session {
-                Some(_) => {
-                    let input = session::hash_on_key(agg.input().clone())?;
-                    node.clone().replace_children(
-                        vec![input],
-                        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-                    )?
-                }
-                None => node,
-            };
-            let spec = stateful::StatefulSpec {
-                operator: next_id,
-                mode,
-                window_end,
-                event_time_key: window_end.is_some() && !windowed,
-                ttl_ms,
-                session,
-            };
-            operators += 1;
-            next_id += 1;
-            Ok(Transformed::yes(Arc::new(stateful::StatefulAggregateExec::try_new(spec, node)?) as _))
-        })?
-        .data;
-    if let Some(message) = problem {
-        return Err(EngineError::Sql {
-            location: origin,
-            message,
-        });
-    }
-    if operators > 1 {
-        return Err(EngineError::Sql {
-            location: origin,
-            message: "a streaming query holds one aggregation; aggregate the aggregated result in a second query reading its output".into(),
-        });
-    }
-    if operators == 0 {
-        if has_session {
-            return Err(EngineError::Sql {
-                location: origin,
-                message: SESSION_GROUPING.into(),
-            });
-        }
-        if ttl_ms.is_some() {
-            return Err(EngineError::Sql {
-                location: origin,
-                message: "state_ttl applies to a streaming aggregation, and this query has none"
-                    .into(),
-            });
-        }
-        if joins == 0 {
-            return Ok(plan);
-        }
-    }
-    let plan = plan
-        .transform_up(|node| {
-            let Some(scan) = node.downcast_ref::<SourceScanExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(mut et) = scan.event_time else {
-                return Ok(Transformed::no(node));
-            };
-            et.drop_late = true;
-            Ok(Transformed::yes(
-                Arc::new(scan.clone().with_event_time(Some(et))) as _,
-            ))
-        })?
-        .data;
-    Ok(plan)
-}
-
-const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_start, window_end and the session key columns (sessions are kept per key)";
-
-/// Runs a bounded job's session-window aggregates through [`session::SessionMergeExec`],
-/// shuffled by session key.
-fn plan_bounded_sessions(
-    plan: Arc<dyn ExecutionPlan>,
-    job: &Job,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-    if !job.windows.iter().any(|w| w.kind == "session") {
-        return Ok(plan);
-    }
-    let mut merged = 0;
-    let mut problem = None;
-    let plan = plan
-        .transform_up(|node| {
-            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(cols) = session::SessionColumns::of(agg) else {
-                return Ok(Transformed::no(node));
-            };
-            match agg.mode() {
-                AggregateMode::Final | AggregateMode::FinalPartitioned => {}
-                AggregateMode::Partial | AggregateMode::PartialReduce => {
-                    return Ok(Transformed::no(node))
-                }
-                AggregateMode::Single | AggregateMode::SinglePartitioned => {
-                    problem.get_or_insert("a session-window aggregation needs two phases; DataFusion planned it in one (raise --parallelism above 1)");
-                    return Ok(Transformed::no(node));
-                }
-            }
-            let input = session::hash_on_key(agg.input().clone())?;
-            let node = node.clone().replace_children(
-                vec![input],
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?;
-            merged += 1;
-            Ok(Transformed::yes(
-                Arc::new(session::SessionMergeExec::try_new(cols, node)?) as _,
-            ))
-        })?
-        .data;
-    let message = match (problem, merged) {
-        (Some(p), _) => p,
-        (None, 0) => SESSION_GROUPING,
-        (None, _) => return Ok(plan),
-    };
-    Err(EngineError::Sql {
-        location: format!("{}: ", job.text.origin),
-        message: message.into(),
-    })
-}
-
-/// Whether `plan` reads one of the unbounded tables `streams`.
-fn reads_stream(
-    plan: &Arc<dyn ExecutionPlan>,
-    streams: &std::collections::BTreeSet<String>,
-) -> bool {
-    if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {
-        return streams.contains(&scan.table);
-    }
-    plan.children()
-        .into_iter()
-        .any(|c| reads_stream(c, streams))
-}
-
-/// The group columns of the plan's stateful aggregation, if it has one.
-fn stateful_group_columns(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<String>> {
-    if let Some(s) = plan.downcast_ref::<stateful::StatefulAggregateExec>() {
-        return Some(s.group_columns());
-    }
-    plan.children().into_iter().find_map(stateful_group_columns)
 }
 
 /// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.

@@ -39,7 +39,16 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::stateful::{aggregate_over, collect_partition, concat, over_batches};
+use std::sync::Mutex;
+
+use sluice_checkpoint::state::StatePartition;
+
+use super::nodes::event_millis;
+use super::stateful::{
+    aggregate_over, collect_partition, concat, over_batches, window_prefix, RowCodec,
+    StatefulAggregateExec, FLOOR,
+};
+use crate::job::OutputMode;
 
 /// Where a session aggregate's bounds are among its group columns; the other group columns
 /// are the session key.
@@ -171,6 +180,137 @@ pub async fn merge_sessions(
     let assigned = assign_sessions(&rows, cols, &keys)?;
     let plan = over_batches(agg, AggregateMode::PartialReduce, &schema, vec![assigned])?;
     concat(&schema, collect_partition(&plan, 0, ctx).await?)
+}
+
+/// First byte of the session-end index of a session-window aggregate (below the expiry index).
+pub(super) const SESSION_INDEX: u8 = 0xFE;
+/// Bytes before the state key in a session index key: the marker and the session end.
+const SESSION_INDEX_PREFIX: usize = 9;
+
+/// The session index key of state `key` of a session ending at `end_ms`.
+fn session_index_key(end_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SESSION_INDEX_PREFIX + key.len());
+    out.push(SESSION_INDEX);
+    out.extend_from_slice(&window_prefix(end_ms));
+    out.extend_from_slice(key);
+    out
+}
+
+impl StatefulAggregateExec {
+    /// One epoch of a session-window aggregate. Open sessions are stored under the key
+    /// columns followed by the session start, so a key's sessions are one range scan; an
+    /// index by session end (`SESSION_INDEX`, end, state key) finds the sessions the
+    /// watermark closes. Returns (sessions written, sessions closed, rows to emit).
+    pub(super) async fn update_sessions(
+        &self,
+        cols: SessionColumns,
+        epoch_rows: RecordBatch,
+        codec: &RowCodec,
+        handle: &Mutex<StatePartition>,
+        watermark_ms: Option<i64>,
+        ctx: Arc<TaskContext>,
+    ) -> DfResult<(u64, u64, Option<RecordBatch>)> {
+        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
+        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
+        let schema = epoch_rows.schema();
+        let keys = cols.keys(self.agg().group_expr().expr().len());
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut deletes: Vec<Vec<u8>> = Vec::new();
+        if epoch_rows.num_rows() > 0 {
+            // The open sessions of every key this epoch touches (one scan per distinct key).
+            let distinct: std::collections::BTreeSet<Vec<u8>> =
+                key_bytes(&epoch_rows, &keys)?.into_iter().collect();
+            let mut stored_keys = Vec::new();
+            let mut stored_values = Vec::new();
+            {
+                let part = lock();
+                for key in distinct {
+                    let mut to = key.clone();
+                    if key.is_empty() {
+                        to.push(FLOOR);
+                    } else {
+                        // Keys are prefix-free: every state key of this key is below it + 0xFF..
+                        to.extend_from_slice(&[0xFF; 9]);
+                    }
+                    for (k, v) in part.scan(&key, Some(&to)).map_err(ext)? {
+                        stored_keys.push(k);
+                        stored_values.push(v);
+                    }
+                }
+            }
+            let mut all = vec![epoch_rows];
+            if !stored_values.is_empty() {
+                let stored = codec.decode(&schema, &stored_values)?;
+                let ends = event_millis(stored.column(cols.end))?;
+                for (i, key) in stored_keys.into_iter().enumerate() {
+                    deletes.push(session_index_key(ends.value(i), &key));
+                    deletes.push(key);
+                }
+                all.push(stored);
+            }
+            let merged =
+                merge_sessions(self.agg(), cols, concat(&schema, all)?, ctx.clone()).await?;
+            let starts = event_millis(merged.column(cols.start))?;
+            let ends = event_millis(merged.column(cols.end))?;
+            let values = codec.values(&merged, 0)?;
+            for ((i, mut key), value) in key_bytes(&merged, &keys)?
+                .into_iter()
+                .enumerate()
+                .zip(values)
+            {
+                key.extend_from_slice(&window_prefix(starts.value(i)));
+                puts.push((session_index_key(ends.value(i), &key), Vec::new()));
+                puts.push((key, value));
+            }
+            // A session that did not change is written again, not deleted.
+            let written: std::collections::HashSet<&[u8]> =
+                puts.iter().map(|(k, _)| k.as_slice()).collect();
+            deletes.retain(|k| !written.contains(k.as_slice()));
+        }
+        let updated = (puts.len() / 2) as u64;
+        let mut part = lock();
+        part.write(&puts, &deletes).map_err(ext)?;
+        // Sessions the watermark has passed are final.
+        let mut closed_values = Vec::new();
+        let mut closed_keys = Vec::new();
+        if let Some(wm) = watermark_ms {
+            let mut to = vec![SESSION_INDEX];
+            to.extend_from_slice(&window_prefix(wm.saturating_add(1)));
+            let index: Vec<Vec<u8>> = part
+                .scan(&[SESSION_INDEX], Some(&to))
+                .map_err(ext)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let state_keys: Vec<Vec<u8>> = index
+                .iter()
+                .map(|k| k[SESSION_INDEX_PREFIX..].to_vec())
+                .collect();
+            closed_values = part
+                .get_many(&state_keys)
+                .map_err(ext)?
+                .into_iter()
+                .flatten()
+                .collect();
+            closed_keys = index.into_iter().chain(state_keys).collect();
+            part.write(&[], &closed_keys).map_err(ext)?;
+        }
+        let evicted = (closed_keys.len() / 2) as u64;
+        let rows = match self.spec.mode {
+            OutputMode::Append => (!closed_values.is_empty()).then_some(closed_values),
+            _ => {
+                let all: Vec<Vec<u8>> = part
+                    .scan(&[], Some(&[FLOOR]))
+                    .map_err(ext)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                (!all.is_empty()).then_some(all)
+            }
+        };
+        let rows = rows.map(|r| codec.decode(&schema, &r)).transpose()?;
+        Ok((updated, evicted, rows))
+    }
 }
 
 /// Makes the shuffle below a session aggregate hash on the session key only (not on the

@@ -45,7 +45,7 @@ use sluice_checkpoint::state::{StateBackend, StatePartition, StatePartitionId};
 use sluice_checkpoint::Epoch;
 
 use super::nodes::{event_millis, task_inputs};
-use super::session::{self, SessionColumns};
+use super::session::SessionColumns;
 use crate::job::OutputMode;
 
 /// What a stateful task needs besides its inputs; part of the task's [`TaskInputs`].
@@ -170,7 +170,7 @@ impl StatefulAggregateExec {
             .collect()
     }
 
-    fn agg(&self) -> &AggregateExec {
+    pub(super) fn agg(&self) -> &AggregateExec {
         self.aggregate
             .downcast_ref::<AggregateExec>()
             .expect("checked in try_new")
@@ -315,6 +315,9 @@ impl StatefulAggregateExec {
             let (evicted, to_emit) = {
                 let mut part = lock();
                 part.write(&puts, &stale_index).map_err(ext)?;
+                // Everything below the last closing bound (`FLOOR`) is already gone: the scan
+                // starts there rather than wading through the tombstones of closed windows, and
+                // the closed range is dropped with one range delete.
                 let closed = match (self.spec.window_end, inputs.watermark_ms) {
                     (Some(_), Some(wm)) => {
                         let end = if self.spec.event_time_key {
@@ -322,15 +325,27 @@ impl StatefulAggregateExec {
                         } else {
                             wm.saturating_add(1)
                         };
-                        let bound = window_prefix(end).min([HORIZON, 0, 0, 0, 0, 0, 0, 0]);
-                        part.scan(&[], Some(&bound)).map_err(ext)?
+                        let bound = window_prefix(end).to_vec().min(vec![FLOOR]);
+                        let floor = part
+                            .get_many(&[[FLOOR]])
+                            .map_err(ext)?
+                            .pop()
+                            .flatten()
+                            .unwrap_or_default();
+                        if floor < bound {
+                            let closed = part.scan(&floor, Some(&bound)).map_err(ext)?;
+                            if !closed.is_empty() {
+                                part.delete_range(&floor, &bound).map_err(ext)?;
+                            }
+                            part.write(&[(vec![FLOOR], bound)], &[]).map_err(ext)?;
+                            closed
+                        } else {
+                            Vec::new()
+                        }
                     }
                     _ => Vec::new(),
                 };
                 let (closed_keys, closed_rows): (Vec<_>, Vec<_>) = closed.into_iter().unzip();
-                if !closed_keys.is_empty() {
-                    part.write(&[], &closed_keys).map_err(ext)?;
-                }
                 let rows = match self.spec.mode {
                     OutputMode::Update => (merged.num_rows() > 0).then(|| Ok(merged.clone())),
                     OutputMode::Append => {
@@ -338,7 +353,7 @@ impl StatefulAggregateExec {
                     }
                     OutputMode::Complete => {
                         let all: Vec<Vec<u8>> = part
-                            .scan(&[], Some(&[HORIZON]))
+                            .scan(&[], Some(&[FLOOR]))
                             .map_err(ext)?
                             .into_iter()
                             .map(|(_, v)| v)
@@ -410,124 +425,6 @@ impl StatefulAggregateExec {
             found[i] = value;
         }
         Ok(found)
-    }
-
-    /// One epoch of a session-window aggregate. Open sessions are stored under the key
-    /// columns followed by the session start, so a key's sessions are one range scan; an
-    /// index by session end (`SESSION_INDEX`, end, state key) finds the sessions the
-    /// watermark closes. Returns (sessions written, sessions closed, rows to emit).
-    async fn update_sessions(
-        &self,
-        cols: SessionColumns,
-        epoch_rows: RecordBatch,
-        codec: &RowCodec,
-        handle: &Mutex<StatePartition>,
-        watermark_ms: Option<i64>,
-        ctx: Arc<TaskContext>,
-    ) -> DfResult<(u64, u64, Option<RecordBatch>)> {
-        let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
-        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
-        let schema = epoch_rows.schema();
-        let keys = cols.keys(self.agg().group_expr().expr().len());
-        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut deletes: Vec<Vec<u8>> = Vec::new();
-        if epoch_rows.num_rows() > 0 {
-            // The open sessions of every key this epoch touches (one scan per distinct key).
-            let distinct: std::collections::BTreeSet<Vec<u8>> =
-                session::key_bytes(&epoch_rows, &keys)?
-                    .into_iter()
-                    .collect();
-            let mut stored_keys = Vec::new();
-            let mut stored_values = Vec::new();
-            {
-                let part = lock();
-                for key in distinct {
-                    let mut to = key.clone();
-                    if key.is_empty() {
-                        to.push(HORIZON);
-                    } else {
-                        // Keys are prefix-free: every state key of this key is below it + 0xFF..
-                        to.extend_from_slice(&[0xFF; 9]);
-                    }
-                    for (k, v) in part.scan(&key, Some(&to)).map_err(ext)? {
-                        stored_keys.push(k);
-                        stored_values.push(v);
-                    }
-                }
-            }
-            let mut all = vec![epoch_rows];
-            if !stored_values.is_empty() {
-                let stored = codec.decode(&schema, &stored_values)?;
-                let ends = event_millis(stored.column(cols.end))?;
-                for (i, key) in stored_keys.into_iter().enumerate() {
-                    deletes.push(session_index_key(ends.value(i), &key));
-                    deletes.push(key);
-                }
-                all.push(stored);
-            }
-            let merged =
-                session::merge_sessions(self.agg(), cols, concat(&schema, all)?, ctx.clone())
-                    .await?;
-            let starts = event_millis(merged.column(cols.start))?;
-            let ends = event_millis(merged.column(cols.end))?;
-            let values = codec.values(&merged, 0)?;
-            for ((i, mut key), value) in session::key_bytes(&merged, &keys)?
-                .into_iter()
-                .enumerate()
-                .zip(values)
-            {
-                key.extend_from_slice(&window_prefix(starts.value(i)));
-                puts.push((session_index_key(ends.value(i), &key), Vec::new()));
-                puts.push((key, value));
-            }
-            // A session that did not change is written again, not deleted.
-            let written: std::collections::HashSet<&[u8]> =
-                puts.iter().map(|(k, _)| k.as_slice()).collect();
-            deletes.retain(|k| !written.contains(k.as_slice()));
-        }
-        let updated = (puts.len() / 2) as u64;
-        let mut part = lock();
-        part.write(&puts, &deletes).map_err(ext)?;
-        // Sessions the watermark has passed are final.
-        let mut closed_values = Vec::new();
-        let mut closed_keys = Vec::new();
-        if let Some(wm) = watermark_ms {
-            let mut to = vec![SESSION_INDEX];
-            to.extend_from_slice(&window_prefix(wm.saturating_add(1)));
-            let index: Vec<Vec<u8>> = part
-                .scan(&[SESSION_INDEX], Some(&to))
-                .map_err(ext)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            let state_keys: Vec<Vec<u8>> = index
-                .iter()
-                .map(|k| k[SESSION_INDEX_PREFIX..].to_vec())
-                .collect();
-            closed_values = part
-                .get_many(&state_keys)
-                .map_err(ext)?
-                .into_iter()
-                .flatten()
-                .collect();
-            closed_keys = index.into_iter().chain(state_keys).collect();
-            part.write(&[], &closed_keys).map_err(ext)?;
-        }
-        let evicted = (closed_keys.len() / 2) as u64;
-        let rows = match self.spec.mode {
-            OutputMode::Append => (!closed_values.is_empty()).then_some(closed_values),
-            _ => {
-                let all: Vec<Vec<u8>> = part
-                    .scan(&[], Some(&[HORIZON]))
-                    .map_err(ext)?
-                    .into_iter()
-                    .map(|(_, v)| v)
-                    .collect();
-                (!all.is_empty()).then_some(all)
-            }
-        };
-        let rows = rows.map(|r| codec.decode(&schema, &r)).transpose()?;
-        Ok((updated, evicted, rows))
     }
 }
 
@@ -612,23 +509,12 @@ pub(super) fn window_prefix(end_ms: i64) -> [u8; 8] {
 /// with it: they start with a window end (sign-flipped, so 0xFF only for end times beyond
 /// year 2^55), or with Arrow's row format, whose first byte is a null/valid sentinel (0–2).
 const TTL_INDEX: u8 = 0xFF;
-/// The key holding the greatest window-end prefix a windowed aggregate has written (state
-/// keys sort below it, the session and expiry indexes above).
-const HORIZON: u8 = 0xFD;
-
-/// First byte of the session-end index of a session-window aggregate (below [`TTL_INDEX`]).
-const SESSION_INDEX: u8 = 0xFE;
-/// Bytes before the state key in a session index key: the marker and the session end.
-const SESSION_INDEX_PREFIX: usize = 9;
-
-/// The session index key of state `key` of a session ending at `end_ms`.
-fn session_index_key(end_ms: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SESSION_INDEX_PREFIX + key.len());
-    out.push(SESSION_INDEX);
-    out.extend_from_slice(&window_prefix(end_ms));
-    out.extend_from_slice(key);
-    out
-}
+/// The key holding the bound below which a windowed aggregate has closed (deleted) every key.
+/// State keys sort below it; it is the upper bound of every scan over all state.
+pub(super) const FLOOR: u8 = 0xFC;
+/// The key holding the greatest window-end prefix a windowed aggregate has written (the
+/// session and expiry indexes sort above it).
+pub(super) const HORIZON: u8 = 0xFD;
 
 /// Bytes before the state key in an expiry index key: the marker and the expiry time.
 const TTL_INDEX_PREFIX: usize = 9;
@@ -651,7 +537,7 @@ fn stamp_of(value: &[u8]) -> Option<i64> {
 }
 
 /// Encodes state rows as RocksDB keys and values.
-struct RowCodec {
+pub(super) struct RowCodec {
     keys: Option<RowConverter>,
     groups: usize,
     values: RowConverter,
@@ -707,7 +593,7 @@ impl RowCodec {
         Ok(out)
     }
 
-    fn values(&self, batch: &RecordBatch, now_ms: i64) -> DfResult<Vec<Vec<u8>>> {
+    pub(super) fn values(&self, batch: &RecordBatch, now_ms: i64) -> DfResult<Vec<Vec<u8>>> {
         let rows = self.values.convert_columns(batch.columns())?;
         Ok(rows
             .iter()
@@ -722,7 +608,7 @@ impl RowCodec {
             .collect())
     }
 
-    fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
+    pub(super) fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
         let parser = self.values.parser();
         // State is written by this operator and checksummed by RocksDB; still, undecodable
         // bytes must be an error, not a crashed executor.

@@ -49,6 +49,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CheckpointError, Result};
 use crate::Epoch;
 
+mod changelog;
+use changelog::{
+    log_op, publish_manifest, replay_changelog, write_file, LOG_DELETE, LOG_DELETE_RANGE, LOG_PUT,
+};
+
 /// Memory limits shared by all state partitions of one executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateConfig {
@@ -110,9 +115,6 @@ pub struct SnapshotManifest {
 pub const MAX_CHANGELOGS: usize = 10;
 /// An epoch that wrote more than this takes a full snapshot.
 pub const MAX_CHANGELOG_BYTES: usize = 64 << 20;
-
-const LOG_PUT: u8 = 1;
-const LOG_DELETE: u8 = 2;
 
 /// One SST as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -421,6 +423,19 @@ impl StatePartition {
             .map_err(|e| db_error(&self.dir, e))
     }
 
+    /// Deletes every key with `from <= key < to` (one range tombstone).
+    pub fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.dirty = true;
+        let mut batch = WriteBatch::default();
+        batch.delete_range(from, to);
+        log_op(&mut self.log, LOG_DELETE_RANGE, from, to);
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| db_error(&self.dir, e))
+    }
+
     /// Every entry with `from <= key < to` (`to = None`: to the end), in key order.
     pub fn scan(&self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut opts = rocksdb::ReadOptions::default();
@@ -612,90 +627,6 @@ impl StatePartition {
     }
 }
 
-/// Appends one operation to a changelog: op, key length, key, value length, value.
-fn log_op(log: &mut Vec<u8>, op: u8, key: &[u8], value: &[u8]) {
-    log.push(op);
-    log.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    log.extend_from_slice(key);
-    log.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    log.extend_from_slice(value);
-}
-
-/// Applies the changelog at `path` to `db`; a truncated or malformed log is an error naming
-/// the file, never a panic.
-fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
-    let bytes = fs::read(path).map_err(io("read state changelog", path))?;
-    let corrupt = |at: usize| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        message: format!("changelog malformed at byte {at}"),
-    };
-    let mut batch = WriteBatch::default();
-    let mut at = 0;
-    fn take<'a>(bytes: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
-        let end = at.checked_add(n).filter(|&e| e <= bytes.len())?;
-        let out = &bytes[*at..end];
-        *at = end;
-        Some(out)
-    }
-    fn len(b: &[u8]) -> usize {
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-    }
-    while at < bytes.len() {
-        let start = at;
-        let mut next = |n: usize| take(&bytes, &mut at, n).ok_or(corrupt(start));
-        let op = next(1)?[0];
-        let key_len = len(next(4)?);
-        let key = next(key_len)?;
-        let value_len = len(next(4)?);
-        let value = next(value_len)?;
-        match op {
-            LOG_PUT => batch.put(key, value),
-            LOG_DELETE => batch.delete(key),
-            _ => return Err(corrupt(start)),
-        }
-    }
-    let mut opts = rocksdb::WriteOptions::default();
-    opts.disable_wal(true);
-    db.write_opt(batch, &opts).map_err(|e| db_error(path, e))
-}
-
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    fs::write(path, bytes).map_err(io("write state file", path))?;
-    if durable {
-        sync_file(path)?;
-    }
-    Ok(())
-}
-
-/// Publishes `manifest` as `epoch-N/snapshot.json` under `remote` (staged, then renamed).
-fn publish_manifest(
-    remote: &Path,
-    manifest: &SnapshotManifest,
-    incarnation: &str,
-    durable: bool,
-) -> Result<()> {
-    let staging = remote.join(format!("epoch-{}.{incarnation}.tmp", manifest.epoch.0));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io("remove state staging", &staging))?;
-    }
-    fs::create_dir_all(&staging).map_err(io("create state staging", &staging))?;
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Corrupt {
-        path: staging.clone(),
-        message: e.to_string(),
-    })?;
-    write_file(&staging.join("snapshot.json"), &json, durable)?;
-    let target = remote.join(format!("epoch-{}", manifest.epoch.0));
-    if target.exists() {
-        // An earlier attempt of this epoch that never committed.
-        fs::remove_dir_all(&target).map_err(io("replace state snapshot", &target))?;
-    }
-    fs::rename(&staging, &target).map_err(io("publish state snapshot", &target))?;
-    if durable {
-        sync_file(remote)?;
-    }
-    Ok(())
-}
-
 fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -784,248 +715,4 @@ fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(partition: u32) -> StatePartitionId {
-        StatePartitionId {
-            query_id: "q".into(),
-            operator: 0,
-            partition,
-        }
-    }
-
-    /// Every snapshot full (no changelogs).
-    fn full() -> StateConfig {
-        StateConfig {
-            max_changelogs: 0,
-            ..Default::default()
-        }
-    }
-
-    fn chained(n: usize) -> StateConfig {
-        StateConfig {
-            max_changelogs: n,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn changelog_snapshots_restore_their_base_plus_the_writes_since() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), chained(2)).unwrap();
-        let part = a.open(&id(0), &store, None).unwrap();
-        let mut part = part.lock().unwrap();
-        put(&mut part, "k0", "v0");
-        part.snapshot(Epoch(0), &store, false).unwrap();
-        put(&mut part, "k1", "v1");
-        part.write(&[], &[b"k0".to_vec()]).unwrap();
-        let one = part.snapshot(Epoch(1), &store, false).unwrap();
-        put(&mut part, "k2", "v2");
-        put(&mut part, "k1", "v1b");
-        part.snapshot(Epoch(2), &store, false).unwrap();
-        put(&mut part, "k3", "v3");
-        part.snapshot(Epoch(3), &store, false).unwrap();
-        let remote = store.join("op-0/part-0");
-        let manifest = |n| read_manifest(&remote, Epoch(n)).unwrap();
-        assert_eq!(manifest(0).base, None);
-        assert_eq!(manifest(1).base, Some(Epoch(0)));
-        assert_eq!(manifest(2).changelogs.len(), 2);
-        assert_eq!(manifest(3).base, None, "a full snapshot after 2 changelogs");
-        // A changelog snapshot uploads the epoch's writes only: no SST.
-        assert!(one.uploaded_bytes < 100, "{one:?}");
-        drop(part);
-        let b = StateBackend::new(&dir.path().join("b"), chained(2)).unwrap();
-        let at = |n| {
-            let p = b.open(&id(0), &store, Some(Epoch(n))).unwrap();
-            let p = p.lock().unwrap();
-            ["k0", "k1", "k2", "k3"].map(|k| get(&p, k))
-        };
-        assert_eq!(at(1), [None, Some("v1".into()), None, None]);
-        assert_eq!(at(2), [None, Some("v1b".into()), Some("v2".into()), None]);
-        assert_eq!(
-            at(3),
-            [
-                None,
-                Some("v1b".into()),
-                Some("v2".into()),
-                Some("v3".into())
-            ]
-        );
-        // A restored instance continues the chain.
-        let p = b.open(&id(0), &store, Some(Epoch(1))).unwrap();
-        put(&mut p.lock().unwrap(), "k9", "v9");
-        p.lock().unwrap().snapshot(Epoch(2), &store, false).unwrap();
-        assert_eq!(manifest(2).base, Some(Epoch(0)));
-        assert_eq!(manifest(2).changelogs.len(), 2);
-    }
-
-    #[test]
-    fn garbage_collection_keeps_the_base_and_changelogs_of_retained_snapshots() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), chained(3)).unwrap();
-        let part = a.open(&id(0), &store, None).unwrap();
-        let mut part = part.lock().unwrap();
-        // Full snapshots at 0, 4 and 8; changelogs in between.
-        for epoch in 0..9u64 {
-            put(&mut part, &format!("k{epoch}"), "v");
-            part.snapshot(Epoch(epoch), &store, false).unwrap();
-        }
-        drop(part);
-        let remote = store.join("op-0/part-0");
-        collect_garbage(&store, Epoch(6)).unwrap();
-        for n in [0, 1, 2, 3, 5] {
-            assert!(!remote.join(format!("epoch-{n}")).exists(), "epoch {n}");
-        }
-        assert!(remote.join("epoch-4").exists(), "the base of 6 and 7");
-        let logs = fs::read_dir(remote.join("changelog")).unwrap().count();
-        assert_eq!(logs, 3, "epochs 5, 6 and 7");
-        for epoch in [6, 7, 8] {
-            let b = StateBackend::new(&dir.path().join(format!("b{epoch}")), chained(3)).unwrap();
-            let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
-            let p = p.lock().unwrap();
-            for k in 0..=epoch {
-                assert_eq!(get(&p, &format!("k{k}")).as_deref(), Some("v"), "{epoch}");
-            }
-        }
-        // A damaged changelog is an error naming it, not a panic.
-        let log = fs::read_dir(remote.join("changelog"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with("-7.log"))
-            .unwrap();
-        let bytes = fs::read(&log).unwrap();
-        fs::write(&log, &bytes[..bytes.len() - 1]).unwrap();
-        let c = StateBackend::new(&dir.path().join("c"), chained(3)).unwrap();
-        let err = c
-            .open(&id(0), &store, Some(Epoch(7)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("-7.log") && err.contains("malformed"), "{err}");
-    }
-
-    fn put(p: &mut StatePartition, k: &str, v: &str) {
-        p.write(&[(k.as_bytes().to_vec(), v.as_bytes().to_vec())], &[])
-            .unwrap();
-    }
-
-    fn get(p: &StatePartition, k: &str) -> Option<String> {
-        p.get_many(&[k.as_bytes()]).unwrap()[0]
-            .as_ref()
-            .map(|v| String::from_utf8(v.clone()).unwrap())
-    }
-
-    #[test]
-    fn snapshots_upload_only_new_files_and_restore_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), full()).unwrap();
-        let part = a.open(&id(0), &store, None).unwrap();
-        let mut part = part.lock().unwrap();
-        put(&mut part, "k1", "v1");
-        let first = part.snapshot(Epoch(0), &store, false).unwrap();
-        assert!(first.uploaded_bytes > 0);
-        put(&mut part, "k2", "v2");
-        let second = part.snapshot(Epoch(1), &store, false).unwrap();
-        // The first SST is already stored: only the new one is uploaded.
-        let stored = fs::read_dir(store.join("op-0/part-0/sst")).unwrap().count();
-        assert_eq!(stored, 2);
-        assert!(second.uploaded_bytes < second.total_bytes + 64 * 1024);
-        let m1 = read_manifest(&store.join("op-0/part-0"), Epoch(1)).unwrap();
-        let m0 = read_manifest(&store.join("op-0/part-0"), Epoch(0)).unwrap();
-        assert_eq!(m1.sst.len(), 2);
-        assert!(m0.sst.values().all(|f| m1.sst.values().any(|g| g == f)));
-        put(&mut part, "k3", "uncommitted");
-        drop(part);
-
-        // Another executor restores epoch 1: k1 and k2, not the later write.
-        let b = StateBackend::new(&dir.path().join("b"), full()).unwrap();
-        let restored = b.open(&id(0), &store, Some(Epoch(1))).unwrap();
-        let restored = restored.lock().unwrap();
-        assert_eq!(get(&restored, "k1").as_deref(), Some("v1"));
-        assert_eq!(get(&restored, "k2").as_deref(), Some("v2"));
-        assert_eq!(get(&restored, "k3"), None);
-        // Restoring epoch 0 gives the older state.
-        drop(restored);
-        let older = b.open(&id(0), &store, Some(Epoch(0))).unwrap();
-        assert_eq!(get(&older.lock().unwrap(), "k2"), None);
-    }
-
-    #[test]
-    fn reuses_an_instance_at_the_right_epoch_and_discards_a_newer_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
-        let part = a.open(&id(1), &store, None).unwrap();
-        put(&mut part.lock().unwrap(), "k", "0");
-        part.lock()
-            .unwrap()
-            .snapshot(Epoch(0), &store, false)
-            .unwrap();
-        put(&mut part.lock().unwrap(), "k", "1");
-        part.lock()
-            .unwrap()
-            .snapshot(Epoch(1), &store, false)
-            .unwrap();
-        // Epoch 1 committed: the open instance is reused.
-        let same = a.open(&id(1), &store, Some(Epoch(1))).unwrap();
-        assert!(Arc::ptr_eq(&same, &part));
-        // Epoch 1 never committed (driver crashed): reopening at epoch 0 discards it.
-        drop(same);
-        drop(part);
-        let back = a.open(&id(1), &store, Some(Epoch(0))).unwrap();
-        assert_eq!(get(&back.lock().unwrap(), "k").as_deref(), Some("0"));
-        // A task attempt that wrote and failed before its snapshot leaves a dirty instance:
-        // the next attempt gets epoch 0 again, without the failed attempt's write.
-        put(&mut back.lock().unwrap(), "k", "failed attempt");
-        let retry = a.open(&id(1), &store, Some(Epoch(0))).unwrap();
-        assert!(!Arc::ptr_eq(&retry, &back));
-        assert_eq!(get(&retry.lock().unwrap(), "k").as_deref(), Some("0"));
-    }
-
-    #[test]
-    fn garbage_collection_keeps_what_retained_snapshots_need() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let a = StateBackend::new(&dir.path().join("a"), full()).unwrap();
-        let part = a.open(&id(0), &store, None).unwrap();
-        let mut part = part.lock().unwrap();
-        for epoch in 0..6u64 {
-            put(&mut part, &format!("k{epoch}"), "v");
-            // Overwrite and compact so old SSTs stop being referenced.
-            part.db.compact_range::<&[u8], &[u8]>(None, None);
-            part.snapshot(Epoch(epoch), &store, false).unwrap();
-        }
-        let remote = store.join("op-0/part-0");
-        let removed = collect_garbage(&store, Epoch(4)).unwrap();
-        assert!(removed > 0);
-        for n in 0..4 {
-            assert!(!remote.join(format!("epoch-{n}")).exists(), "epoch {n}");
-        }
-        drop(part);
-        // Epoch 4 and 5 still restore completely.
-        for epoch in [4, 5] {
-            let b = StateBackend::new(&dir.path().join(format!("b{epoch}")), full()).unwrap();
-            let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
-            let p = p.lock().unwrap();
-            for k in 0..=epoch {
-                assert_eq!(get(&p, &format!("k{k}")).as_deref(), Some("v"));
-            }
-        }
-    }
-
-    #[test]
-    fn a_missing_snapshot_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = StateBackend::new(&dir.path().join("a"), StateConfig::default()).unwrap();
-        let err = a
-            .open(&id(0), &dir.path().join("store"), Some(Epoch(3)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("epoch-3"), "{err}");
-        assert!(err.contains("snapshot"), "{err}");
-    }
-}
+mod tests;

@@ -1,0 +1,157 @@
+//! Streaming test helpers: out-of-order bids produced to the real broker with a log of what
+//! was produced, the reference answer computed by DataFusion over that log, and progress
+//! records read back from a checkpoint.
+
+use std::path::Path;
+
+use datafusion::prelude::{JsonReadOptions, SessionContext};
+use sluice::broker::Broker;
+use sluice::datagen::{iso_millis, stream_bid, StreamBid};
+use sluice::table::batch_rows;
+
+use super::{ok, sluice};
+
+/// Bids `ids` of stream `seed` (out of order by at most 3 s; see `sluice::datagen`).
+pub fn bids(seed: u64, ids: std::ops::Range<u64>) -> Vec<StreamBid> {
+    ids.map(|i| stream_bid(seed, i)).collect()
+}
+
+/// Produces `bids` round-robin over two partitions, one record per batch at the end (see
+/// `sluice::broker`), and appends them to `log` (the reference's copy of the input).
+pub fn produce(broker: &Broker, topic: &str, bids: &[StreamBid], log: &Path) {
+    let producer = broker.producer();
+    let records: Vec<(i32, Vec<u8>, Vec<u8>)> = bids
+        .iter()
+        .enumerate()
+        .map(|(i, b)| ((i % 2) as i32, b.auction.to_string().into_bytes(), b.json()))
+        .collect();
+    let split = records.len().saturating_sub(2);
+    let (body, tail) = records.split_at(split);
+    producer.send_all(topic, body.to_vec(), tail.to_vec());
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    for b in bids {
+        text.push_str(std::str::from_utf8(&b.json()).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(log, text).unwrap();
+}
+
+pub fn source_ddl(broker: &Broker, topic: &str) -> String {
+    format!(
+        "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,\n\
+           WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)\n\
+         WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json', start = 'earliest');\n",
+        broker.bootstrap()
+    )
+}
+
+/// DataFusion over the logged input, in one process.
+pub fn reference(log: &Path, sql: &str) -> Vec<Vec<String>> {
+    reference_with(log, &[], sql)
+}
+
+/// [`reference`], with CSV tables (or `.jsonl` logs of other streams of bids) registered
+/// under their names.
+pub fn reference_with(log: &Path, csv: &[(&str, &Path)], sql: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        ctx.sql(
+            "SET datafusion.execution.time_zone = '+00:00'",
+        )
+        .await
+        .ok();
+        ctx.register_json(
+            "raw",
+            log.to_str().unwrap(),
+            JsonReadOptions::default().file_extension(".jsonl"),
+        )
+        .await
+        .unwrap();
+        for (name, path) in csv {
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                // Another stream's log, with the same columns as `bids`.
+                let raw = format!("raw_{name}");
+                ctx.register_json(
+                    &raw,
+                    path.to_str().unwrap(),
+                    JsonReadOptions::default().file_extension(".jsonl"),
+                )
+                .await
+                .unwrap();
+                ctx.sql(&format!("CREATE VIEW {name} AS SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM {raw}"))
+                    .await
+                    .unwrap();
+                continue;
+            }
+            ctx.register_csv(*name, path.to_str().unwrap(), Default::default())
+                .await
+                .unwrap();
+        }
+        ctx.sql("CREATE VIEW bids AS SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM raw")
+            .await
+            .unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut rows: Vec<Vec<String>> = batches.iter().flat_map(batch_rows).collect();
+        rows.sort();
+        rows
+    })
+}
+
+pub fn progress(checkpoint: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<(u64, serde_json::Value)> = std::fs::read_dir(checkpoint.join("progress"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse::<u64>().ok()?;
+            Some((
+                n,
+                serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Processes whose parent is `pid` (the executors of a local driver).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so parse after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `sluice run job.sql --checkpoint ckpt --trigger once` in `dir`, which must succeed.
+pub fn trigger_once(dir: &Path) {
+    ok(&sluice(
+        dir,
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "once",
+        ],
+    ));
+}
+
+pub fn ts_literal(ms: i64) -> String {
+    format!("TIMESTAMP '{}'", iso_millis(ms))
+}
