@@ -21,7 +21,8 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
 };
 use sluice_checkpoint::Epoch;
 use sluice_connectors::{ReadContext, ReadCounters, Source, SourceSpec, Split};
@@ -533,4 +534,31 @@ pub fn schema_from_json(json: &str) -> DfResult<SchemaRef> {
     serde_json::from_str::<Schema>(json)
         .map(Arc::new)
         .map_err(|e| DataFusionError::Internal(format!("undecodable schema: {e}")))
+}
+
+/// Plan properties of an operator that wraps `inner` (its schema and partition count) and
+/// emits only once its input is consumed.
+pub(super) fn final_properties(inner: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(inner.schema()),
+        Partitioning::UnknownPartitioning(inner.output_partitioning().partition_count()),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
+
+/// The stream of the batches `run` returns once it completes (operators that need their whole
+/// input before they emit).
+pub(super) fn emit_when_done<F>(schema: SchemaRef, run: F) -> SendableRecordBatchStream
+where
+    F: std::future::Future<Output = DfResult<Vec<RecordBatch>>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let stream = futures::stream::once(run)
+        .map(|result| match result {
+            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+        })
+        .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }

@@ -26,24 +26,20 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::{Column, Literal};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use datafusion::scalar::ScalarValue;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use std::sync::Mutex;
 
 use sluice_checkpoint::state::StatePartition;
 
-use super::nodes::event_millis;
+use super::nodes::{emit_when_done, event_millis, final_properties};
 use super::stateful::{
     aggregate_over, collect_partition, concat, over_batches, window_prefix, RowCodec,
     StatefulAggregateExec, FLOOR,
@@ -378,12 +374,7 @@ impl SessionMergeExec {
                 agg.mode()
             )));
         }
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(aggregate.schema()),
-            Partitioning::UnknownPartitioning(aggregate.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let props = final_properties(&aggregate);
         Ok(Self {
             cols,
             aggregate,
@@ -461,16 +452,9 @@ impl ExecutionPlan for SessionMergeExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let this = self.clone();
-        let stream = futures::stream::once(async move { this.run(partition, context).await })
-            .map(|result| match result {
-                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-            })
-            .flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema(),
-            stream,
-        )))
+        Ok(emit_when_done(self.schema(), async move {
+            this.run(partition, context).await
+        }))
     }
 }
 

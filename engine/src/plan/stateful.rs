@@ -31,20 +31,15 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_checkpoint::state::{StateBackend, StatePartition, StatePartitionId};
 use sluice_checkpoint::Epoch;
 
-use super::nodes::{event_millis, task_inputs};
+use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::session::SessionColumns;
 use crate::job::OutputMode;
 
@@ -148,12 +143,7 @@ impl StatefulAggregateExec {
                 agg.mode()
             )));
         }
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(aggregate.schema()),
-            Partitioning::UnknownPartitioning(aggregate.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let props = final_properties(&aggregate);
         Ok(Self {
             spec,
             aggregate,
@@ -676,16 +666,9 @@ impl ExecutionPlan for StatefulAggregateExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let this = self.clone();
-        let stream = futures::stream::once(async move { this.run(partition, context).await })
-            .map(|result| match result {
-                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-            })
-            .flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema(),
-            stream,
-        )))
+        Ok(emit_when_done(self.schema(), async move {
+            this.run(partition, context).await
+        }))
     }
 }
 

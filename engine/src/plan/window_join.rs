@@ -26,21 +26,14 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
-};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
-use futures::StreamExt;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use serde::{Deserialize, Serialize};
 use sluice_checkpoint::state::StatePartitionId;
 
-use super::nodes::{event_millis, task_inputs};
+use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::stateful::{
     collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
 };
@@ -95,12 +88,7 @@ impl WindowJoinExec {
                 hash.partition_mode()
             )));
         }
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(join.schema()),
-            Partitioning::UnknownPartitioning(join.output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let props = final_properties(&join);
         Ok(Self { spec, join, props })
     }
 
@@ -331,15 +319,8 @@ impl ExecutionPlan for WindowJoinExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let this = self.clone();
-        let stream = futures::stream::once(async move { this.run(partition, context).await })
-            .map(|result| match result {
-                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-            })
-            .flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema(),
-            stream,
-        )))
+        Ok(emit_when_done(self.schema(), async move {
+            this.run(partition, context).await
+        }))
     }
 }
