@@ -489,3 +489,66 @@ fn windows_in_update_mode_emit_each_change_and_end_at_the_batch_result() {
     assert!(want.len() > 100);
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_left_window_join_keeps_unmatched_rows_once_their_window_is_complete() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("asks", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
+    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let job = format!(
+        "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\
+         INSERT INTO matches\n\
+         SELECT b.window_start, b.auction, b.bidder, b.price AS bid, a.price AS ask\n\
+         FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS b\n\
+         LEFT JOIN TABLE(TUMBLE(asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
+         ON b.auction = a.auction AND b.window_start = a.window_start AND b.window_end = a.window_end;\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // Asks exist for auctions 0-4 only, and only in some windows: many bids match nothing.
+    let asks = |seed, ids| -> Vec<_> {
+        bids(seed, ids)
+            .into_iter()
+            .filter(|b| b.auction < 5)
+            .collect()
+    };
+    produce(&broker, "bids", &bids(71, 0..600), &bid_log);
+    produce(&broker, "asks", &asks(72, 0..300), &ask_log);
+    trigger_once(dir.path());
+    produce(&broker, "bids", &bids(73, 600..1200), &bid_log);
+    produce(&broker, "asks", &asks(74, 600..1200), &ask_log);
+    trigger_once(dir.path());
+    trigger_once(dir.path());
+
+    let records = progress(&dir.path().join("ckpt"));
+    let watermark = records
+        .last()
+        .and_then(|r| r["watermark_ms"].as_i64())
+        .expect("a watermark");
+    let got = read_rows(&dir.path().join("out/matches"));
+    let bin = "date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00')";
+    let want = reference_with(
+        &bid_log,
+        &[("asks", ask_log.as_path())],
+        &format!(
+            "SELECT window_start, auction, bidder, bid, ask FROM (
+               SELECT b.window_start, b.auction, b.bidder, b.price AS bid, a.price AS ask,
+                      b.window_start + INTERVAL '2 seconds' AS window_end
+               FROM (SELECT *, {bin} AS window_start FROM bids) b
+               LEFT JOIN (SELECT *, {bin} AS window_start FROM asks) a
+               ON b.auction = a.auction AND b.window_start = a.window_start)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    );
+    let unmatched = want.iter().filter(|r| r[4] == "NULL").count();
+    assert!(
+        unmatched > 100,
+        "{unmatched} unmatched bids in the reference"
+    );
+    assert_eq!(got.len(), want.len(), "each row exactly once");
+    assert_eq!(got, want);
+}
