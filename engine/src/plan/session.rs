@@ -41,8 +41,8 @@ use sluice_checkpoint::state::StatePartition;
 
 use super::nodes::{emit_when_done, event_millis, final_properties};
 use super::stateful::{
-    aggregate_over, collect_partition, concat, over_batches, window_prefix, RowCodec,
-    StatefulAggregateExec, FLOOR,
+    aggregate_over, collect_partition, concat, final_aggregate, over_batches, window_prefix,
+    RowCodec, StatefulAggregateExec, FLOOR,
 };
 use crate::job::OutputMode;
 
@@ -362,18 +362,7 @@ pub struct SessionMergeExec {
 impl SessionMergeExec {
     /// Wraps `aggregate`, a final-mode [`AggregateExec`] grouped by the session bounds.
     pub fn try_new(cols: SessionColumns, aggregate: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
-        let agg = aggregate.downcast_ref::<AggregateExec>().ok_or_else(|| {
-            DataFusionError::Internal("a session merge wraps an AggregateExec".into())
-        })?;
-        if !matches!(
-            agg.mode(),
-            AggregateMode::Final | AggregateMode::FinalPartitioned
-        ) {
-            return Err(DataFusionError::NotImplemented(format!(
-                "session windows over a {:?} aggregate",
-                agg.mode()
-            )));
-        }
+        final_aggregate(&aggregate, "session windows")?;
         let props = final_properties(&aggregate);
         Ok(Self {
             cols,

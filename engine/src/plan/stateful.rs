@@ -131,18 +131,7 @@ pub struct StatefulAggregateExec {
 impl StatefulAggregateExec {
     /// Wraps `aggregate`, which must be a final-mode [`AggregateExec`].
     pub fn try_new(spec: StatefulSpec, aggregate: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
-        let agg = aggregate.downcast_ref::<AggregateExec>().ok_or_else(|| {
-            DataFusionError::Internal("a stateful aggregate wraps an AggregateExec".into())
-        })?;
-        if !matches!(
-            agg.mode(),
-            AggregateMode::Final | AggregateMode::FinalPartitioned
-        ) {
-            return Err(DataFusionError::NotImplemented(format!(
-                "streaming aggregation over a {:?} aggregate",
-                agg.mode()
-            )));
-        }
+        final_aggregate(&aggregate, "streaming aggregation")?;
         let props = final_properties(&aggregate);
         Ok(Self {
             spec,
@@ -415,6 +404,26 @@ impl StatefulAggregateExec {
             found[i] = value;
         }
         Ok(found)
+    }
+}
+
+/// `plan` as the final-mode (`Final` or `FinalPartitioned`) [`AggregateExec`] that `what`
+/// wraps, or an error saying what it is instead.
+pub(super) fn final_aggregate<'a>(
+    plan: &'a Arc<dyn ExecutionPlan>,
+    what: &str,
+) -> DfResult<&'a AggregateExec> {
+    let agg = plan.downcast_ref::<AggregateExec>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "{what} wraps an AggregateExec, not {}",
+            plan.name()
+        ))
+    })?;
+    match agg.mode() {
+        AggregateMode::Final | AggregateMode::FinalPartitioned => Ok(agg),
+        mode => Err(DataFusionError::NotImplemented(format!(
+            "{what} over a {mode:?} aggregate"
+        ))),
     }
 }
 
