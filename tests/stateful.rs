@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::stream::{
-    bids, children_of, produce, progress, reference, reference_with, source_ddl, trigger_once,
-    ts_literal,
+    bids, children_of, produce, progress, reference, reference_closed_windows, reference_with,
+    source_ddl, trigger_once,
 };
 use common::{fails, ok, sluice, spawn, wait_output};
 use rand::rngs::StdRng;
@@ -99,20 +99,7 @@ fn windows_in_append_mode(window: &str, size_ms: i64, slide_ms: i64) {
     let got = read_rows(&dir.path().join("out/hot"));
     // Every window that can hold a bid (bids span about 60 s of event time from BASE_MS).
     let (lo, hi) = (BASE_MS - 20_000, BASE_MS + 80_000);
-    let want = reference(
-        &log,
-        &format!(
-            "SELECT * FROM (
-               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
-               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
-                            CAST(to_timestamp_millis(value + {size_ms}) AS TIMESTAMP) AS window_end
-                     FROM generate_series({lo}, {hi}, {slide_ms})) w
-               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
-               GROUP BY window_start, window_end, auction)
-             WHERE window_end <= {}",
-            ts_literal(watermark)
-        ),
-    );
+    let want = reference_closed_windows(&log, size_ms, slide_ms, (lo, hi), watermark);
     assert!(want.len() > 100, "the reference has {} rows", want.len());
     assert_eq!(got.len(), want.len(), "each closed window exactly once");
     assert_eq!(got, want);

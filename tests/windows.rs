@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::stream::{
-    bids, children_of, produce, progress, reference, reference_with, source_ddl, trigger_once,
-    ts_literal,
+    bids, children_of, produce, progress, reference, reference_closed_windows, reference_with,
+    source_ddl, trigger_once, ts_literal,
 };
 use common::{fails, ok, sluice, spawn, wait_output};
 use rand::rngs::StdRng;
@@ -284,20 +284,7 @@ fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_e
         .expect("a watermark");
     let got = read_rows(&dir.path().join("out/hot"));
     let (lo, hi) = (BASE_MS - 10_000, BASE_MS + 170_000);
-    let want = reference(
-        &log,
-        &format!(
-            "SELECT * FROM (
-               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
-               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
-                            CAST(to_timestamp_millis(value + 6000) AS TIMESTAMP) AS window_end
-                     FROM generate_series({lo}, {hi}, 2000)) w
-               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
-               GROUP BY window_start, window_end, auction)
-             WHERE window_end <= {}",
-            ts_literal(watermark)
-        ),
-    );
+    let want = reference_closed_windows(&log, 6000, 2000, (lo, hi), watermark);
     assert!(want.len() > 1000, "the reference has {} rows", want.len());
     assert_eq!(
         got.len(),
@@ -387,20 +374,7 @@ fn a_streamed_file_table_reads_each_new_file_once_across_runs_in_name_order() {
         .expect("a watermark");
     let got = read_rows(&dir.path().join("out/hot"));
     let (lo, hi) = (BASE_MS - 20_000, BASE_MS + 100_000);
-    let want = reference(
-        &log,
-        &format!(
-            "SELECT * FROM (
-               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
-               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
-                            CAST(to_timestamp_millis(value + 10000) AS TIMESTAMP) AS window_end
-                     FROM generate_series({lo}, {hi}, 10000)) w
-               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
-               GROUP BY window_start, window_end, auction)
-             WHERE window_end <= {}",
-            ts_literal(watermark)
-        ),
-    );
+    let want = reference_closed_windows(&log, 10000, 10000, (lo, hi), watermark);
     assert!(want.len() > 100, "the reference has {} rows", want.len());
     assert_eq!(got, want);
 

@@ -155,3 +155,29 @@ pub fn trigger_once(dir: &Path) {
 pub fn ts_literal(ms: i64) -> String {
     format!("TIMESTAMP '{}'", iso_millis(ms))
 }
+
+/// DataFusion's hot-item windows over `log` (count and max price per auction in windows of
+/// `size_ms` every `slide_ms`, starting between `lo` and `hi`), computed independently as a
+/// range join with the list of windows, keeping those the watermark has closed.
+pub fn reference_closed_windows(
+    log: &Path,
+    size_ms: i64,
+    slide_ms: i64,
+    (lo, hi): (i64, i64),
+    watermark_ms: i64,
+) -> Vec<Vec<String>> {
+    reference(
+        log,
+        &format!(
+            "SELECT * FROM (
+               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
+               FROM (SELECT CAST(to_timestamp_millis(value) AS TIMESTAMP) AS window_start,
+                            CAST(to_timestamp_millis(value + {size_ms}) AS TIMESTAMP) AS window_end
+                     FROM generate_series({lo}, {hi}, {slide_ms})) w
+               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
+               GROUP BY window_start, window_end, auction)
+             WHERE window_end <= {}",
+            ts_literal(watermark_ms)
+        ),
+    )
+}
