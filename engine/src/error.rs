@@ -24,13 +24,23 @@ pub enum EngineError {
     #[error(transparent)]
     Net(#[from] sluice_net::NetError),
     /// A task failed on an executor.
-    #[error("task {stage}/{partition} (stage/partition) failed on executor {executor}: {message}")]
+    #[error("task {stage}/{partition} (stage/partition: {operator}) failed on executor {executor}: {message}")]
     TaskFailed {
         stage: usize,
         partition: usize,
+        operator: String,
         executor: String,
         message: String,
         retryable: bool,
+    },
+    /// A task failed every attempt it was allowed.
+    #[error("task {stage}/{partition} (stage/partition: {operator}) failed {attempts} attempts:{history}")]
+    RetriesExhausted {
+        stage: usize,
+        partition: usize,
+        operator: String,
+        attempts: usize,
+        history: String,
     },
     /// An executor died or stopped answering while the query needed it.
     #[error("executor {executor} was lost: {reason}")]

@@ -161,9 +161,21 @@ struct DriverArgs {
     /// Most rows printed for a SELECT; the rest are counted, not held.
     #[arg(long, default_value_t = 1000)]
     max_result_rows: usize,
-    /// Seconds without a heartbeat before an executor is declared lost.
-    #[arg(long, default_value_t = 10)]
-    heartbeat_timeout_secs: u64,
+    /// Time without a heartbeat (sent every 500 ms) before an executor is declared lost and
+    /// its work re-run elsewhere: 2s, 1500ms, 1m. A hung or stopped executor counts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Failed attempts a task may have (errors, lost executors) before the query stops.
+    #[arg(long, default_value_t = 4)]
+    max_task_attempts: u32,
+    /// Launch a second attempt of a task running this many times longer than the median of its
+    /// stage's finished tasks (e.g. 1.5); the first attempt to finish wins. Off by default.
+    #[arg(long)]
+    speculation: Option<f64>,
+    /// Local mode: how many times lost executors are restarted (with backoff) before the
+    /// cluster shrinks for good.
+    #[arg(long, default_value_t = 20)]
+    max_executor_restarts: u32,
     /// Directory for the run's certificates and executor scratch space (default: temporary).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -343,6 +355,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `500ms`, `2s`, `1m`: a duration option.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<driver::Trigger>() {
+        Ok(driver::Trigger::Interval(d)) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "'{text}' is not a duration: use a number with ms, s or m (500ms, 2s, 1m)"
+        )),
+    }
+}
+
 fn load_job(query: &QueryArgs) -> anyhow::Result<Job> {
     let text = match (&query.job, &query.execute) {
         (Some(path), None) => JobText {
@@ -366,7 +388,14 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
         parallelism: common.parallelism,
         checkpoint: common.checkpoint,
         max_result_rows: common.max_result_rows,
-        heartbeat_timeout: Duration::from_secs(common.heartbeat_timeout_secs.max(1)),
+        heartbeat_timeout: common.heartbeat_timeout.max(Duration::from_secs(1)),
+        limits: driver::scheduler::SchedulerLimits {
+            max_task_failures: common.max_task_attempts.max(1),
+            speculation: common.speculation.filter(|m| *m >= 1.0),
+            ..Default::default()
+        },
+        executor_wait: Duration::from_secs(60),
+        max_executor_restarts: common.max_executor_restarts,
         work_dir: common.work_dir,
         program: std::env::current_exe().context("locating the sluice binary")?,
         trigger: common.trigger,

@@ -46,6 +46,12 @@ pub struct TaskKey {
     pub partition: usize,
 }
 
+impl std::fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.stage.0, self.partition)
+    }
+}
+
 /// What an executor sends the driver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToDriver {
@@ -101,6 +107,12 @@ pub enum ToExecutor {
     ForgetEpoch { query_id: String, epoch: Epoch },
     /// Exit.
     Shutdown { reason: String },
+    /// The driver declared this executor lost: fail fetches from it at once instead of waiting
+    /// for a connection timeout.
+    PeerLost {
+        executor: ExecutorId,
+        data_addr: std::net::SocketAddr,
+    },
 }
 
 /// A query's stages as executors need them.
@@ -210,6 +222,15 @@ pub enum TaskOutcome {
     Succeeded(TaskReport),
     /// Failed; `retryable` says whether another attempt may succeed.
     Failed { message: String, retryable: bool },
+    /// An input could not be fetched: the output of `stage`/`map_partition` held by `executor`
+    /// is gone or unreachable. The driver regenerates that output (lineage) and runs the task
+    /// again; this does not count as the task's own failure.
+    FetchFailed {
+        stage: StageId,
+        map_partition: usize,
+        executor: ExecutorId,
+        message: String,
+    },
 }
 
 /// Metrics and outputs of a successful task.

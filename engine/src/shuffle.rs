@@ -127,7 +127,12 @@ impl ShuffleStore {
     }
 
     /// Reads a local output as a stream (no network).
-    fn read_local(&self, request: FetchRequest, schema: SchemaRef) -> SendableRecordBatchStream {
+    fn read_local(
+        &self,
+        me: ExecutorId,
+        request: FetchRequest,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream {
         let lookup = self.lookup(&request);
         let mut builder =
             datafusion::physical_plan::stream::RecordBatchReceiverStream::builder(schema, 2);
@@ -135,7 +140,10 @@ impl ShuffleStore {
         builder.spawn_blocking(move || {
             match lookup {
                 Lookup::Empty => {}
-                Lookup::Missing => return Err(missing(&request, "not on this executor")),
+                Lookup::Missing => {
+                    let e = missing(&request, "not on this executor");
+                    return Err(FetchFailed::error(&request, me, e.strip_backtrace()));
+                }
                 Lookup::Data(path) => {
                     let file = File::open(&path).map_err(DataFusionError::IoError)?;
                     let reader = StreamReader::try_new(std::io::BufReader::new(file), None)?;
@@ -294,6 +302,56 @@ pub struct ShuffleClient {
     /// Runtime running network I/O (fetches are spawned there, off the compute threads).
     network: tokio::runtime::Handle,
     connections: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Executors the driver declared lost: fetches from them fail at once.
+    lost: std::sync::Mutex<std::collections::HashSet<ExecutorId>>,
+    /// Wakes in-flight fetches when an executor is declared lost.
+    lost_changed: tokio::sync::Notify,
+}
+
+/// An input of a task could not be fetched: the producing task's output is gone or its
+/// executor unreachable. The driver answers by regenerating that output (lineage recovery).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("fetching the output of stage {stage} task {map_partition} from executor {executor} failed: {message}")]
+pub struct FetchFailed {
+    /// The producing stage.
+    pub stage: StageId,
+    /// The producing task's partition.
+    pub map_partition: usize,
+    /// Where the output was.
+    pub executor: ExecutorId,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl FetchFailed {
+    fn error(request: &FetchRequest, executor: ExecutorId, message: String) -> DataFusionError {
+        DataFusionError::External(Box::new(FetchFailed {
+            stage: request.stage,
+            map_partition: request.map_partition,
+            executor,
+            message,
+        }))
+    }
+
+    /// The fetch failure inside `e`, however DataFusion wrapped it.
+    pub fn find(e: &DataFusionError) -> Option<&FetchFailed> {
+        match e {
+            DataFusionError::External(inner) => inner
+                .downcast_ref::<FetchFailed>()
+                .or_else(|| inner.downcast_ref::<DataFusionError>().and_then(Self::find)),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Self::find(inner)
+            }
+            DataFusionError::Shared(inner) => Self::find(inner),
+            DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+                arrow::error::ArrowError::ExternalError(x) => x
+                    .downcast_ref::<FetchFailed>()
+                    .or_else(|| x.downcast_ref::<DataFusionError>().and_then(Self::find)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl ShuffleClient {
@@ -308,7 +366,31 @@ impl ShuffleClient {
             local,
             network,
             connections: tokio::sync::Mutex::new(HashMap::new()),
+            lost: Default::default(),
+            lost_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The driver declared `executor` lost: its connection is closed and fetches from it,
+    /// current and future, fail at once with [`FetchFailed`].
+    pub async fn mark_lost(&self, executor: ExecutorId, addr: Option<SocketAddr>) {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(executor);
+        self.lost_changed.notify_waiters();
+        if let Some(addr) = addr {
+            if let Some(c) = self.connections.lock().await.remove(&addr) {
+                c.close(quinn::VarInt::from_u32(3), b"peer declared lost");
+            }
+        }
+    }
+
+    fn is_lost(&self, executor: ExecutorId) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&executor)
     }
 
     async fn connection(
@@ -333,7 +415,8 @@ impl ShuffleClient {
         request: FetchRequest,
         tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
     ) {
-        let result: datafusion::error::Result<()> = async {
+        let executor = location.executor;
+        let fetch = async {
             let ext = |e: sluice_net::NetError| DataFusionError::External(Box::new(e));
             let conn = self.connection(location.addr).await.map_err(ext)?;
             let (send, recv) = conn.open_bi().await.map_err(|e| ext(e.into()))?;
@@ -359,10 +442,28 @@ impl ShuffleClient {
                     Ok(())
                 }
             }
-        }
-        .await;
+        };
+        let lost = async {
+            loop {
+                let changed = self.lost_changed.notified();
+                if self.is_lost(executor) {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let result = tokio::select! {
+            r = fetch => r,
+            _ = lost => Err(DataFusionError::Execution("the driver declared it lost".into())),
+        };
         if let Err(e) = result {
-            let _ = tx.send(Err(e)).await;
+            let message = match FetchFailed::find(&e) {
+                Some(f) => f.message.clone(),
+                None => crate::error::describe_datafusion(&e),
+            };
+            let _ = tx
+                .send(Err(FetchFailed::error(&request, executor, message)))
+                .await;
         }
     }
 }
@@ -380,7 +481,7 @@ impl ShuffleFetch for Fetcher {
     ) -> SendableRecordBatchStream {
         if let Some((me, store)) = &self.0.local {
             if *me == location.executor {
-                return store.read_local(request, schema);
+                return store.read_local(*me, request, schema);
             }
         }
         let (tx, rx) = tokio::sync::mpsc::channel(2);

@@ -6,7 +6,6 @@
 //! A connection that sends a malformed frame is closed with a logged error; others are
 //! unaffected.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,6 +35,9 @@ pub enum ClusterEvent {
         executor: ExecutorId,
         info: ExecutorInfo,
         sender: mpsc::Sender<ToExecutor>,
+        /// Closed by the driver when it declares the executor lost, so a hung executor that
+        /// wakes up finds itself fenced off.
+        connection: quinn::Connection,
     },
     /// An executor sent a message.
     Message {
@@ -143,6 +145,7 @@ async fn handle_connection(
             executor,
             info,
             sender: tx,
+            connection: conn.clone(),
         })
         .await
         .is_err()
@@ -214,6 +217,7 @@ impl Cluster {
                     work_dir: run_dir.path.join("executors"),
                     slots: *slots_per_executor,
                     memory_bytes: *memory_bytes,
+                    max_restarts: config.max_executor_restarts,
                 };
                 let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
                     EngineError::Cluster(format!(
@@ -258,10 +262,12 @@ impl Cluster {
     }
 }
 
-/// Executor processes spawned by the `local` cluster manager. Dropping it kills them.
+/// Executor processes spawned by the `local` cluster manager, each watched by a supervisor
+/// that reports its exit and starts a replacement (bounded restarts with backoff). Dropping it
+/// kills them.
 pub struct LocalProcesses {
     watchers: JoinSet<()>,
-    pids: BTreeMap<String, u32>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What to start a local executor with.
@@ -279,70 +285,124 @@ pub struct LocalSpawn {
     pub slots: u32,
     /// Memory per executor in bytes.
     pub memory_bytes: u64,
+    /// Restarts of lost executors, over all of them, before the cluster shrinks for good.
+    pub max_restarts: u32,
+}
+
+/// First delay before restarting an executor that exited; doubles while it keeps exiting
+/// soon after starting.
+const RESTART_BACKOFF: Duration = Duration::from_millis(200);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// An executor that ran this long before exiting restarts after the first backoff again.
+const RESTART_STABLE: Duration = Duration::from_secs(30);
+
+impl LocalSpawn {
+    fn command(&self, name: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .arg("executor")
+            .arg("--driver")
+            .arg(self.driver.to_string())
+            .arg("--cluster-dir")
+            .arg(&self.tls_dir)
+            .arg("--name")
+            .arg(name)
+            .arg("--slots")
+            .arg(self.slots.to_string())
+            .arg("--memory-mb")
+            .arg((self.memory_bytes / (1024 * 1024)).to_string())
+            .arg("--work-dir")
+            .arg(self.work_dir.join(name))
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            // Its own process group: a terminal's Ctrl-C reaches the driver only, which
+            // stops gracefully and then stops its executors.
+            .process_group(0);
+        command
+    }
 }
 
 impl LocalProcesses {
-    /// Spawns `names.len()` executor processes; exits are reported as events.
+    /// Spawns `names.len()` executor processes; exits are reported as events and lost
+    /// executors are restarted under the same name.
     pub fn spawn(
         spec: &LocalSpawn,
         names: &[String],
         events: mpsc::Sender<ClusterEvent>,
     ) -> std::io::Result<Self> {
         let mut watchers = JoinSet::new();
-        let mut pids = BTreeMap::new();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restarts = Arc::new(AtomicU32::new(0));
         for name in names {
-            let work = spec.work_dir.join(name);
-            let mut child = tokio::process::Command::new(&spec.program)
-                .arg("executor")
-                .arg("--driver")
-                .arg(spec.driver.to_string())
-                .arg("--cluster-dir")
-                .arg(&spec.tls_dir)
-                .arg("--name")
-                .arg(name)
-                .arg("--slots")
-                .arg(spec.slots.to_string())
-                .arg("--memory-mb")
-                .arg((spec.memory_bytes / (1024 * 1024)).to_string())
-                .arg("--work-dir")
-                .arg(&work)
-                .arg("--bind")
-                .arg("127.0.0.1:0")
-                .arg("--parent-pid")
-                .arg(std::process::id().to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                // Its own process group: a terminal's Ctrl-C reaches the driver only, which
-                // stops gracefully and then stops its executors.
-                .process_group(0)
-                .spawn()?;
-            if let Some(pid) = child.id() {
-                pids.insert(name.clone(), pid);
-            }
+            // The first start fails loudly; restarts report through events.
+            let child = spec.command(name).spawn()?;
+            let spec = spec.clone();
             let events = events.clone();
             let name = name.clone();
+            let stopping = stopping.clone();
+            let restarts = restarts.clone();
             watchers.spawn(async move {
-                let status = match child.wait().await {
-                    Ok(s) => describe_status(s),
-                    Err(e) => format!("could not be waited for: {e}"),
-                };
-                let _ = events
-                    .send(ClusterEvent::ProcessExited { name, status })
-                    .await;
+                let mut child = child;
+                let mut backoff = RESTART_BACKOFF;
+                loop {
+                    let started = std::time::Instant::now();
+                    let (status, clean) = match child.wait().await {
+                        Ok(s) => (describe_status(s), s.success()),
+                        Err(e) => (format!("could not be waited for: {e}"), false),
+                    };
+                    let _ = events
+                        .send(ClusterEvent::ProcessExited {
+                            name: name.clone(),
+                            status: status.clone(),
+                        })
+                        .await;
+                    // A clean exit is the driver's Shutdown; the driver stopping ends it too.
+                    if clean || stopping.load(Ordering::Relaxed) || events.is_closed() {
+                        return;
+                    }
+                    if restarts.fetch_add(1, Ordering::Relaxed) >= spec.max_restarts {
+                        warn!(
+                            "{name} {status}; not restarted (--max-executor-restarts {} used)",
+                            spec.max_restarts
+                        );
+                        return;
+                    }
+                    if started.elapsed() > RESTART_STABLE {
+                        backoff = RESTART_BACKOFF;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                    if stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match spec.command(&name).spawn() {
+                        Ok(c) => {
+                            info!(
+                                "{name} {status}; restarted it (pid {})",
+                                c.id().unwrap_or(0)
+                            );
+                            child = c;
+                        }
+                        Err(e) => {
+                            warn!("{name} {status}; restarting it failed: {e}");
+                            return;
+                        }
+                    }
+                }
             });
         }
-        Ok(Self { watchers, pids })
-    }
-
-    /// The pid of each executor process, by name.
-    pub fn pids(&self) -> &BTreeMap<String, u32> {
-        &self.pids
+        Ok(Self { watchers, stopping })
     }
 
     /// Waits up to `grace` for the processes to exit on their own, then kills the rest.
     pub async fn shutdown(mut self, grace: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + grace;
         while !self.watchers.is_empty() {
             match tokio::time::timeout_at(deadline, self.watchers.join_next()).await {

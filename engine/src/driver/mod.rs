@@ -82,6 +82,12 @@ pub struct DriverConfig {
     pub max_result_rows: usize,
     /// An executor silent for this long is lost.
     pub heartbeat_timeout: Duration,
+    /// Task retry and speculation policy.
+    pub limits: scheduler::SchedulerLimits,
+    /// How long an epoch waits for executors when none is left.
+    pub executor_wait: Duration,
+    /// Local mode: restarts of lost executors before the cluster shrinks for good.
+    pub max_executor_restarts: u32,
     /// Where local runs keep certificates and executor work directories (a temporary
     /// directory by default; removed at exit).
     pub work_dir: Option<PathBuf>,
@@ -105,6 +111,7 @@ pub struct DriverConfig {
 struct Member {
     info: ExecutorInfo,
     sender: mpsc::Sender<ToExecutor>,
+    connection: quinn::Connection,
     last_seen: Instant,
     peak_rss_bytes: u64,
 }
@@ -157,6 +164,8 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         committer: None,
         current: None,
         placement: BTreeMap::new(),
+        respawns: matches!(config.cluster, ClusterMode::Local { .. }),
+        lost: Vec::new(),
     };
     let result = runner.run(&job, &mut cluster, started).await;
     // Teardown, whatever happened.
@@ -204,6 +213,11 @@ struct EpochRunner<'a> {
     current: Option<Epoch>,
     /// Where each stateful task ran last (it holds that task's state).
     placement: BTreeMap<crate::protocol::TaskKey, ExecutorId>,
+    /// Whether executors are this driver's processes (local mode): a lost one is killed and
+    /// replaced.
+    respawns: bool,
+    /// Executors lost since the last epoch committed.
+    lost: Vec<report::LostExecutor>,
 }
 
 /// Runs `fut` unless the user interrupts: the first Ctrl-C of a streaming run only asks to stop
@@ -519,11 +533,7 @@ impl EpochRunner<'_> {
                     Ok(result) => break result,
                     // A transient failure (a broker hiccup, an I/O error) re-runs the epoch
                     // with exactly its recorded input, as a restarted driver would.
-                    Err(
-                        e @ EngineError::TaskFailed {
-                            retryable: true, ..
-                        },
-                    ) if !bounded && failures < EPOCH_RETRIES => {
+                    Err(e) if e.is_retryable() && !bounded && failures < EPOCH_RETRIES => {
                         failures += 1;
                         eprintln!(
                             "sluice: epoch {epoch} failed ({e}); re-running it with its recorded input ({failures}/{EPOCH_RETRIES})"
@@ -692,6 +702,17 @@ impl EpochRunner<'_> {
         let mut result = EpochResult {
             read,
             state: state.into_values().collect(),
+            attempts: scheduler.attempt_count(),
+            retried: scheduler
+                .retried()
+                .into_iter()
+                .map(|(t, attempts)| report::RetriedTask {
+                    stage: t.stage.0,
+                    partition: t.partition,
+                    attempts,
+                })
+                .collect(),
+            lost: std::mem::take(&mut self.lost),
             ..Default::default()
         };
         match &self.committer {

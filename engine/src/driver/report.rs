@@ -86,6 +86,38 @@ pub struct EpochResult {
     pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
     /// The printed rows, for console queries.
     pub console: Option<String>,
+    /// Task attempts started, re-runs and speculative copies included.
+    pub attempts: usize,
+    /// Tasks that needed more than one attempt, with every attempt.
+    pub retried: Vec<RetriedTask>,
+    /// Executors lost during the epoch.
+    pub lost: Vec<LostExecutor>,
+}
+
+/// A task that ran more than once in an epoch (lineage recovery, retries, speculation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetriedTask {
+    /// The stage.
+    pub stage: usize,
+    /// The partition.
+    pub partition: usize,
+    /// Every attempt, in order; `executor` is the id in `lost_executors` or a live one.
+    pub attempts: Vec<super::scheduler::AttemptRecord>,
+}
+
+/// An executor the driver declared lost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LostExecutor {
+    /// Its id in this driver's run.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Why it was declared lost.
+    pub reason: String,
+    /// Tasks of the epoch that ran again because of it.
+    pub tasks_rerun: usize,
 }
 
 /// Durations in milliseconds, as progress records carry them.
@@ -172,6 +204,15 @@ pub struct EpochProgress {
     /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
+    /// Task attempts started (one per task when nothing failed).
+    #[serde(default)]
+    pub task_attempts: usize,
+    /// Tasks that ran more than once, with their attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried_tasks: Vec<RetriedTask>,
+    /// Executors lost during the epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_executors: Vec<LostExecutor>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -253,6 +294,9 @@ impl EpochProgress {
             watermark_ms: input.watermark_ms,
             late_records: read.late,
             state: result.state.clone(),
+            task_attempts: result.attempts,
+            retried_tasks: result.retried.clone(),
+            lost_executors: result.lost.clone(),
         }
     }
 

@@ -1,11 +1,26 @@
-//! The epoch scheduler: which task runs where, and when an epoch is done.
+//! The epoch scheduler: which task runs where, and how an epoch survives lost work.
 //!
 //! A pure state machine with no I/O, driven by the driver's event loop:
 //! [`EpochScheduler::poll`] hands out assignments for free slots, the `on_*` methods take
 //! events. A stage becomes runnable when all its input stages have finished (a barrier, as in
 //! Spark), so shuffle readers always find complete upstream outputs.
+//!
+//! Recovery is by lineage, within the epoch:
+//! - a lost executor's running attempts run again elsewhere; its finished tasks run again only
+//!   when a stage that is not finished still needs the outputs they left on it (walking the DAG
+//!   backwards, so a re-run's own inputs are regenerated too);
+//! - a task that could not fetch an input ([`EpochScheduler::on_fetch_failed`]) goes back to
+//!   pending and the producing task runs again — it is not counted against the task;
+//! - a retryable failure runs the task again after a backoff, up to
+//!   [`SchedulerLimits::max_task_failures`]; a non-retryable one ends the epoch at once.
+//!
+//! Tasks finished on surviving executors are never re-run. Every attempt is kept in the task's
+//! history, for progress records and for the error that ends a query.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{AttemptId, ExecutorId, StageId, TaskKey, TaskReport};
 
@@ -18,6 +33,8 @@ pub struct Assignment {
     pub task: TaskKey,
     /// Where it runs.
     pub executor: ExecutorId,
+    /// A speculative copy of a straggling attempt.
+    pub speculative: bool,
 }
 
 /// The shape of one stage, as the scheduler needs it.
@@ -29,21 +46,99 @@ pub struct StageShape {
     pub tasks: usize,
     /// Stages it reads.
     pub inputs: Vec<StageId>,
-    /// Whether its tasks hold keyed state: each goes back to the executor that ran it last.
+    /// Whether its tasks hold keyed state: each goes back to the executor that ran it last,
+    /// and is never speculated (two attempts would write one state instance).
     pub pinned: bool,
+    /// Whether its outputs live on the executor that ran the task (shuffle files, results),
+    /// as opposed to shared storage (a sink's staged files).
+    pub output_on_executor: bool,
+}
+
+/// Retry and speculation policy.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerLimits {
+    /// Failed attempts (errors and lost executors) a task may have before the epoch fails.
+    pub max_task_failures: u32,
+    /// Fetch failures a task may have (each regenerates the missing input) before the epoch
+    /// fails.
+    pub max_fetch_failures: u32,
+    /// Delay before the first retry of a failed task; doubles per failure.
+    pub retry_backoff: Duration,
+    /// Launch a second attempt of a task running this many times longer than its stage's
+    /// median (`None`: no speculation).
+    pub speculation: Option<f64>,
+    /// Never speculate before a task has run this long.
+    pub speculation_min: Duration,
+}
+
+impl Default for SchedulerLimits {
+    fn default() -> Self {
+        Self {
+            max_task_failures: 4,
+            max_fetch_failures: 8,
+            retry_backoff: Duration::from_millis(250),
+            speculation: None,
+            speculation_min: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How one attempt ended (or that it is still running).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum AttemptOutcome {
+    /// Still running.
+    Running,
+    /// Finished; its output is the task's.
+    Succeeded,
+    /// Finished after another attempt of the task had already won; output discarded.
+    Superseded,
+    /// Failed with this error.
+    Failed(String),
+    /// Could not fetch an input; the input is regenerated and the task runs again.
+    FetchFailed(String),
+    /// Its executor was lost while it ran.
+    ExecutorLost,
+    /// Succeeded, but its output was on an executor that was lost before every consumer had
+    /// read it, so the task ran again.
+    OutputLost,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt.
+    pub attempt: u64,
+    /// Where it ran.
+    pub executor: u32,
+    /// Whether it was a speculative copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub speculative: bool,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
 }
 
 #[derive(Debug, Clone)]
 enum TaskState {
-    Pending,
+    /// Waiting; not before the instant (a retry's backoff).
+    Pending { not_before: Option<Instant> },
+    /// Attempts in flight (two with speculation), the first one's start.
     Running {
-        attempt: AttemptId,
-        executor: ExecutorId,
+        attempts: Vec<(AttemptId, ExecutorId)>,
+        started: Instant,
     },
     Done {
         executor: ExecutorId,
         report: TaskReport,
+        took: Duration,
     },
+}
+
+#[derive(Debug, Default, Clone)]
+struct TaskLog {
+    history: Vec<AttemptRecord>,
+    failures: u32,
+    fetch_failures: u32,
 }
 
 #[derive(Debug)]
@@ -55,17 +150,16 @@ struct ExecutorLoad {
 /// Why an epoch cannot finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpochFailure {
-    /// A task attempt failed.
+    /// A task failed in a way another attempt cannot fix (bad data, bad SQL, schema mismatch).
     TaskFailed {
         task: TaskKey,
         executor: ExecutorId,
         message: String,
-        retryable: bool,
     },
-    /// An executor holding running tasks or needed outputs was lost.
-    ExecutorLost {
-        executor: ExecutorId,
-        tasks: Vec<TaskKey>,
+    /// A task used up its attempts.
+    RetriesExhausted {
+        task: TaskKey,
+        history: Vec<AttemptRecord>,
     },
 }
 
@@ -74,6 +168,7 @@ pub enum EpochFailure {
 pub struct EpochScheduler {
     shapes: Vec<StageShape>,
     tasks: Vec<Vec<TaskState>>,
+    logs: Vec<Vec<TaskLog>>,
     executors: BTreeMap<ExecutorId, ExecutorLoad>,
     attempts: HashMap<AttemptId, TaskKey>,
     next_attempt: u64,
@@ -81,23 +176,30 @@ pub struct EpochScheduler {
     rotation: usize,
     /// Where pinned tasks ran before.
     preferred: BTreeMap<TaskKey, ExecutorId>,
+    limits: SchedulerLimits,
 }
 
 impl EpochScheduler {
     /// A scheduler for stages `shapes` (in DAG order); attempt ids start at `first_attempt`.
-    pub fn new(shapes: Vec<StageShape>, first_attempt: u64) -> Self {
+    pub fn new(shapes: Vec<StageShape>, first_attempt: u64, limits: SchedulerLimits) -> Self {
         let tasks = shapes
             .iter()
-            .map(|s| vec![TaskState::Pending; s.tasks])
+            .map(|s| vec![TaskState::Pending { not_before: None }; s.tasks])
+            .collect();
+        let logs = shapes
+            .iter()
+            .map(|s| vec![TaskLog::default(); s.tasks])
             .collect();
         Self {
             shapes,
             tasks,
+            logs,
             executors: BTreeMap::new(),
             attempts: HashMap::new(),
             next_attempt: first_attempt,
             rotation: 0,
             preferred: BTreeMap::new(),
+            limits,
         }
     }
 
@@ -116,18 +218,11 @@ impl EpochScheduler {
             }
             for (p, t) in self.tasks[s].iter().enumerate() {
                 let executor = match t {
-                    TaskState::Done { executor, .. } | TaskState::Running { executor, .. } => {
-                        *executor
-                    }
-                    TaskState::Pending => continue,
+                    TaskState::Done { executor, .. } => *executor,
+                    TaskState::Running { attempts, .. } => attempts[0].1,
+                    TaskState::Pending { .. } => continue,
                 };
-                out.insert(
-                    TaskKey {
-                        stage: StageId(s),
-                        partition: p,
-                    },
-                    executor,
-                );
+                out.insert(key(s, p), executor);
             }
         }
         out
@@ -149,7 +244,13 @@ impl EpochScheduler {
         );
     }
 
-    fn stage_done(&self, stage: StageId) -> bool {
+    /// Executors that can take tasks.
+    pub fn executor_count(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Whether every task of `stage` has finished.
+    pub fn stage_done(&self, stage: StageId) -> bool {
         self.tasks[stage.0]
             .iter()
             .all(|t| matches!(t, TaskState::Done { .. }))
@@ -161,21 +262,21 @@ impl EpochScheduler {
     }
 
     /// Assigns pending tasks of runnable stages to executors with free slots, least-loaded
-    /// first.
-    pub fn poll(&mut self) -> Vec<Assignment> {
+    /// first, then speculative copies of stragglers if enabled.
+    pub fn poll(&mut self, now: Instant) -> Vec<Assignment> {
         let mut out = Vec::new();
         for s in 0..self.shapes.len() {
             if !self.shapes[s].inputs.iter().all(|&i| self.stage_done(i)) {
                 continue;
             }
             for p in 0..self.tasks[s].len() {
-                if !matches!(self.tasks[s][p], TaskState::Pending) {
+                let TaskState::Pending { not_before } = self.tasks[s][p] else {
+                    continue;
+                };
+                if not_before.is_some_and(|t| t > now) {
                     continue;
                 }
-                let task = TaskKey {
-                    stage: StageId(s),
-                    partition: p,
-                };
+                let task = key(s, p);
                 let home = self.shapes[s]
                     .pinned
                     .then(|| self.preferred.get(&task).copied())
@@ -190,29 +291,97 @@ impl EpochScheduler {
                         }
                         home
                     }
-                    None => match self.pick_executor() {
+                    None => match self.pick_executor(None) {
                         Some(e) => e,
                         None => return out,
                     },
                 };
-                let attempt = AttemptId(self.next_attempt);
-                self.next_attempt += 1;
-                self.tasks[s][p] = TaskState::Running { attempt, executor };
-                self.attempts.insert(attempt, task);
-                if let Some(load) = self.executors.get_mut(&executor) {
-                    load.running += 1;
+                let attempt = self.start(task, executor, false);
+                self.tasks[s][p] = TaskState::Running {
+                    attempts: vec![(attempt, executor)],
+                    started: now,
+                };
+                out.push(Assignment {
+                    attempt,
+                    task,
+                    executor,
+                    speculative: false,
+                });
+            }
+        }
+        if let Some(multiplier) = self.limits.speculation {
+            self.speculate(now, multiplier, &mut out);
+        }
+        out
+    }
+
+    fn start(&mut self, task: TaskKey, executor: ExecutorId, speculative: bool) -> AttemptId {
+        let attempt = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        self.attempts.insert(attempt, task);
+        if let Some(load) = self.executors.get_mut(&executor) {
+            load.running += 1;
+        }
+        self.logs[task.stage.0][task.partition]
+            .history
+            .push(AttemptRecord {
+                attempt: attempt.0,
+                executor: executor.0,
+                speculative,
+                outcome: AttemptOutcome::Running,
+            });
+        attempt
+    }
+
+    /// Speculative copies: in a stage with at least three quarters of its tasks finished, a
+    /// task running longer than `multiplier` times their median gets a second attempt on
+    /// another executor (Spark's rule). Stateful stages are never speculated.
+    fn speculate(&mut self, now: Instant, multiplier: f64, out: &mut Vec<Assignment>) {
+        for s in 0..self.shapes.len() {
+            if self.shapes[s].pinned {
+                continue;
+            }
+            let mut took: Vec<Duration> = self.tasks[s]
+                .iter()
+                .filter_map(|t| match t {
+                    TaskState::Done { took, .. } => Some(*took),
+                    _ => None,
+                })
+                .collect();
+            if took.is_empty() || took.len() * 4 < self.tasks[s].len() * 3 {
+                continue;
+            }
+            took.sort();
+            let threshold = took[took.len() / 2]
+                .mul_f64(multiplier)
+                .max(self.limits.speculation_min);
+            for p in 0..self.tasks[s].len() {
+                let TaskState::Running { attempts, started } = &self.tasks[s][p] else {
+                    continue;
+                };
+                if attempts.len() > 1 || now.duration_since(*started) <= threshold {
+                    continue;
+                }
+                let busy = attempts[0].1;
+                let Some(executor) = self.pick_executor(Some(busy)) else {
+                    return;
+                };
+                let task = key(s, p);
+                let attempt = self.start(task, executor, true);
+                if let TaskState::Running { attempts, .. } = &mut self.tasks[s][p] {
+                    attempts.push((attempt, executor));
                 }
                 out.push(Assignment {
                     attempt,
                     task,
                     executor,
+                    speculative: true,
                 });
             }
         }
-        out
     }
 
-    fn pick_executor(&mut self) -> Option<ExecutorId> {
+    fn pick_executor(&mut self, except: Option<ExecutorId>) -> Option<ExecutorId> {
         let n = self.executors.len();
         if n == 0 {
             return None;
@@ -221,6 +390,9 @@ impl EpochScheduler {
         let mut best: Option<(ExecutorId, u32)> = None;
         for i in 0..n {
             let id = ids[(self.rotation + i) % n];
+            if Some(id) == except {
+                continue;
+            }
             let load = &self.executors[&id];
             if load.running >= load.slots {
                 continue;
@@ -234,85 +406,244 @@ impl EpochScheduler {
         best.map(|(id, _)| id)
     }
 
-    /// An attempt succeeded. Reports of unknown or superseded attempts are ignored.
-    pub fn on_succeeded(&mut self, attempt: AttemptId, report: TaskReport) {
-        let Some(task) = self.attempts.remove(&attempt) else {
+    /// Ends `attempt`'s record with `outcome`; returns its task and executor if the attempt
+    /// is one the task is still waiting for. Unknown and superseded attempts (a late message
+    /// from an executor already declared lost) give `None`.
+    fn finish(
+        &mut self,
+        attempt: AttemptId,
+        outcome: AttemptOutcome,
+    ) -> Option<(TaskKey, ExecutorId)> {
+        let task = self.attempts.remove(&attempt)?;
+        let (s, p) = (task.stage.0, task.partition);
+        let TaskState::Running { attempts, .. } = &mut self.tasks[s][p] else {
+            return None;
+        };
+        let i = attempts.iter().position(|(a, _)| *a == attempt)?;
+        let (_, executor) = attempts.remove(i);
+        if let Some(load) = self.executors.get_mut(&executor) {
+            load.running = load.running.saturating_sub(1);
+        }
+        if let Some(r) = self.logs[s][p]
+            .history
+            .iter_mut()
+            .rev()
+            .find(|r| r.attempt == attempt.0)
+        {
+            r.outcome = outcome;
+        }
+        Some((task, executor))
+    }
+
+    /// The other attempts of a task that just finished are abandoned: their slots are freed
+    /// and whatever they report later is ignored.
+    fn abandon_others(&mut self, task: TaskKey, outcome: AttemptOutcome) {
+        let (s, p) = (task.stage.0, task.partition);
+        let TaskState::Running { attempts, .. } = &mut self.tasks[s][p] else {
             return;
         };
-        if let TaskState::Running {
-            attempt: current,
-            executor,
-        } = self.tasks[task.stage.0][task.partition]
-        {
-            if current == attempt {
-                self.release(executor);
-                self.tasks[task.stage.0][task.partition] = TaskState::Done { executor, report };
+        let others = std::mem::take(attempts);
+        for (attempt, executor) in others {
+            self.attempts.remove(&attempt);
+            if let Some(load) = self.executors.get_mut(&executor) {
+                load.running = load.running.saturating_sub(1);
+            }
+            if let Some(r) = self.logs[s][p]
+                .history
+                .iter_mut()
+                .find(|r| r.attempt == attempt.0)
+            {
+                r.outcome = outcome.clone();
             }
         }
     }
 
-    /// An attempt failed: the epoch fails (task retries come with lineage recovery).
+    /// An attempt succeeded: the first to finish wins. Reports of unknown or superseded
+    /// attempts are ignored.
+    pub fn on_succeeded(&mut self, attempt: AttemptId, report: TaskReport, now: Instant) {
+        let Some((task, executor)) = self.finish(attempt, AttemptOutcome::Succeeded) else {
+            return;
+        };
+        let (s, p) = (task.stage.0, task.partition);
+        let started = match &self.tasks[s][p] {
+            TaskState::Running { started, .. } => *started,
+            _ => now,
+        };
+        self.abandon_others(task, AttemptOutcome::Superseded);
+        self.tasks[s][p] = TaskState::Done {
+            executor,
+            report,
+            took: now.duration_since(started),
+        };
+    }
+
+    /// An attempt failed. A non-retryable error ends the epoch; a retryable one runs the task
+    /// again after a backoff until its attempts are used up.
     pub fn on_failed(
         &mut self,
         attempt: AttemptId,
         message: String,
         retryable: bool,
+        now: Instant,
     ) -> Option<EpochFailure> {
-        let task = self.attempts.remove(&attempt)?;
-        let TaskState::Running {
-            attempt: current,
-            executor,
-        } = self.tasks[task.stage.0][task.partition]
-        else {
-            return None;
-        };
-        if current != attempt {
-            return None;
+        let (task, executor) = self.finish(attempt, AttemptOutcome::Failed(message.clone()))?;
+        if !retryable {
+            return Some(EpochFailure::TaskFailed {
+                task,
+                executor,
+                message,
+            });
         }
-        self.release(executor);
-        self.tasks[task.stage.0][task.partition] = TaskState::Pending;
-        Some(EpochFailure::TaskFailed {
-            task,
-            executor,
-            message,
-            retryable,
-        })
+        self.retry_later(task, now)
     }
 
-    /// An executor is gone. The epoch fails if it ran tasks or held outputs a later stage still
-    /// needs; an idle executor holding nothing is simply removed.
-    pub fn on_executor_lost(&mut self, executor: ExecutorId) -> Option<EpochFailure> {
-        self.executors.remove(&executor);
-        let mut affected = Vec::new();
-        for s in 0..self.shapes.len() {
-            let needed_later =
-                !self.is_complete() && self.shapes.iter().any(|d| d.inputs.contains(&StageId(s)));
-            for (p, state) in self.tasks[s].iter().enumerate() {
-                let hit = match state {
-                    TaskState::Running { executor: e, .. } => *e == executor,
-                    TaskState::Done { executor: e, .. } => {
-                        *e == executor && (needed_later || s + 1 == self.shapes.len())
-                    }
-                    TaskState::Pending => false,
-                };
-                if hit {
-                    affected.push(TaskKey {
-                        stage: StageId(s),
-                        partition: p,
-                    });
+    /// Counts a failure against `task` and, unless it has used up its attempts, makes it
+    /// pending again after a backoff (if no other attempt of it is still running).
+    fn retry_later(&mut self, task: TaskKey, now: Instant) -> Option<EpochFailure> {
+        let (s, p) = (task.stage.0, task.partition);
+        let log = &mut self.logs[s][p];
+        log.failures += 1;
+        if log.failures >= self.limits.max_task_failures {
+            return Some(EpochFailure::RetriesExhausted {
+                task,
+                history: log.history.clone(),
+            });
+        }
+        let backoff = self
+            .limits
+            .retry_backoff
+            .saturating_mul(1 << (log.failures - 1).min(5));
+        if matches!(&self.tasks[s][p], TaskState::Running { attempts, .. } if attempts.is_empty()) {
+            self.tasks[s][p] = TaskState::Pending {
+                not_before: Some(now + backoff),
+            };
+        }
+        None
+    }
+
+    /// An attempt could not fetch the output of `stage`/`map_partition` from `from`. The task
+    /// runs again once that output is regenerated; the producing task runs again if its output
+    /// was still recorded there.
+    pub fn on_fetch_failed(
+        &mut self,
+        attempt: AttemptId,
+        stage: StageId,
+        map_partition: usize,
+        from: ExecutorId,
+        message: String,
+    ) -> Option<EpochFailure> {
+        let (task, _) = self.finish(attempt, AttemptOutcome::FetchFailed(message))?;
+        let (s, p) = (task.stage.0, task.partition);
+        let log = &mut self.logs[s][p];
+        log.fetch_failures += 1;
+        if log.fetch_failures > self.limits.max_fetch_failures {
+            return Some(EpochFailure::RetriesExhausted {
+                task,
+                history: log.history.clone(),
+            });
+        }
+        if matches!(&self.tasks[s][p], TaskState::Running { attempts, .. } if attempts.is_empty()) {
+            self.tasks[s][p] = TaskState::Pending { not_before: None };
+        }
+        if stage.0 < self.shapes.len() && map_partition < self.tasks[stage.0].len() {
+            if let TaskState::Done { executor, .. } = self.tasks[stage.0][map_partition] {
+                if executor == from {
+                    self.mark_output_lost(stage.0, map_partition);
                 }
             }
         }
-        (!affected.is_empty()).then_some(EpochFailure::ExecutorLost {
-            executor,
-            tasks: affected,
-        })
+        None
     }
 
-    fn release(&mut self, executor: ExecutorId) {
-        if let Some(load) = self.executors.get_mut(&executor) {
-            load.running = load.running.saturating_sub(1);
+    fn mark_output_lost(&mut self, s: usize, p: usize) {
+        self.tasks[s][p] = TaskState::Pending { not_before: None };
+        if let Some(r) = self.logs[s][p]
+            .history
+            .iter_mut()
+            .rev()
+            .find(|r| r.outcome == AttemptOutcome::Succeeded)
+        {
+            r.outcome = AttemptOutcome::OutputLost;
         }
+    }
+
+    /// An executor is gone (connection lost, process exited, heartbeats missed). Its running
+    /// attempts are failed and retried elsewhere; its finished tasks run again only if a stage
+    /// that is not finished still needs their outputs. Returns the tasks that will run again.
+    pub fn on_executor_lost(
+        &mut self,
+        executor: ExecutorId,
+        now: Instant,
+    ) -> Result<Vec<TaskKey>, EpochFailure> {
+        if self.executors.remove(&executor).is_none() {
+            return Ok(Vec::new());
+        }
+        self.preferred.retain(|_, e| *e != executor);
+        let mut rerun = Vec::new();
+        // Running attempts on it.
+        let mut running = Vec::new();
+        for (s, tasks) in self.tasks.iter().enumerate() {
+            for (p, t) in tasks.iter().enumerate() {
+                if let TaskState::Running { attempts, .. } = t {
+                    for (attempt, e) in attempts {
+                        if *e == executor {
+                            running.push((*attempt, key(s, p)));
+                        }
+                    }
+                }
+            }
+        }
+        let mut failure = None;
+        for (attempt, task) in running {
+            if self.finish(attempt, AttemptOutcome::ExecutorLost).is_some() {
+                rerun.push(task);
+                if let Some(f) = self.retry_later_now(task, now) {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        // Finished tasks whose outputs it held and that an unfinished stage still needs;
+        // consumers come after producers, so one backward pass also covers outputs a re-run
+        // needs.
+        for s in (0..self.shapes.len()).rev() {
+            if !self.shapes[s].output_on_executor {
+                continue;
+            }
+            let consumers: Vec<usize> = (0..self.shapes.len())
+                .filter(|d| self.shapes[*d].inputs.contains(&StageId(s)))
+                .collect();
+            let needed = if consumers.is_empty() {
+                // The final stage's results are fetched from the executor at commit.
+                true
+            } else {
+                consumers.iter().any(|d| !self.stage_done(StageId(*d)))
+            };
+            if !needed {
+                continue;
+            }
+            for p in 0..self.tasks[s].len() {
+                if matches!(self.tasks[s][p], TaskState::Done { executor: e, .. } if e == executor)
+                {
+                    self.mark_output_lost(s, p);
+                    rerun.push(key(s, p));
+                }
+            }
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(rerun),
+        }
+    }
+
+    /// A lost executor's attempt: counted like a failure, but retried without backoff (the
+    /// cause is gone with the executor).
+    fn retry_later_now(&mut self, task: TaskKey, now: Instant) -> Option<EpochFailure> {
+        let failure = self.retry_later(task, now);
+        let (s, p) = (task.stage.0, task.partition);
+        if let TaskState::Pending { not_before } = &mut self.tasks[s][p] {
+            *not_before = None;
+        }
+        failure
     }
 
     /// Where each task of a finished stage left its output, by partition.
@@ -333,142 +664,44 @@ impl EpochScheduler {
             .iter()
             .enumerate()
             .filter_map(|(p, t)| match t {
-                TaskState::Done { executor, report } => Some((p, *executor, report)),
+                TaskState::Done {
+                    executor, report, ..
+                } => Some((p, *executor, report)),
                 _ => None,
             })
             .collect()
     }
+
+    /// Every task that needed more than one attempt, with its attempts.
+    pub fn retried(&self) -> Vec<(TaskKey, Vec<AttemptRecord>)> {
+        let mut out = Vec::new();
+        for (s, logs) in self.logs.iter().enumerate() {
+            for (p, log) in logs.iter().enumerate() {
+                if log.history.len() > 1 {
+                    out.push((key(s, p), log.history.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The task an attempt in flight belongs to.
+    pub fn task_of(&self, attempt: AttemptId) -> Option<TaskKey> {
+        self.attempts.get(&attempt).copied()
+    }
+
+    /// Attempts started this epoch.
+    pub fn attempt_count(&self) -> usize {
+        self.logs.iter().flatten().map(|l| l.history.len()).sum()
+    }
+}
+
+fn key(stage: usize, partition: usize) -> TaskKey {
+    TaskKey {
+        stage: StageId(stage),
+        partition,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn two_stage() -> EpochScheduler {
-        let mut s = EpochScheduler::new(
-            vec![
-                StageShape {
-                    id: StageId(0),
-                    tasks: 2,
-                    inputs: vec![],
-                    pinned: false,
-                },
-                StageShape {
-                    id: StageId(1),
-                    tasks: 2,
-                    inputs: vec![StageId(0)],
-                    pinned: false,
-                },
-            ],
-            0,
-        );
-        s.add_executor(ExecutorId(1), 1);
-        s.add_executor(ExecutorId(2), 1);
-        s
-    }
-
-    #[test]
-    fn pinned_tasks_return_to_their_executor_and_move_only_when_it_is_gone() {
-        let shapes = vec![StageShape {
-            id: StageId(0),
-            tasks: 2,
-            inputs: vec![],
-            pinned: true,
-        }];
-        let mut first = EpochScheduler::new(shapes.clone(), 0);
-        first.add_executor(ExecutorId(1), 2);
-        first.add_executor(ExecutorId(2), 2);
-        let a = first.poll();
-        for x in &a {
-            first.on_succeeded(x.attempt, TaskReport::default());
-        }
-        let placement = first.placement();
-        assert_eq!(placement.len(), 2);
-        // Next epoch: each task goes back home, even if that means waiting for a slot.
-        for _ in 0..3 {
-            let mut next = EpochScheduler::new(shapes.clone(), 10);
-            next.add_executor(ExecutorId(1), 2);
-            next.add_executor(ExecutorId(2), 2);
-            next.set_preferred(placement.clone());
-            for x in next.poll() {
-                assert_eq!(Some(&x.executor), placement.get(&x.task));
-            }
-        }
-        // Its executor is gone: the task runs elsewhere.
-        let lost = placement[&TaskKey {
-            stage: StageId(0),
-            partition: 0,
-        }];
-        let survivor = if lost == ExecutorId(1) {
-            ExecutorId(2)
-        } else {
-            ExecutorId(1)
-        };
-        let mut next = EpochScheduler::new(shapes, 20);
-        next.add_executor(survivor, 2);
-        next.set_preferred(placement);
-        let assigned = next.poll();
-        assert_eq!(assigned.len(), 2);
-        assert!(assigned.iter().all(|x| x.executor == survivor));
-    }
-
-    #[test]
-    fn downstream_stage_waits_for_its_inputs_and_tasks_spread() {
-        let mut s = two_stage();
-        let first = s.poll();
-        assert_eq!(first.len(), 2);
-        assert!(first.iter().all(|a| a.task.stage == StageId(0)));
-        assert_ne!(
-            first[0].executor, first[1].executor,
-            "one task per executor"
-        );
-        assert!(s.poll().is_empty(), "no free slots, stage 1 not runnable");
-        s.on_succeeded(first[0].attempt, TaskReport::default());
-        assert!(s.poll().is_empty(), "stage 0 not done yet");
-        s.on_succeeded(first[1].attempt, TaskReport::default());
-        let second = s.poll();
-        assert_eq!(second.len(), 2);
-        assert!(second.iter().all(|a| a.task.stage == StageId(1)));
-        for a in second {
-            s.on_succeeded(a.attempt, TaskReport::default());
-        }
-        assert!(s.is_complete());
-    }
-
-    #[test]
-    fn a_lost_executor_with_running_work_fails_the_epoch_and_late_reports_are_ignored() {
-        let mut s = two_stage();
-        let first = s.poll();
-        let lost = first[0].executor;
-        let failure = s.on_executor_lost(lost).expect("it ran a task");
-        assert!(matches!(failure, EpochFailure::ExecutorLost { executor, .. } if executor == lost));
-        // A late report from the lost executor's attempt does not resurrect anything.
-        s.on_succeeded(AttemptId(999), TaskReport::default());
-        assert!(!s.is_complete());
-    }
-
-    #[test]
-    fn an_idle_executor_can_go_away() {
-        let mut s = two_stage();
-        s.add_executor(ExecutorId(3), 1);
-        let first = s.poll();
-        assert!(first.iter().all(|a| a.executor != ExecutorId(3)) || first.len() == 2);
-        let idle = [ExecutorId(1), ExecutorId(2), ExecutorId(3)]
-            .into_iter()
-            .find(|e| first.iter().all(|a| a.executor != *e))
-            .unwrap();
-        assert!(s.on_executor_lost(idle).is_none());
-    }
-
-    #[test]
-    fn failed_task_is_reported_with_its_cause() {
-        let mut s = two_stage();
-        let first = s.poll();
-        let f = s
-            .on_failed(first[0].attempt, "bad row".into(), false)
-            .unwrap();
-        assert!(
-            matches!(f, EpochFailure::TaskFailed { message, retryable: false, .. } if message == "bad row")
-        );
-    }
-}
+mod tests;

@@ -12,7 +12,8 @@ use sluice_connectors::Split;
 use tracing::{info, warn};
 
 use super::cluster::{Cluster, ClusterEvent};
-use super::scheduler::{EpochFailure, EpochScheduler, StageShape};
+use super::report::LostExecutor;
+use super::scheduler::{AttemptOutcome, EpochFailure, EpochScheduler, StageShape};
 use super::{assign_splits, send, ClusterMode, EpochInput, EpochRunner, Member};
 use crate::error::{describe_datafusion, EngineError, Result};
 use crate::plan::PlannedQuery;
@@ -48,21 +49,26 @@ impl EpochRunner<'_> {
                     executor,
                     info,
                     sender,
+                    connection,
                 } => {
                     self.members.insert(
                         executor,
                         Member {
                             info,
                             sender,
+                            connection,
                             last_seen: Instant::now(),
                             peak_rss_bytes: 0,
                         },
                     );
                 }
                 ClusterEvent::ProcessExited { name, status } => {
-                    return Err(EngineError::Cluster(format!(
-                        "{name} {status} before registering (its log is above)"
-                    )))
+                    if !self.respawns {
+                        return Err(EngineError::Cluster(format!(
+                            "{name} {status} before registering (its log is above)"
+                        )));
+                    }
+                    warn!("{name} {status} before registering; it is restarted");
                 }
                 ClusterEvent::Disconnected { executor, reason } => {
                     self.members.remove(&executor);
@@ -85,6 +91,19 @@ impl EpochRunner<'_> {
         }
     }
 
+    /// Applies what happened in the cluster while no epoch ran: executors that left are
+    /// dropped, new ones are admitted, silent ones are declared lost.
+    pub(super) async fn catch_up(&mut self, install: &QueryInstall) {
+        let mut idle = EpochScheduler::new(Vec::new(), self.attempts, self.config.limits);
+        for (id, m) in &self.members {
+            idle.add_executor(*id, m.info.slots);
+        }
+        while let Ok(event) = self.events.try_recv() {
+            let _ = self.handle(&mut idle, install, event).await;
+        }
+        let _ = self.lose_silent(&mut idle).await;
+    }
+
     /// Runs every task of the epoch; returns the finished scheduler (its reports hold outputs).
     pub(super) async fn schedule(
         &mut self,
@@ -92,6 +111,9 @@ impl EpochRunner<'_> {
         install: &QueryInstall,
         input: &EpochInput,
     ) -> Result<EpochScheduler> {
+        self.catch_up(install).await;
+        let final_stage = planned.stages.len().saturating_sub(1);
+        let results_on_executors = matches!(planned.sink, crate::plan::PlannedSink::Console);
         let shapes = planned
             .stages
             .iter()
@@ -100,9 +122,10 @@ impl EpochRunner<'_> {
                 tasks: s.tasks,
                 inputs: s.inputs.clone(),
                 pinned: planned.stateful_stages.contains(&s.id),
+                output_on_executor: s.id.0 != final_stage || results_on_executors,
             })
             .collect();
-        let mut scheduler = EpochScheduler::new(shapes, self.attempts);
+        let mut scheduler = EpochScheduler::new(shapes, self.attempts, self.config.limits);
         scheduler.set_preferred(self.placement.clone());
         // Stateful operators start from the last committed epoch's snapshot.
         let restore = if planned.stateful_stages.is_empty() {
@@ -127,7 +150,9 @@ impl EpochRunner<'_> {
                     .or_insert_with(|| assign_splits(splits, *parts));
             }
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut without_executors: Option<Instant> = None;
         info!(
             epoch = input.epoch.0,
             stages = planned.stages.len(),
@@ -135,7 +160,7 @@ impl EpochRunner<'_> {
             "scheduling epoch"
         );
         loop {
-            for a in scheduler.poll() {
+            for a in scheduler.poll(Instant::now()) {
                 let stage = &planned.stages[a.task.stage.0];
                 let splits = stage
                     .tables
@@ -147,6 +172,9 @@ impl EpochRunner<'_> {
                     .iter()
                     .map(|s| (*s, self.locations(&scheduler, *s)))
                     .collect();
+                if a.speculative {
+                    info!(task = %a.task, executor = %a.executor, "speculative attempt of a straggler");
+                }
                 let task = TaskDescriptor {
                     attempt: a.attempt,
                     query_id: self.query_id.clone(),
@@ -167,32 +195,102 @@ impl EpochRunner<'_> {
                 self.placement = scheduler.placement();
                 return Ok(scheduler);
             }
+            // With every executor gone, wait for replacements (local respawns, standalone
+            // executors rejoining) for a while.
+            if scheduler.executor_count() == 0 {
+                let since = *without_executors.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.config.executor_wait {
+                    return Err(EngineError::Cluster(format!(
+                        "no executor left for {}s; epoch {} cannot run",
+                        self.config.executor_wait.as_secs(),
+                        input.epoch
+                    )));
+                }
+            } else {
+                without_executors = None;
+            }
             tokio::select! {
                 event = self.events.recv() => {
                     let event = event.ok_or_else(|| EngineError::Internal("cluster event channel closed".into()))?;
                     if let Some(failure) = self.handle(&mut scheduler, install, event).await {
-                        return Err(self.describe_failure(failure));
+                        return Err(self.describe_failure(planned, failure));
                     }
                 }
                 _ = tick.tick() => {
-                    let timeout = self.config.heartbeat_timeout;
-                    let silent: Vec<ExecutorId> = self
-                        .members
-                        .iter()
-                        .filter(|(_, m)| m.last_seen.elapsed() > timeout)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in silent {
-                        let name = self.members.remove(&id).map(|m| m.info.name).unwrap_or_default();
-                        if let Some(EpochFailure::ExecutorLost { tasks, .. }) = scheduler.on_executor_lost(id) {
-                            return Err(EngineError::ExecutorLost {
-                                executor: name,
-                                reason: format!("no heartbeat for {}s while it held {} task(s) of the epoch", timeout.as_secs(), tasks.len()),
-                            });
-                        }
+                    if let Some(failure) = self.lose_silent(&mut scheduler).await {
+                        return Err(self.describe_failure(planned, failure));
                     }
                 }
             }
+        }
+    }
+
+    /// Declares executors silent for longer than the heartbeat timeout lost (a hung or
+    /// stopped process counts).
+    async fn lose_silent(&mut self, scheduler: &mut EpochScheduler) -> Option<EpochFailure> {
+        let timeout = self.config.heartbeat_timeout;
+        let silent: Vec<ExecutorId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.last_seen.elapsed() > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            let reason = format!("sent no heartbeat for {} ms", timeout.as_millis());
+            if let Some(f) = self.lose(scheduler, id, &reason).await {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// Removes a lost executor: it is fenced off (its connection closed, a local process
+    /// killed so it is replaced), its peers stop fetching from it, and its work is re-run
+    /// elsewhere by lineage.
+    async fn lose(
+        &mut self,
+        scheduler: &mut EpochScheduler,
+        executor: ExecutorId,
+        reason: &str,
+    ) -> Option<EpochFailure> {
+        let member = self.members.remove(&executor)?;
+        member
+            .connection
+            .close(quinn::VarInt::from_u32(3), b"declared lost");
+        if self.respawns {
+            // Ours to kill: a stopped or hung process is replaced by a fresh one.
+            // SAFETY: sending SIGKILL to a pid we spawned; at worst it is already gone.
+            unsafe { libc::kill(member.info.pid as i32, libc::SIGKILL) };
+        }
+        for peer in self.members.values() {
+            let _ = peer.sender.try_send(ToExecutor::PeerLost {
+                executor,
+                data_addr: member.info.data_addr,
+            });
+        }
+        let lost_at = Instant::now();
+        match scheduler.on_executor_lost(executor, lost_at) {
+            Ok(rerun) => {
+                if !rerun.is_empty() {
+                    let tasks: Vec<String> = rerun.iter().map(|t| t.to_string()).collect();
+                    eprintln!(
+                        "sluice: executor {} (pid {}) lost: {reason}; re-running {} task(s) it held: {}",
+                        member.info.name,
+                        member.info.pid,
+                        rerun.len(),
+                        tasks.join(" ")
+                    );
+                }
+                self.lost.push(LostExecutor {
+                    id: executor.0,
+                    name: member.info.name.clone(),
+                    pid: member.info.pid,
+                    reason: reason.to_string(),
+                    tasks_rerun: rerun.len(),
+                });
+                None
+            }
+            Err(f) => Some(f),
         }
     }
 
@@ -205,22 +303,46 @@ impl EpochRunner<'_> {
     ) -> Option<EpochFailure> {
         match event {
             ClusterEvent::Message { executor, message } => {
-                if let Some(m) = self.members.get_mut(&executor) {
-                    m.last_seen = Instant::now();
-                }
+                // Messages of an executor already declared lost are ignored (fenced): its
+                // attempts were superseded.
+                let m = self.members.get_mut(&executor)?;
+                m.last_seen = Instant::now();
+                let now = Instant::now();
                 match message {
                     ToDriver::TaskFinished {
                         attempt,
                         outcome: TaskOutcome::Succeeded(report),
                     } => {
                         self.heartbeat(executor, report.peak_rss_bytes);
-                        scheduler.on_succeeded(attempt, report);
+                        let stage = scheduler.task_of(attempt).map(|t| t.stage);
+                        scheduler.on_succeeded(attempt, report, now);
+                        if let Some(stage) = stage.filter(|s| scheduler.stage_done(*s)) {
+                            info!("stage {} finished", stage.0);
+                        }
                         None
                     }
                     ToDriver::TaskFinished {
                         attempt,
                         outcome: TaskOutcome::Failed { message, retryable },
-                    } => scheduler.on_failed(attempt, message, retryable),
+                    } => {
+                        if retryable {
+                            warn!(%executor, "task attempt {} failed, retrying: {message}", attempt.0);
+                        }
+                        scheduler.on_failed(attempt, message, retryable, now)
+                    }
+                    ToDriver::TaskFinished {
+                        attempt,
+                        outcome:
+                            TaskOutcome::FetchFailed {
+                                stage,
+                                map_partition,
+                                executor: from,
+                                message,
+                            },
+                    } => {
+                        info!(%executor, "attempt {} could not fetch stage {stage} task {map_partition} from {from}: {message}", attempt.0);
+                        scheduler.on_fetch_failed(attempt, stage, map_partition, from, message)
+                    }
                     ToDriver::Heartbeat(m) => {
                         self.heartbeat(executor, m.peak_rss_bytes);
                         None
@@ -232,11 +354,14 @@ impl EpochRunner<'_> {
                 executor,
                 info,
                 sender,
+                connection,
             } => {
-                // A late joiner takes part from now on.
+                // A new or returning executor takes part from now on.
+                info!(%executor, name = %info.name, "executor joined; it receives work at once");
                 let member = Member {
                     info,
                     sender,
+                    connection,
                     last_seen: Instant::now(),
                     peak_rss_bytes: 0,
                 };
@@ -246,23 +371,7 @@ impl EpochRunner<'_> {
                 None
             }
             ClusterEvent::Disconnected { executor, reason } => {
-                let failure = scheduler.on_executor_lost(executor);
-                if failure.is_some() {
-                    warn!(%executor, "executor lost mid-epoch: {reason}");
-                }
-                self.members.remove(&executor).map(|m| m.info.name);
-                failure.map(|f| match f {
-                    EpochFailure::ExecutorLost { tasks, .. } => EpochFailure::TaskFailed {
-                        task: tasks[0],
-                        executor,
-                        message: format!(
-                            "executor {executor} {reason}; {} task(s) of the epoch were on it",
-                            tasks.len()
-                        ),
-                        retryable: true,
-                    },
-                    other => other,
-                })
+                self.lose(scheduler, executor, &reason).await
             }
             ClusterEvent::ProcessExited { name, status } => {
                 let id = self
@@ -270,43 +379,80 @@ impl EpochRunner<'_> {
                     .iter()
                     .find(|(_, m)| m.info.name == name)
                     .map(|(id, _)| *id)?;
-                let failure = scheduler.on_executor_lost(id);
-                self.members.remove(&id);
-                failure.map(|f| match f {
-                    EpochFailure::ExecutorLost { tasks, .. } => EpochFailure::TaskFailed {
-                        task: tasks[0],
-                        executor: id,
-                        message: format!(
-                            "{name} {status} while it held {} task(s) of the epoch",
-                            tasks.len()
-                        ),
-                        retryable: true,
-                    },
-                    other => other,
-                })
+                self.lose(scheduler, id, &status).await
             }
         }
     }
 
-    pub(super) fn describe_failure(&self, failure: EpochFailure) -> EngineError {
+    pub(super) fn describe_failure(
+        &self,
+        planned: &PlannedQuery,
+        failure: EpochFailure,
+    ) -> EngineError {
+        let operator = |stage: usize| {
+            planned
+                .stages
+                .get(stage)
+                .map(|s| crate::plan::describe_stage(s.plan.as_ref()))
+                .unwrap_or_default()
+        };
         match failure {
             EpochFailure::TaskFailed {
                 task,
                 executor,
                 message,
-                retryable,
             } => EngineError::TaskFailed {
                 stage: task.stage.0,
                 partition: task.partition,
-                executor: executor.to_string(),
+                operator: operator(task.stage.0),
+                executor: self.executor_name(executor),
                 message,
-                retryable,
+                retryable: false,
             },
-            EpochFailure::ExecutorLost { executor, tasks } => EngineError::ExecutorLost {
-                executor: executor.to_string(),
-                reason: format!("it held {} task(s) of the epoch", tasks.len()),
-            },
+            EpochFailure::RetriesExhausted { task, history } => {
+                let attempts = history
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "\n  attempt {} on {}: {}",
+                            r.attempt,
+                            self.executor_name(ExecutorId(r.executor)),
+                            match &r.outcome {
+                                AttemptOutcome::Failed(m) => m.clone(),
+                                AttemptOutcome::FetchFailed(m) =>
+                                    format!("input fetch failed: {m}"),
+                                AttemptOutcome::ExecutorLost => "its executor was lost".into(),
+                                AttemptOutcome::OutputLost =>
+                                    "succeeded, output lost with its executor".into(),
+                                AttemptOutcome::Succeeded => "succeeded".into(),
+                                AttemptOutcome::Superseded => "superseded".into(),
+                                AttemptOutcome::Running => "running".into(),
+                            }
+                        )
+                    })
+                    .collect::<String>();
+                EngineError::RetriesExhausted {
+                    stage: task.stage.0,
+                    partition: task.partition,
+                    operator: operator(task.stage.0),
+                    attempts: history.len(),
+                    history: attempts,
+                }
+            }
         }
+    }
+
+    fn executor_name(&self, id: ExecutorId) -> String {
+        self.members
+            .get(&id)
+            .map(|m| format!("{} ({id})", m.info.name))
+            .or_else(|| {
+                self.lost
+                    .iter()
+                    .find(|l| l.id == id.0)
+                    .map(|l| format!("{} ({id}, lost)", l.name))
+            })
+            .unwrap_or_else(|| id.to_string())
     }
 
     pub(super) fn locations(

@@ -104,6 +104,21 @@ async fn serve(
         EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
     })?);
 
+    // State memory comes out of the executor's budget: a quarter for RocksDB's block cache,
+    // a sixteenth for memtables (charged to the cache).
+    let state_dir = config.work_dir.join("state");
+    let state = sluice_checkpoint::state::StateBackend::new(
+        &state_dir,
+        sluice_checkpoint::state::StateConfig {
+            block_cache_bytes: (config.memory_bytes / 4).max(8 << 20) as usize,
+            write_buffer_bytes: (config.memory_bytes / 16).max(4 << 20) as usize,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| EngineError::Cluster(format!("opening the state store: {e}")))?;
+    // Kept across driver sessions: a restarted driver's tasks reuse state open at the epoch
+    // they restore from; anything newer is discarded when a task asks for an older epoch.
+    let state = Arc::new(state);
     // Data plane: serve shuffle outputs to whoever in the cluster asks.
     let accept_endpoint = endpoint.clone();
     let accept_store = store.clone();
@@ -128,6 +143,7 @@ async fn serve(
             &config,
             &endpoint,
             &store,
+            &state,
             compute.clone(),
             network.clone(),
         )
@@ -165,6 +181,7 @@ async fn session(
     config: &ExecutorConfig,
     endpoint: &ClusterEndpoint,
     store: &Arc<ShuffleStore>,
+    state: &Arc<sluice_checkpoint::state::StateBackend>,
     compute: tokio::runtime::Handle,
     network: tokio::runtime::Handle,
 ) -> Result<()> {
@@ -249,23 +266,11 @@ async fn session(
         Some((executor, store.clone())),
         network,
     ));
-    // State memory comes out of the executor's budget: a quarter for RocksDB's block cache,
-    // a sixteenth for memtables (charged to the cache).
-    let state_dir = config.work_dir.join("state");
-    let state = sluice_checkpoint::state::StateBackend::new(
-        &state_dir,
-        sluice_checkpoint::state::StateConfig {
-            block_cache_bytes: (config.memory_bytes / 4).max(8 << 20) as usize,
-            write_buffer_bytes: (config.memory_bytes / 16).max(4 << 20) as usize,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| EngineError::Cluster(format!("opening the state store: {e}")))?;
     let env = TaskEnv {
-        state: Arc::new(state),
+        state: state.clone(),
         session: session.clone(),
         store: store.clone(),
-        fetcher: Arc::new(Fetcher(client)),
+        fetcher: Arc::new(Fetcher(client.clone())),
         delay: config.task_delay,
     };
     let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
@@ -327,6 +332,13 @@ async fn session(
             }
             Ok(Some(ToExecutor::ForgetEpoch { query_id, epoch })) => {
                 store.forget_epochs(&query_id, epoch);
+            }
+            Ok(Some(ToExecutor::PeerLost {
+                executor: peer,
+                data_addr,
+            })) => {
+                info!(%peer, "the driver declared a peer lost");
+                client.mark_lost(peer, Some(data_addr)).await;
             }
             Ok(Some(ToExecutor::Shutdown { reason })) => {
                 info!("driver asked to shut down: {reason}");

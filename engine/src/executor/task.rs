@@ -77,9 +77,17 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
             );
             TaskOutcome::Succeeded(report)
         }
-        Err(e) => TaskOutcome::Failed {
-            message: describe_datafusion(&e),
-            retryable: datafusion_retryable(&e),
+        Err(e) => match crate::shuffle::FetchFailed::find(&e) {
+            Some(f) => TaskOutcome::FetchFailed {
+                stage: f.stage,
+                map_partition: f.map_partition,
+                executor: f.executor,
+                message: f.message.clone(),
+            },
+            None => TaskOutcome::Failed {
+                message: describe_datafusion(&e),
+                retryable: datafusion_retryable(&e),
+            },
         },
     }
 }

@@ -139,6 +139,18 @@ impl PlannedQuery {
     }
 }
 
+/// A stage's operators from its root down its first inputs, for error messages:
+/// `ParquetSinkExec <- ProjectionExec <- StatefulAggregateExec <- ShuffleReaderExec`.
+pub fn describe_stage(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> String {
+    let mut names = vec![plan.name().to_string()];
+    let mut node = plan.children().first().map(|c| (*c).clone());
+    while let Some(n) = node {
+        names.push(n.name().to_string());
+        node = n.children().first().map(|c| (*c).clone());
+    }
+    names.join(" <- ")
+}
+
 /// Plans `job` with `parallelism` partitions per shuffle and per scan.
 pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
     let mut ctx = SessionContext::new_with_config(session_config(parallelism));
