@@ -8,9 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array};
 use common::{fails, ok, sluice, spawn, wait_output, Logged};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::Rng;
 use sluice::broker::Broker;
 use sluice::datagen::event_json as event;
@@ -52,24 +50,7 @@ fn pipeline(dir: &Path, broker: &Broker, topic: &str, options: &str) {
 
 /// Every `user_id` in the published table, read with the parquet crate.
 fn user_ids(root: &Path) -> Vec<i64> {
-    let mut ids = Vec::new();
-    for file in sluice::table::parquet_files(root) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let col = batch
-                .column_by_name("user_id")
-                .expect("user_id column")
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("BIGINT");
-            ids.extend((0..col.len()).map(|i| col.value(i)));
-        }
-    }
-    ids
+    common::int_column(root, "user_id")
 }
 
 fn assert_exactly(ids: &[i64], expected: std::ops::Range<u64>) {

@@ -234,3 +234,30 @@ impl Logged {
         }
     }
 }
+
+/// Every value of the BIGINT column `name` in the Parquet files under `root`, read with the
+/// `parquet` crate.
+pub fn int_column(root: &Path, name: &str) -> Vec<i64> {
+    use arrow::array::{Array, Int64Array};
+    let mut values = Vec::new();
+    for file in sluice::table::parquet_files(root) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = batch
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name} in {}", file.display()))
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("BIGINT")
+                .clone();
+            values.extend((0..col.len()).map(|i| col.value(i)));
+        }
+    }
+    values
+}
