@@ -154,7 +154,7 @@ fn main() {
 
     let mut driver = start(&job, &checkpoint);
     let mut normal = Vec::new();
-    let mut faulty: Vec<(u64, f64)> = Vec::new();
+    let mut faulty: Vec<(u64, f64, u64)> = Vec::new();
     let mut kills_done = 0;
     let mut restarted: Option<Instant> = None;
     let mut restart_ms: Option<f64> = None;
@@ -175,7 +175,10 @@ fn main() {
             continue;
         }
         if lost > 0 {
-            faulty.push((epoch, total_ms(&p)));
+            let rerun = p["lost_executors"].as_array().map_or(0, |l| {
+                l.iter().filter_map(|e| e["tasks_rerun"].as_u64()).sum()
+            });
+            faulty.push((epoch, total_ms(&p), rerun));
         } else if seen > 2 && p["input_rows"].as_u64().unwrap_or(0) > 0 {
             normal.push(total_ms(&p));
         }
@@ -205,9 +208,9 @@ fn main() {
         normal.len()
     );
     let limit = 2.0 * normal_ms + 1000.0;
-    for (epoch, ms) in &faulty {
+    for (epoch, ms, rerun) in &faulty {
         println!(
-            "  epoch {epoch} with an executor killed: {ms:.0} ms = {:.2}x normal; limit 2x + 1 s = {limit:.0} ms: {}",
+            "  epoch {epoch} with an executor killed ({rerun} task(s) re-run): {ms:.0} ms = {:.2}x normal; limit 2x + 1 s = {limit:.0} ms: {}",
             ms / normal_ms,
             if *ms <= limit { "met" } else { "MISSED" }
         );
