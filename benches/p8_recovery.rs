@@ -186,7 +186,7 @@ fn main() {
             continue; // warm up
         }
         let normal_ms = median(normal.clone());
-        if kills_done < args.kills && seen % 3 == 0 {
+        if kills_done < args.kills && seen.is_multiple_of(3) {
             // Half a normal epoch into the next one.
             std::thread::sleep(Duration::from_secs_f64(normal_ms / 2e3));
             let executors = children_of(driver.child.id());
@@ -194,7 +194,7 @@ fn main() {
                 unsafe { libc::kill(*victim, libc::SIGKILL) };
                 kills_done += 1;
             }
-        } else if kills_done == args.kills && restarted.is_none() && seen % 3 == 0 {
+        } else if kills_done == args.kills && restarted.is_none() && seen.is_multiple_of(3) {
             std::thread::sleep(Duration::from_secs_f64(normal_ms / 2e3));
             driver.child.kill().unwrap();
             driver.child.wait().unwrap();

@@ -387,3 +387,114 @@ fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
         assert_eq!(code, Some(0), "executor exits cleanly after the job: {log}");
     }
 }
+
+#[test]
+fn a_restarted_driver_sends_stateful_tasks_back_to_the_standalone_executors_holding_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d); // three bids files: one epoch each
+    std::fs::write(
+        d.join("job.sql"),
+        "CREATE TABLE bids WITH (connector = 'parquet', path = 'data/bids/', stream = 'true', max_files_per_trigger = '1');\n\
+         CREATE TABLE totals WITH (connector = 'parquet', path = 'out/totals', output_mode = 'update');\n\
+         INSERT INTO totals SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction;\n",
+    )
+    .unwrap();
+    ok(&sluice(d, &["cluster", "init", "cluster"]));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let driver = |trigger: &'static str| {
+        let args = [
+            "driver",
+            "job.sql",
+            "--listen",
+            &listen,
+            "--cluster-dir",
+            "cluster",
+            "--min-executors",
+            "2",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            trigger,
+        ];
+        Logged::spawn(d, &args, &[])
+    };
+    // A long trigger: the driver is idle after its first epoch, and dies there.
+    let mut first = driver("1m");
+    let executors: Vec<_> = (0..2)
+        .map(|_| {
+            Logged::spawn(
+                d,
+                &[
+                    "executor",
+                    "--driver",
+                    &listen,
+                    "--cluster-dir",
+                    "cluster",
+                    "--slots",
+                    "1",
+                ],
+                &[],
+            )
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(60), || d
+            .join("ckpt/commits/0")
+            .exists()),
+        "epoch 0 committed: {}",
+        first.stderr.lock().unwrap()
+    );
+    first.child.kill().unwrap(); // SIGKILL
+    let _ = first.child.wait();
+    for e in &executors {
+        e.wait_for("waiting up to", Duration::from_secs(30));
+    }
+    // The restarted driver drains the other two files on the same executors.
+    let (code, log) = driver("available-now").finish(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{log}");
+    let progress = |n: u64| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(d.join(format!("ckpt/progress/{n}"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let restored = |n: u64| {
+        progress(n)["state"][0]["restored_partitions"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(restored(0), 0, "epoch 0 starts empty");
+    assert_eq!(
+        restored(1),
+        0,
+        "the new driver's first epoch reuses the state the executors hold: {}",
+        progress(1)
+    );
+    assert!(progress(1)["state"][0]["rows_total"].as_u64().unwrap() > 0);
+    // Update mode: the latest row per auction equals the batch answer over all files.
+    let mut latest = std::collections::BTreeMap::new();
+    for row in read_rows(&d.join("out/totals")) {
+        let n: u64 = row[1].parse().unwrap();
+        let e = latest
+            .entry(row[0].clone())
+            .or_insert((0u64, String::new()));
+        if n >= e.0 {
+            *e = (n, row[2].clone());
+        }
+    }
+    let want = reference(
+        d,
+        "SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction",
+    );
+    let mut got: Vec<Vec<String>> = latest
+        .into_iter()
+        .map(|(a, (n, t))| vec![a, n.to_string(), t])
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    for e in executors {
+        let (code, log) = e.finish(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{log}");
+    }
+}

@@ -79,6 +79,23 @@ pub struct ExecutorInfo {
     pub data_addr: SocketAddr,
     /// Its OS process id.
     pub pid: u32,
+    /// Operator state partitions it holds in memory (for a restarted driver to send their
+    /// tasks back to it).
+    #[serde(default)]
+    pub state: Vec<HeldState>,
+}
+
+/// A state partition an executor holds, and the epoch it is at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldState {
+    /// The query.
+    pub query_id: String,
+    /// The stateful operator.
+    pub operator: u32,
+    /// The partition.
+    pub partition: u32,
+    /// The epoch whose snapshot it holds.
+    pub epoch: Option<Epoch>,
 }
 
 /// Resource use reported with each heartbeat.

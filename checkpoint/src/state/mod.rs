@@ -172,6 +172,9 @@ pub struct StatePartition {
     /// The full snapshot the instance's changelogs build on, and those changelogs; `None`
     /// until a full snapshot is taken or restored.
     chain: Option<Chain>,
+    /// Whether the last `open` restored this instance from the store (rather than reusing it
+    /// as it was in memory).
+    restored: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +279,9 @@ impl StateBackend {
                 .map(|p| p.epoch == restore && !p.dirty)
                 .unwrap_or(false);
             if ready {
+                if let Ok(mut p) = existing.lock() {
+                    p.restored = false;
+                }
                 return Ok(existing.clone());
             }
             partitions.remove(id);
@@ -338,9 +344,23 @@ impl StateBackend {
             log: Vec::new(),
             max_changelogs: self.config.max_changelogs,
             chain,
+            restored: restore.is_some(),
         }));
         partitions.insert(id.clone(), partition.clone());
         Ok(partition)
+    }
+
+    /// The instances held in memory with the epoch each is at, leaving out any written since
+    /// (an executor reports these when it registers with a restarted driver).
+    pub fn held(&self) -> Vec<(StatePartitionId, Option<Epoch>)> {
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .iter()
+            .filter_map(|(id, p)| {
+                let p = p.lock().ok()?;
+                (!p.dirty).then(|| (id.clone(), p.epoch))
+            })
+            .collect()
     }
 
     /// Closes and forgets every instance of `query_id` (the query ended).
@@ -388,7 +408,12 @@ impl StatePartition {
         &self.id
     }
 
-    /// The epoch of the snapshot it last took or was restored from.
+    /// Whether the last `open` restored it from the store rather than reusing it in memory.
+    pub fn was_restored(&self) -> bool {
+        self.restored
+    }
+
+    /// The epoch whose snapshot this instance last took or was restored from.
     pub fn epoch(&self) -> Option<Epoch> {
         self.epoch
     }

@@ -126,13 +126,13 @@ impl EpochRunner<'_> {
             })
             .collect();
         let mut scheduler = EpochScheduler::new(shapes, self.attempts, self.config.limits);
-        scheduler.set_preferred(self.placement.clone());
         // Stateful operators start from the last committed epoch's snapshot.
         let restore = if planned.stateful_stages.is_empty() {
             None
         } else {
             input.epoch.0.checked_sub(1).map(Epoch)
         };
+        scheduler.set_preferred(self.preferred_homes(planned, restore));
         for (id, m) in &self.members {
             scheduler.add_executor(*id, m.info.slots);
         }
@@ -223,6 +223,47 @@ impl EpochRunner<'_> {
                 }
             }
         }
+    }
+
+    /// Where each stateful task should run: where it ran last, or else (a restarted driver,
+    /// executors that rejoined) on an executor that reported holding its partition at the
+    /// epoch it restores from, so that state is reused rather than restored.
+    fn preferred_homes(
+        &self,
+        planned: &PlannedQuery,
+        restore: Option<Epoch>,
+    ) -> BTreeMap<crate::protocol::TaskKey, ExecutorId> {
+        let mut homes = self.placement.clone();
+        homes.retain(|_, e| self.members.contains_key(e));
+        if restore.is_none() {
+            return homes;
+        }
+        for stage in planned
+            .stages
+            .iter()
+            .filter(|s| planned.stateful_stages.contains(&s.id))
+        {
+            for partition in 0..stage.tasks {
+                let task = crate::protocol::TaskKey {
+                    stage: stage.id,
+                    partition,
+                };
+                if homes.contains_key(&task) {
+                    continue;
+                }
+                let holder = self.members.iter().find(|(_, m)| {
+                    m.info.state.iter().any(|h| {
+                        h.query_id == self.query_id
+                            && h.partition as usize == partition
+                            && h.epoch == restore
+                    })
+                });
+                if let Some((id, _)) = holder {
+                    homes.insert(task, *id);
+                }
+            }
+        }
+        homes
     }
 
     /// Declares executors silent for longer than the heartbeat timeout lost (a hung or

@@ -200,6 +200,16 @@ async fn session(
             memory_bytes: config.memory_bytes,
             data_addr,
             pid: std::process::id(),
+            state: state
+                .held()
+                .into_iter()
+                .map(|(id, epoch)| crate::protocol::HeldState {
+                    query_id: id.query_id,
+                    operator: id.operator,
+                    partition: id.partition,
+                    epoch,
+                })
+                .collect(),
         }))
         .await?;
     let executor = match reader.expect().await? {

@@ -79,6 +79,10 @@ pub struct OperatorStateMetrics {
     pub snapshot_us: u64,
     /// Time to read, merge and write state, microseconds.
     pub update_us: u64,
+    /// Partitions restored from the checkpoint this epoch (their instance was not in memory
+    /// on the executor that ran them: moved, recovered, or a fresh executor).
+    #[serde(default)]
+    pub restored_partitions: u64,
 }
 
 impl OperatorStateMetrics {
@@ -91,6 +95,7 @@ impl OperatorStateMetrics {
         self.snapshot_uploaded_bytes += o.snapshot_uploaded_bytes;
         self.snapshot_us = self.snapshot_us.max(o.snapshot_us);
         self.update_us = self.update_us.max(o.update_us);
+        self.restored_partitions += o.restored_partitions;
     }
 }
 
@@ -356,6 +361,7 @@ impl StatefulAggregateExec {
             }
         }
         let update_us = started.elapsed().as_micros() as u64;
+        let restored = lock().was_restored();
 
         // 5. Snapshot before the task reports success: the epoch commits only with it.
         snapshot_partition(
@@ -367,6 +373,7 @@ impl StatefulAggregateExec {
                 rows_updated: updated,
                 rows_evicted: evicted,
                 update_us,
+                restored_partitions: u64::from(restored),
                 ..Default::default()
             },
         )?;

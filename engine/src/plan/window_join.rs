@@ -195,6 +195,10 @@ impl WindowJoinExec {
                 )?);
             }
         }
+        let restored = handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .was_restored();
         snapshot_partition(
             &handle,
             &state,
@@ -204,6 +208,7 @@ impl WindowJoinExec {
                 rows_updated: updated,
                 rows_evicted: evicted,
                 update_us: started.elapsed().as_micros() as u64,
+                restored_partitions: u64::from(restored),
                 ..Default::default()
             },
         )?;
