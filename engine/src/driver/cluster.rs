@@ -259,6 +259,8 @@ impl Cluster {
             p.shutdown(Duration::from_secs(3)).await;
         }
         self.endpoint.close("driver exiting");
+        // Let the close frames go out before the process exits.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 

@@ -188,7 +188,21 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         .collect();
     let committer = runner.committer.take();
     let current = runner.current.take();
+    let connections: Vec<quinn::Connection> = runner
+        .members
+        .values()
+        .map(|m| m.connection.clone())
+        .collect();
     drop(runner);
+    // Executors close their connection once they have the Shutdown; closing the endpoint
+    // before that could drop the message, and a standalone executor would wait for a driver
+    // that is not coming back.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for c in connections {
+            c.closed().await;
+        }
+    })
+    .await;
     cluster.shutdown().await;
     if let (Err(_), Some(committer), Some(epoch)) = (&result, committer, current) {
         committer.abort(&query_id, epoch);
