@@ -57,26 +57,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn children_of(pid: u32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
 /// A driver whose progress records (one JSON line per epoch) arrive on a channel.
 struct Driver {
     child: Child,
@@ -189,9 +169,9 @@ fn main() {
         if kills_done < args.kills && seen.is_multiple_of(3) {
             // Half a normal epoch into the next one.
             std::thread::sleep(Duration::from_secs_f64(normal_ms / 2e3));
-            let executors = children_of(driver.child.id());
+            let executors = sluice::process::children_of(driver.child.id());
             if let Some(victim) = executors.get(kills_done % executors.len().max(1)) {
-                unsafe { libc::kill(*victim, libc::SIGKILL) };
+                unsafe { libc::kill(*victim as i32, libc::SIGKILL) };
                 kills_done += 1;
             }
         } else if kills_done == args.kills && restarted.is_none() && seen.is_multiple_of(3) {

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod datagen;
+pub mod process;
 pub mod table;
 
 use std::path::PathBuf;

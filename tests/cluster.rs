@@ -27,6 +27,20 @@ fn group_by_job(d: &std::path::Path) {
     std::fs::write(d.join("job.sql"), format!("{SOURCES}\n{GROUP_BY}")).unwrap();
 }
 
+/// Two standalone executors (one slot each) joining the driver at `listen`, logged.
+fn standalone_executors(d: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> Vec<Logged> {
+    let args = [
+        "executor",
+        "--driver",
+        listen,
+        "--cluster-dir",
+        "cluster",
+        "--slots",
+        "1",
+    ];
+    (0..2).map(|_| Logged::spawn(d, &args, env)).collect()
+}
+
 fn expected(d: &std::path::Path) -> Vec<Vec<String>> {
     reference(d, "SELECT auction, count(*) AS n, sum(price) AS total, channel FROM bids GROUP BY channel, auction")
 }
@@ -342,23 +356,7 @@ fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
     ];
     let first = Logged::spawn(d, &driver_args, &[]);
     // Slow tasks, so the driver dies mid-epoch.
-    let executors: Vec<_> = (0..2)
-        .map(|_| {
-            Logged::spawn(
-                d,
-                &[
-                    "executor",
-                    "--driver",
-                    &listen,
-                    "--cluster-dir",
-                    "cluster",
-                    "--slots",
-                    "1",
-                ],
-                &[("SLUICE_TEST_TASK_DELAY_MS", "1500")],
-            )
-        })
-        .collect();
+    let executors = standalone_executors(d, &listen, &[("SLUICE_TEST_TASK_DELAY_MS", "1500")]);
     first.wait_for("scheduling epoch", Duration::from_secs(60));
     let mut first = first;
     first.child.kill().unwrap(); // SIGKILL
@@ -421,23 +419,7 @@ fn a_restarted_driver_sends_stateful_tasks_back_to_the_standalone_executors_hold
     };
     // A long trigger: the driver is idle after its first epoch, and dies there.
     let mut first = driver("1m");
-    let executors: Vec<_> = (0..2)
-        .map(|_| {
-            Logged::spawn(
-                d,
-                &[
-                    "executor",
-                    "--driver",
-                    &listen,
-                    "--cluster-dir",
-                    "cluster",
-                    "--slots",
-                    "1",
-                ],
-                &[],
-            )
-        })
-        .collect();
+    let executors = standalone_executors(d, &listen, &[]);
     assert!(
         eventually(Duration::from_secs(60), || d
             .join("ckpt/commits/0")

@@ -130,31 +130,8 @@ pub fn fails(out: &Output) -> String {
     stderr
 }
 
-/// Child processes of `pid` (from /proc).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // Field 4 (after the parenthesised command name) is the parent pid.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let ppid: u32 = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if ppid == pid {
-            out.push(child);
-        }
-    }
-    out
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use sluice::process::children_of;
 
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {

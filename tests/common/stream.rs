@@ -114,27 +114,12 @@ pub fn progress(checkpoint: &Path) -> Vec<serde_json::Value> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// Processes whose parent is `pid` (the executors of a local driver).
+/// Processes whose parent is `pid` (the executors of a local driver), as `kill` takes them.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces, so parse after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out.sort();
-    out
+    sluice::process::children_of(pid as u32)
+        .into_iter()
+        .map(|p| p as i32)
+        .collect()
 }
 
 /// `sluice run job.sql --checkpoint ckpt --trigger once` in `dir`, which must succeed.
