@@ -113,21 +113,7 @@ fn sluice_run(work: &Path, input: &Path) -> Run {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&checkpoint);
     let job = work.join("p5.sql");
-    std::fs::write(
-        &job,
-        format!(
-            "CREATE TABLE bids (WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)\n\
-               WITH (connector = 'parquet', path = '{}', stream = 'true', max_files_per_trigger = '1');\n\
-             CREATE TABLE counts WITH (connector = 'parquet', path = '{}');\n\
-             INSERT INTO counts\n\
-             SELECT window_start, window_end, auction, count(*) AS n\n\
-             FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
-             GROUP BY window_start, window_end, auction;\n",
-            input.display(),
-            out.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&job, sluice::datagen::tumbling_count_job(input, &out)).unwrap();
     let cpu_before = children_cpu();
     let started = Instant::now();
     let result = Command::new(sluice::sluice_binary())

@@ -113,17 +113,7 @@ fn main() {
     let job = work.path().join("p8.sql");
     std::fs::write(
         &job,
-        format!(
-            "CREATE TABLE bids (WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)\n\
-               WITH (connector = 'parquet', path = '{}', stream = 'true', max_files_per_trigger = '1');\n\
-             CREATE TABLE counts WITH (connector = 'parquet', path = '{}');\n\
-             INSERT INTO counts\n\
-             SELECT window_start, window_end, auction, count(*) AS n\n\
-             FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
-             GROUP BY window_start, window_end, auction;\n",
-            input.display(),
-            work.path().join("out").display()
-        ),
+        sluice::datagen::tumbling_count_job(&input, &work.path().join("out")),
     )
     .unwrap();
     let checkpoint = work.path().join("ckpt");

@@ -216,6 +216,23 @@ pub fn iso_millis(ms: i64) -> String {
     )
 }
 
+/// The job of the file-stream benchmarks (P5, P8): the Parquet bids under `input` read as a
+/// stream, one new file per epoch, counted per auction in 10-second tumbling windows (5-second
+/// watermark, append mode) into Parquet at `output`.
+pub fn tumbling_count_job(input: &Path, output: &Path) -> String {
+    format!(
+        "CREATE TABLE bids (WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)\n\
+           WITH (connector = 'parquet', path = '{}', stream = 'true', max_files_per_trigger = '1');\n\
+         CREATE TABLE counts WITH (connector = 'parquet', path = '{}');\n\
+         INSERT INTO counts\n\
+         SELECT window_start, window_end, auction, count(*) AS n\n\
+         FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+         GROUP BY window_start, window_end, auction;\n",
+        input.display(),
+        output.display()
+    )
+}
+
 #[cfg(test)]
 mod stream_tests {
     use super::*;

@@ -27,6 +27,24 @@ fn group_by_job(d: &std::path::Path) {
     std::fs::write(d.join("job.sql"), format!("{SOURCES}\n{GROUP_BY}")).unwrap();
 }
 
+/// `sluice driver job.sql` on `listen` with checkpoint `ckpt`, waiting for two executors.
+fn standalone_driver(d: &std::path::Path, listen: &str, extra: &[&str]) -> Logged {
+    let mut args = vec![
+        "driver",
+        "job.sql",
+        "--listen",
+        listen,
+        "--cluster-dir",
+        "cluster",
+        "--min-executors",
+        "2",
+        "--checkpoint",
+        "ckpt",
+    ];
+    args.extend_from_slice(extra);
+    Logged::spawn(d, &args, &[])
+}
+
 /// Two standalone executors (one slot each) joining the driver at `listen`, logged.
 fn standalone_executors(d: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> Vec<Logged> {
     let args = [
@@ -342,19 +360,7 @@ fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
     group_by_job(d);
     ok(&sluice(d, &["cluster", "init", "cluster"]));
     let listen = format!("127.0.0.1:{}", free_port());
-    let driver_args = [
-        "driver",
-        "job.sql",
-        "--listen",
-        &listen,
-        "--cluster-dir",
-        "cluster",
-        "--min-executors",
-        "2",
-        "--checkpoint",
-        "ckpt",
-    ];
-    let first = Logged::spawn(d, &driver_args, &[]);
+    let first = standalone_driver(d, &listen, &[]);
     // Slow tasks, so the driver dies mid-epoch.
     let executors = standalone_executors(d, &listen, &[("SLUICE_TEST_TASK_DELAY_MS", "1500")]);
     first.wait_for("scheduling epoch", Duration::from_secs(60));
@@ -372,7 +378,7 @@ fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
         );
     }
     // The same command again: the executors join it and the recorded epoch is re-run.
-    let second = Logged::spawn(d, &driver_args, &[]);
+    let second = standalone_driver(d, &listen, &[]);
     let (code, log) = second.finish(Duration::from_secs(120));
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -400,23 +406,7 @@ fn a_restarted_driver_sends_stateful_tasks_back_to_the_standalone_executors_hold
     .unwrap();
     ok(&sluice(d, &["cluster", "init", "cluster"]));
     let listen = format!("127.0.0.1:{}", free_port());
-    let driver = |trigger: &'static str| {
-        let args = [
-            "driver",
-            "job.sql",
-            "--listen",
-            &listen,
-            "--cluster-dir",
-            "cluster",
-            "--min-executors",
-            "2",
-            "--checkpoint",
-            "ckpt",
-            "--trigger",
-            trigger,
-        ];
-        Logged::spawn(d, &args, &[])
-    };
+    let driver = |trigger: &str| standalone_driver(d, &listen, &["--trigger", trigger]);
     // A long trigger: the driver is idle after its first epoch, and dies there.
     let mut first = driver("1m");
     let executors = standalone_executors(d, &listen, &[]);
