@@ -63,6 +63,10 @@ pub struct CheckpointStore {
     root: PathBuf,
     metadata: QueryMetadata,
     durable: bool,
+    /// The oldest epoch whose log entries may still exist: found by listing the logs at the
+    /// first [`CheckpointStore::retain`], then kept up to date, so that retention deletes by
+    /// name instead of listing every retained entry each epoch.
+    retained_from: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 /// Holds a checkpoint for one driver until dropped (the kernel releases it if the process dies).
@@ -109,6 +113,7 @@ impl CheckpointStore {
                         root: root.to_path_buf(),
                         metadata: adopted,
                         durable: true,
+                        retained_from: Default::default(),
                     });
                 }
                 if found.plan_fingerprint != fingerprint {
@@ -139,6 +144,7 @@ impl CheckpointStore {
             root: root.to_path_buf(),
             metadata,
             durable: true,
+            retained_from: Default::default(),
         })
     }
 
@@ -193,6 +199,7 @@ impl CheckpointStore {
             root: root.to_path_buf(),
             metadata,
             durable: true,
+            retained_from: Default::default(),
         })
     }
 
@@ -272,14 +279,31 @@ impl CheckpointStore {
         if let Ok(sinks) = fs::read_dir(self.root.join("sinks")) {
             dirs.extend(sinks.flatten().map(|e| e.path()));
         }
+        let mut from = self.retained_from.lock().unwrap_or_else(|p| p.into_inner());
         for dir in dirs {
-            for epoch in epochs_in(&dir)? {
-                if epoch.0 < oldest_kept {
-                    let path = dir.join(epoch.to_string());
-                    fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+            match *from {
+                Some(from) => {
+                    for n in from..oldest_kept {
+                        let path = dir.join(n.to_string());
+                        match fs::remove_file(&path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(io("remove", &path, e))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                None => {
+                    for epoch in epochs_in(&dir)? {
+                        if epoch.0 < oldest_kept {
+                            let path = dir.join(epoch.to_string());
+                            fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+                        }
+                    }
                 }
             }
         }
+        *from = Some(from.map_or(oldest_kept, |f| f.max(oldest_kept)));
         Ok(())
     }
 

@@ -112,12 +112,11 @@ fn staging_root(table: &str, query_id: &str) -> PathBuf {
 
 impl Sink for ParquetSink {
     fn open_writer(&self, ctx: &WriterContext) -> Result<Box<dyn SinkWriter>> {
-        let dir = self.staging_dir(ctx);
-        std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::io("create", &dir, e))?;
+        // The staging directory is made with the first file: a task with no rows touches nothing.
         Ok(Box::new(ParquetSinkWriter {
             sink: self.clone(),
             ctx: ctx.clone(),
-            dir,
+            dir: self.staging_dir(ctx),
             open: HashMap::new(),
             next_seq: HashMap::new(),
             done: Vec::new(),
@@ -163,6 +162,10 @@ impl ParquetSinkWriter {
             } else {
                 format!("{part_dir}/{name}")
             };
+            if self.staged_count == 0 {
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| ConnectorError::io("create", &self.dir, e))?;
+            }
             let staged_path = self.dir.join(format!("{}.staged", self.staged_count));
             self.staged_count += 1;
             let file = File::create(&staged_path)

@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! shuffle/QUERY/EPOCH/sSTAGE/mMAP-rREDUCE.arrow   Arrow IPC stream of one output partition
-//! shuffle/QUERY/EPOCH/sSTAGE/mMAP.done            the map task finished (empty partitions have no file)
 //! ```
 //!
 //! Files are written under a temporary name and renamed when the task finishes, so a fetch never
-//! sees a partial output. Data moves executor-to-executor; the driver never relays it.
+//! sees a partial output. Empty partitions have no file, and a map task with no rows at all
+//! touches no file or directory: which map tasks finished, with their rows per partition, is
+//! kept in memory (an empty epoch costs no inode). Data moves executor-to-executor; the driver
+//! never relays it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,10 +39,15 @@ use crate::protocol::{ExecutorId, FetchRequest, FetchResponse, MapOutputLocation
 /// Largest fetch request or response header accepted; anything bigger is malformed.
 pub const MAX_FETCH_FRAME_BYTES: usize = 64 * 1024;
 
+/// One finished map task: (query, epoch, stage, map partition).
+type MapKey = (String, u64, usize, usize);
+
 /// An executor's shuffle files.
 #[derive(Debug)]
 pub struct ShuffleStore {
     root: PathBuf,
+    /// Finished map tasks with their rows per output partition.
+    finished: std::sync::Mutex<HashMap<MapKey, Vec<u64>>>,
 }
 
 impl ShuffleStore {
@@ -48,7 +55,14 @@ impl ShuffleStore {
     pub fn new(work_dir: &Path) -> std::io::Result<Self> {
         let root = work_dir.join("shuffle");
         std::fs::create_dir_all(&root)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            finished: Default::default(),
+        })
+    }
+
+    fn finished(&self) -> std::sync::MutexGuard<'_, HashMap<MapKey, Vec<u64>>> {
+        self.finished.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stage_dir(&self, query: &str, epoch: Epoch, stage: StageId) -> PathBuf {
@@ -65,11 +79,6 @@ impl ShuffleStore {
         ))
     }
 
-    fn done_path(&self, r: &FetchRequest) -> PathBuf {
-        self.stage_dir(&r.query_id, r.epoch, r.stage)
-            .join(format!("m{}.done", r.map_partition))
-    }
-
     /// A writer for the outputs of one map task.
     pub fn writer(
         &self,
@@ -80,10 +89,10 @@ impl ShuffleStore {
         partitions: usize,
         schema: SchemaRef,
     ) -> std::io::Result<MapOutputWriter> {
-        let dir = self.stage_dir(query, epoch, stage);
-        std::fs::create_dir_all(&dir)?;
         Ok(MapOutputWriter {
-            dir,
+            dir: self.stage_dir(query, epoch, stage),
+            created_dir: false,
+            key: (query.to_string(), epoch.0, stage.0, map),
             map,
             schema,
             writers: (0..partitions).map(|_| None).collect(),
@@ -93,23 +102,28 @@ impl ShuffleStore {
 
     /// What a fetch of `r` finds here.
     fn lookup(&self, r: &FetchRequest) -> Lookup {
-        let data = self.data_path(r);
-        if data.exists() {
-            Lookup::Data(data)
-        } else if self.done_path(r).exists() {
-            Lookup::Empty
-        } else {
-            Lookup::Missing
+        let key = (r.query_id.clone(), r.epoch.0, r.stage.0, r.map_partition);
+        match self.finished().get(&key) {
+            None => Lookup::Missing,
+            Some(rows) if rows.get(r.reduce_partition).copied().unwrap_or(0) == 0 => Lookup::Empty,
+            Some(_) => Lookup::Data(self.data_path(r)),
         }
+    }
+
+    /// Records a finished map task (its files, if any, are in place).
+    fn finish(&self, key: MapKey, rows: Vec<u64>) {
+        self.finished().insert(key, rows);
     }
 
     /// Deletes all outputs of a query.
     pub fn forget_query(&self, query: &str) {
+        self.finished().retain(|k, _| k.0 != query);
         let _ = std::fs::remove_dir_all(self.root.join(sanitize(query)));
     }
 
     /// Drops the shuffle outputs of `query`'s epochs up to and including `epoch`.
     pub fn forget_epochs(&self, query: &str, epoch: Epoch) {
+        self.finished().retain(|k, _| k.0 != query || k.1 > epoch.0);
         let dir = self.root.join(sanitize(query));
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
@@ -188,6 +202,9 @@ fn missing(r: &FetchRequest, why: &str) -> DataFusionError {
 /// Writes one map task's output partitions.
 pub struct MapOutputWriter {
     dir: PathBuf,
+    /// Whether `dir` exists yet (it is made for the first non-empty partition).
+    created_dir: bool,
+    key: MapKey,
     map: usize,
     schema: SchemaRef,
     writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
@@ -205,6 +222,10 @@ impl MapOutputWriter {
             return Ok(());
         }
         if self.writers[reduce].is_none() {
+            if !self.created_dir {
+                std::fs::create_dir_all(&self.dir)?;
+                self.created_dir = true;
+            }
             let file = File::create(self.tmp_path(reduce))?;
             self.writers[reduce] = Some(StreamWriter::try_new(
                 BufWriter::with_capacity(1 << 20, file),
@@ -219,8 +240,8 @@ impl MapOutputWriter {
         Ok(())
     }
 
-    /// Closes every partition, publishes the files and returns rows per partition.
-    pub fn finish(mut self) -> datafusion::error::Result<Vec<u64>> {
+    /// Closes every partition, publishes the files in `store` and returns rows per partition.
+    pub fn finish(mut self, store: &ShuffleStore) -> datafusion::error::Result<Vec<u64>> {
         for reduce in 0..self.writers.len() {
             if let Some(mut w) = self.writers[reduce].take() {
                 w.finish()?;
@@ -234,7 +255,7 @@ impl MapOutputWriter {
                 )?;
             }
         }
-        File::create(self.dir.join(format!("m{}.done", self.map)))?;
+        store.finish(self.key.clone(), self.rows.clone());
         Ok(std::mem::take(&mut self.rows))
     }
 }

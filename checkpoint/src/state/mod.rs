@@ -21,8 +21,9 @@
 //! RocksDB checkpoint, and a memtable whose short-lived keys (a window written in one epoch and
 //! closed in the next) cancel out before they ever reach an SST. A full snapshot is taken at the
 //! first epoch, after [`StateConfig::max_changelogs`] changelogs (default [`MAX_CHANGELOGS`]), or when an epoch wrote more than
-//! [`MAX_CHANGELOG_BYTES`]. Restoring a changelog snapshot restores its base, then replays the
-//! changelogs in order:
+//! [`MAX_CHANGELOG_BYTES`]. An epoch that wrote nothing to a partition writes no snapshot of it:
+//! restoring an epoch without its own snapshot restores the newest one before it. Restoring a
+//! changelog snapshot restores its base, then replays the changelogs in order:
 //!
 //! ```text
 //! CHECKPOINT/state/op-O/part-P/changelog/INCARNATION-N.log       one epoch's writes
@@ -304,14 +305,14 @@ impl StateBackend {
         let mut replay = Vec::new();
         if let Some(epoch) = restore {
             let remote = store.join(id.relative_dir());
-            let manifest = read_manifest(&remote, epoch)?;
+            let manifest = find_manifest(&remote, epoch)?;
             fs::create_dir_all(&db_dir).map_err(io("create state directory", &db_dir))?;
             for (local, file) in &manifest.sst {
                 let from = remote.join("sst").join(&file.stored);
                 link_or_copy(&from, &db_dir.join(local))?;
             }
             // The small files live with the full snapshot.
-            let base = manifest.base.unwrap_or(epoch);
+            let base = manifest.base.unwrap_or(manifest.epoch);
             let snap_dir = remote.join(format!("epoch-{}", base.0));
             for name in &manifest.small {
                 let from = snap_dir.join(name);
@@ -389,6 +390,36 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<u64> {
         fs::copy(from, to).map_err(io("copy state file", from))?;
     }
     Ok(fs::metadata(to).map_err(io("stat state file", to))?.len())
+}
+
+/// The manifest that holds a partition's state as of `epoch`: the epoch's own, or — when the
+/// partition took no snapshot then because nothing changed — the newest one before it.
+fn find_manifest(remote: &Path, epoch: Epoch) -> Result<SnapshotManifest> {
+    let own = remote.join(format!("epoch-{}", epoch.0));
+    if !own.exists() {
+        if let Some(n) = snapshot_epochs(remote).range(..epoch.0).next_back() {
+            return read_manifest(remote, Epoch(*n));
+        }
+    }
+    read_manifest(remote, epoch)
+}
+
+/// The epochs with a published snapshot under `remote`.
+fn snapshot_epochs(remote: &Path) -> BTreeSet<u64> {
+    let Ok(entries) = fs::read_dir(remote) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("epoch-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect()
 }
 
 fn read_manifest(remote: &Path, epoch: Epoch) -> Result<SnapshotManifest> {
@@ -492,6 +523,19 @@ impl StatePartition {
     /// only SSTs the store does not have. `durable` fsyncs what it writes.
     pub fn snapshot(&mut self, epoch: Epoch, store: &Path, durable: bool) -> Result<SnapshotStats> {
         let started = Instant::now();
+        if let (true, Some(chain), Some(_)) = (self.log.is_empty(), &self.chain, self.epoch) {
+            // Nothing written since the last snapshot, which therefore holds this epoch's state
+            // too: no file is written (restore finds it as the newest snapshot before an epoch).
+            let total_bytes = self.stored.values().map(|f| f.bytes).sum::<u64>()
+                + chain.changelogs.iter().map(|f| f.bytes).sum::<u64>();
+            self.epoch = Some(epoch);
+            self.dirty = false;
+            return Ok(SnapshotStats {
+                uploaded_bytes: 0,
+                total_bytes,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            });
+        }
         let chained = match &self.chain {
             Some(chain) => {
                 chain.changelogs.len() < self.max_changelogs
@@ -678,19 +722,8 @@ pub fn collect_garbage(store: &Path, oldest: Epoch) -> Result<usize> {
 }
 
 fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
-    let mut epochs = BTreeSet::new();
-    for entry in fs::read_dir(remote)
-        .map_err(io("list state", remote))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name
-            .strip_prefix("epoch-")
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            epochs.insert(n);
-        }
-    }
+    fs::read_dir(remote).map_err(io("list state", remote))?;
+    let epochs = snapshot_epochs(remote);
     // Keep the newest snapshot at or before `oldest`, everything after it, and the full
     // snapshots their changelogs build on.
     let floor = epochs.range(..=oldest.0).next_back().copied();

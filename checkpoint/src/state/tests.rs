@@ -236,3 +236,46 @@ fn a_missing_snapshot_is_a_clear_error() {
     assert!(err.contains("epoch-3"), "{err}");
     assert!(err.contains("snapshot"), "{err}");
 }
+
+#[test]
+fn an_unchanged_partition_writes_no_snapshot_and_restores_from_its_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let remote = store.join("op-0/part-0");
+    let a = StateBackend::new(&dir.path().join("a"), chained(3)).unwrap();
+    let part = a.open(&id(0), &store, None).unwrap();
+    let mut part = part.lock().unwrap();
+    put(&mut part, "k0", "v0");
+    part.snapshot(Epoch(0), &store, false).unwrap();
+    put(&mut part, "k1", "v1");
+    part.snapshot(Epoch(1), &store, false).unwrap();
+    // Epochs 2..=4 write nothing (an empty write included): no snapshot files.
+    for epoch in 2..=4u64 {
+        part.write(&[], &[]).unwrap();
+        let stats = part.snapshot(Epoch(epoch), &store, false).unwrap();
+        assert_eq!(stats.uploaded_bytes, 0);
+        assert!(stats.total_bytes > 0, "the state still has its size");
+        assert!(!remote.join(format!("epoch-{epoch}")).exists());
+        assert_eq!(part.epoch(), Some(Epoch(epoch)));
+    }
+    put(&mut part, "k5", "v5");
+    part.snapshot(Epoch(5), &store, false).unwrap();
+    drop(part);
+    // Epoch 3 restores from epoch 1's snapshot; epoch 5 from its own.
+    for (epoch, keys) in [(3u64, &["k0", "k1"][..]), (5, &["k0", "k1", "k5"][..])] {
+        let b = StateBackend::new(&dir.path().join(format!("b{epoch}")), chained(3)).unwrap();
+        let p = b.open(&id(0), &store, Some(Epoch(epoch))).unwrap();
+        let p = p.lock().unwrap();
+        for k in keys {
+            assert!(get(&p, k).is_some(), "epoch {epoch}: {k}");
+        }
+        assert_eq!(get(&p, "k5").is_some(), epoch == 5);
+    }
+    // Retention from epoch 4 keeps epoch 1 (the state of epochs 2-4) and 5.
+    collect_garbage(&store, Epoch(4)).unwrap();
+    assert!(remote.join("epoch-1").exists());
+    assert!(remote.join("epoch-5").exists());
+    let c = StateBackend::new(&dir.path().join("c"), chained(3)).unwrap();
+    let p = c.open(&id(0), &store, Some(Epoch(4))).unwrap();
+    assert!(get(&p.lock().unwrap(), "k1").is_some());
+}

@@ -82,7 +82,34 @@ pub struct KafkaSource {
     spec: KafkaSourceSpec,
     schema: SchemaRef,
     /// The driver's metadata client, created on first use.
-    admin: Mutex<Option<BaseConsumer>>,
+    admin: Mutex<Option<Arc<BaseConsumer>>>,
+    /// Partition discovery, started by the first watermark request.
+    discovery: Mutex<Option<Arc<Discovery>>>,
+}
+
+/// How often the topic's metadata is asked for in the background, to find partitions added to
+/// it: a partition added to the topic is read from the first trigger after the next refresh.
+pub const PARTITION_DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The topic's partitions as the newest metadata response says (or why it failed), kept fresh
+/// by a background thread so that planning an epoch costs one ListOffsets round trip, not a
+/// metadata request as well.
+struct Discovery {
+    partitions: Mutex<std::result::Result<Vec<i32>, String>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some(d) = self
+            .discovery
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            d.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -101,6 +128,7 @@ impl KafkaSource {
             spec,
             schema,
             admin: Mutex::new(None),
+            discovery: Mutex::new(None),
         }
     }
 
@@ -117,21 +145,79 @@ impl KafkaSource {
         }
     }
 
-    fn with_admin<T>(&self, f: impl FnOnce(&BaseConsumer) -> Result<T>) -> Result<T> {
+    fn admin(&self) -> Result<Arc<BaseConsumer>> {
         let mut guard = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(
+            *guard = Some(Arc::new(
                 client_config(&self.spec)
                     .create::<BaseConsumer>()
                     .map_err(|e| self.error(format!("cannot create a client: {e}")))?,
-            );
+            ));
         }
-        f(guard.as_ref().expect("created above"))
+        Ok(guard.as_ref().expect("created above").clone())
     }
 
-    /// Every partition of the topic with its low and high watermark.
-    pub fn watermarks(&self) -> Result<Vec<PartitionState>> {
-        self.with_admin(|c| partition_states(c, &self.spec))
+    /// The topic's partitions: asked for directly the first time, which also starts the
+    /// background refresh; from then on, as of the newest refresh.
+    fn partitions(&self, consumer: &Arc<BaseConsumer>) -> Result<Vec<i32>> {
+        let mut guard = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = guard.as_ref() {
+            let found = d.partitions.lock().unwrap_or_else(|p| p.into_inner());
+            return found.clone().map_err(|m| self.error(m));
+        }
+        let partitions = topic_partitions(consumer, &self.spec).map_err(|m| self.error(m))?;
+        let discovery = Arc::new(Discovery {
+            partitions: Mutex::new(Ok(partitions.clone())),
+            stop: Default::default(),
+        });
+        let (d, consumer, spec) = (discovery.clone(), consumer.clone(), self.spec.clone());
+        std::thread::Builder::new()
+            .name("kafka-discovery".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !d.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(PARTITION_DISCOVERY_INTERVAL);
+                    let found = topic_partitions(&consumer, &spec);
+                    *d.partitions.lock().unwrap_or_else(|p| p.into_inner()) = found;
+                }
+            })
+            .map_err(|e| self.error(format!("cannot start partition discovery: {e}")))?;
+        *guard = Some(discovery);
+        Ok(partitions)
+    }
+
+    /// Every partition of the topic with its high watermark and, where an epoch after
+    /// `previous` has something to read (or `previous` is `None`), its low watermark — one
+    /// ListOffsets request each. Elsewhere `low` is the high watermark: with nothing to read,
+    /// nothing can have been lost.
+    pub fn watermarks(&self, previous: Option<&BTreeMap<i32, i64>>) -> Result<Vec<PartitionState>> {
+        let consumer = self.admin()?;
+        let partitions = self.partitions(&consumer)?;
+        let high = list_offsets(&consumer, &self.spec, &partitions, Offset::End)?;
+        let reading: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| previous.is_none_or(|prev| prev.get(p) != high.get(p)))
+            .collect();
+        let low = list_offsets(&consumer, &self.spec, &reading, Offset::Beginning)?;
+        Ok(partitions
+            .into_iter()
+            .map(|p| {
+                let high = high.get(&p).copied().unwrap_or(0);
+                PartitionState {
+                    partition: p,
+                    low: low.get(&p).copied().unwrap_or(high),
+                    high,
+                }
+            })
+            .collect())
+    }
+
+    /// Every partition's high watermark.
+    pub fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>> {
+        let consumer = self.admin()?;
+        let partitions = self.partitions(&consumer)?;
+        list_offsets(&consumer, &self.spec, &partitions, Offset::End)
     }
 
     fn initial_offsets(&self, partitions: &[PartitionState]) -> Result<BTreeMap<i32, i64>> {
@@ -153,10 +239,10 @@ impl KafkaSource {
                     tpl.add_partition_offset(&self.spec.topic, p.partition, Offset::Offset(*ts))
                         .map_err(|e| self.error(e))?;
                 }
-                let found = self.with_admin(|c| {
-                    c.offsets_for_times(tpl, METADATA_TIMEOUT)
-                        .map_err(|e| self.error(format!("looking up offsets for time {ts}: {e}")))
-                })?;
+                let found = self
+                    .admin()?
+                    .offsets_for_times(tpl, METADATA_TIMEOUT)
+                    .map_err(|e| self.error(format!("looking up offsets for time {ts}: {e}")))?;
                 let mut out = BTreeMap::new();
                 for elem in found.elements() {
                     let high = partitions
@@ -187,7 +273,7 @@ impl Source for KafkaSource {
     }
 
     fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
-        let partitions = self.watermarks()?;
+        let partitions = self.watermarks(request.previous.map(|p| &p.position))?;
         let initial = match request.previous {
             Some(_) => BTreeMap::new(),
             None => self.initial_offsets(&partitions)?,
@@ -217,12 +303,7 @@ impl Source for KafkaSource {
     }
 
     fn available_end(&self) -> Result<Option<BTreeMap<i32, i64>>> {
-        Ok(Some(
-            self.watermarks()?
-                .into_iter()
-                .map(|p| (p.partition, p.high))
-                .collect(),
-        ))
+        Ok(Some(self.high_watermarks()?))
     }
 
     fn open(
@@ -272,54 +353,87 @@ impl Source for KafkaSource {
     }
 }
 
-/// Partitions and watermarks of `spec`'s topic.
-fn partition_states(
+/// The partitions of `spec`'s topic, from a metadata request; the error says what is wrong.
+fn topic_partitions(
     consumer: &BaseConsumer,
     spec: &KafkaSourceSpec,
-) -> Result<Vec<PartitionState>> {
-    let error = |message: String| ConnectorError::Kafka {
-        bootstrap_servers: spec.bootstrap_servers.clone(),
-        topic: spec.topic.clone(),
-        message,
-    };
+) -> std::result::Result<Vec<i32>, String> {
     let metadata = consumer
         .fetch_metadata(Some(&spec.topic), METADATA_TIMEOUT)
-        .map_err(|e| error(format!("cannot fetch metadata: {e}")))?;
+        .map_err(|e| format!("cannot fetch metadata: {e}"))?;
     let topic = metadata
         .topics()
         .iter()
         .find(|t| t.name() == spec.topic)
-        .ok_or_else(|| error("the broker returned no metadata for the topic".into()))?;
+        .ok_or("the broker returned no metadata for the topic")?;
     if let Some(e) = topic.error() {
         let e = rdkafka::error::RDKafkaErrorCode::from(e);
-        return Err(error(
+        return Err(
             if e == rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition {
                 "the topic does not exist (create it first)".into()
             } else {
                 format!("metadata error: {e}")
             },
-        ));
+        );
     }
     if topic.partitions().is_empty() {
-        return Err(error("the topic does not exist (create it first)".into()));
+        return Err("the topic does not exist (create it first)".into());
     }
-    let mut out = Vec::with_capacity(topic.partitions().len());
-    for p in topic.partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(&spec.topic, p.id(), METADATA_TIMEOUT)
-            .map_err(|e| {
-                error(format!(
-                    "cannot fetch watermarks of partition {}: {e}",
-                    p.id()
-                ))
-            })?;
-        out.push(PartitionState {
-            partition: p.id(),
-            low,
-            high,
-        });
+    let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
+/// The earliest (`Offset::Beginning`) or latest (`Offset::End`) offset of each of `partitions`,
+/// with one ListOffsets request.
+fn list_offsets(
+    consumer: &BaseConsumer,
+    spec: &KafkaSourceSpec,
+    partitions: &[i32],
+    which: Offset,
+) -> Result<BTreeMap<i32, i64>> {
+    let error = |message: String| ConnectorError::Kafka {
+        bootstrap_servers: spec.bootstrap_servers.clone(),
+        topic: spec.topic.clone(),
+        message,
+    };
+    if partitions.is_empty() {
+        return Ok(BTreeMap::new());
     }
-    out.sort_by_key(|p| p.partition);
+    let what = if which == Offset::End {
+        "latest"
+    } else {
+        "earliest"
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        // librdkafka takes the ListOffsets timestamp in the offset field: -1 latest, -2 earliest.
+        tpl.add_partition_offset(&spec.topic, *p, which)
+            .map_err(|e| error(e.to_string()))?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, METADATA_TIMEOUT)
+        .map_err(|e| error(format!("cannot fetch the {what} offsets: {e}")))?;
+    let mut out = BTreeMap::new();
+    for elem in found.elements() {
+        if let Err(e) = elem.error() {
+            return Err(error(format!(
+                "cannot fetch the {what} offset of partition {}: {e}",
+                elem.partition()
+            )));
+        }
+        match elem.offset() {
+            Offset::Offset(o) => {
+                out.insert(elem.partition(), o);
+            }
+            other => {
+                return Err(error(format!(
+                    "the broker gave no {what} offset for partition {} ({other:?})",
+                    elem.partition()
+                )))
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -340,12 +454,7 @@ pub fn high_watermarks(endpoint: &KafkaEndpoint) -> Result<BTreeMap<i32, i64>> {
         read_timeout_ms: 5_000,
         key: None,
     };
-    let source = KafkaSource::new(spec, raw_schema());
-    Ok(source
-        .watermarks()?
-        .into_iter()
-        .map(|p| (p.partition, p.high))
-        .collect())
+    KafkaSource::new(spec, raw_schema()).high_watermarks()
 }
 
 /// Reports a committed position to `group_id`, for monitoring tools that read consumer-group

@@ -279,6 +279,9 @@ const PLANNING_RETRIES: u32 = 60;
 /// Times a streaming epoch that failed transiently is re-run before the query fails.
 const EPOCH_RETRIES: u32 = 3;
 
+/// State snapshots older than the retained epochs are deleted after every this many epochs.
+const STATE_GC_EVERY_EPOCHS: u64 = 10;
+
 /// What the loop does after an epoch.
 enum Next {
     Continue,
@@ -600,7 +603,16 @@ impl EpochRunner<'_> {
                 });
             }
             self.store.retain(epoch, self.config.retain_epochs)?;
-            if !planned.stateful_stages.is_empty() {
+            // Old state snapshots go every few epochs (finding them reads every retained
+            // manifest), and always at the end of a bounded run.
+            let final_epoch = bounded
+                || self
+                    .config
+                    .max_epochs
+                    .is_some_and(|m| report.epochs + 1 >= m);
+            if !planned.stateful_stages.is_empty()
+                && (epoch.0 % STATE_GC_EVERY_EPOCHS == 0 || final_epoch)
+            {
                 let oldest = Epoch((epoch.0 + 1).saturating_sub(self.config.retain_epochs.max(1)));
                 if let Err(e) = sluice_checkpoint::state::collect_garbage(
                     &self.store.root().join("state"),

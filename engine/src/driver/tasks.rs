@@ -170,7 +170,14 @@ impl EpochRunner<'_> {
                 let inputs = stage
                     .inputs
                     .iter()
-                    .map(|s| (*s, self.locations(&scheduler, *s)))
+                    .map(|s| {
+                        // The output partition this task reads of each upstream map output.
+                        let reduce = match planned.stages[s.0].output {
+                            StageOutput::Hash { .. } => a.task.partition,
+                            _ => 0,
+                        };
+                        (*s, self.locations(&scheduler, *s, reduce))
+                    })
                     .collect();
                 if a.speculative {
                     info!(task = %a.task, executor = %a.executor, "speculative attempt of a straggler");
@@ -496,15 +503,20 @@ impl EpochRunner<'_> {
             .unwrap_or_else(|| id.to_string())
     }
 
+    /// Where the finished tasks of `stage` left output partition `reduce`, leaving out those
+    /// that reported it empty: a reader never asks for what holds no rows (an epoch without
+    /// data makes no fetch at all).
     pub(super) fn locations(
         &self,
         scheduler: &EpochScheduler,
         stage: crate::protocol::StageId,
+        reduce: usize,
     ) -> Vec<MapOutputLocation> {
         scheduler
-            .outputs(stage)
+            .reports(stage)
             .into_iter()
-            .filter_map(|(p, executor)| {
+            .filter(|(_, _, report)| report.partition_rows.get(reduce) != Some(&0))
+            .filter_map(|(p, executor, _)| {
                 self.members.get(&executor).map(|m| MapOutputLocation {
                     map_partition: p,
                     executor,

@@ -149,7 +149,7 @@ async fn execute(
                 report.output_rows += batch.num_rows() as u64;
                 partitioner.partition(batch, |p, b| writer.write(p, &b))?;
             }
-            report.partition_rows = writer.finish()?;
+            report.partition_rows = writer.finish(&env.store)?;
         }
         StageOutput::Gather | StageOutput::Result => {
             let mut writer = env.store.writer(
@@ -166,7 +166,7 @@ async fn execute(
                 report.output_rows += batch.num_rows() as u64;
                 writer.write(0, &batch)?;
             }
-            report.partition_rows = writer.finish()?;
+            report.partition_rows = writer.finish(&env.store)?;
         }
         StageOutput::Sink => {
             let sink = query
