@@ -2,10 +2,12 @@
 //!
 //! Workload: a 2-stage streaming query (`SELECT kind, count(*) ... GROUP BY kind` from an empty
 //! Kafka topic with 2 partitions into a Parquet table) on 2 executor processes, run with
-//! `--trigger 0ms --no-data-epochs --max-epochs N`: every epoch plans offsets (asking the broker
-//! for watermarks), records `offsets/N`, runs both stages' tasks on the executors, commits the
-//! sink and writes `commits/N`. Each epoch's `duration_ms.total` is read from the checkpoint's
-//! progress records; p50 and p99 are printed with and without fsync.
+//! `--trigger 0ms --no-data-epochs --max-epochs N --progress json` and the default retention:
+//! every epoch plans offsets (asking the broker for the latest offsets), records `offsets/N`,
+//! runs the stateful stage's tasks on the executors (the scan stage, with no input, completes
+//! without running), commits the sink and writes `commits/N`. Each epoch's
+//! `duration_ms.total` is read from its progress record; p50 and p99 are printed with and
+//! without fsync.
 //!
 //! Peer, same machine, same run: PySpark's `durationMs.triggerExecution` for a trivial
 //! `rate -> noop` streaming query (when `.venv/bin/python` has pyspark; see
@@ -83,27 +85,38 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Vec<f
             "--trigger",
             "0ms",
         ])
-        .args(["--no-data-epochs", "--retain-epochs", "100000"])
+        // Default retention (100 epochs); each epoch's progress record comes on stdout.
+        .args(["--no-data-epochs", "--progress", "json"])
         .args(["--max-epochs", &epochs.to_string()])
         .arg("--checkpoint")
         .arg(&checkpoint)
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if !fsync {
         cmd.arg("--no-fsync");
     }
-    let status = cmd.status().expect("sluice runs");
-    assert!(status.success(), "sluice failed: {status}");
-    let mut out = Vec::new();
-    // The first epochs warm up (first task of each stage on each executor).
-    for n in 5..epochs {
-        let path = checkpoint.join("progress").join(n.to_string());
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("progress record")).unwrap();
-        out.push(v["duration_ms"]["total"].as_f64().unwrap());
+    let out = cmd.output().expect("sluice runs");
+    assert!(out.status.success(), "sluice failed: {}", out.status);
+    let mut totals = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        // The first epochs warm up (first task of each stage on each executor).
+        if v["epoch"].as_u64().is_some_and(|e| e >= 5) {
+            totals.push(
+                v["duration_ms"]["total"]
+                    .as_f64()
+                    .expect("duration_ms.total"),
+            );
+        }
     }
-    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    out
+    assert_eq!(
+        totals.len() as u64,
+        epochs - 5,
+        "one progress record per epoch"
+    );
+    totals.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    totals
 }
 
 fn spark(root: &Path, seconds: u64) -> Option<Vec<f64>> {

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-broker.sh >/dev/null
-cargo build --locked --release -p sluice-engine --bin sluice
-cargo bench --locked --bench p3_kafka -- "$@"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
+# One release build of the whole workspace: the bench and the `sluice` binary it runs.
+cargo build --locked --release --workspace --all-targets
+exec "$(ls -t "$CARGO_TARGET_DIR"/release/deps/p3_kafka-* | grep -v '\.d$' | head -1)" "$@"

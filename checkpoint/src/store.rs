@@ -14,6 +14,7 @@
 //! a second writer can never replace an entry; together with the lock this fences drivers.
 //! Retention keeps the last K epochs of every log.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,24 @@ pub struct CheckpointStore {
     /// first [`CheckpointStore::retain`], then kept up to date, so that retention deletes by
     /// name instead of listing every retained entry each epoch.
     retained_from: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+    /// What this store last wrote (a driver holds the checkpoint's lock, so nobody else
+    /// writes): epochs are planned from memory rather than by listing and re-reading the logs.
+    recent: std::sync::Arc<std::sync::Mutex<Recent>>,
+    /// Expired log entries kept (hidden) for reuse, by directory: a new entry takes one over
+    /// instead of allocating an inode, so that a long-running query does not churn inodes
+    /// (creating files right after deleting others is slow on some filesystems).
+    free: std::sync::Arc<std::sync::Mutex<HashMap<PathBuf, Vec<PathBuf>>>>,
+}
+
+/// Expired entries kept for reuse per log directory; more are deleted.
+const MAX_FREE_ENTRIES: usize = 16;
+
+/// The newest log entries, known once listed and kept current by this store's own writes.
+#[derive(Debug, Default)]
+struct Recent {
+    log: Option<EpochLog>,
+    offsets: Option<(Epoch, Vec<u8>)>,
+    commit: Option<(Epoch, Vec<u8>)>,
 }
 
 /// Holds a checkpoint for one driver until dropped (the kernel releases it if the process dies).
@@ -114,6 +133,8 @@ impl CheckpointStore {
                         metadata: adopted,
                         durable: true,
                         retained_from: Default::default(),
+                        recent: Default::default(),
+                        free: Default::default(),
                     });
                 }
                 if found.plan_fingerprint != fingerprint {
@@ -145,6 +166,8 @@ impl CheckpointStore {
             metadata,
             durable: true,
             retained_from: Default::default(),
+            recent: Default::default(),
+            free: Default::default(),
         })
     }
 
@@ -200,6 +223,8 @@ impl CheckpointStore {
             metadata,
             durable: true,
             retained_from: Default::default(),
+            recent: Default::default(),
+            free: Default::default(),
         })
     }
 
@@ -215,30 +240,81 @@ impl CheckpointStore {
 
     /// What the offsets and commit logs hold.
     pub fn epoch_log(&self) -> Result<EpochLog> {
-        Ok(EpochLog {
+        let mut recent = self.recent();
+        if let Some(log) = &recent.log {
+            return Ok(log.clone());
+        }
+        let log = EpochLog {
             last_planned: last_epoch(&self.root.join("offsets"))?,
             last_committed: last_epoch(&self.root.join("commits"))?,
-        })
+        };
+        recent.log = Some(log.clone());
+        Ok(log)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An expired entry of `path`'s directory to write `path` into, if one is kept.
+    fn take_free(&self, path: &Path) -> Option<PathBuf> {
+        let dir = path.parent()?;
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.get_mut(dir)?.pop()
+    }
+
+    /// Retires an expired entry: hidden and kept for reuse (when `reuse` and fewer than
+    /// [`MAX_FREE_ENTRIES`] are kept), or deleted.
+    fn release(&self, dir: &Path, name: u64, reuse: bool) -> Result<()> {
+        let path = dir.join(name.to_string());
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let pool = free.entry(dir.to_path_buf()).or_default();
+        let result = if reuse && pool.len() < MAX_FREE_ENTRIES {
+            let hidden = dir.join(format!(".free.{name}"));
+            fs::rename(&path, &hidden).map(|()| pool.push(hidden))
+        } else {
+            fs::remove_file(&path)
+        };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Records what `epoch` reads. Must happen before any of its work runs. Fails with
     /// [`CheckpointError::Fenced`] if the entry exists.
     pub fn write_offsets<T: Serialize>(&self, epoch: Epoch, offsets: &T) -> Result<()> {
-        create_new(&self.offsets_path(epoch), &to_json(offsets), self.durable)
+        let bytes = to_json(offsets);
+        let path = self.offsets_path(epoch);
+        create_new(&path, &bytes, self.durable, self.take_free(&path))?;
+        let mut recent = self.recent();
+        if let Some(log) = &mut recent.log {
+            log.last_planned = log.last_planned.max(Some(epoch));
+        }
+        recent.offsets = Some((epoch, bytes));
+        Ok(())
     }
 
     /// What `epoch` reads, if recorded.
     pub fn read_offsets<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
-        read_json(&self.offsets_path(epoch))
+        let path = self.offsets_path(epoch);
+        if let Some((_, bytes)) = self.recent().offsets.as_ref().filter(|(e, _)| *e == epoch) {
+            return parse_json(&path, bytes).map(Some);
+        }
+        read_json(&path)
     }
 
     /// Marks `epoch` committed. Must happen after its sink commit.
     pub fn write_commit(&self, record: &CommitRecord) -> Result<()> {
-        create_new(
-            &self.root.join("commits").join(record.epoch.to_string()),
-            &to_json(record),
-            self.durable,
-        )
+        let bytes = to_json(record);
+        let path = self.root.join("commits").join(record.epoch.to_string());
+        create_new(&path, &bytes, self.durable, self.take_free(&path))?;
+        let mut recent = self.recent();
+        if let Some(log) = &mut recent.log {
+            log.last_committed = log.last_committed.max(Some(record.epoch));
+        }
+        recent.commit = Some((record.epoch, bytes));
+        Ok(())
     }
 
     /// Keeps `epoch`'s progress record (informational; not fsynced).
@@ -246,9 +322,7 @@ impl CheckpointStore {
         let dir = self.root.join("progress");
         create_dir(&dir)?;
         let path = dir.join(epoch.to_string());
-        let tmp = dir.join(format!(".{epoch}.tmp"));
-        fs::write(&tmp, to_json(progress)).map_err(|e| io("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("rename into place", &path, e))
+        write_file(&path, &to_json(progress), false, self.take_free(&path))
     }
 
     /// The progress record of `epoch`, if kept.
@@ -271,33 +345,35 @@ impl CheckpointStore {
         let Some(oldest_kept) = latest.0.checked_sub(keep - 1) else {
             return Ok(());
         };
+        // (directory, whether its expired entries are kept for reuse)
         let mut dirs = vec![
-            self.root.join("offsets"),
-            self.root.join("commits"),
-            self.root.join("progress"),
+            (self.root.join("offsets"), true),
+            (self.root.join("commits"), true),
+            (self.root.join("progress"), true),
         ];
         if let Ok(sinks) = fs::read_dir(self.root.join("sinks")) {
-            dirs.extend(sinks.flatten().map(|e| e.path()));
+            dirs.extend(sinks.flatten().map(|e| (e.path(), false)));
         }
         let mut from = self.retained_from.lock().unwrap_or_else(|p| p.into_inner());
-        for dir in dirs {
+        for (dir, reuse) in dirs {
             match *from {
                 Some(from) => {
                     for n in from..oldest_kept {
-                        let path = dir.join(n.to_string());
-                        match fs::remove_file(&path) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                return Err(io("remove", &path, e))
-                            }
-                            _ => {}
-                        }
+                        self.release(&dir, n, reuse)?;
                     }
                 }
                 None => {
+                    // Entries an earlier run kept for reuse go.
+                    if let Ok(entries) = fs::read_dir(&dir) {
+                        for entry in entries.flatten() {
+                            if entry.file_name().to_string_lossy().starts_with(".free.") {
+                                let _ = fs::remove_file(entry.path());
+                            }
+                        }
+                    }
                     for epoch in epochs_in(&dir)? {
                         if epoch.0 < oldest_kept {
-                            let path = dir.join(epoch.to_string());
-                            fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+                            self.release(&dir, epoch.0, reuse)?;
                         }
                     }
                 }
@@ -309,7 +385,11 @@ impl CheckpointStore {
 
     /// The commit record of `epoch`, if it committed.
     pub fn read_commit(&self, epoch: Epoch) -> Result<Option<CommitRecord>> {
-        read_json(&self.root.join("commits").join(epoch.to_string()))
+        let path = self.root.join("commits").join(epoch.to_string());
+        if let Some((_, bytes)) = self.recent().commit.as_ref().filter(|(e, _)| *e == epoch) {
+            return parse_json(&path, bytes).map(Some);
+        }
+        read_json(&path)
     }
 
     /// Records what sink `sink` publishes for `epoch` (before publishing, so a crash mid-publish
@@ -322,7 +402,12 @@ impl CheckpointStore {
     ) -> Result<()> {
         let dir = self.root.join("sinks").join(sink);
         create_dir(&dir)?;
-        write_file(&dir.join(epoch.to_string()), &to_json(record), self.durable)
+        write_file(
+            &dir.join(epoch.to_string()),
+            &to_json(record),
+            self.durable,
+            None,
+        )
     }
 
     /// The sink commit record of `epoch`, if one was written.
@@ -366,8 +451,8 @@ fn epochs_in(dir: &Path) -> Result<Vec<Epoch>> {
 
 /// Creates `path` with `bytes` only if it does not exist: the content is written and synced to a
 /// temp file that is then hard-linked into place (atomic, and failing if the name is taken).
-fn create_new(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let (dir, tmp) = write_temp(path, bytes, durable)?;
+fn create_new(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) -> Result<()> {
+    let (dir, tmp) = write_temp(path, bytes, durable, reuse)?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
@@ -387,11 +472,13 @@ fn create_new(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     Ok(())
 }
 
+fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))
+}
+
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt(path, e)),
+        Ok(bytes) => parse_json(path, &bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path, e)),
     }
@@ -405,12 +492,12 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one,
 /// also across a power loss: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_file(path, bytes, true)
+    write_file(path, bytes, true, None)
 }
 
 /// [`write_atomic`], with the fsyncs only when `durable` (a rename is atomic either way).
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let (dir, tmp) = write_temp(path, bytes, durable)?;
+fn write_file(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) -> Result<()> {
+    let (dir, tmp) = write_temp(path, bytes, durable, reuse)?;
     fs::rename(&tmp, path).map_err(|e| io("rename into place", path, e))?;
     if !durable {
         return Ok(());
@@ -420,13 +507,25 @@ fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .map_err(|e| io("sync directory", dir, e))
 }
 
-/// Writes `bytes` to a temp file beside `path` (synced when `durable`); returns the directory
-/// and the temp file.
-fn write_temp<'a>(path: &'a Path, bytes: &[u8], durable: bool) -> Result<(&'a Path, PathBuf)> {
+/// Writes `bytes` to a temp file beside `path` (synced when `durable`), reusing the file
+/// `reuse` (an expired entry of the same directory) when given; returns the directory and the
+/// temp file.
+fn write_temp<'a>(
+    path: &'a Path,
+    bytes: &[u8],
+    durable: bool,
+    reuse: Option<PathBuf>,
+) -> Result<(&'a Path, PathBuf)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    let reused = reuse.is_some_and(|free| fs::rename(free, &tmp).is_ok());
+    let mut file = if reused {
+        fs::OpenOptions::new().write(true).truncate(true).open(&tmp)
+    } else {
+        fs::File::create(&tmp)
+    }
+    .map_err(|e| io("create", &tmp, e))?;
     file.write_all(bytes)
         .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|e| io("write", &tmp, e))?;
@@ -556,6 +655,51 @@ mod tests {
             store.epoch_log().unwrap().next_action(),
             EpochAction::PlanNew { epoch: Epoch(10) }
         );
+    }
+
+    #[test]
+    fn expired_entries_are_reused_for_new_ones() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+        let inodes = |dir: &Path| -> std::collections::BTreeSet<u64> {
+            fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().ino())
+                .collect()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..40u64 {
+            store.write_offsets(Epoch(n), &vec![n; n as usize]).unwrap();
+            store.write_progress(Epoch(n), &n).unwrap();
+            store.retain(Epoch(n), 3).unwrap();
+            seen.extend(inodes(&dir.path().join("offsets")));
+        }
+        // Only the retained epochs are visible, each with its own content (read by another
+        // store, not from memory); the log went round a handful of files.
+        let reader = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+        assert_eq!(
+            reader.planned_epochs().unwrap(),
+            vec![Epoch(37), Epoch(38), Epoch(39)]
+        );
+        for n in 37..40u64 {
+            assert_eq!(
+                reader.read_offsets::<Vec<u64>>(Epoch(n)).unwrap(),
+                Some(vec![n; n as usize])
+            );
+            assert_eq!(reader.read_progress::<u64>(Epoch(n)).unwrap(), Some(n));
+        }
+        assert!(seen.len() <= 3 + 2, "{} inodes for 40 entries", seen.len());
+        // A new run deletes what the last one kept for reuse.
+        reader.retain(Epoch(39), 3).unwrap();
+        let hidden = fs::read_dir(dir.path().join("offsets"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(".free.")
+            })
+            .count();
+        assert_eq!(hidden, 0);
     }
 
     #[test]

@@ -130,7 +130,8 @@ enum TaskState {
     Done {
         executor: ExecutorId,
         report: TaskReport,
-        took: Duration,
+        /// How long it ran (`None`: completed without running).
+        took: Option<Duration>,
     },
 }
 
@@ -344,7 +345,7 @@ impl EpochScheduler {
             let mut took: Vec<Duration> = self.tasks[s]
                 .iter()
                 .filter_map(|t| match t {
-                    TaskState::Done { took, .. } => Some(*took),
+                    TaskState::Done { took, .. } => *took,
                     _ => None,
                 })
                 .collect();
@@ -473,8 +474,22 @@ impl EpochScheduler {
         self.tasks[s][p] = TaskState::Done {
             executor,
             report,
-            took: now.duration_since(started),
+            took: Some(now.duration_since(started)),
         };
+    }
+
+    /// Completes a pending task without running it: it is known to produce nothing (a scan
+    /// stage whose tables have no input this epoch). Its `report` says so; it belongs to no
+    /// executor, so no fetch is made for it and losing an executor never re-runs it.
+    pub fn complete_unrun(&mut self, task: TaskKey, report: TaskReport) {
+        let (s, p) = (task.stage.0, task.partition);
+        if matches!(self.tasks[s][p], TaskState::Pending { .. }) {
+            self.tasks[s][p] = TaskState::Done {
+                executor: UNRUN,
+                report,
+                took: None,
+            };
+        }
     }
 
     /// An attempt failed. A non-retryable error ends the epoch; a retryable one runs the task
@@ -695,6 +710,9 @@ impl EpochScheduler {
         self.logs.iter().flatten().map(|l| l.history.len()).sum()
     }
 }
+
+/// The executor of a task completed without running (see [`EpochScheduler::complete_unrun`]).
+pub const UNRUN: ExecutorId = ExecutorId(u32::MAX);
 
 fn key(stage: usize, partition: usize) -> TaskKey {
     TaskKey {

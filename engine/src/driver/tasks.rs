@@ -150,6 +150,35 @@ impl EpochRunner<'_> {
                     .or_insert_with(|| assign_splits(splits, *parts));
             }
         }
+        // A scan stage that emits nothing from no input, in an epoch where its tables have no
+        // splits, is complete without running (an epoch without new data makes no round trip
+        // for it).
+        for stage in &planned.stages {
+            let StageOutput::Hash { partitions } = stage.output else {
+                continue;
+            };
+            let no_input = stage
+                .tables
+                .iter()
+                .all(|(table, _)| input.sources.get(table).is_none_or(|s| s.splits.is_empty()));
+            if no_input
+                && !planned.stateful_stages.contains(&stage.id)
+                && stage.emits_nothing_without_input()
+            {
+                for partition in 0..stage.tasks {
+                    scheduler.complete_unrun(
+                        crate::protocol::TaskKey {
+                            stage: stage.id,
+                            partition,
+                        },
+                        crate::protocol::TaskReport {
+                            partition_rows: vec![0; partitions],
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut without_executors: Option<Instant> = None;

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -40,6 +41,32 @@ pub struct Stage {
     pub inputs: Vec<StageId>,
     /// Tables it scans, with their scan partition counts.
     pub tables: Vec<(String, usize)>,
+}
+
+impl Stage {
+    /// Whether the stage's tasks produce nothing when its scans read nothing: it reads no
+    /// other stage, shuffles its output by hash, every leaf is a source scan and nothing in it
+    /// emits a row from an empty input (an aggregate without GROUP BY emits one). The driver
+    /// completes such a stage without running it in an epoch where its tables have no splits.
+    /// (Stateful stages are never skipped: the caller checks.)
+    pub fn emits_nothing_without_input(&self) -> bool {
+        fn scans_only(plan: &Arc<dyn ExecutionPlan>) -> bool {
+            if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+                if agg.group_expr().expr().is_empty() {
+                    return false;
+                }
+            }
+            let children = plan.children();
+            if children.is_empty() {
+                return plan.downcast_ref::<SourceScanExec>().is_some();
+            }
+            children.into_iter().all(scans_only)
+        }
+        self.inputs.is_empty()
+            && !self.tables.is_empty()
+            && matches!(self.output, StageOutput::Hash { .. })
+            && scans_only(&self.plan)
+    }
 }
 
 /// Splits `plan` into stages; the final stage's output is `final_output`.

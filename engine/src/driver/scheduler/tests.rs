@@ -305,3 +305,37 @@ fn an_idle_executor_can_go_away() {
         .unwrap();
     assert_eq!(s.on_executor_lost(idle, now), Ok(vec![]));
 }
+
+#[test]
+fn a_stage_completed_unrun_releases_its_readers_and_is_never_rerun() {
+    let now = Instant::now();
+    let mut s = two_stage();
+    for partition in 0..2 {
+        s.complete_unrun(
+            TaskKey {
+                stage: StageId(0),
+                partition,
+            },
+            TaskReport::default(),
+        );
+    }
+    assert!(s.stage_done(StageId(0)));
+    // The readers run at once; nothing of stage 0 was sent anywhere.
+    let first = s.poll(now);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|a| a.task.stage == StageId(1)));
+    assert_eq!(s.attempt_count(), 2);
+    // Losing an executor re-runs its running reader only, never the unrun tasks.
+    let rerun = s
+        .on_executor_lost(first[0].executor, now)
+        .expect("retryable");
+    assert_eq!(rerun, vec![first[0].task]);
+    succeed_all(&mut s, &first[1..], now);
+    let again = drain(&mut s, now);
+    assert_eq!(
+        again.iter().map(|a| a.task).collect::<Vec<_>>(),
+        vec![first[0].task]
+    );
+    assert!(s.is_complete());
+    assert!(s.outputs(StageId(0)).iter().all(|(_, e)| *e == UNRUN));
+}
