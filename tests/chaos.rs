@@ -86,10 +86,8 @@ impl Job {
         self.driver.as_ref().unwrap().id() as i32
     }
 
-    fn commits(&self) -> usize {
-        std::fs::read_dir(self.dir.join("ckpt/commits"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+    fn commits(&self) -> u64 {
+        common::committed_epochs(&self.dir.join("ckpt"))
     }
 
     fn log(&self) -> String {
@@ -308,10 +306,23 @@ fn exactly_once_through_twenty_random_process_and_broker_faults() {
             assert!(
                 at.elapsed() < deadline,
                 "{name} did not commit within {deadline:?} after {fault:?}:\n{}",
-                if name == "archive" {
-                    archive.log()
-                } else {
-                    windows.log()
+                match name {
+                    "archive" => archive.log(),
+                    "windows" => windows.log(),
+                    // The broker: the log of each job that has not committed since.
+                    _ => format!(
+                        "{}{}",
+                        if now.0 > before.0 {
+                            String::new()
+                        } else {
+                            format!("archive:\n{}\n", archive.log())
+                        },
+                        if now.1 > before.1 {
+                            String::new()
+                        } else {
+                            format!("windows:\n{}", windows.log())
+                        }
+                    ),
                 }
             );
             std::thread::sleep(Duration::from_millis(20));

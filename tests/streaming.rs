@@ -113,8 +113,8 @@ fn kafka_to_parquet_is_exactly_once_across_three_driver_kill_9s() {
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || produce(producer_broker, "events", 4, 0..N));
         let mut rng = rand::rng();
-        let commits = dir.path().join("ckpt/commits");
-        let committed = || std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0);
+        let ckpt = dir.path().join("ckpt");
+        let committed = || common::committed_epochs(&ckpt);
         for round in 0..3 {
             let before = committed();
             let mut child = spawn(dir.path(), &args, &[]);

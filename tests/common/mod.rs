@@ -238,3 +238,18 @@ pub fn int_column(root: &Path, name: &str) -> Vec<i64> {
     }
     values
 }
+
+/// How many epochs the checkpoint at `ckpt` has committed: one past the highest `commits/N`
+/// (retention keeps only the last epochs' entries, so they cannot be counted).
+#[allow(dead_code)]
+pub fn committed_epochs(ckpt: &std::path::Path) -> u64 {
+    std::fs::read_dir(ckpt.join("commits"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .map(|n| n + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}

@@ -172,6 +172,10 @@ async fn serve(
         }
     };
     endpoint.close("executor exiting");
+    // Let the close frames leave before the process exits: the driver waits for them (up to
+    // two seconds) before it tears its own endpoint down. They go out at once; the
+    // connections' draining period need not pass.
+    let _ = tokio::time::timeout(Duration::from_millis(20), endpoint.wait_idle()).await;
     outcome
 }
 
