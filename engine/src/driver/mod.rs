@@ -14,6 +14,7 @@ pub mod cluster;
 mod report;
 mod run_dir;
 pub mod scheduler;
+mod signals;
 mod splits;
 mod tasks;
 
@@ -22,6 +23,7 @@ pub use report::{
     Trigger,
 };
 use run_dir::RunDir;
+use signals::{interruptible, watch_signals};
 pub use splits::assign_splits;
 
 use std::collections::BTreeMap;
@@ -232,45 +234,6 @@ struct EpochRunner<'a> {
     respawns: bool,
     /// Executors lost since the last epoch committed.
     lost: Vec<report::LostExecutor>,
-}
-
-/// Runs `fut` unless the user interrupts: the first Ctrl-C of a streaming run only asks to stop
-/// after the current epoch commits (`threshold` 2); a bounded run stops at once (`threshold` 1).
-async fn interruptible<F: std::future::Future>(
-    signals: &mut watch::Receiver<u32>,
-    threshold: u32,
-    fut: F,
-) -> Result<F::Output> {
-    tokio::pin!(fut);
-    loop {
-        tokio::select! {
-            r = &mut fut => return Ok(r),
-            changed = signals.changed() => {
-                if changed.is_err() {
-                    return Ok(fut.await);
-                }
-                if *signals.borrow() >= threshold {
-                    return Err(EngineError::Interrupted);
-                }
-                eprintln!("sluice: stopping after the current epoch commits (Ctrl-C again to abort it)");
-            }
-        }
-    }
-}
-
-/// Counts Ctrl-C / SIGTERM deliveries.
-fn watch_signals() -> watch::Receiver<u32> {
-    let (tx, rx) = watch::channel(0u32);
-    tokio::spawn(async move {
-        loop {
-            interrupt_signal().await;
-            let n = *tx.borrow() + 1;
-            if tx.send(n).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Consecutive failed attempts to plan an epoch (broker unreachable) before the query fails.
@@ -785,18 +748,6 @@ impl EpochRunner<'_> {
 async fn send(member: &Member, message: ToExecutor) {
     if member.sender.send(message).await.is_err() {
         warn!(name = %member.info.name, "executor's queue is closed");
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn interrupt_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -1,0 +1,57 @@
+//! Ctrl-C and SIGTERM: counted, so that a streaming run stops after the current epoch on the
+//! first and at once on the second.
+
+use tokio::sync::watch;
+
+use crate::error::{EngineError, Result};
+
+/// Runs `fut` unless the user interrupts: the first Ctrl-C of a streaming run only asks to stop
+/// after the current epoch commits (`threshold` 2); a bounded run stops at once (`threshold` 1).
+pub(super) async fn interruptible<F: std::future::Future>(
+    signals: &mut watch::Receiver<u32>,
+    threshold: u32,
+    fut: F,
+) -> Result<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            changed = signals.changed() => {
+                if changed.is_err() {
+                    return Ok(fut.await);
+                }
+                if *signals.borrow() >= threshold {
+                    return Err(EngineError::Interrupted);
+                }
+                eprintln!("sluice: stopping after the current epoch commits (Ctrl-C again to abort it)");
+            }
+        }
+    }
+}
+
+/// Counts Ctrl-C / SIGTERM deliveries.
+pub(super) fn watch_signals() -> watch::Receiver<u32> {
+    let (tx, rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            interrupt_signal().await;
+            let n = *tx.borrow() + 1;
+            if tx.send(n).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupt_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
