@@ -5,9 +5,11 @@
 //! `--trigger 0ms --no-data-epochs --max-epochs N --progress json` and the default retention:
 //! every epoch plans offsets (asking the broker for the latest offsets), records `offsets/N`,
 //! runs the stateful stage's tasks on the executors (the scan stage, with no input, completes
-//! without running), commits the sink and writes `commits/N`. Each epoch's
-//! `duration_ms.total` is read from its progress record; p50 and p99 are printed with and
-//! without fsync.
+//! without running), commits the sink and writes `commits/N`. Two numbers per epoch, from the
+//! progress records: its `duration_ms.total` (planning to commit record) and its cycle time,
+//! `since_previous_epoch_ms` of the next epoch (everything up to the next epoch's start: the
+//! progress record, retention, the trigger). p50 and p99 are printed with and without fsync;
+//! the target is judged on the cycle time.
 //!
 //! Peer, same machine, same run: PySpark's `durationMs.triggerExecution` for a trivial
 //! `rate -> noop` streaming query (when `.venv/bin/python` has pyspark; see
@@ -57,8 +59,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Runs the query for `epochs` epochs; returns each epoch's total duration (ms), sorted.
-fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Vec<f64> {
+/// Per-epoch durations in ms, each sorted.
+struct Epochs {
+    /// `duration_ms.total`: planning through the commit record.
+    total: Vec<f64>,
+    /// From the epoch's start to the next epoch's start.
+    cycle: Vec<f64>,
+}
+
+/// Runs the query for `epochs` epochs.
+fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Epochs {
     let job = dir.join("p2.sql");
     std::fs::write(
         &job,
@@ -97,16 +107,25 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Vec<f
     let out = cmd.output().expect("sluice runs");
     assert!(out.status.success(), "sluice failed: {}", out.status);
     let mut totals = Vec::new();
+    let mut cycles = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         // The first epochs warm up (first task of each stage on each executor).
-        if v["epoch"].as_u64().is_some_and(|e| e >= 5) {
+        let epoch = v["epoch"].as_u64().unwrap_or(0);
+        if epoch >= 5 {
             totals.push(
                 v["duration_ms"]["total"]
                     .as_f64()
                     .expect("duration_ms.total"),
+            );
+        }
+        if epoch >= 6 {
+            cycles.push(
+                v["since_previous_epoch_ms"]
+                    .as_f64()
+                    .expect("since_previous_epoch_ms"),
             );
         }
     }
@@ -116,7 +135,11 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Vec<f
         "one progress record per epoch"
     );
     totals.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    totals
+    cycles.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Epochs {
+        total: totals,
+        cycle: cycles,
+    }
 }
 
 fn spark(root: &Path, seconds: u64) -> Option<Vec<f64>> {
@@ -153,26 +176,26 @@ fn main() {
     let without = sluice_epochs(dir.path(), &broker, args.epochs, false);
     println!(
         "P2: epoch with no new data, 2-stage query, 2 executors ({} epochs measured each)",
-        with_fsync.len()
+        with_fsync.total.len()
     );
+    println!("  (total: planning to commit record; cycle: epoch start to next epoch start)");
+    for (name, e) in [("fsync:   ", &with_fsync), ("no fsync:", &without)] {
+        println!(
+            "  sluice, {name} total p50 {:7.3} ms  p99 {:7.3} ms | cycle p50 {:7.3} ms  p99 {:7.3} ms",
+            percentile(&e.total, 0.5),
+            percentile(&e.total, 0.99),
+            percentile(&e.cycle, 0.5),
+            percentile(&e.cycle, 0.99)
+        );
+    }
+    let sluice_p50 = percentile(&without.cycle, 0.5);
     println!(
-        "  sluice, fsync:     p50 {:8.3} ms   p99 {:8.3} ms",
-        percentile(&with_fsync, 0.5),
-        percentile(&with_fsync, 0.99)
-    );
-    println!(
-        "  sluice, no fsync:  p50 {:8.3} ms   p99 {:8.3} ms   (target p50 <= 1 ms: {})",
-        percentile(&without, 0.5),
-        percentile(&without, 0.99),
-        if percentile(&without, 0.5) <= 1.0 {
-            "met"
-        } else {
-            "MISSED"
-        }
+        "  target: cycle p50 <= 1 ms without fsync: {}",
+        if sluice_p50 <= 1.0 { "met" } else { "MISSED" }
     );
     if args.spark {
         if let Some(s) = spark(&root, args.spark_seconds) {
-            let ratio = percentile(&s, 0.5) / percentile(&without, 0.5);
+            let ratio = percentile(&s, 0.5) / sluice_p50;
             println!(
                 "  PySpark rate->noop triggerExecution: p50 {:8.3} ms   p99 {:8.3} ms ({} batches)",
                 percentile(&s, 0.5),
@@ -180,9 +203,9 @@ fn main() {
                 s.len()
             );
             println!(
-                "  ratio PySpark p50 / Sluice p50 (no fsync): {ratio:.1}x (target >= 50x: {}); with fsync {:.1}x",
+                "  ratio PySpark p50 / Sluice cycle p50 (no fsync): {ratio:.1}x (target >= 50x: {}); with fsync {:.1}x",
                 if ratio >= 50.0 { "met" } else { "MISSED" },
-                percentile(&s, 0.5) / percentile(&with_fsync, 0.5)
+                percentile(&s, 0.5) / percentile(&with_fsync.cycle, 0.5)
             );
         }
     }

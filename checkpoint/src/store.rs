@@ -10,8 +10,9 @@
 //!   lock                the running driver (pid, host, start); held with an exclusive flock
 //! ```
 //!
-//! `offsets/N` and `commits/N` are created only if absent (hard link of a synced temp file), so
-//! a second writer can never replace an entry; together with the lock this fences drivers.
+//! `offsets/N` and `commits/N` are created only if absent (a synced hidden file renamed into
+//! place with `RENAME_NOREPLACE`), so a second writer can never replace an entry; together with
+//! the lock this fences drivers.
 //! Retention keeps the last K epochs of every log.
 
 use std::collections::HashMap;
@@ -449,20 +450,24 @@ fn epochs_in(dir: &Path) -> Result<Vec<Epoch>> {
     Ok(out)
 }
 
-/// Creates `path` with `bytes` only if it does not exist: the content is written and synced to a
-/// temp file that is then hard-linked into place (atomic, and failing if the name is taken).
+/// Creates `path` with `bytes` only if it does not exist: the content is written (and synced
+/// when `durable`) under a hidden name — an expired entry being reused, or a new temp file —
+/// that is then renamed into place without replacing (`renameat2(RENAME_NOREPLACE)`; a hard
+/// link where the file system lacks it). Atomic, and failing if the name is taken.
 fn create_new(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) -> Result<()> {
-    let (dir, tmp) = write_temp(path, bytes, durable, reuse)?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
+    let (dir, staged) = write_staged(path, bytes, durable, reuse)?;
+    match rename_noreplace(&staged, path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(&staged);
             return Err(CheckpointError::Fenced {
                 path: path.to_path_buf(),
-            })
+            });
         }
-        Err(e) => return Err(io("link into place", path, e)),
+        Err(e) => {
+            let _ = fs::remove_file(&staged);
+            return Err(io("move into place", path, e));
+        }
     }
     if durable {
         fs::File::open(dir)
@@ -470,6 +475,39 @@ fn create_new(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) 
             .map_err(|e| io("sync directory", dir, e))?;
     }
     Ok(())
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (old, new) = (c(from)?, c(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            old.as_ptr(),
+            libc::AT_FDCWD,
+            new.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // File systems without RENAME_NOREPLACE: a hard link is create-if-absent too.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        _ => Err(err),
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
@@ -497,8 +535,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`], with the fsyncs only when `durable` (a rename is atomic either way).
 fn write_file(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) -> Result<()> {
-    let (dir, tmp) = write_temp(path, bytes, durable, reuse)?;
-    fs::rename(&tmp, path).map_err(|e| io("rename into place", path, e))?;
+    let (dir, staged) = write_staged(path, bytes, durable, reuse)?;
+    fs::rename(&staged, path).map_err(|e| io("rename into place", path, e))?;
     if !durable {
         return Ok(());
     }
@@ -507,25 +545,32 @@ fn write_file(path: &Path, bytes: &[u8], durable: bool, reuse: Option<PathBuf>) 
         .map_err(|e| io("sync directory", dir, e))
 }
 
-/// Writes `bytes` to a temp file beside `path` (synced when `durable`), reusing the file
-/// `reuse` (an expired entry of the same directory) when given; returns the directory and the
-/// temp file.
-fn write_temp<'a>(
+/// Writes `bytes` under a hidden name beside `path` (synced when `durable`) and returns the
+/// directory and that name. With `reuse` (an expired entry of the same directory, hidden
+/// already) the content is written over the old one in place and the file cut to length:
+/// unlike truncating to zero, this frees and allocates no blocks when the sizes are alike.
+fn write_staged<'a>(
     path: &'a Path,
     bytes: &[u8],
     durable: bool,
     reuse: Option<PathBuf>,
 ) -> Result<(&'a Path, PathBuf)> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(free) = reuse {
+        if let Ok(mut file) = fs::OpenOptions::new().write(true).open(&free) {
+            let written = file
+                .write_all(bytes)
+                .and_then(|()| file.set_len(bytes.len() as u64))
+                .and_then(|()| if durable { file.sync_all() } else { Ok(()) });
+            match written {
+                Ok(()) => return Ok((dir, free)),
+                Err(e) => return Err(io("write", &free, e)),
+            }
+        }
+    }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let reused = reuse.is_some_and(|free| fs::rename(free, &tmp).is_ok());
-    let mut file = if reused {
-        fs::OpenOptions::new().write(true).truncate(true).open(&tmp)
-    } else {
-        fs::File::create(&tmp)
-    }
-    .map_err(|e| io("create", &tmp, e))?;
+    let mut file = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
     file.write_all(bytes)
         .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|e| io("write", &tmp, e))?;
@@ -669,8 +714,16 @@ mod tests {
                 .collect()
         };
         let mut seen = std::collections::BTreeSet::new();
+        // Entries alternately longer and shorter than the expired ones they are written into.
+        let len = |n: u64| {
+            if n % 2 == 0 {
+                n as usize
+            } else {
+                40 - n as usize
+            }
+        };
         for n in 0..40u64 {
-            store.write_offsets(Epoch(n), &vec![n; n as usize]).unwrap();
+            store.write_offsets(Epoch(n), &vec![n; len(n)]).unwrap();
             store.write_progress(Epoch(n), &n).unwrap();
             store.retain(Epoch(n), 3).unwrap();
             seen.extend(inodes(&dir.path().join("offsets")));
@@ -685,7 +738,7 @@ mod tests {
         for n in 37..40u64 {
             assert_eq!(
                 reader.read_offsets::<Vec<u64>>(Epoch(n)).unwrap(),
-                Some(vec![n; n as usize])
+                Some(vec![n; len(n)])
             );
             assert_eq!(reader.read_progress::<u64>(Epoch(n)).unwrap(), Some(n));
         }

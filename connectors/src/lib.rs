@@ -208,6 +208,11 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn on_commit(&self, _epoch: &SourceEpoch) -> Result<()> {
         Ok(())
     }
+    /// Called when the next epoch will be planned as soon as the current one commits (a
+    /// trigger that is already due): a source may start finding out what is new now, so that
+    /// planning the next epoch does not wait for it (Kafka: the latest offsets are fetched
+    /// while the current epoch commits).
+    fn prepare_next_epoch(&self) {}
     /// Executor side: a reader for one split producing only the `projection` columns (indices
     /// into [`Source::schema`]; `None` means all).
     fn open(

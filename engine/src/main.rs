@@ -342,7 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let ca = sluice_net::ClusterCa::generate(&dir.display().to_string())?;
-            ca.write_to_dir(&dir)?;
+            ca.write_to_dir(&dir, true)?;
             println!(
                 "created cluster CA in {} (ca.crt, ca.key). Give every host this directory; start the driver with --cluster-dir {0} and executors with --cluster-dir {0}.",
                 dir.display()

@@ -76,12 +76,18 @@ impl ClusterCa {
         })
     }
 
-    /// Writes `ca.crt` and (if held) `ca.key` (mode 0600) into `dir`, creating it.
-    pub fn write_to_dir(&self, dir: &Path) -> Result<()> {
+    /// Writes `ca.crt` and (if held) `ca.key` (mode 0600) into `dir`, creating it; fsynced
+    /// when `durable` (a cluster directory, not a run's temporary one).
+    pub fn write_to_dir(&self, dir: &Path, durable: bool) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
-        write_file(&dir.join(CA_CERT_FILE), self.cert_pem.as_bytes(), 0o644)?;
+        write_file(
+            &dir.join(CA_CERT_FILE),
+            self.cert_pem.as_bytes(),
+            0o644,
+            durable,
+        )?;
         if let Some(key) = &self.key_pem {
-            write_file(&dir.join(CA_KEY_FILE), key.as_bytes(), 0o600)?;
+            write_file(&dir.join(CA_KEY_FILE), key.as_bytes(), 0o600, durable)?;
         }
         Ok(())
     }
@@ -161,17 +167,19 @@ impl std::fmt::Debug for NodeIdentity {
 }
 
 impl NodeIdentity {
-    /// Writes `NAME.crt` and `NAME.key` (mode 0600) into `dir`.
-    pub fn write_to_dir(&self, dir: &Path, name: &str) -> Result<()> {
+    /// Writes `NAME.crt` and `NAME.key` (mode 0600) into `dir`; fsynced when `durable`.
+    pub fn write_to_dir(&self, dir: &Path, name: &str, durable: bool) -> Result<()> {
         write_file(
             &dir.join(format!("{name}.crt")),
             self.cert_pem.as_bytes(),
             0o644,
+            durable,
         )?;
         write_file(
             &dir.join(format!("{name}.key")),
             self.key_pem.as_bytes(),
             0o600,
+            durable,
         )
     }
 
@@ -253,7 +261,7 @@ pub fn client_config(ca: &ClusterCa, identity: &NodeIdentity) -> Result<rustls::
     Ok(config)
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+fn write_file(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -262,7 +270,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .open(path)
         .map_err(|e| io_err("create", path, e))?;
     file.write_all(contents)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|e| io_err("write", path, e))
 }
 
@@ -290,10 +298,10 @@ mod tests {
     fn ca_and_identity_round_trip_through_a_directory_with_private_keys_0600() {
         let dir = tempfile::tempdir().unwrap();
         let ca = ClusterCa::generate("test").unwrap();
-        ca.write_to_dir(dir.path()).unwrap();
+        ca.write_to_dir(dir.path(), true).unwrap();
         let loaded = ClusterCa::load_from_dir(dir.path()).unwrap();
         let id = loaded.issue("executor-1").unwrap();
-        id.write_to_dir(dir.path(), "executor-1").unwrap();
+        id.write_to_dir(dir.path(), "executor-1", true).unwrap();
         for key in ["ca.key", "executor-1.key"] {
             let mode = fs::metadata(dir.path().join(key))
                 .unwrap()
@@ -313,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         ClusterCa::generate("x")
             .unwrap()
-            .write_to_dir(dir.path())
+            .write_to_dir(dir.path(), true)
             .unwrap();
         fs::remove_file(dir.path().join("ca.key")).unwrap();
         let ca = ClusterCa::load_from_dir(dir.path()).unwrap();

@@ -18,6 +18,7 @@
 //! - `reader`: the executor side: reading a range, decoding, dead letters.
 //! - [`sink`]: the Kafka sink (JSON records, at-least-once).
 
+mod background;
 pub mod ranges;
 mod reader;
 pub mod sink;
@@ -35,6 +36,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::error::{ConnectorError, Result};
 use crate::options::{BadRecordPolicy, KafkaFormat, KafkaSourceSpec, StartPosition};
 use crate::{KafkaEndpoint, PlanRequest, ReadContext, Source, SourceEpoch, Split, SplitReader};
+use background::Background;
+pub use background::{PARTITION_DISCOVERY_INTERVAL, PREFETCH_MAX_AGE};
 pub use ranges::{plan_ranges, PartitionState, RangeInputs};
 use reader::{DeadLetters, Decoding, KafkaReader, SplitConsumer};
 
@@ -83,31 +86,19 @@ pub struct KafkaSource {
     schema: SchemaRef,
     /// The driver's metadata client, created on first use.
     admin: Mutex<Option<Arc<BaseConsumer>>>,
-    /// Partition discovery, started by the first watermark request.
-    discovery: Mutex<Option<Arc<Discovery>>>,
-}
-
-/// How often the topic's metadata is asked for in the background, to find partitions added to
-/// it: a partition added to the topic is read from the first trigger after the next refresh.
-pub const PARTITION_DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The topic's partitions as the newest metadata response says (or why it failed), kept fresh
-/// by a background thread so that planning an epoch costs one ListOffsets round trip, not a
-/// metadata request as well.
-struct Discovery {
-    partitions: Mutex<std::result::Result<Vec<i32>, String>>,
-    stop: std::sync::atomic::AtomicBool,
+    /// Partition discovery and offset prefetching, started by the first watermark request.
+    background: Mutex<Option<Arc<Background>>>,
 }
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        if let Some(d) = self
-            .discovery
+        if let Some(b) = self
+            .background
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            d.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            b.stop();
         }
     }
 }
@@ -128,7 +119,7 @@ impl KafkaSource {
             spec,
             schema,
             admin: Mutex::new(None),
-            discovery: Mutex::new(None),
+            background: Mutex::new(None),
         }
     }
 
@@ -158,32 +149,37 @@ impl KafkaSource {
     }
 
     /// The topic's partitions: asked for directly the first time, which also starts the
-    /// background refresh; from then on, as of the newest refresh.
+    /// background thread; from then on, as of its newest refresh.
     fn partitions(&self, consumer: &Arc<BaseConsumer>) -> Result<Vec<i32>> {
-        let mut guard = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = guard.as_ref() {
-            let found = d.partitions.lock().unwrap_or_else(|p| p.into_inner());
-            return found.clone().map_err(|m| self.error(m));
+        let mut guard = self.background.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = guard.as_ref() {
+            return b.partitions().map_err(|m| self.error(m));
         }
         let partitions = topic_partitions(consumer, &self.spec).map_err(|m| self.error(m))?;
-        let discovery = Arc::new(Discovery {
-            partitions: Mutex::new(Ok(partitions.clone())),
-            stop: Default::default(),
-        });
-        let (d, consumer, spec) = (discovery.clone(), consumer.clone(), self.spec.clone());
-        std::thread::Builder::new()
-            .name("kafka-discovery".into())
-            .spawn(move || {
-                use std::sync::atomic::Ordering;
-                while !d.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(PARTITION_DISCOVERY_INTERVAL);
-                    let found = topic_partitions(&consumer, &spec);
-                    *d.partitions.lock().unwrap_or_else(|p| p.into_inner()) = found;
-                }
-            })
+        let background = Background::start(consumer.clone(), self.spec.clone(), partitions.clone())
             .map_err(|e| self.error(format!("cannot start partition discovery: {e}")))?;
-        *guard = Some(discovery);
+        *guard = Some(background);
         Ok(partitions)
+    }
+
+    /// The latest offsets of `partitions`: fetched ahead of time if that was asked for
+    /// recently ([`Source::prepare_next_epoch`]) and covers them all, else asked for now.
+    fn latest_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>> {
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(found) = background.and_then(|b| b.take_latest()) {
+            if partitions.iter().all(|p| found.contains_key(p)) {
+                return Ok(found);
+            }
+        }
+        list_offsets(consumer, &self.spec, partitions, Offset::End)
     }
 
     /// Every partition of the topic with its high watermark and, where an epoch after
@@ -193,7 +189,7 @@ impl KafkaSource {
     pub fn watermarks(&self, previous: Option<&BTreeMap<i32, i64>>) -> Result<Vec<PartitionState>> {
         let consumer = self.admin()?;
         let partitions = self.partitions(&consumer)?;
-        let high = list_offsets(&consumer, &self.spec, &partitions, Offset::End)?;
+        let high = self.latest_offsets(&consumer, &partitions)?;
         let reading: Vec<i32> = partitions
             .iter()
             .copied()
@@ -300,6 +296,17 @@ impl Source for KafkaSource {
 
     fn on_commit(&self, epoch: &SourceEpoch) -> Result<()> {
         report_to_group(&self.spec, &epoch.position)
+    }
+
+    fn prepare_next_epoch(&self) {
+        if let Some(b) = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            b.request_latest();
+        }
     }
 
     fn available_end(&self) -> Result<Option<BTreeMap<i32, i64>>> {

@@ -133,6 +133,9 @@ async fn handle_connection(
             if writer.send(&msg).await.is_err() {
                 break;
             }
+            if let ToExecutor::RunTask(task) = &msg {
+                tracing::trace!(target: "sluice::latency", attempt = task.attempt.0, "task written");
+            }
             if shutdown {
                 let _ = writer.get_mut().finish();
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer_conn.closed()).await;
@@ -155,6 +158,9 @@ async fn handle_connection(
     let reason = loop {
         match reader.recv().await {
             Ok(Some(message)) => {
+                if let ToDriver::TaskFinished { attempt, .. } = &message {
+                    tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report received");
+                }
                 if events
                     .send(ClusterEvent::Message { executor, message })
                     .await
@@ -254,15 +260,25 @@ impl Cluster {
         }
     }
 
+    /// Whether the executors are this driver's processes (`local`).
+    pub(crate) fn is_local(&self) -> bool {
+        self.processes.is_some()
+    }
+
+    /// Local: waits for the executor processes to exit (they do on Shutdown; killed after a
+    /// grace period). Then closes the endpoint.
     pub(crate) async fn shutdown(self) {
+        let local = self.is_local();
         if let Some(p) = self.processes {
             p.shutdown(Duration::from_secs(3)).await;
         }
         self.endpoint.close("driver exiting");
-        // Let the close frames go out before the process exits. They leave at once; waiting
-        // for the connections' draining period (three probe timeouts, ~90 ms here) would only
-        // delay the exit (executors close their control connections themselves on Shutdown).
-        let _ = tokio::time::timeout(Duration::from_millis(5), self.endpoint.wait_idle()).await;
+        if !local {
+            // Let the close frames go out to standalone executors before the process exits.
+            // They leave at once; waiting for the connections' draining period (three probe
+            // timeouts, ~90 ms here) would only delay the exit.
+            let _ = tokio::time::timeout(Duration::from_millis(5), self.endpoint.wait_idle()).await;
+        }
     }
 }
 
@@ -439,10 +455,11 @@ pub fn local_tls(
     names: &[String],
 ) -> sluice_net::Result<(sluice_net::ClusterCa, sluice_net::NodeIdentity)> {
     let ca = sluice_net::ClusterCa::generate("local")?;
-    // Local executors get certificates, not the CA key: only the driver can issue.
-    ca.without_key().write_to_dir(dir)?;
+    // Local executors get certificates, not the CA key: only the driver can issue. The run
+    // directory does not outlive the run: nothing to fsync.
+    ca.without_key().write_to_dir(dir, false)?;
     for name in names {
-        ca.issue(name)?.write_to_dir(dir, name)?;
+        ca.issue(name)?.write_to_dir(dir, name, false)?;
     }
     let driver = ca.issue("driver")?;
     Ok((ca, driver))

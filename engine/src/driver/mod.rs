@@ -123,6 +123,10 @@ struct Member {
 pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
     let started = Instant::now();
     let run_dir = RunDir::create(config.work_dir.as_deref())?;
+    // Executors first: their processes start up while the driver opens the checkpoint and
+    // plans. (On an early return below they are killed with the cluster.)
+    let (events_tx, events) = mpsc::channel::<ClusterEvent>(4096);
+    let mut cluster = Cluster::start(&config, &run_dir, events_tx).await?;
     let checkpoint_dir = config
         .checkpoint
         .clone()
@@ -132,6 +136,12 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         &job.fingerprint,
         &uuid::Uuid::new_v4().simple().to_string(),
     )?;
+    // A temporary checkpoint is deleted when the run ends: fsyncing it would protect nothing.
+    // (The sink's published files are fsynced either way.)
+    let config = DriverConfig {
+        fsync: config.fsync && config.checkpoint.is_some(),
+        ..config
+    };
     store.set_durable(config.fsync);
     let _lock = store.lock()?;
     let query_id = store.metadata().query_id.clone();
@@ -154,8 +164,6 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         }
     }
 
-    let (events_tx, events) = mpsc::channel::<ClusterEvent>(4096);
-    let mut cluster = Cluster::start(&config, &run_dir, events_tx).await?;
     let mut runner = EpochRunner {
         config: &config,
         store: &store,
@@ -168,6 +176,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         placement: BTreeMap::new(),
         respawns: matches!(config.cluster, ClusterMode::Local { .. }),
         lost: Vec::new(),
+        next_due: None,
     };
     let result = runner.run(&job, &mut cluster, started).await;
     // Teardown, whatever happened.
@@ -196,15 +205,17 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         .map(|m| m.connection.clone())
         .collect();
     drop(runner);
-    // Executors close their connection once they have the Shutdown; closing the endpoint
-    // before that could drop the message, and a standalone executor would wait for a driver
-    // that is not coming back.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        for c in connections {
-            c.closed().await;
-        }
-    })
-    .await;
+    // Standalone executors close their connection once they have the Shutdown; closing the
+    // endpoint before that could drop the message, and such an executor would wait for a
+    // driver that is not coming back. Local executors are waited for as processes instead.
+    if !cluster.is_local() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for c in connections {
+                c.closed().await;
+            }
+        })
+        .await;
+    }
     cluster.shutdown().await;
     if let (Err(_), Some(committer), Some(epoch)) = (&result, committer, current) {
         committer.abort(&query_id, epoch);
@@ -234,6 +245,8 @@ struct EpochRunner<'a> {
     respawns: bool,
     /// Executors lost since the last epoch committed.
     lost: Vec<report::LostExecutor>,
+    /// When the epoch after the running one is due to start (`None`: not right after it).
+    next_due: Option<Instant>,
 }
 
 /// Consecutive failed attempts to plan an epoch (broker unreachable) before the query fails.
@@ -244,6 +257,10 @@ const EPOCH_RETRIES: u32 = 3;
 
 /// State snapshots older than the retained epochs are deleted after every this many epochs.
 const STATE_GC_EVERY_EPOCHS: u64 = 10;
+
+/// With a trigger that is due and no new data, how long the driver waits before asking the
+/// sources again (Spark's `pollingDelay` is 10 ms; a `0ms` trigger asks for low latency).
+const NO_DATA_POLL_DELAY: Duration = Duration::from_millis(1);
 
 /// What the loop does after an epoch.
 enum Next {
@@ -472,9 +489,12 @@ impl EpochRunner<'_> {
                             Some(Trigger::Once) | Some(Trigger::AvailableNow) => break,
                             _ if self.config.no_data_epochs => {}
                             _ => {
-                                // Nothing new: no epoch; look again at the next trigger.
-                                let wait =
-                                    self.wait_for_trigger(trigger, &mut next_start, epoch_started);
+                                // Nothing new: no epoch; look again at the next trigger, and
+                                // with a trigger that is already due, after a short poll delay
+                                // rather than in a busy loop against the broker.
+                                let wait = self
+                                    .wait_for_trigger(trigger, &mut next_start, epoch_started)
+                                    .unwrap_or_else(|| tokio::time::sleep(NO_DATA_POLL_DELAY));
                                 interruptible(&mut signals, 1, wait).await.ok();
                                 continue;
                             }
@@ -496,6 +516,17 @@ impl EpochRunner<'_> {
                 }
             };
             self.current = Some(epoch);
+            let last_epoch = bounded
+                || self
+                    .config
+                    .max_epochs
+                    .is_some_and(|m| report.epochs + 1 >= m);
+            self.next_due = match trigger {
+                _ if last_epoch => None,
+                Some(Trigger::Interval(d)) => Some(epoch_started + d),
+                Some(Trigger::AvailableNow) => Some(epoch_started),
+                _ => None,
+            };
             let mut failures = 0u32;
             let result = loop {
                 let outcome = self
@@ -568,13 +599,8 @@ impl EpochRunner<'_> {
             self.store.retain(epoch, self.config.retain_epochs)?;
             // Old state snapshots go every few epochs (finding them reads every retained
             // manifest), and always at the end of a bounded run.
-            let final_epoch = bounded
-                || self
-                    .config
-                    .max_epochs
-                    .is_some_and(|m| report.epochs + 1 >= m);
             if !planned.stateful_stages.is_empty()
-                && (epoch.0 % STATE_GC_EVERY_EPOCHS == 0 || final_epoch)
+                && (epoch.0 % STATE_GC_EVERY_EPOCHS == 0 || last_epoch)
             {
                 let oldest = Epoch((epoch.0 + 1).saturating_sub(self.config.retain_epochs.max(1)));
                 if let Err(e) = sluice_checkpoint::state::collect_garbage(
@@ -609,13 +635,15 @@ impl EpochRunner<'_> {
         Ok(report)
     }
 
-    /// Waits for the next trigger (interval triggers only).
+    /// Waits for the next trigger (interval triggers only); `None` when it is due already. (A
+    /// timer is not armed for a start that is due: tokio's timer rounds up to the next
+    /// millisecond, which would add up to 1 ms to every epoch of a `0ms` trigger.)
     fn wait_for_trigger(
         &self,
         trigger: Option<Trigger>,
         next_start: &mut tokio::time::Instant,
         epoch_started: Instant,
-    ) -> tokio::time::Sleep {
+    ) -> Option<tokio::time::Sleep> {
         let now = tokio::time::Instant::now();
         match trigger {
             Some(Trigger::Interval(d)) => {
@@ -625,7 +653,7 @@ impl EpochRunner<'_> {
             }
             _ => *next_start = now,
         }
-        tokio::time::sleep_until(*next_start)
+        (*next_start > now).then(|| tokio::time::sleep_until(*next_start))
     }
 
     async fn after_epoch(
@@ -642,7 +670,9 @@ impl EpochRunner<'_> {
             None => Next::Stop,
             Some(Trigger::Once) | Some(Trigger::AvailableNow) => Next::Continue,
             Some(Trigger::Interval(_)) => {
-                let wait = self.wait_for_trigger(trigger, next_start, epoch_started);
+                let Some(wait) = self.wait_for_trigger(trigger, next_start, epoch_started) else {
+                    return Next::Continue;
+                };
                 match interruptible(signals, 1, wait).await {
                     Ok(()) => Next::Continue,
                     Err(_) => Next::Stop,
@@ -669,6 +699,13 @@ impl EpochRunner<'_> {
         let scheduler =
             interruptible(signals, threshold, self.schedule(planned, install, input)).await??;
         timings.execution = exec_started.elapsed();
+        // The next epoch starts as soon as this one commits: sources may find out what is new
+        // while it commits (Kafka: the latest offsets).
+        if self.next_due.is_some_and(|due| due <= Instant::now()) {
+            for source in planned.sources.values() {
+                source.prepare_next_epoch();
+            }
+        }
 
         let commit_started = Instant::now();
         let final_stage = planned.stages.last().expect("a plan has a final stage").id;

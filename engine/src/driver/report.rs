@@ -179,6 +179,10 @@ pub struct EpochProgress {
     pub input_rows: u64,
     /// Input rows per second of wall time since the previous epoch started.
     pub input_rows_per_second: f64,
+    /// Wall time from the previous epoch's start to this one's, in this run (the previous
+    /// epoch's whole cycle: its phases, its progress record and retention, the trigger wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_previous_epoch_ms: Option<f64>,
     /// Input rows per second of this epoch's duration.
     pub processed_rows_per_second: f64,
     /// Bad records skipped.
@@ -276,6 +280,7 @@ impl EpochProgress {
             replay,
             input_rows,
             input_rows_per_second: rate(since_previous.unwrap_or(timings.total)),
+            since_previous_epoch_ms: since_previous.map(ms),
             processed_rows_per_second: rate(timings.total),
             skipped_records: read.skipped,
             dead_lettered_records: read.dead_lettered,

@@ -223,6 +223,7 @@ impl EpochRunner<'_> {
                     restore,
                 };
                 if let Some(member) = self.members.get(&a.executor) {
+                    tracing::trace!(target: "sluice::latency", attempt = a.attempt.0, "task sent");
                     send(member, ToExecutor::RunTask(task)).await;
                 }
             }
@@ -390,6 +391,7 @@ impl EpochRunner<'_> {
                         attempt,
                         outcome: TaskOutcome::Succeeded(report),
                     } => {
+                        tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report handled");
                         self.heartbeat(executor, report.peak_rss_bytes);
                         let stage = scheduler.task_of(attempt).map(|t| t.stage);
                         scheduler.on_succeeded(attempt, report, now);

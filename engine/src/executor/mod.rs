@@ -23,7 +23,7 @@ use sluice_net::{
     DEFAULT_MAX_FRAME_BYTES,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use crate::error::{EngineError, Result};
 use crate::plan::codec::SluiceCodec;
@@ -172,10 +172,13 @@ async fn serve(
         }
     };
     endpoint.close("executor exiting");
-    // Let the close frames leave before the process exits: the driver waits for them (up to
-    // two seconds) before it tears its own endpoint down. They go out at once; the
-    // connections' draining period need not pass.
-    let _ = tokio::time::timeout(Duration::from_millis(20), endpoint.wait_idle()).await;
+    // A standalone executor lets its close frames leave before the process exits: the driver
+    // waits for them (up to two seconds) before it tears its own endpoint down. They go out at
+    // once; the connections' draining period need not pass. A local driver watches the
+    // process itself.
+    if config.parent_pid.is_none() {
+        let _ = tokio::time::timeout(Duration::from_millis(20), endpoint.wait_idle()).await;
+    }
     outcome
 }
 
@@ -233,6 +236,9 @@ async fn session(
             if let Err(e) = writer.send(&msg).await {
                 debug!("stopped sending to the driver: {e}");
                 break;
+            }
+            if let ToDriver::TaskFinished { attempt, .. } = &msg {
+                trace!(target: "sluice::latency", attempt = attempt.0, "report sent");
             }
         }
     }));
@@ -311,6 +317,7 @@ async fn session(
             }
             Ok(Some(ToExecutor::RunTask(task))) => {
                 let attempt = task.attempt;
+                trace!(target: "sluice::latency", attempt = attempt.0, "task received");
                 let Some(query) = queries.get(&task.query_id).cloned() else {
                     let _ = out_tx
                         .send(ToDriver::TaskFinished {
@@ -334,8 +341,10 @@ async fn session(
                 let running = running.clone();
                 running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 compute.spawn(async move {
+                    trace!(target: "sluice::latency", attempt = attempt.0, "task started");
                     let outcome = task::run(env, query, task).await;
                     running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    trace!(target: "sluice::latency", attempt = attempt.0, "task done");
                     let _ = tx.send(ToDriver::TaskFinished { attempt, outcome }).await;
                 });
             }
@@ -450,6 +459,19 @@ fn advertised_ip(config: &ExecutorConfig, conn: &quinn::Connection) -> IpAddr {
         .and_then(|s| s.connect(config.driver).and_then(|_| s.local_addr()))
         .map(|a| a.ip())
         .unwrap_or(config.driver.ip())
+}
+
+/// Peak resident set size of this process, in bytes (one `getrusage` call: cheap enough to
+/// report with every task).
+pub fn peak_rss_bytes() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given and touches nothing else.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before it).
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
 }
 
 /// Current and peak resident set size of this process, in bytes (Linux `/proc`).

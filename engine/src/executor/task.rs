@@ -67,7 +67,7 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
     match execute(env, query, task).instrument(span).await {
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
-            report.peak_rss_bytes = super::memory_usage().1;
+            report.peak_rss_bytes = super::peak_rss_bytes();
             debug!(
                 stage = stage.0,
                 partition,
