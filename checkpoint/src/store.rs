@@ -716,7 +716,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         // Entries alternately longer and shorter than the expired ones they are written into.
         let len = |n: u64| {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 n as usize
             } else {
                 40 - n as usize
