@@ -5,7 +5,11 @@
 //! that tests design around (never the engine): topics must be created first, and its high
 //! watermark is the base offset of the last record batch + 1, and a fetch from an offset inside a
 //! batch starts at the *next* batch — so [`Producer`] sends one record per batch (a real Kafka
-//! broker needs neither).
+//! broker needs neither). A third: its in-memory storage answers a fetch only once a pass over
+//! the partition finds no new record or the request's `fetch.max.bytes` (capped at 5 MB) is
+//! filled, and each pass lists the whole partition — so near the head of a partition that is
+//! being written without pause, a consumer with the default limits can wait minutes for its
+//! first record. Sources that read while a test produces add [`CONCURRENT_READ_OPTIONS`].
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,13 @@ use std::sync::Mutex;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::ClientContext;
+
+/// Kafka source DDL options (to append after the last option) that keep tansu's fetch answers
+/// small, so that reading near the head of a partition being written returns within seconds
+/// (see the module docs). `message.max.bytes` goes along because librdkafka raises
+/// `fetch.max.bytes` to at least it.
+pub const CONCURRENT_READ_OPTIONS: &str =
+    r#", "properties.fetch.max.bytes" = '131072', "properties.message.max.bytes" = '131072'"#;
 
 /// The tansu binary: `$SLUICE_TANSU`, or installed into the tool cache on first use.
 pub fn tansu_binary() -> PathBuf {

@@ -40,10 +40,11 @@ fn pipeline(dir: &Path, broker: &Broker, topic: &str, options: &str) {
     let sql = format!(
         "CREATE TABLE events (user_id BIGINT, kind VARCHAR, amount DOUBLE, ts TIMESTAMP)\n\
          WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json',\n\
-               start = 'earliest'{options});\n\
+               start = 'earliest'{options}{concurrent});\n\
          CREATE TABLE lake WITH (connector = 'parquet', path = 'lake/events/', partition_by = 'dt');\n\
          INSERT INTO lake SELECT *, CAST(ts AS DATE) AS dt FROM events WHERE amount > 0;\n",
-        broker.bootstrap()
+        broker.bootstrap(),
+        concurrent = sluice::broker::CONCURRENT_READ_OPTIONS,
     );
     std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
 }
