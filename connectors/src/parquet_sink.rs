@@ -214,14 +214,17 @@ impl ParquetSinkWriter {
             final_path,
             rows,
         } = file;
+        let started = std::time::Instant::now();
         let f = writer
             .into_inner()
             .map_err(|source| ConnectorError::Parquet {
                 path: staged_path.clone(),
                 source,
             })?;
+        let written = started.elapsed();
         f.sync_all()
             .map_err(|e| ConnectorError::io("sync", &staged_path, e))?;
+        tracing::trace!(target: "sluice::latency", rows, footer_us = written.as_micros() as u64, synced_us = started.elapsed().as_micros() as u64, "sink file closed");
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.done.push(StagedFile {
             staged_path: staged_path.to_string_lossy().into_owned(),

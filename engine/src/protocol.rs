@@ -143,6 +143,9 @@ pub struct QueryInstall {
     pub sink: SinkInstall,
     /// Where stateful operators snapshot their state, when the query has any.
     pub state: Option<StateInstall>,
+    /// The data addresses of the executors in the cluster when the query was installed: an
+    /// executor connects to its peers ahead of the first shuffle read.
+    pub peers: Vec<std::net::SocketAddr>,
 }
 
 /// Where a query's operator state is checkpointed.

@@ -414,6 +414,26 @@ impl ShuffleClient {
             .contains(&executor)
     }
 
+    /// Connects to `peers` in the background, so that the first shuffle read from each finds
+    /// its connection (and TLS handshake) done. Failures are left to the reads themselves.
+    pub fn connect_ahead(self: &Arc<Self>, peers: Vec<SocketAddr>) {
+        for addr in peers {
+            let client = self.clone();
+            self.network.spawn(async move {
+                if client.connections.lock().await.contains_key(&addr) {
+                    return;
+                }
+                // Not under the lock: an unreachable peer must not hold up reads from others.
+                match client.endpoint.connect(addr).await {
+                    Ok(c) => {
+                        client.connections.lock().await.entry(addr).or_insert(c);
+                    }
+                    Err(e) => debug!(peer = %addr, "connecting ahead failed: {e}"),
+                }
+            });
+        }
+    }
+
     async fn connection(
         &self,
         addr: SocketAddr,
@@ -439,7 +459,9 @@ impl ShuffleClient {
         let executor = location.executor;
         let fetch = async {
             let ext = |e: sluice_net::NetError| DataFusionError::External(Box::new(e));
+            let started = std::time::Instant::now();
             let conn = self.connection(location.addr).await.map_err(ext)?;
+            tracing::trace!(target: "sluice::latency", stage = request.stage.0, map = request.map_partition, us = started.elapsed().as_micros() as u64, "data connection ready");
             let (send, recv) = conn.open_bi().await.map_err(|e| ext(e.into()))?;
             let mut writer = FrameWriter::<_, FetchRequest>::new(send, MAX_FETCH_FRAME_BYTES);
             writer.send(&request).await.map_err(ext)?;
@@ -455,6 +477,7 @@ impl ShuffleClient {
                 FetchResponse::Data => {
                     let (recv, buffered) = reader.into_parts();
                     let mut ipc = IpcStreamReader::new(recv, buffered);
+                    tracing::trace!(target: "sluice::latency", stage = request.stage.0, map = request.map_partition, us = started.elapsed().as_micros() as u64, "fetch answered");
                     while let Some(batch) = ipc.next_batch().await.map_err(ext)? {
                         if tx.send(Ok(batch)).await.is_err() {
                             break; // consumer gone

@@ -14,6 +14,9 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use crate::error::{NetError, Result};
 use crate::tls::{self, ClusterCa, NodeIdentity, CLUSTER_SERVER_NAME};
 
+/// The congestion window a new cluster connection starts with.
+const INITIAL_WINDOW_BYTES: u64 = 512 * 1024;
+
 /// Transport settings shared by all cluster connections.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
@@ -46,6 +49,11 @@ impl TransportSettings {
         t.receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
         t.send_window(32 * 1024 * 1024);
         t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+        // Cluster links are LAN or loopback: a shuffle output of a few hundred KB should not
+        // spend its first round trips in slow start from QUIC's ~14 KB initial window.
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        cubic.initial_window(INITIAL_WINDOW_BYTES);
+        t.congestion_controller_factory(Arc::new(cubic));
         Ok(Arc::new(t))
     }
 }

@@ -69,6 +69,7 @@ pub struct ExecutorConfig {
 
 /// Runs an executor until the driver shuts it down or is lost. Blocks the calling thread.
 pub fn run(config: ExecutorConfig) -> Result<()> {
+    trace!(target: "sluice::latency", "executor starting");
     let network = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("sluice-net")
@@ -86,8 +87,10 @@ pub fn run(config: ExecutorConfig) -> Result<()> {
         compute.handle().clone(),
         network.handle().clone(),
     ));
-    compute.shutdown_timeout(Duration::from_secs(1));
-    network.shutdown_timeout(Duration::from_secs(1));
+    // Nothing runs on them any more that must finish (state is closed when `serve` returns);
+    // the process exits next.
+    compute.shutdown_background();
+    network.shutdown_background();
     result
 }
 
@@ -96,10 +99,12 @@ async fn serve(
     compute: tokio::runtime::Handle,
     network: tokio::runtime::Handle,
 ) -> Result<()> {
+    trace!(target: "sluice::latency", "executor runtimes built");
     let ca = ClusterCa::load_from_dir(&config.cluster_dir)?;
     let identity = NodeIdentity::load_or_issue(&config.cluster_dir, &ca, &config.name)?;
     let endpoint =
         ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
+    trace!(target: "sluice::latency", "executor endpoint bound");
     let store = Arc::new(ShuffleStore::new(&config.work_dir).map_err(|e| {
         EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
     })?);
@@ -137,7 +142,9 @@ async fn serve(
 
     let mut timeout = config.connect_timeout;
     let outcome = loop {
+        trace!(target: "sluice::latency", "executor connecting");
         let conn = connect_with_retry(&endpoint, config.driver, timeout).await?;
+        trace!(target: "sluice::latency", "executor connected");
         let outcome = session(
             &conn,
             &config,
@@ -305,6 +312,8 @@ async fn session(
         match msg {
             Ok(Some(ToExecutor::InstallQuery(install))) => {
                 let id = install.query_id.clone();
+                let peers = install.peers.iter().copied().filter(|a| *a != data_addr);
+                client.connect_ahead(peers.collect());
                 match decode_query(&session, *install) {
                     Ok(q) => {
                         queries.insert(id, Arc::new(q));

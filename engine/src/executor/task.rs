@@ -184,6 +184,7 @@ async fn execute(
             let mut stream = plan.execute(partition, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
+                tracing::trace!(target: "sluice::latency", rows = batch.num_rows(), "sink batch");
                 report.output_rows += batch.num_rows() as u64;
                 writer.write(&batch).map_err(ext)?;
             }
