@@ -441,8 +441,9 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
         .enable_all()
         .build()?;
     let report = runtime.block_on(driver::run(job, config));
-    // The driver's work is done (or failed); idle worker threads need not be joined.
-    runtime.shutdown_background();
+    // Dropped (not shut down in the background): on an early error the runtime still owns the
+    // supervisors of the executor processes, and dropping them kills those processes.
+    drop(runtime);
     print_report(&report?);
     Ok(())
 }

@@ -162,6 +162,14 @@ impl KafkaSource {
         Ok(partitions)
     }
 
+    /// The background thread, once started.
+    fn background(&self) -> Option<Arc<Background>> {
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The latest offsets of `partitions`: fetched ahead of time if that was asked for
     /// recently ([`Source::prepare_next_epoch`]) and covers them all, else asked for now.
     fn latest_offsets(
@@ -169,12 +177,7 @@ impl KafkaSource {
         consumer: &BaseConsumer,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, i64>> {
-        let background = self
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(found) = background.and_then(|b| b.take_latest()) {
+        if let Some(found) = self.background().and_then(|b| b.take_latest()) {
             if partitions.iter().all(|p| found.contains_key(p)) {
                 return Ok(found);
             }
@@ -299,12 +302,7 @@ impl Source for KafkaSource {
     }
 
     fn prepare_next_epoch(&self) {
-        if let Some(b) = self
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(b) = self.background() {
             b.request_latest();
         }
     }
