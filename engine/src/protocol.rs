@@ -144,7 +144,8 @@ pub struct QueryInstall {
     /// Where stateful operators snapshot their state, when the query has any.
     pub state: Option<StateInstall>,
     /// The data addresses of the executors in the cluster when the query was installed: an
-    /// executor connects to its peers ahead of the first shuffle read.
+    /// executor connects to its peers ahead of the first shuffle read of a query with stages
+    /// after the first.
     pub peers: Vec<std::net::SocketAddr>,
 }
 

@@ -225,6 +225,7 @@ impl Cluster {
                     memory_bytes: *memory_bytes,
                     max_restarts: config.max_executor_restarts,
                 };
+                tracing::trace!(target: "sluice::latency", "driver starting executors");
                 let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
                     EngineError::Cluster(format!(
                         "spawning executors from {}: {e}",
@@ -268,6 +269,7 @@ impl Cluster {
     /// Local: waits for the executor processes to exit (they do on Shutdown; killed after a
     /// grace period). Then closes the endpoint.
     pub(crate) async fn shutdown(self) {
+        tracing::trace!(target: "sluice::latency", "driver stopping executors");
         let local = self.is_local();
         if let Some(p) = self.processes {
             p.shutdown(Duration::from_secs(3)).await;

@@ -126,9 +126,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
     // Executors first: their processes start up while the driver opens the checkpoint and
     // plans. (On an early return below they are killed with the cluster.)
     let (events_tx, events) = mpsc::channel::<ClusterEvent>(4096);
-    tracing::trace!(target: "sluice::latency", "driver starting executors");
     let mut cluster = Cluster::start(&config, &run_dir, events_tx).await?;
-    tracing::trace!(target: "sluice::latency", "driver started executors");
     let checkpoint_dir = config
         .checkpoint
         .clone()
@@ -218,9 +216,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         })
         .await;
     }
-    tracing::trace!(target: "sluice::latency", "driver stopping executors");
     cluster.shutdown().await;
-    tracing::trace!(target: "sluice::latency", "driver stopped executors");
     if let (Err(_), Some(committer), Some(epoch)) = (&result, committer, current) {
         committer.abort(&query_id, epoch);
     }
@@ -298,9 +294,7 @@ impl EpochRunner<'_> {
             }
         };
         let mut parallelism = self.config.parallelism.unwrap_or(slots).max(1);
-        tracing::trace!(target: "sluice::latency", "driver planning");
         let mut planned = plan::plan(job, parallelism).await?;
-        tracing::trace!(target: "sluice::latency", "driver planned");
         // State is partitioned by key hash over the query's partitions: a stateful query keeps
         // the partition count its checkpoint started with, whatever the cluster is now.
         let recorded = match self.store.planned_epochs()?.last() {
@@ -345,11 +339,7 @@ impl EpochRunner<'_> {
                 dir: self.store.root().join("state"),
                 durable: self.config.fsync,
             }),
-            peers: if planned.install.len() > 1 {
-                self.members.values().map(|m| m.info.data_addr).collect()
-            } else {
-                Vec::new()
-            },
+            peers: self.members.values().map(|m| m.info.data_addr).collect(),
         };
         for member in self.members.values() {
             send(member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;

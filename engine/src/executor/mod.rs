@@ -312,8 +312,11 @@ async fn session(
         match msg {
             Ok(Some(ToExecutor::InstallQuery(install))) => {
                 let id = install.query_id.clone();
-                let peers = install.peers.iter().copied().filter(|a| *a != data_addr);
-                client.connect_ahead(peers.collect());
+                // Only a query with a shuffle reads from peers.
+                if install.stages.len() > 1 {
+                    let peers = install.peers.iter().copied().filter(|a| *a != data_addr);
+                    client.connect_ahead(peers.collect());
+                }
                 match decode_query(&session, *install) {
                     Ok(q) => {
                         queries.insert(id, Arc::new(q));

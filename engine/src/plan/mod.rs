@@ -153,6 +153,13 @@ pub fn describe_stage(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> St
 
 /// Plans `job` with `parallelism` partitions per shuffle and per scan.
 pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
+    tracing::trace!(target: "sluice::latency", "planning");
+    let planned = plan_query(job, parallelism).await;
+    tracing::trace!(target: "sluice::latency", "planned");
+    planned
+}
+
+async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
     let mut ctx = SessionContext::new_with_config(session_config(parallelism));
     if !job.is_bounded() {
         // `count(DISTINCT x)` must stay one accumulator (whose state holds the distinct values)
