@@ -134,8 +134,7 @@ fn main() {
         broker.create_topic(&topic, PARTITIONS as u32);
         let value = vec![b'x'; size];
         let load = Instant::now();
-        let producer = Producer::connect_bulk(&broker.bootstrap());
-        let tail = records.saturating_sub(PARTITIONS as u64);
+        let producer = Producer::connect(&broker.bootstrap());
         let record = |i: u64| {
             (
                 (i % PARTITIONS as u64) as i32,
@@ -143,7 +142,7 @@ fn main() {
                 value.clone(),
             )
         };
-        producer.send_all(&topic, (0..tail).map(record), (tail..records).map(record));
+        producer.send_all(&topic, (0..records).map(record));
         eprintln!(
             "loaded {records} x {size} B in {:.1}s",
             load.elapsed().as_secs_f64()

@@ -8,8 +8,7 @@
 //! ±1.5 s.
 //!
 //! Record `i` is `{"user_id": i, "kind": "k<i%7>", "amount": <i%100+1>.5, "ts": "2026-11-0<i%3+1>T10:00:00Z"}`
-//! on partition `i % partitions`; the last record of each partition is sent alone (see
-//! `sluice::broker`).
+//! on partition `i % partitions`, batched as ordinary producers do (`linger.ms = 5`).
 
 fn main() {
     let mut bootstrap = "127.0.0.1:9092".to_string();
@@ -36,7 +35,6 @@ fn main() {
         _ => sluice::datagen::event_json(i),
     };
     let end = first + count;
-    let tail = end.saturating_sub(partitions).max(first);
     let record = |i: u64| {
         (
             (i % partitions) as i32,
@@ -45,11 +43,7 @@ fn main() {
         )
     };
     let started = std::time::Instant::now();
-    sluice::broker::Producer::connect(&bootstrap).send_all(
-        &topic,
-        (first..tail).map(record),
-        (tail..end).map(record),
-    );
+    sluice::broker::Producer::connect(&bootstrap).send_all(&topic, (first..end).map(record));
     eprintln!(
         "produced {count} records to {topic} in {:.2}s",
         started.elapsed().as_secs_f64()

@@ -1,15 +1,16 @@
 //! A real Kafka-protocol broker (tansu) on loopback, for tests, examples and benchmarks.
 //!
 //! [`Broker::start`] installs tansu through `scripts/install-broker.sh` when it is missing (so
-//! tests never skip), starts it on a free port and stops it when dropped. Quirks of this broker
-//! that tests design around (never the engine): topics must be created first, and its high
-//! watermark is the base offset of the last record batch + 1, and a fetch from an offset inside a
-//! batch starts at the *next* batch — so [`Producer`] sends one record per batch (a real Kafka
-//! broker needs neither). A third: its in-memory storage answers a fetch only once a pass over
-//! the partition finds no new record or the request's `fetch.max.bytes` (capped at 5 MB) is
-//! filled, and each pass lists the whole partition — so near the head of a partition that is
-//! being written without pause, a consumer with the default limits can wait minutes for its
-//! first record. Sources that read while a test produces add [`CONCURRENT_READ_OPTIONS`].
+//! tests never skip), starts it on a free port and stops it when dropped. Records are kept in
+//! tansu's SQLite storage, which serves a fetch that starts inside a multi-record batch from the
+//! requested offset, as Kafka does; [`Producer`] batches as ordinary producers do (`linger.ms`,
+//! batches of thousands of records), so tests read the data real pipelines read.
+//!
+//! Quirks of this broker that tests design around (never the engine): topics must be created
+//! first (no auto-creation), and it has no CreatePartitions API ([`Broker::add_partitions`]
+//! edits its store). Its in-memory storage (`memory://`) drops the first record of a fetch that
+//! starts inside a multi-record batch: [`Broker::start_dropping`] starts it on purpose, as a
+//! broker known to lose records, to prove that the engine notices.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,13 +23,6 @@ use std::sync::Mutex;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::ClientContext;
-
-/// Kafka source DDL options (to append after the last option) that keep tansu's fetch answers
-/// small, so that reading near the head of a partition being written returns within seconds
-/// (see the module docs). `message.max.bytes` goes along because librdkafka raises
-/// `fetch.max.bytes` to at least it.
-pub const CONCURRENT_READ_OPTIONS: &str =
-    r#", "properties.fetch.max.bytes" = '131072', "properties.message.max.bytes" = '131072'"#;
 
 /// The tansu binary: `$SLUICE_TANSU`, or installed into the tool cache on first use.
 pub fn tansu_binary() -> PathBuf {
@@ -60,14 +54,16 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker keeping records in memory.
+    /// A broker keeping records in a SQLite file in its own directory (survives restarts).
     pub fn start() -> Broker {
-        Self::start_with("memory://tansu/")
+        Self::start_with("sqlite://tansu.db")
     }
 
-    /// A broker keeping records in a SQLite file in its own directory (survives restarts).
-    pub fn start_durable() -> Broker {
-        Self::start_with("sqlite://tansu.db")
+    /// A broker known to lose records: tansu's in-memory storage, which drops the first record
+    /// of every fetch that starts inside a multi-record batch. For tests that prove loss is
+    /// noticed.
+    pub fn start_dropping() -> Broker {
+        Self::start_with("memory://tansu/")
     }
 
     fn start_with(storage: &str) -> Broker {
@@ -114,7 +110,8 @@ impl Broker {
         }
     }
 
-    /// Stops the broker and starts it again on the same port (memory storage starts empty).
+    /// Stops the broker and starts it again on the same port (SQLite storage keeps its
+    /// records; memory storage starts empty).
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
@@ -128,9 +125,8 @@ impl Broker {
     }
 
     /// Adds partitions to `topic` so that it has `partitions` in all. This broker has no
-    /// CreatePartitions API, so the broker is stopped, its SQLite store (see
-    /// [`Broker::start_durable`]) edited as its own topic creation would have written it, and
-    /// the broker started again on the same port.
+    /// CreatePartitions API, so the broker is stopped, its SQLite store edited as its own topic
+    /// creation would have written it, and the broker started again on the same port.
     pub fn add_partitions(&mut self, topic: &str, partitions: u32) {
         assert!(
             self.storage.starts_with("sqlite://"),
@@ -163,6 +159,76 @@ db.commit()
         self.launch();
     }
 
+    /// Deletes the records at `offsets` of `topic`'s `partition` from the broker's SQLite
+    /// store, as a faulty broker loses them. The broker is stopped meanwhile and started again
+    /// on the same port.
+    pub fn delete_records(&mut self, topic: &str, partition: i32, offsets: &[i64]) {
+        assert!(
+            self.storage.starts_with("sqlite://"),
+            "needs the SQLite storage"
+        );
+        self.stop();
+        let list: Vec<String> = offsets.iter().map(i64::to_string).collect();
+        let script = format!(
+            r#"
+import sqlite3
+db = sqlite3.connect("tansu.db")
+(tp,) = db.execute("select tp.id from topition tp join topic t on tp.topic = t.id where t.name = ? and tp.partition = ?", ("{topic}", {partition})).fetchone()
+offsets = [{list}]
+for o in offsets:
+    db.execute("delete from header where topition = ? and offset_id = ?", (tp, o))
+    n = db.execute("delete from record where topition = ? and offset_id = ?", (tp, o)).rowcount
+    assert n == 1, f"no record at offset {{o}}"
+db.commit()
+"#,
+            list = list.join(",")
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "deleting records: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.launch();
+    }
+
+    /// Waits (up to a minute) until `topic`'s `partition` holds `count` records in the broker's
+    /// SQLite store — for instance once its log cleaner compacted a topic.
+    pub fn wait_for_record_count(&self, topic: &str, partition: i32, count: usize) {
+        let script = format!(
+            r#"
+import sqlite3
+db = sqlite3.connect("file:tansu.db?mode=ro", uri=True, timeout=10)
+print(db.execute("select count(*) from record r join topition tp on r.topition = tp.id join topic t on tp.topic = t.id where t.name = ? and tp.partition = ?", ("{topic}", {partition})).fetchone()[0])
+"#
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("python3")
+                .args(["-c", &script])
+                .current_dir(self.dir.path())
+                .output()
+                .expect("running python3");
+            let have = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<usize>()
+                .ok();
+            if have == Some(count) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}/{partition} holds {have:?} records, not {count}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `bootstrap_servers` for clients.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -175,6 +241,13 @@ db.commit()
 
     /// Creates `topic` with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
+        self.create_topic_with(topic, partitions, &[]);
+    }
+
+    /// Creates `topic` with `partitions` partitions and topic configs such as
+    /// `("cleanup.policy", "compact")`.
+    pub fn create_topic_with(&self, topic: &str, partitions: u32, configs: &[(&str, &str)]) {
+        let configs: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let out = Command::new(tansu_binary())
             .args([
                 "topic",
@@ -183,6 +256,7 @@ db.commit()
                 "--partitions",
                 &partitions.to_string(),
             ])
+            .args(configs.iter().flat_map(|c| ["--config", c.as_str()]))
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .expect("running tansu topic create");
@@ -271,29 +345,20 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// Sends records with the bundled librdkafka: idempotent (no duplicates from retries), and
-/// every record is checked to be acknowledged.
+/// Sends records with the bundled librdkafka as an ordinary producer does: records linger
+/// 5 ms and go in batches of up to 10 000; idempotent (no duplicates from retries), and every
+/// record is checked to be acknowledged.
 pub struct Producer {
     inner: BaseProducer<Deliveries>,
 }
 
 impl Producer {
-    /// A producer to `bootstrap` sending one record per batch (see the module docs).
+    /// A producer to `bootstrap`.
     pub fn connect(bootstrap: &str) -> Self {
-        Self::with_batch(bootstrap, 1)
-    }
-
-    /// A producer batching up to 10 000 records, for bulk loads that are only ever read from
-    /// batch boundaries on (one `--trigger once` epoch from the earliest offset): much faster.
-    pub fn connect_bulk(bootstrap: &str) -> Self {
-        Self::with_batch(bootstrap, 10_000)
-    }
-
-    fn with_batch(bootstrap: &str, batch: usize) -> Self {
         let inner = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("linger.ms", "2")
-            .set("batch.num.messages", batch.to_string())
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "600000")
@@ -302,22 +367,16 @@ impl Producer {
         Self { inner }
     }
 
-    /// Sends `(partition, key, value)` records and waits for them all; then one record more
-    /// per partition that gets one of `last` alone (see the module docs).
+    /// Sends `(partition, key, value)` records and waits until the broker acknowledged them all.
     pub fn send_all(
         &self,
         topic: &str,
         records: impl IntoIterator<Item = (i32, Vec<u8>, Vec<u8>)>,
-        last: impl IntoIterator<Item = (i32, Vec<u8>, Vec<u8>)>,
     ) {
         for (partition, key, value) in records {
             self.send_one(topic, partition, &key, &value);
         }
         self.flush();
-        for (partition, key, value) in last {
-            self.send_one(topic, partition, &key, &value);
-            self.flush();
-        }
     }
 
     /// Queues one record (waits while the local queue is full).

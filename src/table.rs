@@ -122,3 +122,57 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The python interpreter of the reader virtualenv (`$SLUICE_READERS_PYTHON`, or installed into
+/// the tool cache on first use by `scripts/install-readers.sh`, so tests never skip).
+pub fn readers_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("SLUICE_READERS_PYTHON") {
+                return PathBuf::from(p);
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let out = std::process::Command::new("bash")
+                .arg(root.join("scripts/install-readers.sh"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("running scripts/install-readers.sh");
+            assert!(out.status.success(), "installing DuckDB failed");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+/// Every value of the integer column `column` of the Parquet table under `root`, as DuckDB
+/// reads it (`read_parquet('root/**/*.parquet', hive_partitioning = true)`): what a user's
+/// query engine sees, independent of Sluice and of the Rust `parquet` crate. Empty when the
+/// table has no files.
+pub fn duckdb_int_column(root: &Path, column: &str) -> Vec<i64> {
+    if parquet_files(root).is_empty() {
+        return Vec::new();
+    }
+    let script = r#"
+import sys, duckdb
+root, column = sys.argv[1], sys.argv[2]
+rows = duckdb.sql(f"select \"{column}\" from read_parquet('{root}/**/*.parquet', hive_partitioning = true)").fetchall()
+sys.stdout.write("\n".join(str(r[0]) for r in rows))
+"#;
+    let out = std::process::Command::new(readers_python())
+        .args(["-c", script])
+        .arg(root)
+        .arg(column)
+        .output()
+        .expect("running DuckDB");
+    assert!(
+        out.status.success(),
+        "DuckDB could not read {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().expect("an integer from DuckDB"))
+        .collect()
+}

@@ -181,7 +181,7 @@ fn exactly_once_through_twenty_random_process_and_broker_faults() {
         "chaos: {records} records, {faults} faults, SLUICE_CHAOS_SEED={seed} replays the schedule"
     );
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut broker = Broker::start_durable();
+    let mut broker = Broker::start();
     broker.create_topic("bids", 3);
     let root = tempfile::tempdir().unwrap();
     let source = format!(
@@ -227,15 +227,15 @@ fn exactly_once_through_twenty_random_process_and_broker_faults() {
     let bootstrap = broker.bootstrap();
     let produced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer_done = produced.clone();
-    // One record per batch (this broker reads from batch boundaries only), while the jobs run
-    // and faults happen; the producer rides out broker restarts (idempotent, long timeout).
+    // Batched as ordinary producers do, while the jobs run and faults happen; the producer
+    // rides out broker restarts (idempotent, long timeout).
     let producer = std::thread::spawn(move || {
         let producer = sluice::broker::Producer::connect(&bootstrap);
         let mut batch = Vec::new();
         for i in 0..records {
             batch.push(((i % 3) as i32, i.to_string().into_bytes(), record(i)));
             if batch.len() == 10_000 || i + 1 == records {
-                producer.send_all("bids", std::mem::take(&mut batch), Vec::new());
+                producer.send_all("bids", std::mem::take(&mut batch));
             }
         }
         producer_done.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -420,6 +420,33 @@ impl CheckpointStore {
         read_json(&self.root.join("sinks").join(sink).join(epoch.to_string()))
     }
 
+    /// Records the offsets `epoch` skipped (`gaps/N`), before its sink publishes, so that the
+    /// record survives a crash between publishing and committing. Kept forever: retention
+    /// never deletes it, so the checkpoint always says which offsets never reached the output.
+    /// A replay that skipped nothing overwrites it with an empty record.
+    pub fn write_gaps<T: Serialize>(&self, epoch: Epoch, gaps: &T) -> Result<()> {
+        let dir = self.root.join("gaps");
+        create_dir(&dir)?;
+        write_file(
+            &dir.join(epoch.to_string()),
+            &to_json(gaps),
+            self.durable,
+            None,
+        )
+    }
+
+    /// The gaps recorded for `epoch`, if any.
+    pub fn read_gaps<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
+        read_json(&self.root.join("gaps").join(epoch.to_string()))
+    }
+
+    /// The epochs with a `gaps/N` record, oldest first.
+    pub fn gap_epochs(&self) -> Result<Vec<Epoch>> {
+        let mut out = epochs_in(&self.root.join("gaps"))?;
+        out.sort();
+        Ok(out)
+    }
+
     fn offsets_path(&self, epoch: Epoch) -> PathBuf {
         self.root.join("offsets").join(epoch.to_string())
     }

@@ -106,8 +106,10 @@ impl Split {
     }
 }
 
-/// A range of offsets that an epoch could not read and that is recorded as skipped: deleted by
-/// retention before it was read, or missing because the partition was truncated or recreated.
+/// A range of offsets that an epoch did not read and that is recorded as skipped: deleted by
+/// retention before it was read, missing because the partition was truncated or recreated
+/// (both found when the epoch is planned), or absent from the broker's answers inside the
+/// epoch's range (found by the reader; `on_offsets_lost = 'skip'`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetGap {
     /// The topic.
@@ -116,7 +118,8 @@ pub struct OffsetGap {
     pub partition: i32,
     /// The offset the query expected to read next.
     pub expected: i64,
-    /// The offset reading resumed at.
+    /// The offset reading resumed at: the offsets `expected..resumed_at` never reached the
+    /// query.
     pub resumed_at: i64,
     /// Why.
     pub reason: String,
@@ -233,7 +236,7 @@ pub struct ReadContext {
 }
 
 /// What readers read, and the records they set aside under their source's bad-record policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadCounters {
     /// Rows produced.
     pub rows: u64,
@@ -248,6 +251,22 @@ pub struct ReadCounters {
     /// watermark.
     #[serde(default)]
     pub max_event_ms: Option<i64>,
+    /// Kafka offsets inside a read range that held no record because the topic is compacted
+    /// (`cleanup.policy` includes `compact`).
+    #[serde(default)]
+    pub compacted_offsets: u64,
+    /// Kafka offsets inside a read range that held no record on a topic declared
+    /// `transactional = 'true'` (transaction markers, records of aborted transactions).
+    #[serde(default)]
+    pub transaction_offsets: u64,
+    /// Kafka offsets inside a read range that held no record and that nothing explains: data
+    /// lost by the broker or a client, skipped under `on_offsets_lost = 'skip'` and listed in
+    /// `gaps` (under `fail` the read fails instead).
+    #[serde(default)]
+    pub lost_offsets: u64,
+    /// The runs of lost offsets, as recorded in the checkpoint's `gaps/N`.
+    #[serde(default)]
+    pub gaps: Vec<OffsetGap>,
 }
 
 impl ReadCounters {
@@ -261,6 +280,10 @@ impl ReadCounters {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.compacted_offsets += other.compacted_offsets;
+        self.transaction_offsets += other.transaction_offsets;
+        self.lost_offsets += other.lost_offsets;
+        self.gaps.extend(other.gaps);
     }
 }
 

@@ -178,6 +178,12 @@ pub struct KafkaSourceSpec {
     pub properties: BTreeMap<String, String>,
     /// How long a reader waits for a record it knows exists before failing the task.
     pub read_timeout_ms: u64,
+    /// Transactional producers write the topic: offsets of a read range that hold no record
+    /// for a `read_committed` consumer (transaction markers, aborted records) are expected and
+    /// counted, not data loss. librdkafka hides those records, so a reader cannot tell them
+    /// from lost ones; the user says which topics have them.
+    #[serde(default)]
+    pub transactional: bool,
     /// As a sink: the columns whose JSON forms each record's key (`key = 'a,b'`); `None`
     /// keys a keyed aggregation's output by its group columns and leaves other records
     /// without a key.
@@ -236,6 +242,7 @@ const KAFKA_OPTIONS: &[&str] = &[
     "on_offsets_lost",
     "group_id",
     "read_timeout_ms",
+    "transactional",
     "key",
 ];
 
@@ -599,6 +606,19 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
             )))
         }
     };
+    let transactional = match options
+        .get("transactional")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "option 'transactional' must be 'true' or 'false', not '{other}'"
+            )))
+        }
+    };
     let properties = options
         .iter()
         .filter_map(|(k, v)| {
@@ -619,6 +639,7 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
         group_id: options.get("group_id").cloned(),
         properties,
         read_timeout_ms,
+        transactional,
         key: options.get("key").map(|k| {
             k.split(',')
                 .map(|c| c.trim().to_string())

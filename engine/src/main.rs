@@ -541,6 +541,30 @@ fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
         }
         last_input = Some(input);
     }
+    // Every skipped offset the checkpoint holds (gaps/ is never pruned by retention).
+    let gap_epochs = store.gap_epochs()?;
+    let mut header = false;
+    for epoch in gap_epochs {
+        let Some(gaps) = store
+            .read_gaps::<std::collections::BTreeMap<String, Vec<sluice_connectors::OffsetGap>>>(
+                epoch,
+            )?
+        else {
+            continue;
+        };
+        for (table, list) in gaps {
+            for g in list {
+                if !header {
+                    println!("  offsets that never reached the output (gaps/N):");
+                    header = true;
+                }
+                println!(
+                    "    epoch {}: {table}: partition {} offsets {}..{}: {}",
+                    epoch.0, g.partition, g.expected, g.resumed_at, g.reason
+                );
+            }
+        }
+    }
     // Lag: how far each Kafka source's position is behind the broker now.
     if let Some(input) = last_input {
         for (table, source) in &input.sources {

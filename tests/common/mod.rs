@@ -253,3 +253,16 @@ pub fn committed_epochs(ckpt: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The seed of a randomized test: `$SLUICE_TEST_SEED`, else a fixed one under CI (`CI` set) so
+/// a failure replays, else a fresh one. Printed, so any run can be replayed.
+#[allow(dead_code)]
+pub fn test_seed() -> u64 {
+    let seed = match std::env::var("SLUICE_TEST_SEED") {
+        Ok(s) => s.parse().expect("SLUICE_TEST_SEED is a number"),
+        Err(_) if std::env::var_os("CI").is_some() => 20_261_204,
+        Err(_) => rand::random(),
+    };
+    eprintln!("random seed: {seed} (replay with SLUICE_TEST_SEED={seed})");
+    seed
+}

@@ -16,8 +16,8 @@ pub fn bids(seed: u64, ids: std::ops::Range<u64>) -> Vec<StreamBid> {
     ids.map(|i| stream_bid(seed, i)).collect()
 }
 
-/// Produces `bids` round-robin over two partitions, one record per batch at the end (see
-/// `sluice::broker`), and appends them to `log` (the reference's copy of the input).
+/// Produces `bids` round-robin over two partitions (batched as ordinary producers do) and
+/// appends them to `log` (the reference's copy of the input).
 pub fn produce(broker: &Broker, topic: &str, bids: &[StreamBid], log: &Path) {
     let producer = broker.producer();
     let records: Vec<(i32, Vec<u8>, Vec<u8>)> = bids
@@ -25,9 +25,7 @@ pub fn produce(broker: &Broker, topic: &str, bids: &[StreamBid], log: &Path) {
         .enumerate()
         .map(|(i, b)| ((i % 2) as i32, b.auction.to_string().into_bytes(), b.json()))
         .collect();
-    let split = records.len().saturating_sub(2);
-    let (body, tail) = records.split_at(split);
-    producer.send_all(topic, body.to_vec(), tail.to_vec());
+    producer.send_all(topic, records);
     let mut text = std::fs::read_to_string(log).unwrap_or_default();
     for b in bids {
         text.push_str(std::str::from_utf8(&b.json()).unwrap());

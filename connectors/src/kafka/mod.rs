@@ -457,6 +457,7 @@ pub fn high_watermarks(endpoint: &KafkaEndpoint) -> Result<BTreeMap<i32, i64>> {
         group_id: None,
         properties: BTreeMap::new(),
         read_timeout_ms: 5_000,
+        transactional: false,
         key: None,
     };
     KafkaSource::new(spec, raw_schema()).high_watermarks()
@@ -486,6 +487,41 @@ pub fn report_to_group(spec: &KafkaSourceSpec, position: &BTreeMap<i32, i64>) ->
     consumer
         .commit(&tpl, CommitMode::Sync)
         .map_err(|e| error(format!("committing offsets to group '{group}': {e}")))
+}
+
+/// Whether `topic` is compacted (its `cleanup.policy` includes `compact`), asked of the broker
+/// with DescribeConfigs. Only called when a range held offsets without records, so the
+/// request costs nothing on the common path.
+fn topic_is_compacted(spec: &KafkaSourceSpec, topic: &str) -> Result<bool> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let error = |message: String| ConnectorError::Kafka {
+        bootstrap_servers: spec.bootstrap_servers.clone(),
+        topic: topic.to_string(),
+        message,
+    };
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &spec.bootstrap_servers);
+    for (k, v) in &spec.properties {
+        config.set(k, v);
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config
+        .create()
+        .map_err(|e| error(format!("cannot create an admin client: {e}")))?;
+    let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+    let resource = ResourceSpecifier::Topic(topic);
+    let results = futures::executor::block_on(admin.describe_configs([&resource], &options))
+        .map_err(|e| error(format!("cannot describe the topic's configuration: {e}")))?;
+    let policy = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| error("the broker described no configuration for the topic".into()))?
+        .map_err(|e| error(format!("cannot describe the topic's configuration: {e}")))?
+        .get("cleanup.policy")
+        .and_then(|entry| entry.value.clone())
+        .unwrap_or_default();
+    Ok(policy
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("compact")))
 }
 
 fn client_config(spec: &KafkaSourceSpec) -> ClientConfig {

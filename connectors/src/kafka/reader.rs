@@ -15,10 +15,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::Offset;
 
-use super::{client_config, dead_letter_schema, raw_schema, BATCH_RECORDS};
+use super::{client_config, dead_letter_schema, raw_schema, topic_is_compacted, BATCH_RECORDS};
 use crate::error::{ConnectorError, Result};
 use crate::options::{BadRecordPolicy, KafkaSourceSpec};
-use crate::{KafkaSplit, ReadContext, ReadCounters, SplitReader};
+use crate::{KafkaSplit, OffsetGap, ReadContext, ReadCounters, SplitReader};
 
 /// A consumer for one split. Each reader gets a fresh one: a reused consumer could deliver
 /// records prefetched for an earlier assignment, and a stale one beyond the range would look
@@ -73,6 +73,9 @@ pub(super) struct KafkaReader {
     /// Values of the batch being collected, back to back (reused across batches).
     values: Vec<u8>,
     records: Vec<RecordMeta>,
+    /// Offsets of the range that no record answered, as runs `[from, to)` in offset order;
+    /// accounted for when the range is read ([`KafkaReader::account_for_missing`]).
+    missing: Vec<(i64, i64)>,
 }
 
 impl KafkaReader {
@@ -95,6 +98,60 @@ impl KafkaReader {
             counters: ReadCounters::default(),
             values: Vec::new(),
             records: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Accounts for every offset of the range that held no record, once the range is read:
+    /// explained by the topic's compaction or declared transactions (counted), or lost — which
+    /// fails the read under `on_offsets_lost = 'fail'` and is recorded as gaps under `skip`.
+    fn account_for_missing(&mut self) -> Result<()> {
+        let runs = std::mem::take(&mut self.missing);
+        let total: u64 = runs.iter().map(|(a, b)| (b - a) as u64).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        if self.spec.transactional {
+            self.counters.transaction_offsets += total;
+            return Ok(());
+        }
+        if topic_is_compacted(&self.spec, &self.split.topic)? {
+            self.counters.compacted_offsets += total;
+            return Ok(());
+        }
+        match self.spec.on_offsets_lost {
+            BadRecordPolicy::Skip => {
+                tracing::warn!(
+                    topic = %self.split.topic,
+                    partition = self.split.partition,
+                    offsets = total,
+                    "offsets of the epoch's range held no record: recorded as lost (on_offsets_lost = 'skip')"
+                );
+                self.counters.lost_offsets += total;
+                self.counters
+                    .gaps
+                    .extend(runs.into_iter().map(|(from, to)| OffsetGap {
+                        topic: self.split.topic.clone(),
+                        partition: self.split.partition,
+                        expected: from,
+                        resumed_at: to,
+                        reason: format!(
+                            "the broker delivered no record for these offsets of the range [{}, {}) (data loss)",
+                            self.split.start, self.split.end
+                        ),
+                    }));
+                Ok(())
+            }
+            _ => Err(ConnectorError::OffsetsLost {
+                topic: self.split.topic.clone(),
+                partition: self.split.partition,
+                message: format!(
+                    "{total} offset(s) of the epoch's range [{}, {}) were never delivered by the broker: {} — data loss, nothing of this epoch was committed (the topic is not compacted; set on_offsets_lost = 'skip' to continue and record the lost offsets in the checkpoint's gaps/N, or transactional = 'true' if transactional producers write the topic)",
+                    self.split.start,
+                    self.split.end,
+                    describe_runs(&runs)
+                ),
+            }),
         }
     }
 
@@ -111,8 +168,8 @@ impl KafkaReader {
         let timeout = Duration::from_millis(self.spec.read_timeout_ms);
         let mut last_progress = Instant::now();
         let keep_keys = self.dead_letters.is_some();
-        let consumer = self.consumer.as_ref().expect("open while reading");
         while self.next < self.split.end && self.records.len() < BATCH_RECORDS {
+            let consumer = self.consumer.as_ref().expect("open while reading");
             match consumer.get().poll(Duration::from_millis(100)) {
                 Some(Ok(msg)) => {
                     let offset = msg.offset();
@@ -120,9 +177,11 @@ impl KafkaReader {
                         continue;
                     }
                     if offset >= self.split.end {
+                        note_missing(&mut self.missing, self.next, self.split.end);
                         self.next = self.split.end;
                         break;
                     }
+                    note_missing(&mut self.missing, self.next, offset);
                     self.next = offset + 1;
                     last_progress = Instant::now();
                     let timestamp = msg.timestamp().to_millis();
@@ -165,6 +224,7 @@ impl KafkaReader {
                     });
                     if let Some(Offset::Offset(p)) = position {
                         if p >= self.split.end {
+                            note_missing(&mut self.missing, self.next, self.split.end);
                             self.next = self.split.end;
                             break;
                         }
@@ -266,6 +326,9 @@ impl SplitReader for KafkaReader {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if self.next >= self.split.end {
+                if self.consumer.is_some() {
+                    self.account_for_missing()?;
+                }
                 if let Some(dl) = self.dead_letters.take() {
                     dl.finish()?;
                 }
@@ -299,8 +362,39 @@ impl SplitReader for KafkaReader {
     }
 
     fn counters(&self) -> ReadCounters {
-        self.counters
+        self.counters.clone()
     }
+}
+
+/// Notes in `missing` that no record answered offsets `[from, to)`.
+fn note_missing(missing: &mut Vec<(i64, i64)>, from: i64, to: i64) {
+    if from >= to {
+        return;
+    }
+    match missing.last_mut() {
+        Some(last) if last.1 == from => last.1 = to,
+        _ => missing.push((from, to)),
+    }
+}
+
+/// Runs of offsets for an error message: `5000, 5120..=5122` (the first 20 runs, then a count).
+fn describe_runs(runs: &[(i64, i64)]) -> String {
+    const SHOWN: usize = 20;
+    let mut out: Vec<String> = runs
+        .iter()
+        .take(SHOWN)
+        .map(|&(from, to)| {
+            if to - from == 1 {
+                from.to_string()
+            } else {
+                format!("{from}..={}", to - 1)
+            }
+        })
+        .collect();
+    if runs.len() > SHOWN {
+        out.push(format!("and {} more runs", runs.len() - SHOWN));
+    }
+    format!("offsets {}", out.join(", "))
 }
 
 /// Array builders of the `raw` format.
@@ -435,5 +529,28 @@ struct StringArrayOf;
 impl StringArrayOf {
     fn repeat(value: &str, n: usize) -> arrow::array::StringArray {
         arrow::array::StringArray::from_iter_values(std::iter::repeat_n(value, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{describe_runs, note_missing};
+
+    #[test]
+    fn missing_offsets_merge_into_runs_and_empty_runs_are_ignored() {
+        let mut missing = Vec::new();
+        note_missing(&mut missing, 5, 5);
+        note_missing(&mut missing, 5, 7);
+        note_missing(&mut missing, 7, 8);
+        note_missing(&mut missing, 10, 11);
+        assert_eq!(missing, vec![(5, 8), (10, 11)]);
+    }
+
+    #[test]
+    fn runs_name_single_offsets_and_inclusive_ranges() {
+        assert_eq!(describe_runs(&[(5, 6), (9, 12)]), "offsets 5, 9..=11");
+        let many: Vec<(i64, i64)> = (0..25).map(|i| (i * 10, i * 10 + 1)).collect();
+        let text = describe_runs(&many);
+        assert!(text.ends_with("190, and 5 more runs"), "{text}");
     }
 }

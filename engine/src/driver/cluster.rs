@@ -266,6 +266,11 @@ impl Cluster {
         self.processes.is_some()
     }
 
+    /// Local: kills executor processes through their supervisors.
+    pub(crate) fn killer(&self) -> Option<LocalKiller> {
+        self.processes.as_ref().map(|p| p.killer.clone())
+    }
+
     /// Local: waits for the executor processes to exit (they do on Shutdown; killed after a
     /// grace period). Then closes the endpoint.
     pub(crate) async fn shutdown(self) {
@@ -290,6 +295,43 @@ impl Cluster {
 pub struct LocalProcesses {
     watchers: JoinSet<()>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    killer: LocalKiller,
+}
+
+/// Asks the supervisor of a local executor to kill the process it holds. A request names the
+/// pid the driver knows; the supervisor kills only if that is its live child, so a request
+/// that arrives after the process exited (and was replaced, or its pid reused by another
+/// process) kills nothing.
+#[derive(Debug, Clone, Default)]
+pub struct LocalKiller {
+    requests: Arc<std::collections::HashMap<String, mpsc::UnboundedSender<u32>>>,
+}
+
+impl LocalKiller {
+    /// Kills executor `name` if its current process is `pid`.
+    pub fn kill(&self, name: &str, pid: u32) {
+        if let Some(tx) = self.requests.get(name) {
+            let _ = tx.send(pid);
+        }
+    }
+}
+
+/// Waits for `child` to exit, killing it when a request names its pid.
+async fn wait_or_kill(
+    child: &mut tokio::process::Child,
+    requests: &mut mpsc::UnboundedReceiver<u32>,
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        tokio::select! {
+            status = child.wait() => return status,
+            Some(pid) = requests.recv() => {
+                if child.id() == Some(pid) {
+                    let _ = child.start_kill();
+                    return child.wait().await;
+                }
+            }
+        }
+    }
 }
 
 /// What to start a local executor with.
@@ -361,9 +403,12 @@ impl LocalProcesses {
         let mut watchers = JoinSet::new();
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restarts = Arc::new(AtomicU32::new(0));
+        let mut requests = std::collections::HashMap::new();
         for name in names {
             // The first start fails loudly; restarts report through events.
             let child = spec.command(name).spawn()?;
+            let (kill_tx, mut kill_rx) = mpsc::unbounded_channel();
+            requests.insert(name.clone(), kill_tx);
             let spec = spec.clone();
             let events = events.clone();
             let name = name.clone();
@@ -374,7 +419,7 @@ impl LocalProcesses {
                 let mut backoff = RESTART_BACKOFF;
                 loop {
                     let started = std::time::Instant::now();
-                    let (status, clean) = match child.wait().await {
+                    let (status, clean) = match wait_or_kill(&mut child, &mut kill_rx).await {
                         Ok(s) => (describe_status(s), s.success()),
                         Err(e) => (format!("could not be waited for: {e}"), false),
                     };
@@ -419,7 +464,13 @@ impl LocalProcesses {
                 }
             });
         }
-        Ok(Self { watchers, stopping })
+        Ok(Self {
+            watchers,
+            stopping,
+            killer: LocalKiller {
+                requests: Arc::new(requests),
+            },
+        })
     }
 
     /// Waits up to `grace` for the processes to exit on their own, then kills the rest.
@@ -465,4 +516,75 @@ pub fn local_tls(
     }
     let driver = ca.issue("driver")?;
     Ok((ca, driver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in executor program: writes its pid into its work directory, then sleeps.
+    fn sleeper(dir: &Path) -> PathBuf {
+        let program = dir.join("sleeper.sh");
+        std::fs::write(
+            &program,
+            "#!/bin/sh\nprev=\nfor a; do [ \"$prev\" = --work-dir ] && mkdir -p \"$a\" && echo $$ > \"$a/pid\"; prev=$a; done\nexec sleep 30\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        program
+    }
+
+    #[tokio::test]
+    async fn a_lost_executor_is_killed_through_its_handle_and_only_if_the_pid_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LocalSpawn {
+            program: sleeper(dir.path()),
+            driver: "127.0.0.1:9".parse().unwrap(),
+            tls_dir: dir.path().join("tls"),
+            work_dir: dir.path().join("executors"),
+            slots: 1,
+            memory_bytes: 1 << 20,
+            max_restarts: 0,
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let processes = LocalProcesses::spawn(&spec, &["executor-1".to_string()], tx).unwrap();
+        let pid_file = dir.path().join("executors/executor-1/pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pid: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // A pid that is not the supervisor's live child (a stale report) kills nothing.
+        processes.killer.kill("executor-1", pid + 1);
+        processes.killer.kill("executor-9", pid);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "a request for another pid ended the process"
+        );
+        processes.killer.kill("executor-1", pid);
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the process exits")
+            .expect("an event");
+        match event {
+            ClusterEvent::ProcessExited { name, status } => {
+                assert_eq!(name, "executor-1");
+                assert_eq!(status, "was killed by signal 9");
+            }
+            _ => panic!("unexpected event"),
+        }
+        processes.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -174,7 +174,7 @@ pub async fn run(job: Job, config: DriverConfig) -> Result<JobReport> {
         committer: None,
         current: None,
         placement: BTreeMap::new(),
-        respawns: matches!(config.cluster, ClusterMode::Local { .. }),
+        killer: cluster.killer(),
         lost: Vec::new(),
         next_due: None,
     };
@@ -240,9 +240,9 @@ struct EpochRunner<'a> {
     current: Option<Epoch>,
     /// Where each stateful task ran last (it holds that task's state).
     placement: BTreeMap<crate::protocol::TaskKey, ExecutorId>,
-    /// Whether executors are this driver's processes (local mode): a lost one is killed and
-    /// replaced.
-    respawns: bool,
+    /// Local mode: the executors are this driver's processes; a lost one is killed through
+    /// its process handle and replaced.
+    killer: Option<cluster::LocalKiller>,
     /// Executors lost since the last epoch committed.
     lost: Vec<report::LostExecutor>,
     /// When the epoch after the running one is due to start (`None`: not right after it).
@@ -714,7 +714,7 @@ impl EpochRunner<'_> {
         let mut state: BTreeMap<u32, crate::plan::stateful::OperatorStateMetrics> = BTreeMap::new();
         for stage in &planned.stages {
             for (_, _, r) in scheduler.reports(stage.id) {
-                read.add(r.read);
+                read.add(r.read.clone());
                 for m in &r.state {
                     let entry = state.entry(m.operator).or_insert_with(|| {
                         crate::plan::stateful::OperatorStateMetrics {
@@ -742,6 +742,7 @@ impl EpochRunner<'_> {
             lost: std::mem::take(&mut self.lost),
             ..Default::default()
         };
+        report::record_gaps(self.store, input, &result.read)?;
         match &self.committer {
             Some(committer) => {
                 let receipts: Vec<WriterReceipt> = scheduler

@@ -205,6 +205,17 @@ pub struct EpochProgress {
     /// Rows dropped for arriving behind the watermark.
     #[serde(default)]
     pub late_records: u64,
+    /// Kafka offsets inside read ranges without a record because the topic is compacted.
+    #[serde(default)]
+    pub compacted_offsets: u64,
+    /// Kafka offsets inside read ranges without a record on topics declared
+    /// `transactional = 'true'` (transaction markers, aborted records).
+    #[serde(default)]
+    pub transaction_offsets: u64,
+    /// Kafka offsets inside read ranges that nothing explains, skipped under
+    /// `on_offsets_lost = 'skip'`; listed in the sources' `gaps` and in `gaps/N`.
+    #[serde(default)]
+    pub lost_offsets: u64,
     /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
@@ -233,7 +244,7 @@ impl EpochProgress {
         timings: &Timings,
         since_previous: Option<Duration>,
     ) -> Self {
-        let read = result.read;
+        let read = &result.read;
         let input_rows = read.rows + read.skipped + read.dead_lettered;
         let rate = |d: Duration| {
             if d.is_zero() {
@@ -263,12 +274,21 @@ impl EpochProgress {
                         _ => None,
                     })
                     .collect();
+                // Gaps found while reading belong to the source reading their topic.
+                let topic = s.kafka.as_ref().map(|k| k.topic.as_str());
+                let mut gaps = s.gaps.clone();
+                gaps.extend(
+                    read.gaps
+                        .iter()
+                        .filter(|g| Some(g.topic.as_str()) == topic)
+                        .cloned(),
+                );
                 (
                     name.clone(),
                     SourceProgress {
                         splits: s.splits.len(),
                         partitions,
-                        gaps: s.gaps.clone(),
+                        gaps,
                     },
                 )
             })
@@ -298,6 +318,9 @@ impl EpochProgress {
             sink_bytes: result.bytes,
             watermark_ms: input.watermark_ms,
             late_records: read.late,
+            compacted_offsets: read.compacted_offsets,
+            transaction_offsets: read.transaction_offsets,
+            lost_offsets: read.lost_offsets,
             state: result.state.clone(),
             task_attempts: result.attempts,
             retried_tasks: result.retried.clone(),
@@ -321,6 +344,18 @@ impl EpochProgress {
         }
         if self.late_records > 0 {
             line.push_str(&format!(", {} late records dropped", self.late_records));
+        }
+        if self.compacted_offsets > 0 {
+            line.push_str(&format!(
+                ", {} offsets compacted away",
+                self.compacted_offsets
+            ));
+        }
+        if self.transaction_offsets > 0 {
+            line.push_str(&format!(
+                ", {} offsets of transaction markers or aborted transactions",
+                self.transaction_offsets
+            ));
         }
         for op in &self.state {
             line.push_str(&format!(
@@ -439,4 +474,32 @@ impl JobReport {
             stopped_by_user: false,
         }
     }
+}
+
+/// Writes `gaps/N` — every offset the epoch skipped, found when planning (retention,
+/// truncation) or while reading (offsets without records, `on_offsets_lost = 'skip'`) — before
+/// the sink publishes, so a reader of the checkpoint can list what never reached the output.
+/// An epoch without gaps writes nothing, unless an earlier attempt left a record to replace.
+pub(super) fn record_gaps(
+    store: &sluice_checkpoint::CheckpointStore,
+    input: &EpochInput,
+    read: &sluice_connectors::ReadCounters,
+) -> crate::error::Result<()> {
+    let mut gaps: BTreeMap<String, Vec<sluice_connectors::OffsetGap>> = BTreeMap::new();
+    for (table, source) in &input.sources {
+        let topic = source.kafka.as_ref().map(|k| k.topic.as_str());
+        let found: Vec<_> = source
+            .gaps
+            .iter()
+            .chain(read.gaps.iter().filter(|g| Some(g.topic.as_str()) == topic))
+            .cloned()
+            .collect();
+        if !found.is_empty() {
+            gaps.insert(table.clone(), found);
+        }
+    }
+    if !gaps.is_empty() || store.read_gaps::<serde_json::Value>(input.epoch)?.is_some() {
+        store.write_gaps(input.epoch, &gaps)?;
+    }
+    Ok(())
 }

@@ -63,7 +63,7 @@ impl EpochRunner<'_> {
                     );
                 }
                 ClusterEvent::ProcessExited { name, status } => {
-                    if !self.respawns {
+                    if self.killer.is_none() {
                         return Err(EngineError::Cluster(format!(
                             "{name} {status} before registering (its log is above)"
                         )));
@@ -335,10 +335,11 @@ impl EpochRunner<'_> {
         member
             .connection
             .close(quinn::VarInt::from_u32(3), b"declared lost");
-        if self.respawns {
-            // Ours to kill: a stopped or hung process is replaced by a fresh one.
-            // SAFETY: sending SIGKILL to a pid we spawned; at worst it is already gone.
-            unsafe { libc::kill(member.info.pid as i32, libc::SIGKILL) };
+        if let Some(killer) = &self.killer {
+            // Ours to kill: a stopped or hung process is replaced by a fresh one. Killed through
+            // the supervisor's child handle, never by the pid the executor reported: that
+            // process may have exited and its pid been reused.
+            killer.kill(&member.info.name, member.info.pid);
         }
         for peer in self.members.values() {
             let _ = peer.sender.try_send(ToExecutor::PeerLost {

@@ -191,10 +191,11 @@ async fn execute(
             report.receipt = Some(writer.finish().map_err(ext)?);
         }
     }
-    report.read = *inputs
+    report.read = inputs
         .read_counters
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     if let Some(state) = &inputs.state {
         report.state = state
             .metrics
