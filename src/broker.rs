@@ -244,6 +244,21 @@ print(db.execute("select count(*) from record r join topition tp on r.topition =
         self.create_topic_with(topic, partitions, &[]);
     }
 
+    /// Deletes `topic` with its records (a later [`Broker::create_topic`] recreates it empty).
+    pub fn delete_topic(&self, topic: &str) {
+        let out = Command::new(tansu_binary())
+            .args(["topic", "delete", topic])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .output()
+            .expect("running tansu topic delete");
+        assert!(
+            out.status.success(),
+            "deleting topic {topic}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates `topic` with `partitions` partitions and topic configs such as
     /// `("cleanup.policy", "compact")`.
     pub fn create_topic_with(&self, topic: &str, partitions: u32, configs: &[(&str, &str)]) {
