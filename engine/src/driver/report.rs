@@ -45,6 +45,8 @@ pub enum Trigger {
 impl std::str::FromStr for Trigger {
     type Err = String;
 
+    /// `once`, `available-now`, or an interval in the one duration grammar of SQL options
+    /// (`200ms`, `1s`, `5m`, `1h`, `2 seconds`).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim().to_ascii_lowercase();
         match s.as_str() {
@@ -52,22 +54,10 @@ impl std::str::FromStr for Trigger {
             "available-now" | "available_now" => return Ok(Trigger::AvailableNow),
             _ => {}
         }
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: u64 = n.parse().map_err(|_| {
-            format!("'{s}' is not a trigger: use an interval (200ms, 1s, 5m), 'once' or 'available-now'")
+        let ms = crate::job::streaming_sql::duration_ms(&s).map_err(|e| {
+            format!("'{s}' is not a trigger ({e}): use an interval (200ms, 1s, 5m), 'once' or 'available-now'")
         })?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" | "" => Duration::from_secs(n),
-            "m" | "min" => Duration::from_secs(n * 60),
-            other => {
-                return Err(format!(
-                    "unknown unit '{other}' in trigger '{s}': use ms, s or m"
-                ))
-            }
-        };
-        Ok(Trigger::Interval(d))
+        Ok(Trigger::Interval(Duration::from_millis(ms as u64)))
     }
 }
 

@@ -259,41 +259,58 @@ pub fn interval_ms(
     amount_ms(&text, &number, &unit)
 }
 
-/// Milliseconds of a duration written as text: `'2 seconds'`, `'1.5 hours'`, `'500 ms'`.
+/// Milliseconds of a duration written as text, in the one duration grammar Sluice uses
+/// everywhere (SQL options, interval strings and the command line's `--trigger`):
+/// [`humantime`]'s — `'500ms'`, `'30s'`, `'5m'` (minutes), `'1h 30m'`, `'2 seconds'`,
+/// `'1 day'` — plus a fraction before a single unit (`'1.5 hours'`). A bare number is seconds.
 pub fn duration_ms(text: &str) -> std::result::Result<i64, String> {
-    let mut parts = text.split_whitespace();
-    let number = parts.next().unwrap_or_default().to_string();
-    let unit = parts.next().unwrap_or("second").to_string();
-    if parts.next().is_some() {
+    let spelled = spell_units(text);
+    let trimmed = spelled.trim();
+    if let Ok(n) = trimmed.parse::<f64>() {
+        return amount_ms(text, &n.to_string(), "second");
+    }
+    if let Ok(d) = humantime::parse_duration(trimmed) {
+        return i64::try_from(d.as_millis()).map_err(|_| format!("duration '{text}' is too long"));
+    }
+    // A fraction and one unit ('1.5 hours', '0.5m').
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    if number.is_empty() || unit.trim().is_empty() {
         return Err(format!(
-            "'{text}' is not a number and a unit, such as '30 minutes'"
+            "'{text}' is not a duration: write a number and a unit, such as '500ms', '30s', '5m', '2h', '1 day' or '1.5 hours'"
         ));
     }
-    amount_ms(text, &number, &unit)
+    amount_ms(text, number, unit.trim())
 }
 
+/// `text` with the unit names SQL users write that [`humantime`] does not know
+/// (`millisecond(s)`, `microsecond(s)`) spelled as it does.
+fn spell_units(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    lower
+        .replace("milliseconds", "ms")
+        .replace("millisecond", "ms")
+        .replace("microseconds", "us")
+        .replace("microsecond", "us")
+}
+
+/// Milliseconds of `number` (possibly fractional) of `unit` (any unit of [`humantime`]).
 fn amount_ms(text: &str, number: &str, unit: &str) -> std::result::Result<i64, String> {
-    let unit_ms = |unit: &str| -> Option<f64> {
-        let u = unit.to_ascii_lowercase();
-        let u = u.trim_end_matches('s');
-        Some(match u {
-            "millisecond" | "m" => 1.0,
-            "second" | "sec" => 1_000.0,
-            "minute" | "min" => 60_000.0,
-            "hour" => 3_600_000.0,
-            "day" => 86_400_000.0,
-            _ => return None,
-        })
-    };
+    let unit_ms = humantime::parse_duration(&format!("1{}", spell_units(unit)))
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .map_err(|_| {
+            format!(
+                "'{unit}' in '{text}' is not a unit of time: use ms, s, m (minutes), h, d or their names (second, minute, hour, day)"
+            )
+        })?;
     let n: f64 = number
         .parse()
-        .map_err(|_| format!("interval '{text}' is not a number of units"))?;
-    let ms = unit_ms(unit).ok_or_else(|| {
-        format!("interval unit '{unit}' is not one of millisecond, second, minute, hour, day")
-    })?;
-    let value = n * ms;
+        .map_err(|_| format!("duration '{text}' is not a number of units"))?;
+    let value = n * unit_ms;
     if !(value.is_finite() && value >= 0.0) {
-        return Err(format!("interval '{text}' must be zero or positive"));
+        return Err(format!("duration '{text}' must be zero or positive"));
     }
     Ok(value.round() as i64)
 }
@@ -521,6 +538,27 @@ pub fn rewrite_windows(origin: &str, query: &mut Query) -> Result<Vec<WindowDecl
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn one_duration_grammar_minutes_are_m_and_milliseconds_ms() {
+        use super::duration_ms;
+        assert_eq!(duration_ms("5 m"), Ok(300_000));
+        assert_eq!(duration_ms("5m"), Ok(300_000));
+        assert_eq!(duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(duration_ms("1h 30m"), Ok(5_400_000));
+        assert_eq!(duration_ms("500ms"), Ok(500));
+        assert_eq!(duration_ms("500 ms"), Ok(500));
+        assert_eq!(duration_ms("250 milliseconds"), Ok(250));
+        assert_eq!(duration_ms("2 Seconds"), Ok(2_000));
+        assert_eq!(duration_ms("2 seconds"), Ok(2_000));
+        assert_eq!(duration_ms("1 day"), Ok(86_400_000));
+        assert_eq!(duration_ms("1.5 hours"), Ok(5_400_000));
+        assert_eq!(duration_ms("4"), Ok(4_000));
+        let err = duration_ms("5 fortnights").unwrap_err();
+        assert!(err.contains("not a unit of time"), "{err}");
+        assert!(duration_ms("soon").is_err());
+    }
+
     use super::*;
 
     #[test]
