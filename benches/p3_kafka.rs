@@ -1,6 +1,8 @@
 //! P3 — Kafka → Parquet throughput against a plain consumer.
 //!
-//! Workload: N records with 100 B and with 1 KB values in a 4-partition topic on a local broker.
+//! Workload: N records with 100 B and with 1 KB values in a 4-partition topic on a local broker
+//! (tansu, SQLite storage), produced as ordinary producers send them (`linger.ms = 5`, batches
+//! of up to 10 000 records).
 //! - Sluice: `INSERT INTO out SELECT * FROM src` with the `raw` decoder into a Parquet table,
 //!   `--trigger once` on 2 executor processes; timed by the epoch's own progress record
 //!   (planning, offsets log, execution, sink commit, commit log) and, separately, as the whole
@@ -128,7 +130,7 @@ fn main() {
     let (records, runs) = args();
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    println!("P3: Kafka -> Parquet, raw decoder, {records} records, 4 partitions, 2 executors; median of {runs} runs");
+    println!("P3: Kafka -> Parquet, raw decoder, {records} records, 4 partitions, 2 executors; tansu SQLite storage, batched producer; median of {runs} runs");
     for size in [100usize, 1000] {
         let topic = format!("p3-{size}");
         broker.create_topic(&topic, PARTITIONS as u32);

@@ -146,16 +146,7 @@ db.execute("update topic set partitions = ? where id = ?", ({partitions}, tid))
 db.commit()
 "#
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .current_dir(self.dir.path())
-            .output()
-            .expect("running python3");
-        assert!(
-            out.status.success(),
-            "adding partitions: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.store_script("adding partitions", &script);
         self.launch();
     }
 
@@ -183,16 +174,7 @@ db.commit()
 "#,
             list = list.join(",")
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .current_dir(self.dir.path())
-            .output()
-            .expect("running python3");
-        assert!(
-            out.status.success(),
-            "deleting records: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.store_script("deleting records", &script);
         self.launch();
     }
 
@@ -208,12 +190,8 @@ print(db.execute("select count(*) from record r join topition tp on r.topition =
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = Command::new("python3")
-                .args(["-c", &script])
-                .current_dir(self.dir.path())
-                .output()
-                .expect("running python3");
-            let have = String::from_utf8_lossy(&out.stdout)
+            let have = self
+                .store_script("counting records", &script)
                 .trim()
                 .parse::<usize>()
                 .ok();
@@ -222,11 +200,26 @@ print(db.execute("select count(*) from record r join topition tp on r.topition =
             }
             assert!(
                 Instant::now() < deadline,
-                "{topic}/{partition} holds {have:?} records, not {count}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "{topic}/{partition} holds {have:?} records, not {count}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Runs a Python script with the broker's directory (its SQLite store, `tansu.db`) as the
+    /// working directory; returns what it printed. Panics, naming `what`, if it fails.
+    fn store_script(&self, what: &str, script: &str) -> String {
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `bootstrap_servers` for clients.

@@ -239,7 +239,7 @@ fn streaming_aggregation_errors_name_the_problem() {
         (
             "CREATE TABLE t WITH (connector = 'parquet', path = 'out/', state_ttl = 'soon');\n\
              INSERT INTO t SELECT auction, count(*) FROM bids GROUP BY auction;",
-            "table 't': state_ttl: interval 'soon' is not a number",
+            "table 't': state_ttl: 'soon' is not a duration",
         ),
         (
             "SELECT window_start, count(*) FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start;",

@@ -217,12 +217,7 @@ fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_e
     let seed = std::env::var("SLUICE_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+        .unwrap_or_else(common::test_seed);
     eprintln!("kill moments from SLUICE_KILL_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let run = || {

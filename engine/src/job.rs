@@ -28,30 +28,7 @@ use crate::error::{describe_datafusion, EngineError, Result};
 pub mod streaming_sql;
 pub use streaming_sql::{WatermarkDecl, WindowDecl};
 
-/// How a streaming aggregation emits its results (the sink table's `output_mode` option).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum OutputMode {
-    /// Each window's final row, once, when the watermark passes the window's end.
-    Append,
-    /// The rows of the keys that changed in the epoch.
-    Update,
-    /// Every key's current row, every epoch.
-    Complete,
-}
-
-impl std::str::FromStr for OutputMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "append" => Ok(OutputMode::Append),
-            "update" => Ok(OutputMode::Update),
-            "complete" => Ok(OutputMode::Complete),
-            other => Err(format!(
-                "output_mode '{other}' is not one of append, update, complete"
-            )),
-        }
-    }
-}
+pub use crate::operator::OutputMode;
 
 /// Where a job's text came from, for error locations.
 #[derive(Debug, Clone)]

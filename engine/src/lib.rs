@@ -3,8 +3,10 @@
 //!
 //! Map of the modules:
 //! - [`job`]: a job's SQL text → table definitions and one query.
-//! - [`plan`]: DataFusion planning → a stage DAG cut at shuffle boundaries, with Sluice's own
-//!   leaf operators ([`plan::nodes`]) and their plan codec ([`plan::codec`]).
+//! - [`plan`]: SQL → DataFusion logical and physical plans → a stage DAG cut at shuffle
+//!   boundaries.
+//! - [`operator`]: every physical operator Sluice adds to DataFusion (scan, shuffle read,
+//!   stateful aggregation, session windows, window joins) and their plan codec.
 //! - [`protocol`]: the messages between driver and executors.
 //! - [`driver`]: epochs (offsets → tasks → commit), the scheduler state machine, the listener
 //!   for executors and the `local` process manager.
@@ -19,6 +21,7 @@ pub mod driver;
 pub mod error;
 pub mod executor;
 pub mod job;
+pub mod operator;
 pub mod plan;
 pub mod protocol;
 pub mod shuffle;

@@ -271,7 +271,7 @@ pub struct TaskReport {
     /// What the task's scans read and set aside.
     pub read: sluice_connectors::ReadCounters,
     /// What the task's stateful operators did.
-    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
+    pub state: Vec<OperatorStateMetrics>,
 }
 
 /// First frame on a data stream: which shuffle output to send.
@@ -298,4 +298,48 @@ pub enum FetchResponse {
     Empty,
     /// The output is not here (lost, or never produced).
     Missing { message: String },
+}
+
+/// One stateful operator partition's work in one epoch (summed per operator in progress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStateMetrics {
+    /// The operator.
+    pub operator: u32,
+    /// Keys held after the epoch (RocksDB's estimate).
+    pub rows_total: u64,
+    /// Keys written this epoch.
+    pub rows_updated: u64,
+    /// Keys removed (closed windows).
+    pub rows_evicted: u64,
+    /// Bytes of SST files the snapshot references.
+    pub state_bytes: u64,
+    /// Bytes uploaded by the snapshot.
+    pub snapshot_uploaded_bytes: u64,
+    /// Snapshot time (flush, checkpoint, upload), microseconds.
+    pub snapshot_us: u64,
+    /// Time to read, merge and write state, microseconds.
+    pub update_us: u64,
+    /// Partitions restored from the checkpoint this epoch (their instance was not in memory
+    /// on the executor that ran them: moved, recovered, or a fresh executor).
+    #[serde(default)]
+    pub restored_partitions: u64,
+}
+
+impl OperatorStateMetrics {
+    /// Adds another partition's numbers.
+    pub fn add(&mut self, o: &OperatorStateMetrics) {
+        self.rows_total += o.rows_total;
+        self.rows_updated += o.rows_updated;
+        self.rows_evicted += o.rows_evicted;
+        self.state_bytes += o.state_bytes;
+        self.snapshot_uploaded_bytes += o.snapshot_uploaded_bytes;
+        self.snapshot_us = self.snapshot_us.max(o.snapshot_us);
+        self.update_us = self.update_us.max(o.update_us);
+        self.restored_partitions += o.restored_partitions;
+    }
+}
+
+/// The name of the `index`th executor the `local` cluster manager starts (1-based).
+pub fn local_executor_name(index: usize) -> String {
+    format!("executor-{index}")
 }

@@ -33,7 +33,7 @@ use sluice_net::{ClusterEndpoint, FrameReader, FrameWriter};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
-use crate::plan::nodes::ShuffleFetch;
+use crate::operator::nodes::ShuffleFetch;
 use crate::protocol::{ExecutorId, FetchRequest, FetchResponse, MapOutputLocation, StageId};
 
 /// Largest fetch request or response header accepted; anything bigger is malformed.

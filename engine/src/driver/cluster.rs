@@ -20,7 +20,6 @@ use tracing::{info, warn};
 use super::run_dir::RunDir;
 use super::{ClusterMode, DriverConfig};
 use crate::error::{EngineError, Result};
-use crate::executor::AbortOnDrop;
 use crate::protocol::{ExecutorId, ExecutorInfo, ToDriver, ToExecutor};
 use sluice_net::{ClusterCa, NodeIdentity, TransportSettings};
 
@@ -55,14 +54,16 @@ pub enum ClusterEvent {
 
 /// Accepts executor connections on `endpoint` until dropped.
 pub struct Listener {
-    _accept: AbortOnDrop<()>,
+    /// The accept loop; dropping the set aborts it.
+    _accept: JoinSet<()>,
 }
 
 impl Listener {
     /// Starts accepting; events go to `events`.
     pub fn start(endpoint: ClusterEndpoint, events: mpsc::Sender<ClusterEvent>) -> Self {
         let next_id = Arc::new(AtomicU32::new(1));
-        let accept = tokio::spawn(async move {
+        let mut accept = JoinSet::new();
+        accept.spawn(async move {
             let mut connections = JoinSet::new();
             while let Some(incoming) = endpoint.accept().await {
                 let events = events.clone();
@@ -77,9 +78,7 @@ impl Listener {
                 while connections.try_join_next().is_some() {}
             }
         });
-        Self {
-            _accept: AbortOnDrop(accept),
-        }
+        Self { _accept: accept }
     }
 }
 
@@ -127,7 +126,9 @@ async fn handle_connection(
     info!(%executor, name = %info.name, slots = info.slots, data = %info.data_addr, "executor registered");
     let (tx, mut rx) = mpsc::channel::<ToExecutor>(1024);
     let writer_conn = conn.clone();
-    let writer_task = AbortOnDrop(tokio::spawn(async move {
+    // Owned by a JoinSet: dropping it aborts the writer.
+    let mut writer_task = JoinSet::new();
+    writer_task.spawn(async move {
         while let Some(msg) = rx.recv().await {
             let shutdown = matches!(msg, ToExecutor::Shutdown { .. });
             if writer.send(&msg).await.is_err() {
@@ -142,7 +143,7 @@ async fn handle_connection(
                 break;
             }
         }
-    }));
+    });
     if events
         .send(ClusterEvent::Registered {
             executor,
@@ -205,8 +206,9 @@ impl Cluster {
                 slots_per_executor,
                 memory_bytes,
             } => {
-                let names: Vec<String> =
-                    (1..=*executors).map(crate::executor::local_name).collect();
+                let names: Vec<String> = (1..=*executors)
+                    .map(crate::protocol::local_executor_name)
+                    .collect();
                 let tls_dir = run_dir.path.join("tls");
                 let (ca, identity) = local_tls(&tls_dir, &names)?;
                 let endpoint = ClusterEndpoint::bind(

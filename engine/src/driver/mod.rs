@@ -711,13 +711,13 @@ impl EpochRunner<'_> {
         let commit_started = Instant::now();
         let final_stage = planned.stages.last().expect("a plan has a final stage").id;
         let mut read = ReadCounters::default();
-        let mut state: BTreeMap<u32, crate::plan::stateful::OperatorStateMetrics> = BTreeMap::new();
+        let mut state: BTreeMap<u32, crate::protocol::OperatorStateMetrics> = BTreeMap::new();
         for stage in &planned.stages {
             for (_, _, r) in scheduler.reports(stage.id) {
                 read.add(r.read.clone());
                 for m in &r.state {
                     let entry = state.entry(m.operator).or_insert_with(|| {
-                        crate::plan::stateful::OperatorStateMetrics {
+                        crate::protocol::OperatorStateMetrics {
                             operator: m.operator,
                             ..Default::default()
                         }

@@ -73,7 +73,7 @@ pub struct EpochResult {
     /// What the scans read and set aside.
     pub read: sluice_connectors::ReadCounters,
     /// What the stateful operators did, per operator.
-    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
+    pub state: Vec<crate::protocol::OperatorStateMetrics>,
     /// The printed rows, for console queries.
     pub console: Option<String>,
     /// Task attempts started, re-runs and speculative copies included.
@@ -208,7 +208,7 @@ pub struct EpochProgress {
     pub lost_offsets: u64,
     /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub state: Vec<crate::plan::stateful::OperatorStateMetrics>,
+    pub state: Vec<crate::protocol::OperatorStateMetrics>,
     /// Task attempts started (one per task when nothing failed).
     #[serde(default)]
     pub task_attempts: usize,

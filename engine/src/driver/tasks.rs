@@ -599,7 +599,7 @@ impl EpochRunner<'_> {
                 map_partition: partition,
                 reduce_partition: 0,
             };
-            let mut stream = crate::plan::nodes::ShuffleFetch::fetch(
+            let mut stream = crate::operator::nodes::ShuffleFetch::fetch(
                 &fetcher,
                 &location,
                 request,

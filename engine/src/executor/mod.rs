@@ -26,9 +26,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::error::{EngineError, Result};
-use crate::plan::codec::SluiceCodec;
-use crate::plan::nodes::schema_from_json;
-use crate::plan::session_config;
+use crate::operator::codec::SluiceCodec;
+use crate::operator::nodes::schema_from_json;
+use crate::operator::session_config;
 use crate::protocol::{
     ExecutorInfo, ExecutorMetrics, QueryInstall, SinkInstall, ToDriver, ToExecutor,
 };
@@ -510,9 +510,4 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Identifiers used by the local cluster manager to name executors.
-pub fn local_name(index: usize) -> String {
-    format!("executor-{index}")
 }

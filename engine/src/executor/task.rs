@@ -19,8 +19,8 @@ use sluice_connectors::{Sink, WriterContext};
 use tracing::{debug, info_span, Instrument};
 
 use crate::error::{datafusion_retryable, describe_datafusion};
-use crate::plan::nodes::{ShuffleFetch, TaskInputs};
-use crate::plan::stateful::TaskState;
+use crate::operator::nodes::{ShuffleFetch, TaskInputs};
+use crate::operator::stateful::TaskState;
 use crate::protocol::{StageId, StageOutput, TaskDescriptor, TaskOutcome, TaskReport};
 use crate::shuffle::ShuffleStore;
 

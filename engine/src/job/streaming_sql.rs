@@ -10,7 +10,7 @@
 //!   (slide, then size). Each becomes a derived table holding every column of the input plus
 //!   `window_start` and `window_end`; a hopping window repeats a row once per window holding it.
 //!   `TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))` gives each row the
-//!   proto-session `[t, t + gap)`, merged per key by the aggregation (`plan::session`).
+//!   proto-session `[t, t + gap)`, merged per key by the aggregation (`operator::session`).
 
 use std::ops::ControlFlow;
 
@@ -458,7 +458,7 @@ fn rewrite(
     let origin = "TIMESTAMP '1970-01-01T00:00:00'";
     let (sql, size_ms, slide_ms) = if kind == "session" {
         // Each row opens the proto-session [t, t + gap); the aggregation merges overlapping
-        // ones per key (see plan::session).
+        // ones per key (see operator::session).
         let (gap, gap_ms) = interval(2)?;
         (
             format!(

@@ -4,13 +4,11 @@
 //! stage's physical plan (encoded once for executors to cache), the sources whose splits each
 //! epoch assigns, and the sink.
 
-pub mod codec;
-pub mod nodes;
-pub mod session;
 pub mod stages;
-pub mod stateful;
 mod streaming;
-pub mod window_join;
+
+pub use crate::operator::session_config;
+use crate::operator::{codec, nodes, session, stateful, window_join};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +21,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{cast, col, Expr};
 use datafusion::physical_plan::{displayable, ExecutionPlan};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_proto::bytes::{
@@ -43,35 +41,6 @@ use codec::SluiceCodec;
 use nodes::{schema_to_json, SourceScanExec};
 pub use stages::Stage;
 use streaming::{make_stateful, plan_bounded_sessions, stateful_group_columns};
-
-/// The DataFusion session configuration shared by driver and executors, so a plan means the
-/// same in every process.
-pub fn session_config(parallelism: usize) -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(parallelism.max(1))
-        .with_batch_size(8192)
-        .with_information_schema(false);
-    let options = config.options_mut();
-    // Stage boundaries are hash repartitions; round-robin repartitions would be pointless ones.
-    options.optimizer.enable_round_robin_repartition = false;
-    // Joins shuffle both sides by key rather than broadcasting a "small" side we cannot size.
-    options.optimizer.hash_join_single_partition_threshold = 0;
-    options.optimizer.hash_join_single_partition_threshold_rows = 0;
-    // Dynamic filters are in-process shared state and cannot cross stage boundaries.
-    options.optimizer.enable_dynamic_filter_pushdown = false;
-    options.optimizer.enable_join_dynamic_filter_pushdown = false;
-    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
-    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-    // Scalar subqueries as joins: DataFusion's physical ScalarSubqueryExec shares state between
-    // operators that stage boundaries would separate (DataFusion keeps this rewrite for
-    // distributed engines).
-    options
-        .optimizer
-        .enable_physical_uncorrelated_scalar_subquery = false;
-    // Spans let semantic errors point at the offending SQL.
-    options.sql_parser.collect_spans = true;
-    config
-}
 
 /// Where the final stage's rows go, resolved.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
-use super::nodes::{ReadMode, ShuffleReaderExec, SourceScanExec};
 use crate::error::{EngineError, Result};
+use crate::operator::nodes::{ReadMode, ShuffleReaderExec, SourceScanExec};
 use crate::protocol::{StageId, StageOutput};
 
 /// One stage of a query.

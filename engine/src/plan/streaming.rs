@@ -7,10 +7,10 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::nodes::SourceScanExec;
 use super::{session, stateful, window_join};
 use crate::error::{EngineError, Result};
 use crate::job::{Job, Target};
+use crate::operator::nodes::SourceScanExec;
 
 /// Turns a streaming query's final aggregate into a [`stateful::StatefulAggregateExec`] and
 /// makes its scans drop rows behind the watermark.

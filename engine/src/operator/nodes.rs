@@ -60,7 +60,7 @@ pub struct TaskInputs {
     /// The epoch's batch time (milliseconds since the Unix epoch; replays reuse it).
     pub batch_timestamp_ms: i64,
     /// Keyed state, when the query has stateful operators.
-    pub state: Option<crate::plan::stateful::TaskState>,
+    pub state: Option<crate::operator::stateful::TaskState>,
 }
 
 pub(crate) fn task_inputs(ctx: &TaskContext) -> DfResult<Arc<TaskInputs>> {

@@ -41,7 +41,7 @@ use sluice_checkpoint::Epoch;
 
 use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::session::SessionColumns;
-use crate::job::OutputMode;
+use super::OutputMode;
 
 /// What a stateful task needs besides its inputs; part of the task's [`TaskInputs`].
 ///
@@ -60,44 +60,7 @@ pub struct TaskState {
     pub metrics: Arc<Mutex<Vec<OperatorStateMetrics>>>,
 }
 
-/// One stateful operator partition's work in one epoch (summed per operator in progress).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorStateMetrics {
-    /// The operator.
-    pub operator: u32,
-    /// Keys held after the epoch (RocksDB's estimate).
-    pub rows_total: u64,
-    /// Keys written this epoch.
-    pub rows_updated: u64,
-    /// Keys removed (closed windows).
-    pub rows_evicted: u64,
-    /// Bytes of SST files the snapshot references.
-    pub state_bytes: u64,
-    /// Bytes uploaded by the snapshot.
-    pub snapshot_uploaded_bytes: u64,
-    /// Snapshot time (flush, checkpoint, upload), microseconds.
-    pub snapshot_us: u64,
-    /// Time to read, merge and write state, microseconds.
-    pub update_us: u64,
-    /// Partitions restored from the checkpoint this epoch (their instance was not in memory
-    /// on the executor that ran them: moved, recovered, or a fresh executor).
-    #[serde(default)]
-    pub restored_partitions: u64,
-}
-
-impl OperatorStateMetrics {
-    /// Adds another partition's numbers.
-    pub fn add(&mut self, o: &OperatorStateMetrics) {
-        self.rows_total += o.rows_total;
-        self.rows_updated += o.rows_updated;
-        self.rows_evicted += o.rows_evicted;
-        self.state_bytes += o.state_bytes;
-        self.snapshot_uploaded_bytes += o.snapshot_uploaded_bytes;
-        self.snapshot_us = self.snapshot_us.max(o.snapshot_us);
-        self.update_us = self.update_us.max(o.update_us);
-        self.restored_partitions += o.restored_partitions;
-    }
-}
+pub use crate::protocol::OperatorStateMetrics;
 
 /// The planned shape of a stateful aggregate (what the codec carries besides the aggregate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

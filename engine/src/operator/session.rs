@@ -44,7 +44,7 @@ use super::stateful::{
     aggregate_over, collect_partition, concat, final_aggregate, over_batches, window_prefix,
     RowCodec, StatefulAggregateExec, FLOOR,
 };
-use crate::job::OutputMode;
+use super::OutputMode;
 
 /// Where a session aggregate's bounds are among its group columns; the other group columns
 /// are the session key.
