@@ -321,8 +321,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("driver address {driver} resolves to nothing"))?;
             let (work_dir, temporary) = match work_dir {
                 Some(d) => (d, false),
+                // A fresh directory with an unpredictable name (mode 0700), never one another
+                // user could have made first; removed at exit.
                 None => (
-                    std::env::temp_dir().join(format!("sluice-executor-{}", std::process::id())),
+                    tempfile::Builder::new()
+                        .prefix("sluice-executor-")
+                        .tempdir()
+                        .context("creating the executor's scratch directory")?
+                        .keep(),
                     true,
                 ),
             };
