@@ -721,6 +721,11 @@ mod tests {
         assert_eq!(spec.start, StartPosition::Offsets([(0, 5), (3, 7)].into()));
         assert_eq!(spec.max_records_per_trigger, Some(500_000));
         assert_eq!(spec.properties["fetch.max.bytes"], "1000000");
+        assert!(!spec.transactional);
+        assert!(matches!(
+            with(&[("transactional", "TRUE")]).unwrap(),
+            ConnectorSpec::Kafka(s) if s.transactional
+        ));
         for (extra, expect) in [
             (
                 vec![("on_bad_record", "dead_letter")],
@@ -733,6 +738,7 @@ mod tests {
             (vec![("max_records_per_trigger", "-1")], "must be positive"),
             (vec![("on_offsets_lost", "dead_letter")], "'fail' or 'skip'"),
             (vec![("format", "avro")], "'json' or 'raw'"),
+            (vec![("transactional", "yes")], "'true' or 'false'"),
         ] {
             let err = with(&extra).unwrap_err().to_string();
             assert!(err.contains(expect), "{extra:?}: {err}");
