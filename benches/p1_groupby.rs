@@ -14,7 +14,8 @@
 //!
 //! Run: `cargo bench --bench p1_groupby -- [--rows 10000000] [--runs 5] [--no-spark]`
 
-use std::path::{Path, PathBuf};
+use sluice::stats::median;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,14 +49,9 @@ fn args() -> Args {
     a
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     let args = args();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = sluice::repo_root();
     let data = root.join(format!("bench-data/bids-{}", args.rows));
     if !data.join("bids-0000.parquet").exists() {
         eprintln!("generating {} rows into {} ...", args.rows, data.display());
@@ -110,8 +106,8 @@ fn main() {
         None
     };
 
-    let s = median(sluice_times).as_secs_f64();
-    let d = median(df_times).as_secs_f64();
+    let s = median(&sluice_times).unwrap_or_default().as_secs_f64();
+    let d = median(&df_times).unwrap_or_default().as_secs_f64();
     let rows = args.rows as f64;
     println!(
         "P1 group-by over {} rows, median of {} runs",

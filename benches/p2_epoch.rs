@@ -17,7 +17,7 @@
 //!
 //! Run: `scripts/bench-p2.sh [--epochs 300] [--spark-seconds 30] [--no-spark]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use sluice::broker::Broker;
@@ -51,12 +51,8 @@ fn args() -> Args {
     a
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
+fn percentile(values: &[f64], p: f64) -> f64 {
+    sluice::stats::percentile(values, p).unwrap_or(f64::NAN)
 }
 
 /// Per-epoch durations in ms, each sorted.
@@ -168,7 +164,7 @@ fn spark(root: &Path, seconds: u64) -> Option<Vec<f64>> {
 
 fn main() {
     let args = args();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = sluice::repo_root();
     let broker = Broker::start();
     broker.create_topic("p2", 2);
     let dir = tempfile::tempdir().unwrap();

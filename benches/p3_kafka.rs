@@ -14,6 +14,7 @@
 //!
 //! Run: `scripts/bench-p3.sh [--records 500000] [--runs 3]`
 
+use sluice::stats::median;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,11 +38,6 @@ fn args() -> (u64, usize) {
         }
     }
     (records, runs)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Drains every partition of `topic` to its high watermark; returns (records, bytes).
@@ -164,9 +160,9 @@ fn main() {
             wall_times.push(wall);
         }
         let (c, e, w) = (
-            median(consumer_times),
-            median(epoch_times),
-            median(wall_times),
+            median(&consumer_times).unwrap_or_default(),
+            median(&epoch_times).unwrap_or_default(),
+            median(&wall_times).unwrap_or_default(),
         );
         let rate = |d: Duration| records as f64 / d.as_secs_f64();
         let mb = |d: Duration| (records as f64 * size as f64) / d.as_secs_f64() / 1e6;

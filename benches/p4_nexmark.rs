@@ -172,7 +172,7 @@ fn generator_only(events: u64) -> f64 {
 
 fn main() {
     let (events, queries) = args();
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = sluice::repo_root();
     let work = root.join("bench-data/p4-work");
     std::fs::create_dir_all(&work).unwrap();
     let generator = generator_only(events);

@@ -63,25 +63,17 @@ fn children_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn median(v: Vec<f64>) -> f64 {
-    percentile(v, 0.5)
+fn percentile(v: &[f64], p: f64) -> f64 {
+    sluice::stats::percentile(v, p).unwrap_or(f64::NAN)
 }
 
 /// `p50 / p90 / max` of per-epoch commit times.
 fn commits(v: &[f64]) -> String {
     format!(
         "{:.2} / {:.2} / {:.2} ms",
-        percentile(v.to_vec(), 0.5),
-        percentile(v.to_vec(), 0.9),
-        percentile(v.to_vec(), 1.0)
+        percentile(v, 0.5),
+        percentile(v, 0.9),
+        percentile(v, 1.0)
     )
 }
 
@@ -198,7 +190,7 @@ fn spark_run(root: &Path, work: &Path, input: &Path) -> Option<Run> {
 
 fn main() {
     let args = args();
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = sluice::repo_root();
     let work = root.join("bench-data/p5-work");
     let input = work.join(format!("input-{}x{}", args.files, args.rows_per_file));
     if !input.exists() {
@@ -249,7 +241,7 @@ fn main() {
     );
     println!("  PySpark output: {spark_rows} windows, {spark_total} events counted");
     let throughput = per_cpu(&s) / per_cpu(&k);
-    let commit = median(s.commit_ms) / median(k.commit_ms);
+    let commit = percentile(&s.commit_ms, 0.5) / percentile(&k.commit_ms, 0.5);
     println!(
         "  P5 events/CPU-s, Sluice / Spark: {throughput:.1}x (target >= 10x: {})",
         if throughput >= 10.0 { "met" } else { "MISSED" }

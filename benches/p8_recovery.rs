@@ -17,6 +17,7 @@
 //!
 //! Run: `scripts/bench-p8.sh [--files 40] [--rows-per-file 200000] [--kills 3]`
 
+use sluice::stats::median;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -47,14 +48,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// A driver whose progress records (one JSON line per epoch) arrive on a channel.
@@ -155,7 +148,7 @@ fn main() {
         if seen < 4 {
             continue; // warm up
         }
-        let normal_ms = median(normal.clone());
+        let normal_ms = median(&normal).unwrap_or(f64::NAN);
         if kills_done < args.kills && seen.is_multiple_of(3) {
             // Half a normal epoch into the next one.
             std::thread::sleep(Duration::from_secs_f64(normal_ms / 2e3));
@@ -172,7 +165,7 @@ fn main() {
             driver = start(&job, &checkpoint);
         }
     }
-    let normal_ms = median(normal.clone());
+    let normal_ms = median(&normal).unwrap_or(f64::NAN);
     println!(
         "  normal epoch (median of {}): {normal_ms:.0} ms",
         normal.len()

@@ -13,7 +13,7 @@
 //! broker known to lose records, to prove that the engine notices.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ fn find_or_install() -> PathBuf {
     if let Some(bin) = std::env::var_os("SLUICE_TANSU") {
         return PathBuf::from(bin);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::repo_root();
     let out = Command::new("bash")
         .arg(root.join("scripts/install-broker.sh"))
         .stderr(Stdio::inherit())

@@ -7,14 +7,32 @@
 //!   would see.
 //! - [`broker`]: a real Kafka-protocol broker on loopback (installed on first use) and a
 //!   producer.
+//! - [`reference`]: the independent answer — DataFusion computing a query in one process.
+//! - [`progress`]: progress records read back from a checkpoint.
+//! - [`process`]: the processes a driver spawned.
+//! - [`stats`]: medians and percentiles for the benchmarks.
 //! - [`sluice_binary`]: where the built `sluice` binary is.
 
 pub mod broker;
 pub mod datagen;
 pub mod process;
+pub mod progress;
+pub mod reference;
+pub mod stats;
 pub mod table;
 
 use std::path::PathBuf;
+
+/// The workspace root (this package's directory). Read at run time from `CARGO_MANIFEST_DIR`,
+/// which cargo sets for every test, bench and example it runs: cargo reuses a compiled test
+/// binary from a shared target directory for another checkout of the same workspace, so the
+/// path compiled in (`env!`) may name a clone that is gone. That is only the fallback.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.join("Cargo.toml").exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
 
 /// The `sluice` binary built alongside the running test or bench (or `$SLUICE_BIN`).
 pub fn sluice_binary() -> PathBuf {

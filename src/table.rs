@@ -11,47 +11,33 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Every data file of a table, sorted.
 pub fn parquet_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    walk(root, &mut out);
+    let visible = |e: &walkdir::DirEntry| {
+        let name = e.file_name().to_string_lossy();
+        e.depth() == 0 || !(name.starts_with('.') || name.starts_with('_'))
+    };
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(visible)
+        .flatten()
+        .filter(|e| {
+            !e.file_type().is_dir() && e.file_name().to_string_lossy().ends_with(".parquet")
+        })
+        .map(walkdir::DirEntry::into_path)
+        .collect();
     out.sort();
     out
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else if name.ends_with(".parquet") {
-            out.push(path);
-        }
-    }
-}
-
 /// Every file anywhere under `root`, hidden or not (to check nothing stray is left behind).
 pub fn all_files(root: &Path) -> Vec<PathBuf> {
-    fn all(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                all(&p, out)
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    let mut out = Vec::new();
-    all(root, &mut out);
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_dir())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
     out.sort();
     out
 }
@@ -106,21 +92,9 @@ fn percent_decode(s: &str) -> String {
     if s == "__HIVE_DEFAULT_PARTITION__" {
         return "NULL".into();
     }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The python interpreter of the reader virtualenv (`$SLUICE_READERS_PYTHON`, or installed into
@@ -132,7 +106,7 @@ pub fn readers_python() -> PathBuf {
             if let Some(p) = std::env::var_os("SLUICE_READERS_PYTHON") {
                 return PathBuf::from(p);
             }
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let root = crate::repo_root();
             let out = std::process::Command::new("bash")
                 .arg(root.join("scripts/install-readers.sh"))
                 .stderr(std::process::Stdio::inherit())

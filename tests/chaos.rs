@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::stream::{children_of, progress, reference};
+use common::children_of;
+use common::stream::{progress, reference};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
@@ -277,11 +278,11 @@ fn exactly_once_through_twenty_random_process_and_broker_faults() {
         };
         match fault {
             Fault::KillExecutor | Fault::StopExecutor => {
-                let executors = children_of(target.pid());
+                let executors = children_of(target.pid() as u32);
                 if executors.is_empty() {
                     continue; // between a restart and its executors' start
                 }
-                let victim = executors[rng.random_range(0..executors.len())];
+                let victim = executors[rng.random_range(0..executors.len())] as i32;
                 let signal = match fault {
                     Fault::KillExecutor => libc::SIGKILL,
                     _ => libc::SIGSTOP,

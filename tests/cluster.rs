@@ -271,8 +271,7 @@ fn an_executor_killed_mid_epoch_costs_only_its_own_tasks_and_is_replaced() {
         "each row exactly once"
     );
 
-    let progress: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("ckpt/progress/0")).unwrap()).unwrap();
+    let progress: serde_json::Value = sluice::progress::record(&d.join("ckpt"), 0);
     let lost = progress["lost_executors"].as_array().unwrap();
     assert_eq!(lost.len(), 1, "{progress}");
     assert_eq!(lost[0]["pid"].as_u64(), Some(victim as u64));
@@ -425,12 +424,7 @@ fn a_restarted_driver_sends_stateful_tasks_back_to_the_standalone_executors_hold
     // The restarted driver drains the other two files on the same executors.
     let (code, log) = driver("available-now").finish(Duration::from_secs(120));
     assert_eq!(code, Some(0), "{log}");
-    let progress = |n: u64| -> serde_json::Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(d.join(format!("ckpt/progress/{n}"))).unwrap(),
-        )
-        .unwrap()
-    };
+    let progress = |n: u64| sluice::progress::record(&d.join("ckpt"), n);
     let restored = |n: u64| {
         progress(n)["state"][0]["restored_partitions"]
             .as_u64()

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{ok, sluice, spawn, wait_output};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use sluice::table::{batch_rows, read_rows};
+use sluice::reference::{Input, Reference};
+use sluice::table::read_rows;
 
 fn job(dir: &std::path::Path, bid_options: &str, out: &str, query: &str) {
     std::fs::write(
@@ -27,17 +27,9 @@ fn bids_below(n: u64) -> u64 {
 }
 
 fn datafusion(path: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        ctx.register_parquet("out", path.to_str().unwrap(), ParquetReadOptions::default())
-            .await
-            .unwrap();
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let mut rows: Vec<Vec<String>> = batches.iter().flat_map(batch_rows).collect();
-        rows.sort();
-        rows
-    })
+    Reference::new()
+        .table("out", Input::Parquet(path))
+        .rows(sql)
 }
 
 #[test]

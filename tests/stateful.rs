@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::stream::{
-    bids, children_of, produce, progress, reference, reference_closed_windows, reference_with,
-    source_ddl, trigger_once,
+    bids, produce, progress, reference, reference_closed_windows, reference_with, source_ddl,
+    trigger_once,
 };
-use common::{fails, ok, sluice, spawn, wait_output};
+use common::{children_of, fails, ok, sluice, spawn, wait_output};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
@@ -146,9 +146,9 @@ fn keyed_aggregates_in_update_mode_survive_kill_9_of_driver_and_executors() {
         std::thread::sleep(Duration::from_millis(rng.random_range(1500..4000)));
         let victim = match round {
             0 => child.id() as i32,
-            _ => *children_of(child.id() as i32)
+            _ => *children_of(child.id())
                 .first()
-                .expect("an executor process"),
+                .expect("an executor process") as i32,
         };
         unsafe { libc::kill(victim, libc::SIGKILL) };
         if round == 1 {

@@ -62,22 +62,6 @@ fn assert_exactly(ids: &[i64], expected: std::ops::Range<u64>) {
     );
 }
 
-fn progress_records(checkpoint: &Path) -> Vec<serde_json::Value> {
-    let mut out: Vec<(u64, serde_json::Value)> = std::fs::read_dir(checkpoint.join("progress"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().to_str()?.parse::<u64>().ok()?;
-                    let v = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-                    Some((n, v))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort_by_key(|(n, _)| *n);
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
 /// Records of the driver kill test: `SLUICE_KILL_TEST_RECORDS` (the scenario is
 /// 300 000, the default).
 fn kill_test_records() -> u64 {
@@ -172,7 +156,7 @@ fn kafka_to_parquet_is_exactly_once_across_three_driver_kill_9s() {
             f.display()
         );
     }
-    let progress = progress_records(&dir.path().join("ckpt"));
+    let progress = sluice::progress::records(&dir.path().join("ckpt"));
     assert!(
         progress.len() > 3,
         "expected many epochs, got {}",
@@ -206,7 +190,7 @@ fn trigger_once_reads_everything_in_one_epoch_and_available_now_respects_the_lim
         ],
     ));
     assert_exactly(&user_ids(&dir.path().join("lake/events")), 0..1000);
-    let progress = progress_records(&dir.path().join("ckpt"));
+    let progress = sluice::progress::records(&dir.path().join("ckpt"));
     assert_eq!(progress.len(), 1, "once is one epoch, whatever the limit");
     assert_eq!(progress[0]["input_rows"], 1000);
 

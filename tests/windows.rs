@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::stream::{
-    bids, children_of, produce, progress, reference, reference_closed_windows, reference_with,
-    source_ddl, trigger_once, ts_literal,
+    bids, produce, progress, reference, reference_closed_windows, reference_with, source_ddl,
+    trigger_once, ts_literal,
 };
-use common::{fails, ok, sluice, spawn, wait_output};
+use common::{children_of, fails, ok, sluice, spawn, wait_output};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
@@ -246,15 +246,15 @@ fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_e
     // its tasks elsewhere, restoring their state from the checkpoint).
     let child = run();
     std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
-    let mut executors = children_of(child.id() as i32);
+    let mut executors = children_of(child.id());
     for _ in 0..100 {
         if !executors.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-        executors = children_of(child.id() as i32);
+        executors = children_of(child.id());
     }
-    let victim = executors[rng.random_range(0..executors.len())];
+    let victim = executors[rng.random_range(0..executors.len())] as i32;
     unsafe { libc::kill(victim, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

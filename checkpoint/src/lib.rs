@@ -20,7 +20,7 @@ pub mod state;
 pub mod store;
 
 pub use error::{CheckpointError, Result};
-pub use recovery::{EpochAction, EpochLog};
+pub use recovery::{ownership, EpochAction, EpochLog, Ownership};
 pub use store::{CheckpointLock, CheckpointStore, CommitRecord, QueryMetadata, FORMAT_VERSION};
 
 use serde::{Deserialize, Serialize};

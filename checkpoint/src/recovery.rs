@@ -34,6 +34,28 @@ impl EpochLog {
     }
 }
 
+/// Whose checkpoint it is, decided when a query opens one that already has metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Written by this query (same plan fingerprint): resume it.
+    Resume,
+    /// Written by another query that never recorded an epoch (it failed planning, say): this
+    /// query takes it over.
+    Adopt,
+    /// Written by another query that recorded epochs: refuse it, touching nothing.
+    Refuse,
+}
+
+/// Decides [`Ownership`] from the recorded and the current plan fingerprints and whether the
+/// checkpoint's query ever recorded an epoch.
+pub fn ownership(recorded: &str, current: &str, recorded_any_epoch: bool) -> Ownership {
+    match (recorded == current, recorded_any_epoch) {
+        (true, _) => Ownership::Resume,
+        (false, false) => Ownership::Adopt,
+        (false, true) => Ownership::Refuse,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

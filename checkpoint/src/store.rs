@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
-use crate::recovery::EpochLog;
+use crate::recovery::{ownership, EpochLog, Ownership};
 use crate::Epoch;
 
 /// Version of the on-disk layout this build reads and writes.
@@ -119,10 +119,11 @@ impl CheckpointStore {
                 let found: QueryMetadata =
                     serde_json::from_value(found).map_err(|e| corrupt(&meta_path, e))?;
                 check_query_id(&meta_path, &found.query_id)?;
-                let never_ran = epochs_in(&root.join("offsets"))
-                    .map(|e| e.is_empty())
-                    .unwrap_or(false);
-                if found.plan_fingerprint != fingerprint && never_ran {
+                let recorded_any = epochs_in(&root.join("offsets"))
+                    .map(|e| !e.is_empty())
+                    .unwrap_or(true);
+                let decision = ownership(&found.plan_fingerprint, fingerprint, recorded_any);
+                if decision == Ownership::Adopt {
                     // A query that failed before recording any epoch (a planning error, say)
                     // does not lock the checkpoint: the corrected query takes it over.
                     let adopted = QueryMetadata {
@@ -139,7 +140,7 @@ impl CheckpointStore {
                         free: Default::default(),
                     });
                 }
-                if found.plan_fingerprint != fingerprint {
+                if decision == Ownership::Refuse {
                     return Err(CheckpointError::FingerprintMismatch {
                         path: root.to_path_buf(),
                         expected: fingerprint.to_string(),
@@ -202,9 +203,7 @@ impl CheckpointStore {
                 owner: owner.trim().to_string(),
             });
         }
-        let host = fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown host".into());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
         let owner = format!(
             "pid {} on {host}, started at {} ms",
             std::process::id(),

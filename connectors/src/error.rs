@@ -68,6 +68,9 @@ pub enum ConnectorError {
     /// Recording a sink commit in the checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] sluice_checkpoint::CheckpointError),
+    /// A broken invariant: our bug, never the user's.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn location(path: &std::path::Path, line: Option<u64>) -> String {

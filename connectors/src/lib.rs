@@ -34,8 +34,8 @@ use sluice_checkpoint::{CheckpointStore, Epoch};
 
 pub use error::{ConnectorError, Result};
 pub use options::{
-    BadRecordPolicy, ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, KafkaSourceSpec,
-    ParquetSinkSpec, StartPosition,
+    BadRecordPolicy, ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, KafkaSinkSpec,
+    KafkaSourceSpec, ParquetSinkSpec, StartPosition,
 };
 
 /// A file, or some row groups of a Parquet file.
@@ -297,6 +297,54 @@ pub trait SplitReader: Send {
     }
 }
 
+/// How to build a sink on any process, symmetric with [`SourceSpec`]: one kind per connector,
+/// each with its own options type. The one place that builds writers (executors) and
+/// committers (the driver).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkSpec {
+    /// Rows stay on the executors; the driver fetches and prints them.
+    Console,
+    /// Parquet files, published exactly once.
+    Parquet(ParquetSinkSpec),
+    /// A Kafka topic (at least once).
+    Kafka(KafkaSinkSpec),
+}
+
+impl SinkSpec {
+    /// The executors' side: writes rows of `schema` (`None` for the console, whose rows the
+    /// driver fetches). Also validates the options against the schema (partition and key
+    /// columns), so the driver calls it once when planning.
+    pub fn writer(&self, schema: SchemaRef) -> Result<Option<std::sync::Arc<dyn Sink>>> {
+        Ok(match self {
+            SinkSpec::Console => None,
+            SinkSpec::Parquet(spec) => Some(std::sync::Arc::new(parquet_sink::ParquetSink::new(
+                spec.clone(),
+                schema,
+            )?)),
+            SinkSpec::Kafka(spec) => Some(std::sync::Arc::new(kafka::sink::KafkaSink::new(
+                spec.clone(),
+                schema,
+            )?)),
+        })
+    }
+
+    /// The driver's side: publishes an epoch's output (`None` for the console).
+    pub fn committer(&self) -> Option<std::sync::Arc<dyn Committer>> {
+        match self {
+            SinkSpec::Console => None,
+            SinkSpec::Parquet(spec) => Some(std::sync::Arc::new(
+                parquet_sink::ParquetCommitter::new(spec.clone()),
+            )),
+            SinkSpec::Kafka(_) => Some(std::sync::Arc::new(kafka::sink::KafkaCommitter)),
+        }
+    }
+
+    /// The driver prints the rows (the console sink).
+    pub fn is_console(&self) -> bool {
+        matches!(self, SinkSpec::Console)
+    }
+}
+
 /// How to build a source on any process: what a scan carries in a stage plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceSpec {
@@ -410,9 +458,11 @@ pub trait Committer: Send + Sync {
         epoch: Epoch,
         receipts: Vec<WriterReceipt>,
     ) -> Result<CommitSummary>;
-    /// Completes a publication that was recorded but maybe not finished. `Ok(None)` when
-    /// nothing was recorded for `epoch` (the epoch must run again).
-    fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>>;
+    /// Whether `epoch`'s publication was recorded (then it may be unfinished: a crash came
+    /// before `commits/N`). Reads only.
+    fn publish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<bool>;
+    /// Completes `epoch`'s recorded publication (idempotent); an error when none was recorded.
+    fn finish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<CommitSummary>;
     /// Discards everything staged for `epoch` by this query (after a failed epoch).
     fn abort(&self, query_id: &str, epoch: Epoch);
 }

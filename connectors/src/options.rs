@@ -184,10 +184,22 @@ pub struct KafkaSourceSpec {
     /// from lost ones; the user says which topics have them.
     #[serde(default)]
     pub transactional: bool,
-    /// As a sink: the columns whose JSON forms each record's key (`key = 'a,b'`); `None`
-    /// keys a keyed aggregation's output by its group columns and leaves other records
-    /// without a key.
-    #[serde(default)]
+}
+
+/// A Kafka sink: where and how to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaSinkSpec {
+    /// The table's name (for error messages).
+    pub table: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// The topic.
+    pub topic: String,
+    /// Extra librdkafka settings (`properties.KEY = 'VALUE'` options).
+    pub properties: BTreeMap<String, String>,
+    /// The columns whose JSON forms each record's key (`key = 'a,b'`). `None` until planning
+    /// decides: a keyed aggregation's output is keyed by its group columns, other records have
+    /// no key.
     pub key: Option<Vec<String>>,
 }
 
@@ -203,8 +215,13 @@ pub enum ConnectorSpec {
     },
     /// `console`: rows printed by the driver (sink only).
     Console,
-    /// `kafka`: a topic (source only, for now).
-    Kafka(KafkaSourceSpec),
+    /// `kafka`: a topic.
+    Kafka {
+        /// How to read it.
+        source: KafkaSourceSpec,
+        /// How to write it.
+        sink: KafkaSinkSpec,
+    },
     /// `nexmark`: the Nexmark benchmark's event generator (source only).
     Nexmark(crate::nexmark::NexmarkSpec),
 }
@@ -307,7 +324,20 @@ impl ConnectorSpec {
             return Ok(ConnectorSpec::Console);
         }
         if connector == "kafka" {
-            return parse_kafka(table, options).map(ConnectorSpec::Kafka);
+            let source = parse_kafka(table, options)?;
+            let sink = KafkaSinkSpec {
+                table: source.table.clone(),
+                bootstrap_servers: source.bootstrap_servers.clone(),
+                topic: source.topic.clone(),
+                properties: source.properties.clone(),
+                key: options.get("key").map(|k| {
+                    k.split(',')
+                        .map(|c| c.trim().to_string())
+                        .filter(|c| !c.is_empty())
+                        .collect()
+                }),
+            };
+            return Ok(ConnectorSpec::Kafka { source, sink });
         }
         if connector == "nexmark" {
             return parse_nexmark(table, options).map(ConnectorSpec::Nexmark);
@@ -406,11 +436,21 @@ impl ConnectorSpec {
         Ok(ConnectorSpec::Files { source, sink })
     }
 
+    /// The sink spec, or `None` when this connector cannot be written to.
+    pub fn as_sink(&self) -> Option<crate::SinkSpec> {
+        match self {
+            ConnectorSpec::Files { sink, .. } => sink.clone().map(crate::SinkSpec::Parquet),
+            ConnectorSpec::Kafka { sink, .. } => Some(crate::SinkSpec::Kafka(sink.clone())),
+            ConnectorSpec::Console => Some(crate::SinkSpec::Console),
+            ConnectorSpec::Nexmark(_) => None,
+        }
+    }
+
     /// The source spec, or an error naming why this table cannot be read from.
     pub fn as_source(&self, table: &str) -> Result<crate::SourceSpec> {
         match self {
             ConnectorSpec::Files { source, .. } => Ok(crate::SourceSpec::File(source.clone())),
-            ConnectorSpec::Kafka(spec) => Ok(crate::SourceSpec::Kafka(spec.clone())),
+            ConnectorSpec::Kafka { source, .. } => Ok(crate::SourceSpec::Kafka(source.clone())),
             ConnectorSpec::Nexmark(spec) => Ok(crate::SourceSpec::Nexmark(spec.clone())),
             ConnectorSpec::Console => Err(ConnectorError::InvalidOptions {
                 table: table.to_string(),
@@ -640,12 +680,6 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
         properties,
         read_timeout_ms,
         transactional,
-        key: options.get("key").map(|k| {
-            k.split(',')
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect()
-        }),
     })
 }
 
@@ -709,7 +743,7 @@ mod tests {
             o.extend(opts(extra));
             ConnectorSpec::parse("events", &o)
         };
-        let ConnectorSpec::Kafka(spec) = with(&[
+        let ConnectorSpec::Kafka { source: spec, sink } = with(&[
             ("start", "offsets"),
             ("start_offsets", "0:5, 3:7"),
             ("max_records_per_trigger", "500000"),
@@ -722,9 +756,14 @@ mod tests {
         assert_eq!(spec.max_records_per_trigger, Some(500_000));
         assert_eq!(spec.properties["fetch.max.bytes"], "1000000");
         assert!(!spec.transactional);
+        assert_eq!((sink.topic.as_str(), sink.key.as_ref()), ("events", None));
+        assert!(matches!(
+            with(&[("key", "a, b")]).unwrap(),
+            ConnectorSpec::Kafka { sink, .. } if sink.key == Some(vec!["a".into(), "b".into()])
+        ));
         assert!(matches!(
             with(&[("transactional", "TRUE")]).unwrap(),
-            ConnectorSpec::Kafka(s) if s.transactional
+            ConnectorSpec::Kafka { source, .. } if source.transactional
         ));
         for (extra, expect) in [
             (

@@ -413,14 +413,19 @@ impl Committer for ParquetCommitter {
         Ok(summary)
     }
 
-    fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>> {
-        let Some(record) = store.read_sink_record::<SinkCommitRecord>(&self.spec.table, epoch)?
-        else {
-            return Ok(None);
-        };
-        let summary = self.publish(&record)?;
-        self.abort(&store.metadata().query_id, epoch);
-        Ok(Some(summary))
+    fn publish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<bool> {
+        Ok(store
+            .read_sink_record::<SinkCommitRecord>(&self.spec.table, epoch)?
+            .is_some())
+    }
+
+    fn finish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<CommitSummary> {
+        self.recover(store, epoch)?.ok_or_else(|| {
+            ConnectorError::Internal(format!(
+                "no publication of epoch {epoch} to table '{}' is recorded",
+                self.spec.table
+            ))
+        })
     }
 
     fn abort(&self, query_id: &str, epoch: Epoch) {
@@ -436,6 +441,20 @@ impl Committer for ParquetCommitter {
         // Remove the staging directories once empty, so the table holds only published data.
         let _ = std::fs::remove_dir(&root);
         let _ = std::fs::remove_dir(Path::new(&self.spec.path).join(STAGING_DIR));
+    }
+}
+
+impl ParquetCommitter {
+    /// Completes a publication that was recorded but maybe not finished. `Ok(None)` when
+    /// nothing was recorded for `epoch` (the epoch must run again).
+    fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>> {
+        let Some(record) = store.read_sink_record::<SinkCommitRecord>(&self.spec.table, epoch)?
+        else {
+            return Ok(None);
+        };
+        let summary = self.publish(&record)?;
+        self.abort(&store.metadata().query_id, epoch);
+        Ok(Some(summary))
     }
 }
 

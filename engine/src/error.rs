@@ -95,18 +95,58 @@ pub fn describe_datafusion(e: &DataFusionError) -> String {
     }
 }
 
-/// Whether a DataFusion error is worth retrying: only I/O and wrapped retryable connector errors.
+/// Whether a DataFusion error is worth retrying: I/O, and the connector, checkpoint (operator
+/// state) and network errors that operators wrap, by their own kind.
 pub fn datafusion_retryable(e: &DataFusionError) -> bool {
     match e {
-        DataFusionError::External(inner) => inner
-            .downcast_ref::<sluice_connectors::ConnectorError>()
-            .map(|c| c.is_retryable())
-            .unwrap_or(false),
+        DataFusionError::External(inner) => {
+            if let Some(c) = inner.downcast_ref::<sluice_connectors::ConnectorError>() {
+                c.is_retryable()
+            } else if let Some(c) = inner.downcast_ref::<sluice_checkpoint::CheckpointError>() {
+                c.is_retryable()
+            } else if let Some(n) = inner.downcast_ref::<sluice_net::NetError>() {
+                n.is_retryable()
+            } else if let Some(d) = inner.downcast_ref::<DataFusionError>() {
+                datafusion_retryable(d)
+            } else {
+                false
+            }
+        }
         DataFusionError::IoError(_) => true,
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             datafusion_retryable(inner)
         }
         DataFusionError::Shared(inner) => datafusion_retryable(inner),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_errors_keep_their_retryability() {
+        let io = || std::io::Error::new(std::io::ErrorKind::Interrupted, "disk hiccup");
+        let state_io = sluice_checkpoint::CheckpointError::Io {
+            action: "write",
+            path: "state/0".into(),
+            source: io(),
+        };
+        assert!(state_io.is_retryable());
+        let wrapped = DataFusionError::External(Box::new(state_io));
+        assert!(datafusion_retryable(&wrapped));
+        let nested = DataFusionError::Context(
+            "stateful aggregate".into(),
+            Box::new(DataFusionError::External(Box::new(wrapped))),
+        );
+        assert!(datafusion_retryable(&nested));
+        let corrupt = sluice_checkpoint::CheckpointError::Corrupt {
+            path: "state/0/changelog-3".into(),
+            message: "truncated".into(),
+        };
+        assert!(!datafusion_retryable(&DataFusionError::External(Box::new(
+            corrupt
+        ))));
     }
 }

@@ -101,7 +101,7 @@ impl Job {
     /// Whether every table the job defines is bounded (files): such a job is one epoch.
     pub fn is_bounded(&self) -> bool {
         !self.tables.iter().any(|t| match &t.connector {
-            ConnectorSpec::Kafka(_) => true,
+            ConnectorSpec::Kafka { .. } => true,
             ConnectorSpec::Nexmark(n) => n.events.is_none(),
             ConnectorSpec::Files { source, .. } => source.stream,
             _ => false,
@@ -304,12 +304,6 @@ impl Job {
     /// The definition of table `name`, if the job has one.
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.iter().find(|t| t.name == name)
-    }
-}
-
-mod hex {
-    pub fn encode(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

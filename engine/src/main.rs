@@ -2,11 +2,14 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use sluice_engine::driver::{self, ClusterMode, DriverConfig, EpochOutcome, JobReport};
+use sluice_engine::driver::{
+    self, ClusterMode, DriverConfig, EpochOutcome, Event, JobReport, Reporter,
+};
 use sluice_engine::executor::{self, ExecutorConfig};
 use sluice_engine::job::{Job, JobText};
 use sluice_engine::EngineError;
@@ -332,9 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     true,
                 ),
             };
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "host".into());
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
             let config = ExecutorConfig {
                 driver,
                 cluster_dir,
@@ -437,7 +438,6 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
         work_dir: common.work_dir,
         program: std::env::current_exe().context("locating the sluice binary")?,
         trigger: common.trigger,
-        progress_json: common.progress.is_some(),
         retain_epochs: common.retain_epochs.max(1),
         fsync: !common.no_fsync,
         no_data_epochs: common.no_data_epochs,
@@ -446,12 +446,37 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(driver::run(job, config));
+    let reporter = Arc::new(Terminal {
+        progress_json: common.progress.is_some(),
+    });
+    let report = runtime.block_on(driver::run(job, config, reporter));
     // Dropped (not shut down in the background): on an early error the runtime still owns the
     // supervisors of the executor processes, and dropping them kills those processes.
     drop(runtime);
     print_report(&report?);
     Ok(())
+}
+
+/// Renders the driver's events on the terminal: notices and (streaming) each epoch's summary
+/// line on stderr; `--progress json` records and streamed console rows on stdout.
+struct Terminal {
+    progress_json: bool,
+}
+
+impl Reporter for Terminal {
+    fn report(&self, event: Event) {
+        match event {
+            Event::EpochCommitted { progress, bounded } => {
+                if self.progress_json {
+                    println!("{}", serde_json::to_string(&progress).unwrap_or_default());
+                } else if !bounded {
+                    eprintln!("{}", progress.summary_line());
+                }
+            }
+            Event::ConsoleRows { epoch, table } => println!("-- epoch {epoch} --\n{table}"),
+            Event::Notice(text) => eprintln!("sluice: {text}"),
+        }
+    }
 }
 
 fn print_report(report: &JobReport) {

@@ -185,20 +185,11 @@ pub enum StageOutput {
 
 /// The sink of a query, as executors build it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SinkInstall {
-    /// Rows stay on executors for the driver to fetch.
-    Console,
-    /// Parquet files; the schema is the final stage's output schema (JSON-encoded).
-    Parquet {
-        spec: sluice_connectors::ParquetSinkSpec,
-        schema_json: String,
-    },
-    /// A Kafka topic, records keyed by `key` (column names; may be empty).
-    Kafka {
-        spec: sluice_connectors::KafkaSourceSpec,
-        schema_json: String,
-        key: Vec<String>,
-    },
+pub struct SinkInstall {
+    /// The sink.
+    pub spec: sluice_connectors::SinkSpec,
+    /// The final stage's output schema (JSON-encoded).
+    pub schema_json: String,
 }
 
 /// One task attempt.

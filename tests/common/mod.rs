@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
 use sluice::datagen::{write_bidders_csv, write_bids_parquet, write_events_json, BidsSpec};
-use sluice::table::batch_rows;
+use sluice::reference::{Input, Reference};
 
 /// Generates the test dataset under `dir/data`: bids (Parquet, several files and row groups),
 /// bidders (CSV) and events (JSON lines).
@@ -42,24 +41,14 @@ CREATE TABLE events (bidder BIGINT, action VARCHAR, amount DOUBLE) WITH (connect
 /// The answer DataFusion gives in one process over the same files, rows rendered as strings
 /// and sorted.
 pub fn reference(dir: &Path, sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        let p = |s: &str| dir.join(s).to_string_lossy().into_owned();
-        ctx.register_parquet("bids", &p("data/bids/"), ParquetReadOptions::default())
-            .await
-            .unwrap();
-        ctx.register_csv("bidders", &p("data/bidders.csv"), CsvReadOptions::new())
-            .await
-            .unwrap();
-        ctx.register_json("events", &p("data/events/"), JsonReadOptions::default())
-            .await
-            .unwrap();
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let mut rows: Vec<Vec<String>> = batches.iter().flat_map(batch_rows).collect();
-        rows.sort();
-        rows
-    })
+    let bids = dir.join("data/bids/");
+    let bidders = dir.join("data/bidders.csv");
+    let events = dir.join("data/events/");
+    Reference::new()
+        .table("bids", Input::Parquet(&bids))
+        .table("bidders", Input::Csv(&bidders))
+        .table("events", Input::Json(&events))
+        .rows(sql)
 }
 
 /// Runs `sluice ARGS` in `dir` and waits (at most `limit`) for it to finish.

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use datafusion::prelude::{JsonReadOptions, SessionContext};
 use sluice::broker::Broker;
 use sluice::datagen::{iso_millis, stream_bid, StreamBid};
-use sluice::table::batch_rows;
+use sluice::reference::{Input, Reference};
 
 use super::{ok, sluice};
 
@@ -51,73 +50,25 @@ pub fn reference(log: &Path, sql: &str) -> Vec<Vec<String>> {
 /// [`reference`], with CSV tables (or `.jsonl` logs of other streams of bids) registered
 /// under their names.
 pub fn reference_with(log: &Path, csv: &[(&str, &Path)], sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        ctx.sql(
-            "SET datafusion.execution.time_zone = '+00:00'",
-        )
-        .await
-        .ok();
-        ctx.register_json(
-            "raw",
-            log.to_str().unwrap(),
-            JsonReadOptions::default().file_extension(".jsonl"),
-        )
-        .await
-        .unwrap();
-        for (name, path) in csv {
-            if path.extension().is_some_and(|e| e == "jsonl") {
-                // Another stream's log, with the same columns as `bids`.
-                let raw = format!("raw_{name}");
-                ctx.register_json(
-                    &raw,
-                    path.to_str().unwrap(),
-                    JsonReadOptions::default().file_extension(".jsonl"),
-                )
-                .await
-                .unwrap();
-                ctx.sql(&format!("CREATE VIEW {name} AS SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM {raw}"))
-                    .await
-                    .unwrap();
-                continue;
-            }
-            ctx.register_csv(*name, path.to_str().unwrap(), Default::default())
-                .await
-                .unwrap();
-        }
-        ctx.sql("CREATE VIEW bids AS SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM raw")
-            .await
-            .unwrap();
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let mut rows: Vec<Vec<String>> = batches.iter().flat_map(batch_rows).collect();
-        rows.sort();
-        rows
-    })
+    const BIDS: &str =
+        "SELECT auction, bidder, price, CAST(date_time AS TIMESTAMP) AS date_time FROM";
+    let mut reference = Reference::new().table("raw", Input::JsonLines(log));
+    for (name, path) in csv {
+        reference = if path.extension().is_some_and(|e| e == "jsonl") {
+            // Another stream's log, with the same columns as `bids`.
+            let raw = format!("raw_{name}");
+            reference
+                .table(&raw, Input::JsonLines(path))
+                .view(name, &format!("{BIDS} {raw}"))
+        } else {
+            reference.table(name, Input::Csv(path))
+        };
+    }
+    reference.view("bids", &format!("{BIDS} raw")).rows(sql)
 }
 
 pub fn progress(checkpoint: &Path) -> Vec<serde_json::Value> {
-    let mut out: Vec<(u64, serde_json::Value)> = std::fs::read_dir(checkpoint.join("progress"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_str()?.parse::<u64>().ok()?;
-            Some((
-                n,
-                serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?,
-            ))
-        })
-        .collect();
-    out.sort_by_key(|(n, _)| *n);
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
-/// Processes whose parent is `pid` (the executors of a local driver), as `kill` takes them.
-pub fn children_of(pid: i32) -> Vec<i32> {
-    sluice::process::children_of(pid as u32)
-        .into_iter()
-        .map(|p| p as i32)
-        .collect()
+    sluice::progress::records(checkpoint)
 }
 
 /// `sluice run job.sql --checkpoint ckpt --trigger once` in `dir`, which must succeed.

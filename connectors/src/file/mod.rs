@@ -367,31 +367,14 @@ pub fn partition_values(table_path: &str, file: &Path) -> Vec<(String, Option<St
         .filter_map(|c| c.split_once('='))
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| {
-            let value = (v != crate::parquet_sink::NULL_PARTITION).then(|| percent_decode(v));
+            let value = (v != crate::parquet_sink::NULL_PARTITION).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
             (k.to_string(), value)
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl FileSource {
@@ -469,20 +452,27 @@ pub fn list_files(spec: &FileSourceSpec) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Every file of `format` below `dir`, skipping hidden and `_`-prefixed entries (staging
+/// directories, `_SUCCESS` markers) as Spark and Hive do. Symbolic links are followed.
 fn walk(dir: &Path, format: FileFormat, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ConnectorError::io("list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| ConnectorError::io("list", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
+    let visible = |e: &walkdir::DirEntry| {
+        e.depth() == 0 || {
+            let name = e.file_name().to_string_lossy();
+            !name.starts_with('.') && !name.starts_with('_')
         }
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, format, out)?;
-        } else if FileFormat::from_path(&name) == Some(format) {
-            out.push(path);
+    };
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(visible)
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_path_buf();
+            ConnectorError::io("list", path, e.into())
+        })?;
+        let name = entry.file_name().to_string_lossy();
+        if !entry.file_type().is_dir() && FileFormat::from_path(&name) == Some(format) {
+            out.push(entry.into_path());
         }
     }
     Ok(())

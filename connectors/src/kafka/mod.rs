@@ -458,7 +458,6 @@ pub fn high_watermarks(endpoint: &KafkaEndpoint) -> Result<BTreeMap<i32, i64>> {
         properties: BTreeMap::new(),
         read_timeout_ms: 5_000,
         transactional: false,
-        key: None,
     };
     KafkaSource::new(spec, raw_schema()).high_watermarks()
 }

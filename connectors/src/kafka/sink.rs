@@ -25,7 +25,7 @@ use rdkafka::ClientContext;
 use sluice_checkpoint::{CheckpointStore, Epoch};
 
 use crate::error::{ConnectorError, Result};
-use crate::options::KafkaSourceSpec;
+use crate::options::KafkaSinkSpec;
 use crate::{CommitSummary, Committer, Sink, SinkWriter, WriterContext, WriterReceipt};
 
 /// How long `finish` waits for the broker to acknowledge a task's records.
@@ -34,17 +34,17 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 /// A Kafka topic being written.
 #[derive(Debug, Clone)]
 pub struct KafkaSink {
-    spec: KafkaSourceSpec,
+    spec: KafkaSinkSpec,
     schema: SchemaRef,
     /// Indices of the key columns in `schema`.
     key: Vec<usize>,
 }
 
 impl KafkaSink {
-    /// A sink for rows of `schema`, keyed by `key` (column names; may be empty).
-    pub fn new(spec: KafkaSourceSpec, schema: SchemaRef, key: &[String]) -> Result<Self> {
+    /// A sink for rows of `schema`, keyed by the spec's key columns (none: no key).
+    pub fn new(spec: KafkaSinkSpec, schema: SchemaRef) -> Result<Self> {
         let mut indices = Vec::new();
-        for name in key {
+        for name in spec.key.iter().flatten() {
             let idx = schema
                 .index_of(name)
                 .map_err(|_| ConnectorError::InvalidOptions {
@@ -256,9 +256,15 @@ impl Committer for KafkaCommitter {
         })
     }
 
-    fn recover(&self, _store: &CheckpointStore, _epoch: Epoch) -> Result<Option<CommitSummary>> {
-        // The epoch runs again and sends its rows again (at-least-once).
-        Ok(None)
+    fn publish_recorded(&self, _store: &CheckpointStore, _epoch: Epoch) -> Result<bool> {
+        // Nothing is recorded: the epoch runs again and sends its rows again (at-least-once).
+        Ok(false)
+    }
+
+    fn finish_recorded(&self, _store: &CheckpointStore, epoch: Epoch) -> Result<CommitSummary> {
+        Err(ConnectorError::Internal(format!(
+            "the Kafka sink records no publication to finish (epoch {epoch})"
+        )))
     }
 
     fn abort(&self, _query_id: &str, _epoch: Epoch) {}

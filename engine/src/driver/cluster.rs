@@ -418,7 +418,15 @@ impl LocalProcesses {
             let restarts = restarts.clone();
             watchers.spawn(async move {
                 let mut child = child;
-                let mut backoff = RESTART_BACKOFF;
+                let delays = || {
+                    backon::BackoffBuilder::build(
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(RESTART_BACKOFF)
+                            .with_max_delay(RESTART_BACKOFF_MAX)
+                            .without_max_times(),
+                    )
+                };
+                let mut backoff = delays();
                 loop {
                     let started = std::time::Instant::now();
                     let (status, clean) = match wait_or_kill(&mut child, &mut kill_rx).await {
@@ -443,10 +451,9 @@ impl LocalProcesses {
                         return;
                     }
                     if started.elapsed() > RESTART_STABLE {
-                        backoff = RESTART_BACKOFF;
+                        backoff = delays();
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                    tokio::time::sleep(backoff.next().unwrap_or(RESTART_BACKOFF_MAX)).await;
                     if stopping.load(Ordering::Relaxed) {
                         return;
                     }

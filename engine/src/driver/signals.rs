@@ -1,7 +1,11 @@
 //! Ctrl-C and SIGTERM: counted, so that a streaming run stops after the current epoch on the
 //! first and at once on the second.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
+
+use super::events::{Event, Reporter};
 
 use crate::error::{EngineError, Result};
 
@@ -23,19 +27,23 @@ pub(super) async fn interruptible<F: std::future::Future>(
                 if *signals.borrow() >= threshold {
                     return Err(EngineError::Interrupted);
                 }
-                eprintln!("sluice: stopping after the current epoch commits (Ctrl-C again to abort it)");
             }
         }
     }
 }
 
-/// Counts Ctrl-C / SIGTERM deliveries.
-pub(super) fn watch_signals() -> watch::Receiver<u32> {
+/// Counts Ctrl-C / SIGTERM deliveries; a streaming run tells the user what the first one does.
+pub(super) fn watch_signals(reporter: Arc<dyn Reporter>, streaming: bool) -> watch::Receiver<u32> {
     let (tx, rx) = watch::channel(0u32);
     tokio::spawn(async move {
         loop {
             interrupt_signal().await;
             let n = *tx.borrow() + 1;
+            if n == 1 && streaming {
+                reporter.report(Event::Notice(
+                    "stopping after the current epoch commits (Ctrl-C again to abort it)".into(),
+                ));
+            }
             if tx.send(n).is_err() {
                 return;
             }

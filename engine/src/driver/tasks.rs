@@ -9,21 +9,58 @@ use futures::StreamExt;
 use sluice_checkpoint::Epoch;
 use sluice_connectors::console::ConsolePrinter;
 use sluice_connectors::Split;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::cluster::{Cluster, ClusterEvent};
+use super::events::{Event, Reporter};
 use super::report::LostExecutor;
 use super::scheduler::{AttemptOutcome, EpochFailure, EpochScheduler, StageShape};
-use super::{assign_splits, send, ClusterMode, EpochInput, EpochRunner, Member};
+use super::{assign_splits, ClusterMode, DriverConfig, EpochInput};
 use crate::error::{describe_datafusion, EngineError, Result};
 use crate::plan::PlannedQuery;
 use crate::protocol::{
-    ExecutorId, FetchRequest, MapOutputLocation, QueryInstall, StageOutput, TaskDescriptor,
-    TaskOutcome, ToDriver, ToExecutor,
+    ExecutorId, ExecutorInfo, FetchRequest, MapOutputLocation, QueryInstall, StageOutput,
+    TaskDescriptor, TaskOutcome, ToDriver, ToExecutor,
 };
 use crate::shuffle::{Fetcher, ShuffleClient};
 
-impl EpochRunner<'_> {
+/// A registered executor as the driver tracks it.
+pub(super) struct Member {
+    pub info: ExecutorInfo,
+    pub sender: mpsc::Sender<ToExecutor>,
+    pub connection: quinn::Connection,
+    pub last_seen: Instant,
+    pub peak_rss_bytes: u64,
+}
+
+/// The executors and the tasks an epoch runs on them: membership (registration, heartbeats,
+/// loss and replacement), scheduling the stage DAG, and where stateful tasks live.
+pub(super) struct Tasks<'a> {
+    pub config: &'a DriverConfig,
+    pub query_id: String,
+    pub events: mpsc::Receiver<ClusterEvent>,
+    pub members: BTreeMap<ExecutorId, Member>,
+    /// Task attempts launched by this run.
+    pub attempts: u64,
+    /// Where each stateful task ran last (it holds that task's state).
+    pub placement: BTreeMap<crate::protocol::TaskKey, ExecutorId>,
+    /// Local mode: the executors are this driver's processes; a lost one is killed through
+    /// its process handle and replaced.
+    pub killer: Option<super::cluster::LocalKiller>,
+    /// Executors lost since the last epoch committed.
+    pub lost: Vec<LostExecutor>,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+/// Queues `message` for `member`; a closed queue means the executor is going away.
+pub(super) async fn send(member: &Member, message: ToExecutor) {
+    if member.sender.send(message).await.is_err() {
+        warn!(name = %member.info.name, "executor's queue is closed");
+    }
+}
+
+impl Tasks<'_> {
     /// Waits until `count` executors have registered.
     pub(super) async fn await_executors(&mut self, count: usize) -> Result<()> {
         let timeout = match &self.config.cluster {
@@ -113,7 +150,7 @@ impl EpochRunner<'_> {
     ) -> Result<EpochScheduler> {
         self.catch_up(install).await;
         let final_stage = planned.stages.len().saturating_sub(1);
-        let results_on_executors = matches!(planned.sink, crate::plan::PlannedSink::Console);
+        let results_on_executors = planned.sink.is_console();
         let shapes = planned
             .stages
             .iter()
@@ -352,13 +389,13 @@ impl EpochRunner<'_> {
             Ok(rerun) => {
                 if !rerun.is_empty() {
                     let tasks: Vec<String> = rerun.iter().map(|t| t.to_string()).collect();
-                    eprintln!(
-                        "sluice: executor {} (pid {}) lost: {reason}; re-running {} task(s) it held: {}",
+                    self.reporter.report(Event::Notice(format!(
+                        "executor {} (pid {}) lost: {reason}; re-running {} task(s) it held: {}",
                         member.info.name,
                         member.info.pid,
                         rerun.len(),
                         tasks.join(" ")
-                    );
+                    )));
                 }
                 self.lost.push(LostExecutor {
                     id: executor.0,

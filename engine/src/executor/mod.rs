@@ -15,9 +15,6 @@ use std::time::Duration;
 
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
-use sluice_connectors::kafka::sink::KafkaSink;
-use sluice_connectors::parquet_sink::ParquetSink;
-use sluice_connectors::Sink;
 use sluice_net::{
     ClusterCa, ClusterEndpoint, FrameReader, FrameWriter, NodeIdentity, TransportSettings,
     DEFAULT_MAX_FRAME_BYTES,
@@ -29,9 +26,7 @@ use crate::error::{EngineError, Result};
 use crate::operator::codec::SluiceCodec;
 use crate::operator::nodes::schema_from_json;
 use crate::operator::session_config;
-use crate::protocol::{
-    ExecutorInfo, ExecutorMetrics, QueryInstall, SinkInstall, ToDriver, ToExecutor,
-};
+use crate::protocol::{ExecutorInfo, ExecutorMetrics, QueryInstall, ToDriver, ToExecutor};
 use crate::shuffle::{serve_connection, Fetcher, ShuffleClient, ShuffleStore};
 use task::{InstalledQuery, TaskEnv};
 
@@ -408,18 +403,10 @@ fn decode_query(
         let plan = physical_plan_from_bytes_with_extension_codec(&stage.plan, &ctx, &SluiceCodec)?;
         stages.insert(stage.stage, (plan, stage.output));
     }
-    let sink = match install.sink {
-        SinkInstall::Console => None,
-        SinkInstall::Parquet { spec, schema_json } => Some(Arc::new(ParquetSink::new(
-            spec,
-            schema_from_json(&schema_json)?,
-        )?) as Arc<dyn Sink>),
-        SinkInstall::Kafka {
-            spec,
-            schema_json,
-            key,
-        } => Some(Arc::new(KafkaSink::new(spec, schema_from_json(&schema_json)?, &key)?) as _),
-    };
+    let sink = install
+        .sink
+        .spec
+        .writer(schema_from_json(&install.sink.schema_json)?)?;
     Ok(InstalledQuery {
         stages,
         sink,
@@ -432,19 +419,18 @@ async fn connect_with_retry(
     driver: SocketAddr,
     timeout: Duration,
 ) -> Result<quinn::Connection> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match endpoint.connect(driver).await {
-            Ok(c) => return Ok(c),
-            Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                warn!("cannot reach driver {driver} yet: {e}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    use backon::Retryable;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .with_total_delay(Some(timeout));
+    let connect = || endpoint.connect(driver);
+    Ok(connect
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .notify(|e, _| warn!("cannot reach driver {driver} yet: {e}"))
+        .await?)
 }
 
 /// The address peers should use for this executor's data endpoint: `--advertise`, else the

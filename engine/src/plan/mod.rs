@@ -28,11 +28,7 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use sluice_connectors::file::FileSource;
-use sluice_connectors::kafka::sink::KafkaSink;
-use sluice_connectors::parquet_sink::ParquetSink;
-use sluice_connectors::{
-    ConnectorSpec, FileFormat, FileSourceSpec, KafkaFormat, ParquetSinkSpec, Source, SourceSpec,
-};
+use sluice_connectors::{FileFormat, FileSourceSpec, KafkaFormat, SinkSpec, Source, SourceSpec};
 
 use crate::error::{EngineError, Result};
 use crate::job::{sql_error, ColumnDecl, Job, Target};
@@ -42,17 +38,6 @@ use nodes::{schema_to_json, SourceScanExec};
 pub use stages::Stage;
 use streaming::{make_stateful, plan_bounded_sessions, stateful_group_columns};
 
-/// Where the final stage's rows go, resolved.
-#[derive(Debug, Clone)]
-pub enum PlannedSink {
-    /// Printed by the driver.
-    Console,
-    /// A Parquet table.
-    Parquet(ParquetSinkSpec),
-    /// A Kafka topic (JSON records).
-    Kafka(sluice_connectors::KafkaSourceSpec),
-}
-
 /// A query planned into stages.
 pub struct PlannedQuery {
     /// Stages in DAG order; the last is final.
@@ -61,8 +46,8 @@ pub struct PlannedQuery {
     pub install: Vec<StageInstall>,
     /// The sink as executors build it.
     pub sink_install: SinkInstall,
-    /// The sink as the driver commits it.
-    pub sink: PlannedSink,
+    /// Where the final stage's rows go, resolved (a Kafka sink's key columns are decided).
+    pub sink: SinkSpec,
     /// Sources scanned, by table name.
     pub sources: BTreeMap<String, Arc<dyn Source>>,
     /// Hash identifying the query in its checkpoint.
@@ -293,36 +278,29 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
         Target::Table(name) => job.table(name).and_then(|t| t.output_mode),
         Target::Console => None,
     };
-    let (sink, final_output) = match &job.target {
-        Target::Console => (PlannedSink::Console, StageOutput::Result),
+    let sink = match &job.target {
+        Target::Console => SinkSpec::Console,
         Target::Table(name) => {
             let def = job
                 .table(name)
                 .ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
-            match &def.connector {
-                ConnectorSpec::Console => (PlannedSink::Console, StageOutput::Result),
-                ConnectorSpec::Files { sink: Some(spec), .. } => {
-                    if let Some(cols) = &def.columns {
-                        frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
-                    }
-                    (PlannedSink::Parquet(spec.clone()), StageOutput::Sink)
-                }
-                ConnectorSpec::Kafka(spec) => {
-                    if let Some(cols) = &def.columns {
-                        frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
-                    }
-                    (PlannedSink::Kafka(spec.clone()), StageOutput::Sink)
-                }
-                ConnectorSpec::Files { sink: None, .. } | ConnectorSpec::Nexmark(_) => {
-                    return Err(EngineError::Sql {
-                        location: def.location.clone(),
-                        message: format!(
-                            "table '{name}' cannot be written to: sinks are connectors 'parquet', 'kafka' and 'console'"
-                        ),
-                    })
-                }
+            let sink = def.connector.as_sink().ok_or_else(|| EngineError::Sql {
+                location: def.location.clone(),
+                message: format!(
+                    "table '{name}' cannot be written to: sinks are connectors 'parquet', 'kafka' and 'console'"
+                ),
+            })?;
+            // Rows written to a table with declared columns take their types and names.
+            if let (Some(cols), false) = (&def.columns, sink.is_console()) {
+                frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
             }
+            sink
         }
+    };
+    let final_output = if sink.is_console() {
+        StageOutput::Result
+    } else {
+        StageOutput::Sink
     };
     let unbounded = sources.values().any(|s| !s.bounded());
     plan_stages(
@@ -338,7 +316,7 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
 
 async fn plan_stages(
     frame: datafusion::dataframe::DataFrame,
-    sink: PlannedSink,
+    mut sink: SinkSpec,
     final_output: StageOutput,
     sources: BTreeMap<String, Arc<dyn Source>>,
     job: &Job,
@@ -357,32 +335,23 @@ async fn plan_stages(
         physical = plan_bounded_sessions(physical, job)?;
     }
     let schema = physical.schema();
-    let sink_install = match &sink {
-        PlannedSink::Console => SinkInstall::Console,
-        PlannedSink::Parquet(spec) => {
-            // Validate partition columns now, on the driver, rather than in every task.
-            ParquetSink::new(spec.clone(), schema.clone())?;
-            SinkInstall::Parquet {
-                spec: spec.clone(),
-                schema_json: schema_to_json(&schema),
-            }
-        }
-        PlannedSink::Kafka(spec) => {
-            // Explicit key columns, else a keyed aggregation's group columns when they all
-            // reach the sink (an upsert stream), else no key.
-            let key = match &spec.key {
-                Some(key) => key.clone(),
-                None => stateful_group_columns(&physical)
+    // A Kafka sink without explicit key columns keys a keyed aggregation's rows by its group
+    // columns when they all reach the sink (an upsert stream); other rows have no key.
+    if let SinkSpec::Kafka(spec) = &mut sink {
+        if spec.key.is_none() {
+            spec.key = Some(
+                stateful_group_columns(&physical)
                     .filter(|cols| cols.iter().all(|c| schema.index_of(c).is_ok()))
                     .unwrap_or_default(),
-            };
-            KafkaSink::new(spec.clone(), schema.clone(), &key)?;
-            SinkInstall::Kafka {
-                spec: spec.clone(),
-                schema_json: schema_to_json(&schema),
-                key,
-            }
+            );
         }
+    }
+    // Validate the sink's options against the output (partition and key columns) now, on the
+    // driver, rather than in every task.
+    sink.writer(schema.clone())?;
+    let sink_install = SinkInstall {
+        spec: sink.clone(),
+        schema_json: schema_to_json(&schema),
     };
     let stages = stages::split(physical, final_output)?;
     let stateful_stages = stages

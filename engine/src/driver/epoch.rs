@@ -1,0 +1,650 @@
+//! The async shell of the epoch lifecycle: [`EpochRunner`] performs the [`Action`]s the
+//! decision core ([`super::lifecycle::Lifecycle`]) returns — it reads and writes the
+//! checkpoint, asks the sources, runs the tasks ([`Tasks`]), publishes the sink — and tells the
+//! core what happened. Every decision (replay, finish a recorded publish, retry, wait, stop)
+//! is the core's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
+use sluice_connectors::{Committer, PlanRequest, ReadCounters, SourceEpoch, WriterReceipt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::cluster::Cluster;
+use super::events::{Event, Reporter};
+use super::lifecycle::{
+    self, Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES,
+    PLANNING_RETRIES,
+};
+use super::report::{self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport};
+use super::scheduler::EpochScheduler;
+use super::signals::{interruptible, watch_signals};
+use super::tasks::{send, Tasks};
+use super::{ClusterMode, DriverConfig, Timings, Trigger};
+use crate::error::{EngineError, Result};
+use crate::job::Job;
+use crate::plan::{self, PlannedQuery};
+use crate::protocol::{QueryInstall, ToExecutor};
+
+/// State snapshots older than the retained epochs are deleted after every this many epochs.
+const STATE_GC_EVERY_EPOCHS: u64 = 10;
+
+/// Runs a query's epochs: the shell around the decision core.
+pub(super) struct EpochRunner<'a> {
+    pub config: &'a DriverConfig,
+    pub store: &'a CheckpointStore,
+    pub tasks: Tasks<'a>,
+    /// The sink's committer once planned; a failed epoch's staged files are discarded with it
+    /// after the executors have stopped (so no task is still writing).
+    pub committer: Option<Arc<dyn Committer>>,
+    /// The epoch running, if any.
+    pub current: Option<Epoch>,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+/// A planned query, ready to run epochs.
+struct Query {
+    planned: PlannedQuery,
+    install: QueryInstall,
+    parallelism: usize,
+    policy: Policy,
+    /// `available-now`: where each partition ended at start.
+    until: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// The epoch in flight, between the core's actions.
+#[derive(Default)]
+struct InFlight {
+    input: Option<EpochInput>,
+    replay: bool,
+    timings: Timings,
+    scheduler: Option<EpochScheduler>,
+    /// The error behind the core's last `Err` observation, for `Retry`, `Wait` and `Fail`.
+    error: Option<EngineError>,
+    /// The new epoch the sources were asked about, when they failed to answer.
+    asked: Option<Epoch>,
+}
+
+impl EpochRunner<'_> {
+    /// Plans `job` and runs its epochs until the core says stop.
+    pub(super) async fn run(
+        &mut self,
+        job: &Job,
+        cluster: &mut Cluster,
+        started: Instant,
+    ) -> Result<JobReport> {
+        let bounded_job = job.is_bounded();
+        let mut signals = watch_signals(self.reporter.clone(), !bounded_job);
+        // The first Ctrl-C lets a streaming epoch commit; a bounded job stops at once.
+        let threshold = if bounded_job { 1 } else { 2 };
+        let query = self.prepare(job, cluster, &mut signals, started).await?;
+        let mut report = JobReport {
+            query_id: self.tasks.query_id.clone(),
+            stages: query.planned.stages.len(),
+            ..JobReport::empty()
+        };
+        report.timings.planning = started.elapsed();
+        let mut life = Lifecycle::new(query.policy);
+        let mut flight = InFlight::default();
+        let mut last_start: Option<Instant> = None;
+        let mut action = life.next(&self.observe()?, Instant::now());
+        loop {
+            action = match action {
+                Action::Stop(stop) => {
+                    match stop {
+                        Stop::Requested => report.stopped_by_user = true,
+                        Stop::AlreadyCommitted => report.outcome = EpochOutcome::AlreadyCommitted,
+                        Stop::Finished | Stop::Drained | Stop::MaxEpochs => {}
+                    }
+                    break;
+                }
+                Action::Fail => {
+                    return Err(flight.error.take().unwrap_or_else(|| {
+                        EngineError::Internal("the epoch failed without an error".into())
+                    }))
+                }
+                Action::Wait { until, why } => {
+                    if let (Waiting::PlanningRetry { attempt }, Some(e), Some(epoch)) =
+                        (why, &flight.error, flight.asked)
+                    {
+                        self.notice(format!(
+                            "planning epoch {epoch} failed ({e}); retrying in 1s ({attempt}/{PLANNING_RETRIES})"
+                        ));
+                    }
+                    flight.error = None;
+                    // A start that is due is not put on a timer: tokio's rounds up to the next
+                    // millisecond, which would add up to 1 ms to every epoch of a `0ms` trigger.
+                    if until > Instant::now() {
+                        let until = tokio::time::Instant::from_std(until);
+                        let _ =
+                            interruptible(&mut signals, 1, tokio::time::sleep_until(until)).await;
+                    }
+                    if *signals.borrow() >= 1 {
+                        life.request_stop();
+                    }
+                    life.next(&self.observe()?, Instant::now())
+                }
+                Action::Retry { epoch, attempt, at } => {
+                    let e = flight
+                        .error
+                        .take()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    self.notice(format!(
+                        "epoch {epoch} failed ({e}); re-running it with its recorded input ({attempt}/{EPOCH_RETRIES})"
+                    ));
+                    if let Some(committer) = &self.committer {
+                        committer.abort(&self.tasks.query_id, epoch);
+                    }
+                    let at = tokio::time::Instant::from_std(at);
+                    interruptible(&mut signals, 1, tokio::time::sleep_until(at)).await?;
+                    if *signals.borrow() >= 1 {
+                        life.request_stop();
+                    }
+                    life.next(&self.observe()?, Instant::now())
+                }
+                Action::FinishPublish(epoch) => {
+                    info!(%epoch, "completing a recorded sink commit from an earlier run");
+                    let outcome = self.finish_publish(epoch);
+                    let outcome = match outcome {
+                        Ok(summary) => {
+                            report.epoch = epoch;
+                            report.outcome = EpochOutcome::CommitCompleted;
+                            report.output_rows += summary.rows;
+                            report.files += summary.files;
+                            Ok(())
+                        }
+                        Err(e) => Err(flight.fail(e)),
+                    };
+                    life.commit_done(epoch, outcome, Instant::now())
+                }
+                Action::Replay(epoch) => {
+                    info!(%epoch, "re-running epoch with its recorded input");
+                    let input = self
+                        .store
+                        .read_offsets::<EpochInput>(epoch)?
+                        .ok_or_else(|| {
+                            EngineError::Internal(format!("offsets/{epoch} vanished"))
+                        })?;
+                    flight.input = Some(input);
+                    flight.replay = true;
+                    flight.timings = Timings::default();
+                    let outcome = self
+                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold)
+                        .await;
+                    life.ran(epoch, outcome, Instant::now())
+                }
+                Action::AskSources(epoch) => {
+                    flight = InFlight::default();
+                    let answer = match self.ask_sources(&query, epoch) {
+                        Ok((input, timings, has_work)) => {
+                            flight.input = Some(input);
+                            flight.timings = timings;
+                            Answer::Planned { has_work }
+                        }
+                        Err(e) => {
+                            flight.asked = Some(epoch);
+                            Answer::Failed {
+                                retryable: flight.fail(e),
+                            }
+                        }
+                    };
+                    life.sources_answered(epoch, answer, Instant::now())
+                }
+                Action::WriteOffsets(epoch) => {
+                    let input = flight.input.as_ref().ok_or_else(|| {
+                        EngineError::Internal(format!("no input planned for epoch {epoch}"))
+                    })?;
+                    let write_started = Instant::now();
+                    self.store.write_offsets(epoch, input)?;
+                    flight.timings.offsets_write = write_started.elapsed();
+                    life.offsets_written(epoch, Instant::now())
+                }
+                Action::Run(epoch) => {
+                    let outcome = self
+                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold)
+                        .await;
+                    life.ran(epoch, outcome, Instant::now())
+                }
+                Action::Commit(epoch) => {
+                    let outcome = match self.commit(cluster, &query, &mut flight).await {
+                        Ok(result) => {
+                            let epoch_started = life.epoch_started().unwrap_or_else(Instant::now);
+                            let since_last = last_start.map(|l| epoch_started.duration_since(l));
+                            last_start = Some(epoch_started);
+                            flight.timings.total = epoch_started.elapsed();
+                            self.committed(
+                                &query,
+                                &flight,
+                                result,
+                                since_last,
+                                &life,
+                                &mut report,
+                            )?;
+                            Ok(())
+                        }
+                        Err(e) => Err(flight.fail(e)),
+                    };
+                    self.current = None;
+                    life.commit_done(epoch, outcome, Instant::now())
+                }
+            };
+        }
+        report.tasks = self.tasks.attempts;
+        report.epochs = life.committed();
+        Ok(report)
+    }
+
+    /// What the checkpoint says now.
+    fn observe(&self) -> Result<Observed> {
+        let log = self.store.epoch_log()?;
+        let publish_recorded = match (log.next_action(), &self.committer) {
+            (EpochAction::Replay { epoch }, Some(committer)) => {
+                committer.publish_recorded(self.store, epoch)?
+            }
+            _ => false,
+        };
+        Ok(Observed {
+            log,
+            publish_recorded,
+        })
+    }
+
+    fn notice(&self, text: String) {
+        self.reporter.report(Event::Notice(text));
+    }
+
+    /// Waits for the executors, plans the query, installs it on them.
+    async fn prepare(
+        &mut self,
+        job: &Job,
+        cluster: &mut Cluster,
+        signals: &mut watch::Receiver<u32>,
+        started: Instant,
+    ) -> Result<Query> {
+        // Standalone parallelism follows the executors that joined, so wait for them first.
+        if matches!(self.config.cluster, ClusterMode::Standalone { .. }) {
+            interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
+        }
+        let slots: usize = match &self.config.cluster {
+            ClusterMode::Local {
+                executors,
+                slots_per_executor,
+                ..
+            } => executors * *slots_per_executor as usize,
+            ClusterMode::Standalone { .. } => self
+                .tasks
+                .members
+                .values()
+                .map(|m| m.info.slots as usize)
+                .sum(),
+        };
+        let mut parallelism = self.config.parallelism.unwrap_or(slots).max(1);
+        let mut planned = plan::plan(job, parallelism).await?;
+        // State is partitioned by key hash over the query's partitions: a stateful query keeps
+        // the partition count its checkpoint started with, whatever the cluster is now.
+        let recorded = match self.store.planned_epochs()?.last() {
+            Some(&last) => self
+                .store
+                .read_offsets::<EpochInput>(last)?
+                .and_then(|i| i.partitions),
+            None => None,
+        };
+        if let Some(recorded) = recorded {
+            if recorded != parallelism && !planned.stateful_stages.is_empty() {
+                self.notice(format!(
+                    "keeping the {recorded} state partitions this query's checkpoint started with (not {parallelism})"
+                ));
+                parallelism = recorded;
+                planned = plan::plan(job, parallelism).await?;
+            }
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "planned");
+        let bounded = planned.sources.values().all(|s| s.bounded());
+        let trigger = match (bounded, self.config.trigger) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
+        };
+        self.committer = planned.sink.committer();
+        if matches!(self.config.cluster, ClusterMode::Local { .. }) {
+            interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
+        }
+        let install = QueryInstall {
+            query_id: self.tasks.query_id.clone(),
+            stages: planned.install.clone(),
+            sink: planned.sink_install.clone(),
+            state: (!planned.stateful_stages.is_empty()).then(|| crate::protocol::StateInstall {
+                dir: self.store.root().join("state"),
+                durable: self.config.fsync,
+            }),
+            peers: self
+                .tasks
+                .members
+                .values()
+                .map(|m| m.info.data_addr)
+                .collect(),
+        };
+        for member in self.tasks.members.values() {
+            send(member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
+        }
+        // `available-now` drains what exists at start, and no more.
+        let mut until = BTreeMap::new();
+        if trigger == Some(Trigger::AvailableNow) {
+            for (name, source) in &planned.sources {
+                if let Some(end) = source.available_end()? {
+                    until.insert(name.clone(), end);
+                }
+            }
+        }
+        Ok(Query {
+            planned,
+            install,
+            parallelism,
+            policy: Policy {
+                bounded,
+                trigger,
+                max_epochs: self.config.max_epochs,
+                no_data_epochs: self.config.no_data_epochs,
+            },
+            until,
+        })
+    }
+
+    /// Asks every source what the new `epoch` reads, and works out its watermark.
+    fn ask_sources(&self, query: &Query, epoch: Epoch) -> Result<(EpochInput, Timings, bool)> {
+        let planning_started = Instant::now();
+        let previous = match epoch.0.checked_sub(1) {
+            Some(p) => self.store.read_offsets::<EpochInput>(Epoch(p))?,
+            None => None,
+        };
+        let trigger = query.policy.trigger;
+        let mut sources: BTreeMap<String, SourceEpoch> = BTreeMap::new();
+        for (name, source) in &query.planned.sources {
+            let request = PlanRequest {
+                previous: previous.as_ref().and_then(|p| p.sources.get(name)),
+                respect_limit: trigger != Some(Trigger::Once),
+                until: query.until.get(name),
+                rescan: !query.policy.bounded && source.bounded(),
+            };
+            sources.insert(name.clone(), source.plan_epoch(&request)?);
+        }
+        let timings = Timings {
+            offsets: planning_started.elapsed(),
+            ..Default::default()
+        };
+        let max_event_ms = match epoch.0.checked_sub(1) {
+            Some(p) => self
+                .store
+                .read_commit(Epoch(p))?
+                .and_then(|c| c.max_event_ms)
+                .or(previous.as_ref().and_then(|i| i.max_event_ms)),
+            None => None,
+        };
+        let previous_watermark = previous.as_ref().and_then(|i| i.watermark_ms);
+        let watermark_ms = lifecycle::watermark(
+            query.planned.watermark_delay_ms,
+            max_event_ms,
+            previous_watermark,
+        );
+        // Static tables are read again every epoch, so only new stream data (or offsets it
+        // must account for) is work — or a watermark that moved: it closes windows.
+        let planned = &query.planned;
+        let watermark_moved = !planned.stateful_stages.is_empty()
+            && watermark_ms.is_some()
+            && watermark_ms != previous_watermark;
+        let has_work = watermark_moved
+            || sources.iter().any(|(name, s)| {
+                !planned.sources[name].bounded() && (!s.splits.is_empty() || !s.gaps.is_empty())
+            });
+        let input = EpochInput {
+            epoch,
+            batch_timestamp_ms: now_ms(),
+            sources,
+            watermark_ms,
+            max_event_ms,
+            partitions: Some(query.parallelism),
+        };
+        Ok((input, timings, has_work))
+    }
+
+    /// Runs the epoch's tasks; `Err(retryable)` when it failed.
+    async fn run_tasks(
+        &mut self,
+        query: &Query,
+        flight: &mut InFlight,
+        life: &Lifecycle,
+        signals: &mut watch::Receiver<u32>,
+        threshold: u32,
+    ) -> std::result::Result<(), bool> {
+        let Some(input) = flight.input.as_ref() else {
+            return Err(flight.fail(EngineError::Internal("an epoch without input".into())));
+        };
+        self.current = Some(input.epoch);
+        let exec_started = Instant::now();
+        let scheduled = interruptible(
+            signals,
+            threshold,
+            self.tasks.schedule(&query.planned, &query.install, input),
+        )
+        .await;
+        flight.timings.execution = exec_started.elapsed();
+        match scheduled {
+            Ok(Ok(scheduler)) => {
+                // The next epoch starts as soon as this one commits: sources may find out
+                // what is new while it commits (Kafka: the latest offsets).
+                if life.next_due().is_some_and(|due| due <= Instant::now()) {
+                    for source in query.planned.sources.values() {
+                        source.prepare_next_epoch();
+                    }
+                }
+                flight.scheduler = Some(scheduler);
+                Ok(())
+            }
+            Ok(Err(e)) | Err(e) => Err(flight.fail(e)),
+        }
+    }
+
+    /// Completes a publish an earlier run recorded, and writes `commits/N`.
+    fn finish_publish(&self, epoch: Epoch) -> Result<sluice_connectors::CommitSummary> {
+        let committer = self.committer.as_ref().ok_or_else(|| {
+            EngineError::Internal(format!("epoch {epoch} has a sink record but no sink"))
+        })?;
+        let summary = committer.finish_recorded(self.store, epoch)?;
+        let recorded = self.store.read_offsets::<EpochInput>(epoch)?;
+        self.store.write_commit(&CommitRecord {
+            epoch,
+            committed_at_ms: now_ms(),
+            output_rows: summary.rows,
+            max_event_ms: recorded.and_then(|i| i.max_event_ms),
+        })?;
+        Ok(summary)
+    }
+
+    /// Publishes the sink's output (the console's rows are fetched) and writes `commits/N`.
+    async fn commit(
+        &mut self,
+        cluster: &Cluster,
+        query: &Query,
+        flight: &mut InFlight,
+    ) -> Result<EpochResult> {
+        let planned = &query.planned;
+        let (Some(input), Some(scheduler)) = (flight.input.as_ref(), flight.scheduler.take())
+        else {
+            return Err(EngineError::Internal("commit before the epoch ran".into()));
+        };
+        let epoch = input.epoch;
+        let commit_started = Instant::now();
+        let final_stage = planned.stages.last().expect("a plan has a final stage").id;
+        let mut read = ReadCounters::default();
+        let mut state: BTreeMap<u32, crate::protocol::OperatorStateMetrics> = BTreeMap::new();
+        for stage in &planned.stages {
+            for (_, _, r) in scheduler.reports(stage.id) {
+                read.add(r.read.clone());
+                for m in &r.state {
+                    let entry = state.entry(m.operator).or_insert_with(|| {
+                        crate::protocol::OperatorStateMetrics {
+                            operator: m.operator,
+                            ..Default::default()
+                        }
+                    });
+                    entry.add(m);
+                }
+            }
+        }
+        let mut result = EpochResult {
+            read,
+            state: state.into_values().collect(),
+            attempts: scheduler.attempt_count(),
+            retried: scheduler
+                .retried()
+                .into_iter()
+                .map(|(t, attempts)| report::RetriedTask {
+                    stage: t.stage.0,
+                    partition: t.partition,
+                    attempts,
+                })
+                .collect(),
+            lost: std::mem::take(&mut self.tasks.lost),
+            ..Default::default()
+        };
+        report::record_gaps(self.store, input, &result.read)?;
+        match &self.committer {
+            Some(committer) => {
+                let receipts: Vec<WriterReceipt> = scheduler
+                    .reports(final_stage)
+                    .into_iter()
+                    .filter_map(|(_, _, r)| r.receipt.clone())
+                    .collect();
+                let summary = committer.commit(self.store, epoch, receipts)?;
+                result.output_rows = summary.rows;
+                result.files = summary.files;
+                result.bytes = summary.bytes;
+            }
+            None => {
+                let printer = self
+                    .tasks
+                    .fetch_results(cluster, planned, &scheduler, epoch)
+                    .await?;
+                result.output_rows = printer.total();
+                result.console = Some(
+                    printer
+                        .render()
+                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                );
+            }
+        }
+        flight.timings.commit = commit_started.elapsed();
+        let write_started = Instant::now();
+        let max_event_ms = match (input.max_event_ms, result.read.max_event_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.store.write_commit(&CommitRecord {
+            epoch,
+            committed_at_ms: now_ms(),
+            output_rows: result.output_rows,
+            max_event_ms,
+        })?;
+        flight.timings.commit_write = write_started.elapsed();
+        Ok(result)
+    }
+
+    /// After `commits/N`: the progress record, the user's view, source and executor
+    /// bookkeeping, retention.
+    fn committed(
+        &mut self,
+        query: &Query,
+        flight: &InFlight,
+        result: EpochResult,
+        since_last: Option<Duration>,
+        life: &Lifecycle,
+        report: &mut JobReport,
+    ) -> Result<()> {
+        let planned = &query.planned;
+        let bounded = query.policy.bounded;
+        let Some(input) = flight.input.as_ref() else {
+            return Err(EngineError::Internal(
+                "committed an epoch without input".into(),
+            ));
+        };
+        let epoch = input.epoch;
+        let timings = &flight.timings;
+        let progress = EpochProgress::new(
+            &self.tasks.query_id,
+            input,
+            flight.replay,
+            &result,
+            timings,
+            since_last,
+        );
+        self.store.write_progress(epoch, &progress)?;
+        self.reporter.report(Event::EpochCommitted {
+            progress: Box::new(progress),
+            bounded,
+        });
+        if let Some(console) = &result.console {
+            if bounded {
+                report.console = Some(console.clone());
+            } else {
+                self.reporter.report(Event::ConsoleRows {
+                    epoch: epoch.0,
+                    table: console.clone(),
+                });
+            }
+        }
+        for (name, source) in &planned.sources {
+            if let Some(s) = input.sources.get(name) {
+                if let Err(e) = source.on_commit(s) {
+                    warn!("{e}");
+                }
+            }
+        }
+        for member in self.tasks.members.values() {
+            let _ = member.sender.try_send(ToExecutor::ForgetEpoch {
+                query_id: self.tasks.query_id.clone(),
+                epoch,
+            });
+        }
+        self.store.retain(epoch, self.config.retain_epochs)?;
+        // Old state snapshots go every few epochs (finding them reads every retained
+        // manifest), and always at the end of a bounded run.
+        if !planned.stateful_stages.is_empty()
+            && (epoch.0 % STATE_GC_EVERY_EPOCHS == 0 || life.is_last_epoch())
+        {
+            let oldest = Epoch((epoch.0 + 1).saturating_sub(self.config.retain_epochs.max(1)));
+            if let Err(e) =
+                sluice_checkpoint::state::collect_garbage(&self.store.root().join("state"), oldest)
+            {
+                warn!("removing old state snapshots: {e}");
+            }
+        }
+        report.epoch = epoch;
+        report.outcome = EpochOutcome::Committed;
+        report.output_rows += result.output_rows;
+        report.files += result.files;
+        report.timings.offsets += timings.offsets + timings.offsets_write;
+        report.timings.execution += timings.execution;
+        report.timings.commit += timings.commit + timings.commit_write;
+        Ok(())
+    }
+}
+
+impl InFlight {
+    /// Keeps `e` for the core's next action; returns whether a retry may help.
+    fn fail(&mut self, e: EngineError) -> bool {
+        let retryable = e.is_retryable();
+        self.error = Some(e);
+        retryable
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
