@@ -156,7 +156,7 @@ fn generator_only(events: u64) -> f64 {
     let started = Instant::now();
     let plan = source.plan_epoch(&PlanRequest::default()).unwrap();
     let ctx = ReadContext {
-        query_id: "p4".into(),
+        query_id: sluice_checkpoint::QueryId::new("p4").expect("a valid id"),
         epoch: sluice_checkpoint::Epoch(0),
     };
     let mut rows = 0;

@@ -10,8 +10,11 @@ tools="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 bin="$tools/tansu/bin/tansu"
 if [ ! -x "$bin" ]; then
   echo "installing the tansu broker into $tools/tansu (one time, several minutes)" >&2
-  # Its own target directory, not the project's: different features would rebuild ours.
-  env -u CARGO_TARGET_DIR cargo install tansu --version 0.6.0 --locked \
+  # Its own target directory, not the project's: different features would rebuild ours. Its
+  # release profile (one codegen unit, thin LTO) is overridden for a faster build on small
+  # machines: a test broker needs no whole-program optimisation.
+  env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo install tansu --version 0.6.0 --locked \
     --features dynostore,libsql --root "$tools/tansu" >&2
 fi
 echo "$bin"

@@ -272,3 +272,82 @@ fn console_queries_print_at_most_the_row_limit_and_say_what_was_left_out() {
         "header + 7 rows:\n{stdout}"
     );
 }
+
+/// The driver as a library: what it reports reaches a program as events (the `sluice` binary
+/// renders the same events on the terminal). A bounded job reports its one epoch's progress
+/// record — the one in the checkpoint — and a rerun on the same checkpoint reports nothing.
+#[test]
+fn a_program_observes_the_drivers_events() {
+    use sluice_engine::driver::events::Collect;
+    use sluice_engine::driver::{self, ClusterMode, DriverConfig, EpochOutcome, Event};
+    use sluice_engine::job::{Job, JobText};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    // Relative paths resolve against the working directory: name the files absolutely.
+    let sources = SOURCES.replace("'data/", &format!("'{}/data/", d.display()));
+    let text = format!(
+        "{sources}\nCREATE TABLE out WITH (connector = 'parquet', path = '{}');\n\
+         INSERT INTO out SELECT channel, count(*) AS n FROM bids GROUP BY channel;",
+        d.join("out").display()
+    );
+    let run = || {
+        let config = DriverConfig {
+            cluster: ClusterMode::Local {
+                executors: 2,
+                slots_per_executor: 1,
+                memory_bytes: 512 << 20,
+            },
+            parallelism: None,
+            checkpoint: Some(d.join("ckpt")),
+            max_result_rows: 1000,
+            heartbeat_timeout: Duration::from_secs(10),
+            limits: Default::default(),
+            executor_wait: Duration::from_secs(60),
+            max_executor_restarts: 2,
+            work_dir: None,
+            program: sluice::sluice_binary(),
+            trigger: None,
+            retain_epochs: 10,
+            fsync: true,
+            no_data_epochs: false,
+            max_epochs: None,
+        };
+        let job = Job::parse(JobText {
+            origin: "job".into(),
+            text: text.clone(),
+        })
+        .unwrap();
+        let events = Arc::new(Collect::default());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let report = runtime
+            .block_on(driver::run(job, config, events.clone()))
+            .unwrap();
+        let events = events.0.lock().unwrap().clone();
+        (report, events)
+    };
+
+    let (report, events) = run();
+    assert_eq!(report.outcome, EpochOutcome::Committed);
+    let committed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::EpochCommitted { progress, bounded } => Some((progress.clone(), *bounded)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed.len(), 1, "{events:?}");
+    let (progress, bounded) = &committed[0];
+    assert!(bounded);
+    let recorded = sluice::progress::record(&d.join("ckpt"), 0);
+    assert_eq!(serde_json::to_value(&**progress).unwrap(), recorded);
+    assert_eq!(recorded["sink_rows"].as_u64(), Some(report.output_rows));
+    assert_eq!(read_rows(&d.join("out")).len() as u64, report.output_rows);
+
+    let (again, events) = run();
+    assert_eq!(again.outcome, EpochOutcome::AlreadyCommitted);
+    assert!(events.is_empty(), "{events:?}");
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
 use crate::recovery::{ownership, EpochLog, Ownership};
-use crate::Epoch;
+use crate::{Epoch, QueryId};
 
 /// Version of the on-disk layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -36,8 +36,8 @@ pub struct QueryMetadata {
     /// Layout version; see [`FORMAT_VERSION`].
     pub format_version: u32,
     /// Stable id of the query, used in output file names so that replays overwrite rather than
-    /// duplicate.
-    pub query_id: String,
+    /// duplicate (validated when read: it names files).
+    pub query_id: QueryId,
     /// Hash of the query's text; a checkpoint is refused for a different query.
     pub plan_fingerprint: String,
     /// When the checkpoint was created (milliseconds since the Unix epoch).
@@ -99,7 +99,7 @@ impl CheckpointStore {
     /// Opens the checkpoint at `root`, creating it for `fingerprint` when it has no metadata yet.
     /// An existing checkpoint must carry the same fingerprint and format version; otherwise a
     /// clear error is returned and nothing is touched.
-    pub fn open_or_create(root: &Path, fingerprint: &str, new_query_id: &str) -> Result<Self> {
+    pub fn open_or_create(root: &Path, fingerprint: &str, new_query_id: &QueryId) -> Result<Self> {
         let meta_path = root.join("metadata");
         let metadata = match fs::read(&meta_path) {
             Ok(bytes) => {
@@ -118,7 +118,6 @@ impl CheckpointStore {
                 }
                 let found: QueryMetadata =
                     serde_json::from_value(found).map_err(|e| corrupt(&meta_path, e))?;
-                check_query_id(&meta_path, &found.query_id)?;
                 let recorded_any = epochs_in(&root.join("offsets"))
                     .map(|e| !e.is_empty())
                     .unwrap_or(true);
@@ -152,7 +151,7 @@ impl CheckpointStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let metadata = QueryMetadata {
                     format_version: FORMAT_VERSION,
-                    query_id: new_query_id.to_string(),
+                    query_id: new_query_id.clone(),
                     plan_fingerprint: fingerprint.to_string(),
                     created_at_ms: now_ms(),
                 };
@@ -220,7 +219,6 @@ impl CheckpointStore {
         let bytes = fs::read(&meta_path).map_err(|e| io("read", &meta_path, e))?;
         let metadata: QueryMetadata =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?;
-        check_query_id(&meta_path, &metadata.query_id)?;
         Ok(Self {
             root: root.to_path_buf(),
             metadata,
@@ -451,27 +449,6 @@ impl CheckpointStore {
 
     fn offsets_path(&self, epoch: Epoch) -> PathBuf {
         self.root.join("offsets").join(epoch.to_string())
-    }
-}
-
-/// A query id read from a checkpoint names staging directories and output files: it must be
-/// 1 to 64 ASCII letters, digits, `-` or `_` (what Sluice writes: a UUID's 32 hex digits), or
-/// the checkpoint is refused as corrupt before anything is written.
-pub fn check_query_id(path: &Path, id: &str) -> Result<()> {
-    let valid = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(corrupt(
-            path,
-            format!(
-                "query_id {id:?} is not 1 to 64 ASCII letters, digits, '-' or '_' (it names output files)"
-            ),
-        ))
     }
 }
 

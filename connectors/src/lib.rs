@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::{CheckpointStore, Epoch};
+use sluice_checkpoint::{CheckpointStore, Epoch, QueryId};
 
 pub use error::{ConnectorError, Result};
 pub use options::{
@@ -230,7 +230,7 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct ReadContext {
     /// The query's stable id.
-    pub query_id: String,
+    pub query_id: QueryId,
     /// The epoch being read.
     pub epoch: Epoch,
 }
@@ -386,7 +386,7 @@ impl SourceSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriterContext {
     /// The query's stable id (from the checkpoint).
-    pub query_id: String,
+    pub query_id: QueryId,
     /// The epoch being written.
     pub epoch: Epoch,
     /// The task's partition within its stage.
@@ -464,5 +464,5 @@ pub trait Committer: Send + Sync {
     /// Completes `epoch`'s recorded publication (idempotent); an error when none was recorded.
     fn finish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<CommitSummary>;
     /// Discards everything staged for `epoch` by this query (after a failed epoch).
-    fn abort(&self, query_id: &str, epoch: Epoch);
+    fn abort(&self, query_id: &QueryId, epoch: Epoch);
 }

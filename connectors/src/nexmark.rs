@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn every_kind_generates_rows_of_its_schema() {
         let ctx = ReadContext {
-            query_id: "q".into(),
+            query_id: sluice_checkpoint::QueryId::new("q").unwrap(),
             epoch: sluice_checkpoint::Epoch(0),
         };
         for (kind, rows) in [
@@ -613,7 +613,7 @@ mod tests {
                 base_ms: BASE_TIME_MS,
             });
             let ctx = ReadContext {
-                query_id: "q".into(),
+                query_id: sluice_checkpoint::QueryId::new("q").unwrap(),
                 epoch: sluice_checkpoint::Epoch(0),
             };
             let mut reader = source.open(&split, None, &ctx).unwrap();

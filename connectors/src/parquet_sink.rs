@@ -27,7 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::{CheckpointStore, Epoch};
+use sluice_checkpoint::{CheckpointStore, Epoch, QueryId};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::ParquetSinkSpec;
@@ -106,8 +106,8 @@ impl ParquetSink {
     }
 }
 
-fn staging_root(table: &str, query_id: &str) -> PathBuf {
-    Path::new(table).join(STAGING_DIR).join(query_id)
+fn staging_root(table: &str, query_id: &QueryId) -> PathBuf {
+    Path::new(table).join(STAGING_DIR).join(query_id.as_str())
 }
 
 impl Sink for ParquetSink {
@@ -151,7 +151,7 @@ impl ParquetSinkWriter {
             let seq = self.next_seq.entry(part_dir.to_string()).or_insert(0);
             let name = format!(
                 "part-{}-e{:06}-t{:05}-{:03}.parquet",
-                short_id(&self.ctx.query_id),
+                self.ctx.query_id.short(),
                 self.ctx.epoch.0,
                 self.ctx.task,
                 *seq
@@ -325,14 +325,11 @@ fn escape_partition_value(value: &str, out: &mut String) {
     }
 }
 
-fn short_id(query_id: &str) -> &str {
-    &query_id[..query_id.len().min(8)]
-}
-
 /// What the checkpoint records for a Parquet sink commit: every file and where it goes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct SinkCommitRecord {
-    files: Vec<StagedFile>,
+pub struct SinkCommitRecord {
+    /// The staged files and their final paths.
+    pub files: Vec<StagedFile>,
 }
 
 /// Publishes a Parquet table's epochs.
@@ -428,7 +425,7 @@ impl Committer for ParquetCommitter {
         })
     }
 
-    fn abort(&self, query_id: &str, epoch: Epoch) {
+    fn abort(&self, query_id: &QueryId, epoch: Epoch) {
         let root = staging_root(&self.spec.path, query_id);
         if let Ok(entries) = std::fs::read_dir(&root) {
             let prefix = format!("e{}-", epoch.0);
@@ -480,9 +477,12 @@ mod tests {
     fn stage_then_publish_is_idempotent_and_partitioned() {
         let dir = tempfile::tempdir().unwrap();
         let table = dir.path().join("out");
-        let ckpt =
-            CheckpointStore::open_or_create(&dir.path().join("ckpt"), "fp", "query-123456789")
-                .unwrap();
+        let ckpt = CheckpointStore::open_or_create(
+            &dir.path().join("ckpt"),
+            "fp",
+            &sluice_checkpoint::QueryId::new("query-123456789").unwrap(),
+        )
+        .unwrap();
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("c", DataType::Utf8, true),
@@ -503,7 +503,7 @@ mod tests {
         )
         .unwrap();
         let ctx = WriterContext {
-            query_id: "query-123456789".into(),
+            query_id: QueryId::new("query-123456789").unwrap(),
             epoch: Epoch(0),
             task: 0,
             attempt: "x".into(),

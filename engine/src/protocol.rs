@@ -89,7 +89,7 @@ pub struct ExecutorInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldState {
     /// The query.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The stateful operator.
     pub operator: u32,
     /// The partition.
@@ -119,9 +119,14 @@ pub enum ToExecutor {
     /// Run one task attempt.
     RunTask(TaskDescriptor),
     /// Drop a query's cached plans and shuffle outputs.
-    ForgetQuery { query_id: String },
+    ForgetQuery {
+        query_id: sluice_checkpoint::QueryId,
+    },
     /// An epoch committed: drop its shuffle outputs (and any older epoch's).
-    ForgetEpoch { query_id: String, epoch: Epoch },
+    ForgetEpoch {
+        query_id: sluice_checkpoint::QueryId,
+        epoch: Epoch,
+    },
     /// Exit.
     Shutdown { reason: String },
     /// The driver declared this executor lost: fail fetches from it at once instead of waiting
@@ -136,7 +141,7 @@ pub enum ToExecutor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryInstall {
     /// The query's id.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// Every stage, in DAG order.
     pub stages: Vec<StageInstall>,
     /// Where the final stage's rows go.
@@ -198,7 +203,7 @@ pub struct TaskDescriptor {
     /// This attempt's id.
     pub attempt: AttemptId,
     /// The query.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The epoch.
     pub epoch: Epoch,
     /// The task.
@@ -269,7 +274,7 @@ pub struct TaskReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
     /// The query.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The epoch.
     pub epoch: Epoch,
     /// The producing stage.

@@ -27,7 +27,7 @@ use arrow::ipc::writer::StreamWriter;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use sluice_checkpoint::Epoch;
+use sluice_checkpoint::{Epoch, QueryId};
 use sluice_net::ipc::IpcStreamReader;
 use sluice_net::{ClusterEndpoint, FrameReader, FrameWriter};
 use tokio::io::AsyncWriteExt;
@@ -40,7 +40,7 @@ use crate::protocol::{ExecutorId, FetchRequest, FetchResponse, MapOutputLocation
 pub const MAX_FETCH_FRAME_BYTES: usize = 64 * 1024;
 
 /// One finished map task: (query, epoch, stage, map partition).
-type MapKey = (String, u64, usize, usize);
+type MapKey = (QueryId, u64, usize, usize);
 
 /// An executor's shuffle files.
 #[derive(Debug)]
@@ -65,9 +65,9 @@ impl ShuffleStore {
         self.finished.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stage_dir(&self, query: &str, epoch: Epoch, stage: StageId) -> PathBuf {
+    fn stage_dir(&self, query: &QueryId, epoch: Epoch, stage: StageId) -> PathBuf {
         self.root
-            .join(sanitize(query))
+            .join(query.as_str())
             .join(epoch.0.to_string())
             .join(format!("s{}", stage.0))
     }
@@ -82,7 +82,7 @@ impl ShuffleStore {
     /// A writer for the outputs of one map task.
     pub fn writer(
         &self,
-        query: &str,
+        query: &QueryId,
         epoch: Epoch,
         stage: StageId,
         map: usize,
@@ -92,7 +92,7 @@ impl ShuffleStore {
         Ok(MapOutputWriter {
             dir: self.stage_dir(query, epoch, stage),
             created_dir: false,
-            key: (query.to_string(), epoch.0, stage.0, map),
+            key: (query.clone(), epoch.0, stage.0, map),
             map,
             schema,
             writers: (0..partitions).map(|_| None).collect(),
@@ -116,15 +116,16 @@ impl ShuffleStore {
     }
 
     /// Deletes all outputs of a query.
-    pub fn forget_query(&self, query: &str) {
-        self.finished().retain(|k, _| k.0 != query);
-        let _ = std::fs::remove_dir_all(self.root.join(sanitize(query)));
+    pub fn forget_query(&self, query: &QueryId) {
+        self.finished().retain(|k, _| &k.0 != query);
+        let _ = std::fs::remove_dir_all(self.root.join(query.as_str()));
     }
 
     /// Drops the shuffle outputs of `query`'s epochs up to and including `epoch`.
-    pub fn forget_epochs(&self, query: &str, epoch: Epoch) {
-        self.finished().retain(|k, _| k.0 != query || k.1 > epoch.0);
-        let dir = self.root.join(sanitize(query));
+    pub fn forget_epochs(&self, query: &QueryId, epoch: Epoch) {
+        self.finished()
+            .retain(|k, _| &k.0 != query || k.1 > epoch.0);
+        let dir = self.root.join(query.as_str());
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
@@ -178,18 +179,6 @@ enum Lookup {
     Data(PathBuf),
     Empty,
     Missing,
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn missing(r: &FetchRequest, why: &str) -> DataFusionError {

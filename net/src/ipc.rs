@@ -83,7 +83,14 @@ impl<R: AsyncRead + Unpin> IpcStreamReader<R> {
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             while !self.pending.is_empty() {
-                if let Some(batch) = self.decoder.decode(&mut self.pending)? {
+                // Arrow's decoder asserts instead of failing on some malformed buffers (a
+                // bitmap shorter than its length, found by the `shuffle_stream` fuzz target):
+                // bytes from a peer must be an error, never a panic of the task.
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.decoder.decode(&mut self.pending)
+                }))
+                .map_err(|_| NetError::MalformedFrame("malformed Arrow IPC stream".into()))?;
+                if let Some(batch) = decoded? {
                     return Ok(Some(batch));
                 }
             }

@@ -22,38 +22,66 @@ pub(super) fn log_op(log: &mut Vec<u8>, op: u8, key: &[u8], value: &[u8]) {
     log.extend_from_slice(value);
 }
 
-/// Applies the changelog at `path` to `db`; a truncated or malformed log is an error naming
-/// the file, never a panic.
-pub(super) fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
-    let bytes = fs::read(path).map_err(io("read state changelog", path))?;
-    let corrupt = |at: usize| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        message: format!("changelog malformed at byte {at}"),
-    };
-    let mut batch = WriteBatch::default();
-    let mut at = 0;
+/// One operation of a changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangelogOp<'a> {
+    /// Set `key` to `value`.
+    Put(&'a [u8], &'a [u8]),
+    /// Delete `key`.
+    Delete(&'a [u8]),
+    /// Delete the keys from the first (inclusive) to the second (exclusive).
+    DeleteRange(&'a [u8], &'a [u8]),
+}
+
+/// Parses a changelog (the bytes of a `changelog/N` file). `Err(at)`: it is malformed —
+/// truncated or holding an unknown operation — at byte `at`. Never panics.
+pub fn parse_changelog(bytes: &[u8]) -> std::result::Result<Vec<ChangelogOp<'_>>, usize> {
     fn take<'a>(bytes: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
         let end = at.checked_add(n).filter(|&e| e <= bytes.len())?;
         let out = &bytes[*at..end];
         *at = end;
         Some(out)
     }
-    fn len(b: &[u8]) -> usize {
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    fn length(bytes: &[u8], at: &mut usize) -> Option<usize> {
+        let b = take(bytes, at, 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
+    let mut ops = Vec::new();
+    let mut at = 0;
     while at < bytes.len() {
         let start = at;
-        let mut next = |n: usize| take(&bytes, &mut at, n).ok_or(corrupt(start));
-        let op = next(1)?[0];
-        let key_len = len(next(4)?);
-        let key = next(key_len)?;
-        let value_len = len(next(4)?);
-        let value = next(value_len)?;
+        let mut op = || {
+            let kind = take(bytes, &mut at, 1)?[0];
+            let key_len = length(bytes, &mut at)?;
+            let key = take(bytes, &mut at, key_len)?;
+            let value_len = length(bytes, &mut at)?;
+            let value = take(bytes, &mut at, value_len)?;
+            match kind {
+                LOG_PUT => Some(ChangelogOp::Put(key, value)),
+                LOG_DELETE => Some(ChangelogOp::Delete(key)),
+                LOG_DELETE_RANGE => Some(ChangelogOp::DeleteRange(key, value)),
+                _ => None,
+            }
+        };
+        ops.push(op().ok_or(start)?);
+    }
+    Ok(ops)
+}
+
+/// Applies the changelog at `path` to `db`; a truncated or malformed log is an error naming
+/// the file, never a panic.
+pub(super) fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
+    let bytes = fs::read(path).map_err(io("read state changelog", path))?;
+    let ops = parse_changelog(&bytes).map_err(|at| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("changelog malformed at byte {at}"),
+    })?;
+    let mut batch = WriteBatch::default();
+    for op in ops {
         match op {
-            LOG_PUT => batch.put(key, value),
-            LOG_DELETE => batch.delete(key),
-            LOG_DELETE_RANGE => batch.delete_range(key, value),
-            _ => return Err(corrupt(start)),
+            ChangelogOp::Put(key, value) => batch.put(key, value),
+            ChangelogOp::Delete(key) => batch.delete(key),
+            ChangelogOp::DeleteRange(from, to) => batch.delete_range(from, to),
         }
     }
     let mut opts = rocksdb::WriteOptions::default();
@@ -96,4 +124,36 @@ pub(super) fn publish_manifest(
         sync_file(remote)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changelogs_round_trip_and_malformed_ones_name_the_byte() {
+        let mut log = Vec::new();
+        log_op(&mut log, LOG_PUT, b"k1", b"v1");
+        log_op(&mut log, LOG_DELETE, b"k2", b"");
+        log_op(&mut log, LOG_DELETE_RANGE, b"a", b"z");
+        assert_eq!(
+            parse_changelog(&log).unwrap(),
+            vec![
+                ChangelogOp::Put(b"k1", b"v1"),
+                ChangelogOp::Delete(b"k2"),
+                ChangelogOp::DeleteRange(b"a", b"z"),
+            ]
+        );
+        let second = 1 + 4 + 2 + 4 + 2;
+        // Truncated anywhere inside the second operation: malformed where it starts.
+        for cut in second + 1..second + 11 {
+            assert_eq!(parse_changelog(&log[..cut]), Err(second), "cut at {cut}");
+        }
+        let mut unknown = log.clone();
+        unknown[second] = 9;
+        assert_eq!(parse_changelog(&unknown), Err(second));
+        // A length past the end, even one that overflows an offset.
+        assert_eq!(parse_changelog(&[1, 255, 255, 255, 255]), Err(0));
+        assert_eq!(parse_changelog(&[]), Ok(vec![]));
+    }
 }

@@ -48,12 +48,13 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
-use crate::Epoch;
+use crate::{Epoch, QueryId};
 
 mod changelog;
 use changelog::{
     log_op, publish_manifest, replay_changelog, write_file, LOG_DELETE, LOG_DELETE_RANGE, LOG_PUT,
 };
+pub use changelog::{parse_changelog, ChangelogOp};
 
 /// Memory limits shared by all state partitions of one executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +81,7 @@ impl Default for StateConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StatePartitionId {
     /// The query (state of different queries never mixes).
-    pub query_id: String,
+    pub query_id: QueryId,
     /// The stateful operator within the query.
     pub operator: u32,
     /// The partition (key group) of that operator.
@@ -289,10 +290,7 @@ impl StateBackend {
         }
         // Each instance gets its own directory: an abandoned instance that someone still holds
         // (a superseded task attempt) keeps its RocksDB lock without blocking the new one.
-        let part_dir = self
-            .root
-            .join(sanitize(&id.query_id))
-            .join(id.relative_dir());
+        let part_dir = self.root.join(id.query_id.as_str()).join(id.relative_dir());
         if part_dir.exists() {
             fs::remove_dir_all(&part_dir).map_err(io("remove stale state", &part_dir))?;
         }
@@ -365,23 +363,11 @@ impl StateBackend {
     }
 
     /// Closes and forgets every instance of `query_id` (the query ended).
-    pub fn close_query(&self, query_id: &str) {
+    pub fn close_query(&self, query_id: &QueryId) {
         let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        partitions.retain(|id, _| id.query_id != query_id);
-        let _ = fs::remove_dir_all(self.root.join(sanitize(query_id)));
+        partitions.retain(|id, _| &id.query_id != query_id);
+        let _ = fs::remove_dir_all(self.root.join(query_id.as_str()));
     }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Hard-links `from` to `to`, copying when they are on different filesystems.

@@ -2,7 +2,7 @@ use super::*;
 
 fn id(partition: u32) -> StatePartitionId {
     StatePartitionId {
-        query_id: "q".into(),
+        query_id: crate::QueryId::new("q").unwrap(),
         operator: 0,
         partition,
     }

@@ -3,10 +3,14 @@
 use super::*;
 use crate::EpochAction;
 
+fn id(s: &str) -> crate::QueryId {
+    crate::QueryId::new(s).unwrap()
+}
+
 #[test]
 fn offsets_then_commit_moves_the_log_forward() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    let store = CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     assert_eq!(
         store.epoch_log().unwrap().next_action(),
         EpochAction::PlanNew { epoch: Epoch(0) }
@@ -26,9 +30,9 @@ fn offsets_then_commit_moves_the_log_forward() {
             output_rows: 3,
         })
         .unwrap();
-    let reopened = CheckpointStore::open_or_create(dir.path(), "fp", "other").unwrap();
+    let reopened = CheckpointStore::open_or_create(dir.path(), "fp", &id("other")).unwrap();
     assert_eq!(
-        reopened.metadata().query_id,
+        reopened.metadata().query_id.as_str(),
         "q1",
         "query id survives restarts"
     );
@@ -41,7 +45,7 @@ fn offsets_then_commit_moves_the_log_forward() {
 #[test]
 fn log_entries_are_never_replaced_and_a_second_holder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    let store = CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     store.write_offsets(Epoch(0), &1).unwrap();
     let err = store.write_offsets(Epoch(0), &2).unwrap_err();
     assert!(matches!(err, CheckpointError::Fenced { .. }), "{err}");
@@ -65,7 +69,7 @@ fn log_entries_are_never_replaced_and_a_second_holder_is_refused() {
 #[test]
 fn retention_keeps_the_newest_epochs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    let store = CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     for n in 0..10 {
         store.write_offsets(Epoch(n), &n).unwrap();
         store
@@ -101,7 +105,7 @@ fn retention_keeps_the_newest_epochs() {
 fn expired_entries_are_reused_for_new_ones() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    let store = CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     let inodes = |dir: &Path| -> std::collections::BTreeSet<u64> {
         fs::read_dir(dir)
             .unwrap()
@@ -125,7 +129,7 @@ fn expired_entries_are_reused_for_new_ones() {
     }
     // Only the retained epochs are visible, each with its own content (read by another
     // store, not from memory); the log went round a handful of files.
-    let reader = CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    let reader = CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     assert_eq!(
         reader.planned_epochs().unwrap(),
         vec![Epoch(37), Epoch(38), Epoch(39)]
@@ -153,16 +157,16 @@ fn expired_entries_are_reused_for_new_ones() {
 #[test]
 fn a_different_query_is_refused_without_touching_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+    let store = CheckpointStore::open_or_create(dir.path(), "fp-a", &id("q")).unwrap();
     // Before any epoch is recorded, a corrected query takes the checkpoint over.
-    let taken = CheckpointStore::open_or_create(dir.path(), "fp-z", "other").unwrap();
+    let taken = CheckpointStore::open_or_create(dir.path(), "fp-z", &id("other")).unwrap();
     assert_eq!(taken.metadata().plan_fingerprint, "fp-z");
-    assert_eq!(taken.metadata().query_id, "q");
-    let store2 = CheckpointStore::open_or_create(dir.path(), "fp-a", "q").unwrap();
+    assert_eq!(taken.metadata().query_id.as_str(), "q");
+    let store2 = CheckpointStore::open_or_create(dir.path(), "fp-a", &id("q")).unwrap();
     store2.write_offsets(Epoch(0), &"input").unwrap();
     drop((store, taken));
     let before = fs::read(dir.path().join("metadata")).unwrap();
-    let err = CheckpointStore::open_or_create(dir.path(), "fp-b", "q").unwrap_err();
+    let err = CheckpointStore::open_or_create(dir.path(), "fp-b", &id("q")).unwrap_err();
     assert!(err.to_string().contains("different query"), "{err}");
     assert_eq!(before, fs::read(dir.path().join("metadata")).unwrap());
 }
@@ -171,22 +175,23 @@ fn a_different_query_is_refused_without_touching_the_checkpoint() {
 fn corrupt_and_future_metadata_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("metadata"), b"{not json").unwrap();
-    let err = CheckpointStore::open_or_create(dir.path(), "fp", "q").unwrap_err();
+    let err = CheckpointStore::open_or_create(dir.path(), "fp", &id("q")).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
     fs::write(dir.path().join("metadata"), br#"{"format_version": 99}"#).unwrap();
-    let err = CheckpointStore::open_or_create(dir.path(), "fp", "q").unwrap_err();
+    let err = CheckpointStore::open_or_create(dir.path(), "fp", &id("q")).unwrap_err();
     assert!(err.to_string().contains("format version 99"), "{err}");
 }
 
 #[test]
 fn a_query_id_that_cannot_name_files_is_refused_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    CheckpointStore::open_or_create(dir.path(), "fp", "q1").unwrap();
+    CheckpointStore::open_or_create(dir.path(), "fp", &id("q1")).unwrap();
     let meta = dir.path().join("metadata");
     let text = std::fs::read_to_string(&meta).unwrap();
     for bad in ["../../etc", "ünïcødé-ïd", ""] {
         std::fs::write(&meta, text.replace("\"q1\"", &format!("{bad:?}"))).unwrap();
-        let err = CheckpointStore::open_or_create(dir.path(), "fp", "q2").expect_err("refused");
+        let err =
+            CheckpointStore::open_or_create(dir.path(), "fp", &id("q2")).expect_err("refused");
         assert!(
             err.to_string().contains("is not 1 to 64 ASCII letters"),
             "{err}"

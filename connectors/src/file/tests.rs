@@ -84,7 +84,7 @@ fn a_streamed_table_reads_new_files_in_name_order_and_refuses_out_of_order_ones(
 
 fn ctx() -> ReadContext {
     ReadContext {
-        query_id: "q".into(),
+        query_id: sluice_checkpoint::QueryId::new("q").unwrap(),
         epoch: sluice_checkpoint::Epoch(0),
     }
 }

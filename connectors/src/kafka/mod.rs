@@ -39,6 +39,7 @@ use crate::{KafkaEndpoint, PlanRequest, ReadContext, Source, SourceEpoch, Split,
 use background::Background;
 pub use background::{PARTITION_DISCOVERY_INTERVAL, PREFETCH_MAX_AGE};
 pub use ranges::{plan_ranges, PartitionState, RangeInputs};
+pub use reader::decode_json_values;
 use reader::{DeadLetters, Decoding, KafkaReader, SplitConsumer};
 
 /// Records per batch produced by a reader.

@@ -296,29 +296,57 @@ impl KafkaReader {
 
     /// Decodes the values of `records` (indices) into one batch, or says why not.
     fn decode_values(&self, records: &[usize]) -> std::result::Result<RecordBatch, String> {
-        let mut decoder = arrow::json::ReaderBuilder::new(self.schema.clone())
-            .with_batch_size(records.len().max(1))
-            .build_decoder()
-            .map_err(|e| e.to_string())?;
-        for (n, &i) in records.iter().enumerate() {
-            let (start, len) = self.records[i].value.expect("only records with values");
-            let bytes = &self.values[start..start + len + 1];
-            let used = decoder.decode(bytes).map_err(|e| e.to_string())?;
-            if used != bytes.len() || decoder.has_partial_record() {
-                return Err("incomplete JSON value".into());
-            }
-            if decoder.len() != n + 1 {
-                return Err(if decoder.len() <= n {
-                    "the value holds no JSON object".into()
-                } else {
-                    "the value holds more than one JSON value".into()
-                });
-            }
+        let spans = records.iter().map(|&i| self.records[i].value);
+        decode_json_spans(&self.schema, &self.values, spans)
+    }
+}
+
+/// Decodes Kafka record values, each one JSON object, into one batch of `schema`; the error
+/// says why not (what a bad record's report names). What a Kafka source does with every
+/// value it reads.
+pub fn decode_json_values(
+    schema: &SchemaRef,
+    values: &[&[u8]],
+) -> std::result::Result<RecordBatch, String> {
+    let mut buffer = Vec::new();
+    let mut spans = Vec::with_capacity(values.len());
+    for value in values {
+        spans.push(Some((buffer.len(), value.len())));
+        buffer.extend_from_slice(value);
+        buffer.push(b'\n');
+    }
+    decode_json_spans(schema, &buffer, spans.into_iter())
+}
+
+/// Decodes the values at `spans` of `buffer` (start, length; each followed by a newline).
+fn decode_json_spans(
+    schema: &SchemaRef,
+    buffer: &[u8],
+    spans: impl ExactSizeIterator<Item = Option<(usize, usize)>>,
+) -> std::result::Result<RecordBatch, String> {
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(spans.len().max(1))
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    for (n, span) in spans.enumerate() {
+        let bytes = span
+            .and_then(|(start, len)| buffer.get(start..start.checked_add(len)?.checked_add(1)?))
+            .ok_or("the record has no value")?;
+        let used = decoder.decode(bytes).map_err(|e| e.to_string())?;
+        if used != bytes.len() || decoder.has_partial_record() {
+            return Err("incomplete JSON value".into());
         }
-        match decoder.flush().map_err(|e| e.to_string())? {
-            Some(batch) => Ok(batch),
-            None => Ok(RecordBatch::new_empty(self.schema.clone())),
+        if decoder.len() != n + 1 {
+            return Err(if decoder.len() <= n {
+                "the value holds no JSON object".into()
+            } else {
+                "the value holds more than one JSON value".into()
+            });
         }
+    }
+    match decoder.flush().map_err(|e| e.to_string())? {
+        Some(batch) => Ok(batch),
+        None => Ok(RecordBatch::new_empty(schema.clone())),
     }
 }
 
@@ -448,7 +476,7 @@ pub(super) struct DeadLetters {
 
 impl DeadLetters {
     pub(super) fn new(dir: PathBuf, ctx: &ReadContext, split: &KafkaSplit) -> Self {
-        let query: String = ctx.query_id.chars().take(8).collect();
+        let query = ctx.query_id.short();
         let topic: String = split
             .topic
             .chars()

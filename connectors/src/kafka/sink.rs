@@ -267,7 +267,7 @@ impl Committer for KafkaCommitter {
         )))
     }
 
-    fn abort(&self, _query_id: &str, _epoch: Epoch) {}
+    fn abort(&self, _query_id: &sluice_checkpoint::QueryId, _epoch: Epoch) {}
 }
 
 #[cfg(test)]

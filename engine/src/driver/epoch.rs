@@ -82,9 +82,8 @@ impl EpochRunner<'_> {
         let threshold = if bounded_job { 1 } else { 2 };
         let query = self.prepare(job, cluster, &mut signals, started).await?;
         let mut report = JobReport {
-            query_id: self.tasks.query_id.clone(),
             stages: query.planned.stages.len(),
-            ..JobReport::empty()
+            ..JobReport::empty(self.tasks.query_id.clone())
         };
         report.timings.planning = started.elapsed();
         let mut life = Lifecycle::new(query.policy);

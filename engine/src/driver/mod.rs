@@ -42,10 +42,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_checkpoint::{CheckpointStore, Epoch};
+use sluice_checkpoint::{CheckpointStore, Epoch, QueryId};
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::job::Job;
 use crate::protocol::ToExecutor;
 use cluster::{Cluster, ClusterEvent};
@@ -129,7 +129,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
     let mut store = CheckpointStore::open_or_create(
         &checkpoint_dir,
         &job.fingerprint,
-        &uuid::Uuid::new_v4().simple().to_string(),
+        &QueryId::new(uuid::Uuid::new_v4().simple().to_string()).map_err(EngineError::Internal)?,
     )?;
     // A temporary checkpoint is deleted when the run ends: fsyncing it would protect nothing.
     // (The sink's published files are fsynced either way.)
@@ -157,7 +157,6 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
         {
             let committed = store.read_commit(Epoch(0))?;
             return Ok(JobReport {
-                query_id,
                 epoch: Epoch(0),
                 outcome: EpochOutcome::AlreadyCommitted,
                 output_rows: committed.map(|c| c.output_rows).unwrap_or(0),
@@ -165,7 +164,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
                     total: started.elapsed(),
                     ..Default::default()
                 },
-                ..JobReport::empty()
+                ..JobReport::empty(query_id)
             });
         }
     }

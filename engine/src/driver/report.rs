@@ -158,7 +158,7 @@ pub struct SourceProgress {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochProgress {
     /// The query.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The epoch.
     pub epoch: u64,
     /// The epoch's batch timestamp (ms since the Unix epoch).
@@ -227,7 +227,7 @@ fn ms(d: Duration) -> f64 {
 impl EpochProgress {
     /// The record of a committed epoch.
     pub fn new(
-        query_id: &str,
+        query_id: &sluice_checkpoint::QueryId,
         input: &EpochInput,
         replay: bool,
         result: &EpochResult,
@@ -284,7 +284,7 @@ impl EpochProgress {
             })
             .collect();
         Self {
-            query_id: query_id.to_string(),
+            query_id: query_id.clone(),
             epoch: input.epoch.0,
             batch_timestamp_ms: input.batch_timestamp_ms,
             replay,
@@ -421,7 +421,7 @@ pub struct Timings {
 #[derive(Debug, Clone)]
 pub struct JobReport {
     /// The query's id (stable across runs on one checkpoint).
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The epoch.
     pub epoch: Epoch,
     /// How it ended.
@@ -447,10 +447,10 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    /// A report with nothing in it yet.
-    pub fn empty() -> Self {
+    /// A report of `query_id` with nothing in it yet.
+    pub fn empty(query_id: sluice_checkpoint::QueryId) -> Self {
         Self {
-            query_id: String::new(),
+            query_id,
             epoch: Epoch(0),
             outcome: EpochOutcome::AlreadyCommitted,
             output_rows: 0,

@@ -38,7 +38,7 @@ pub(super) struct Member {
 /// loss and replacement), scheduling the stage DAG, and where stateful tasks live.
 pub(super) struct Tasks<'a> {
     pub config: &'a DriverConfig,
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     pub events: mpsc::Receiver<ClusterEvent>,
     pub members: BTreeMap<ExecutorId, Member>,
     /// Task attempts launched by this run.

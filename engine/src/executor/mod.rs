@@ -115,7 +115,8 @@ async fn serve(
             ..Default::default()
         },
     )
-    .map_err(|e| EngineError::Cluster(format!("opening the state store: {e}")))?;
+    // A checkpoint error keeps its kind (and retryability); it names the path.
+    .map_err(EngineError::Checkpoint)?;
     // Kept across driver sessions: a restarted driver's tasks reuse state open at the epoch
     // they restore from; anything newer is discarded when a task asks for an older epoch.
     let state = Arc::new(state);
@@ -277,12 +278,7 @@ async fn session(
     };
     tokio::pin!(parent_gone);
 
-    let session = Arc::new(
-        SessionStateBuilder::new()
-            .with_config(session_config(1))
-            .with_default_features()
-            .build(),
-    );
+    let session = Arc::new(stage_session());
     let client = Arc::new(ShuffleClient::new(
         endpoint.clone(),
         Some((executor, store.clone())),
@@ -295,9 +291,9 @@ async fn session(
         fetcher: Arc::new(Fetcher(client.clone())),
         delay: config.task_delay,
     };
-    let mut queries: HashMap<String, Arc<InstalledQuery>> = HashMap::new();
+    let mut queries: HashMap<sluice_checkpoint::QueryId, Arc<InstalledQuery>> = HashMap::new();
     // Why a query could not be installed, so its tasks fail with the cause.
-    let mut install_errors: HashMap<String, String> = HashMap::new();
+    let mut install_errors: HashMap<sluice_checkpoint::QueryId, String> = HashMap::new();
 
     let outcome = loop {
         let msg = tokio::select! {
@@ -393,14 +389,35 @@ async fn session(
     outcome
 }
 
+/// The DataFusion session executors decode and run stage plans in.
+pub fn stage_session() -> datafusion::execution::session_state::SessionState {
+    SessionStateBuilder::new()
+        .with_config(session_config(1))
+        .with_default_features()
+        .build()
+}
+
+/// Decodes one stage plan as an executor receives it (datafusion-proto with Sluice's codec for
+/// its own operators). Bytes that are not a plan are an error, never a panic.
+pub fn decode_stage_plan(
+    session: &datafusion::execution::session_state::SessionState,
+    bytes: &[u8],
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let ctx = datafusion::execution::TaskContext::from(session);
+    Ok(physical_plan_from_bytes_with_extension_codec(
+        bytes,
+        &ctx,
+        &SluiceCodec,
+    )?)
+}
+
 fn decode_query(
     session: &datafusion::execution::session_state::SessionState,
     install: QueryInstall,
 ) -> Result<InstalledQuery> {
-    let ctx = datafusion::execution::TaskContext::from(session);
     let mut stages = HashMap::new();
     for stage in install.stages {
-        let plan = physical_plan_from_bytes_with_extension_codec(&stage.plan, &ctx, &SluiceCodec)?;
+        let plan = decode_stage_plan(session, &stage.plan)?;
         stages.insert(stage.stage, (plan, stage.output));
     }
     let sink = install

@@ -44,7 +44,7 @@ pub trait ShuffleFetch: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct TaskInputs {
     /// The query.
-    pub query_id: String,
+    pub query_id: sluice_checkpoint::QueryId,
     /// The epoch.
     pub epoch: Epoch,
     /// Per scanned table: the splits of each scan partition.

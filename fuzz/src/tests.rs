@@ -1,0 +1,195 @@
+//! Every target on seed inputs — valid ones, each of their prefixes and deterministic byte
+//! flips — in every `cargo test`: the quick check that the targets still build and do not
+//! panic on the inputs their fuzzing starts from.
+
+use super::*;
+
+/// The seed, every prefix of it, and copies with one byte changed at a stride.
+fn variants(seed: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..=seed.len()).map(|n| seed[..n].to_vec()).collect();
+    let stride = (seed.len() / 64).max(1);
+    for i in (0..seed.len()).step_by(stride) {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut v = seed.to_vec();
+            v[i] ^= flip;
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn run_all(target: fn(&[u8]), seeds: &[Vec<u8>]) {
+    for seed in seeds {
+        for v in variants(seed) {
+            target(&v);
+        }
+    }
+}
+
+#[test]
+fn frame_decoder_on_encoded_messages() {
+    use sluice_engine::protocol::ToExecutor;
+    use tokio_util::codec::Encoder;
+    let mut codec = sluice_net::MessageCodec::<ToExecutor>::new(64 * 1024);
+    let mut buf = BytesMut::new();
+    codec
+        .encode(
+            &ToExecutor::Shutdown {
+                reason: "job finished".into(),
+            },
+            &mut buf,
+        )
+        .unwrap();
+    run_all(frame_decoder, &[buf.to_vec(), vec![0xFF; 16]]);
+}
+
+/// The stage plans of real queries decode back (the seeds `stage_plan` starts from), and
+/// damaged ones are errors.
+#[test]
+fn stage_plans_of_real_queries_decode_and_damaged_ones_do_not_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut seeds = Vec::new();
+    for query in [
+        "SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction",
+        "SELECT auction, price FROM bid WHERE price > 100 ORDER BY price DESC LIMIT 10",
+    ] {
+        let text = format!(
+            "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '100');\n{query};"
+        );
+        let job = sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+            origin: "seed".into(),
+            text,
+        })
+        .unwrap();
+        let planned = runtime
+            .block_on(sluice_engine::plan::plan(&job, 2))
+            .unwrap();
+        let session = sluice_engine::executor::stage_session();
+        for stage in &planned.install {
+            sluice_engine::executor::decode_stage_plan(&session, &stage.plan).unwrap();
+            seeds.push(stage.plan.clone());
+        }
+    }
+    assert!(seeds.len() >= 3);
+    run_all(stage_plan, &seeds);
+}
+
+#[test]
+fn shuffle_streams_written_by_a_map_task() {
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+        ],
+    )
+    .unwrap();
+    let bytes = futures::executor::block_on(async {
+        let mut writer = sluice_net::ipc::IpcStreamWriter::new(Vec::new(), &schema).unwrap();
+        writer.write(&batch).await.unwrap();
+        writer.finish().await.unwrap()
+    });
+    run_all(shuffle_stream, &[bytes]);
+}
+
+#[test]
+fn state_changelogs() {
+    let mut log = vec![1u8];
+    log.extend_from_slice(&2u32.to_le_bytes());
+    log.extend_from_slice(b"k1");
+    log.extend_from_slice(&2u32.to_le_bytes());
+    log.extend_from_slice(b"v1");
+    assert_eq!(
+        sluice_checkpoint::state::parse_changelog(&log)
+            .unwrap()
+            .len(),
+        1
+    );
+    run_all(state_changelog, &[log]);
+}
+
+#[test]
+fn checkpoint_records_as_written() {
+    let seeds = [
+        r#"{"format_version":1,"query_id":"0123abcd","plan_fingerprint":"f","created_at_ms":1}"#,
+        r#"{"epoch":3,"committed_at_ms":5,"output_rows":10,"max_event_ms":null}"#,
+        r#"{"epoch":0,"batch_timestamp_ms":1,"sources":{},"watermark_ms":null,"partitions":2}"#,
+        r#"{"files":[]}"#,
+        r#"[]"#,
+    ];
+    assert!(
+        serde_json::from_slice::<sluice_checkpoint::QueryMetadata>(seeds[0].as_bytes()).is_ok()
+    );
+    run_all(
+        checkpoint_records,
+        &seeds
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn kafka_json_values() {
+    let good = br#"{"auction":1,"name":"a","price":1.5,"ok":true,"date_time":"2024-01-01T00:00:00","tags":["x"]}"#;
+    let batch =
+        sluice_connectors::kafka::decode_json_values(&kafka_schema(), &[good, b"{}"]).unwrap();
+    assert_eq!(batch.num_rows(), 2);
+    for (bad, why) in [
+        (&b"[1]"[..], ""),
+        (b"{\"auction\":\"x\"}", ""),
+        (b"", "no JSON object"),
+        (b"{} {}", ""),
+        (b"{\"auction\":", "incomplete"),
+    ] {
+        let err = sluice_connectors::kafka::decode_json_values(&kafka_schema(), &[bad])
+            .expect_err("refused");
+        assert!(err.contains(why), "{err}");
+    }
+    let mut seed = good.to_vec();
+    seed.push(0xFF);
+    seed.extend_from_slice(b"{\"tags\":null}");
+    run_all(kafka_json, &[seed]);
+}
+
+#[test]
+fn hive_paths() {
+    let values = sluice_connectors::file::partition_values(
+        "/table",
+        Path::new("/table/c=a%2Fb/d=__HIVE_DEFAULT_PARTITION__/f.parquet"),
+    );
+    assert_eq!(
+        values,
+        vec![("c".into(), Some("a/b".into())), ("d".into(), None)]
+    );
+    run_all(
+        hive_path,
+        &[
+            b"c=a%2Fb/d=%C3%A9/f.parquet".to_vec(),
+            b"=x/%/%Z/a=%F/f".to_vec(),
+        ],
+    );
+}
+
+#[test]
+fn streaming_sql_texts() {
+    let text = "CREATE TABLE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3), \
+                WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+                WITH (connector = 'kafka', bootstrap_servers = 'b:9092', topic = 't');\n\
+                SELECT window_start, count(*) FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), \
+                INTERVAL '10' SECOND)) GROUP BY window_start, window_end;";
+    sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+        origin: "seed".into(),
+        text: text.into(),
+    })
+    .unwrap();
+    run_all(streaming_sql, &[text.as_bytes().to_vec()]);
+}
