@@ -221,10 +221,22 @@ fn standalone_driver_refuses_strangers_survives_malformed_frames_and_runs_with_j
 fn slow_job(d: &std::path::Path, delay_ms: &str) -> (Logged, Vec<u32>) {
     let driver = Logged::spawn(
         d,
-        &["run", "job.sql", "--executors", "2"],
+        &[
+            "run",
+            "job.sql",
+            "--executors",
+            "2",
+            "--events",
+            "events.jsonl",
+        ],
         &[("SLUICE_TEST_TASK_DELAY_MS", delay_ms)],
     );
-    driver.wait_for("scheduling epoch", Duration::from_secs(60));
+    wait_for_event(
+        &d.join("events.jsonl"),
+        "epoch_started",
+        Duration::from_secs(60),
+        |e| e["event"] == "epoch_started",
+    );
     let executors = children_of(driver.child.id());
     assert_eq!(executors.len(), 2, "two executor processes");
     std::thread::sleep(Duration::from_millis(300)); // the first tasks reach the executors
@@ -250,10 +262,18 @@ fn an_executor_killed_mid_epoch_costs_only_its_own_tasks_and_is_replaced() {
             "2",
             "--checkpoint",
             "ckpt",
+            "--events",
+            "events.jsonl",
         ],
         &[("SLUICE_TEST_TASK_DELAY_MS", "1500")],
     );
-    driver.wait_for("stage 0 finished", Duration::from_secs(90));
+    let finished = wait_for_event(
+        &d.join("events.jsonl"),
+        "stage 0 finished",
+        Duration::from_secs(90),
+        |e| e["event"] == "stage_finished" && e["stage"] == 0,
+    );
+    assert_eq!(finished["tasks"], 6, "{finished}");
     let executors = children_of(driver.child.id());
     assert_eq!(executors.len(), 3, "three executor processes");
     let victim = executors[1];
@@ -359,10 +379,15 @@ fn standalone_executors_outlive_a_killed_driver_and_rejoin_the_restarted_one() {
     group_by_job(d);
     ok(&sluice(d, &["cluster", "init", "cluster"]));
     let listen = format!("127.0.0.1:{}", free_port());
-    let first = standalone_driver(d, &listen, &[]);
+    let first = standalone_driver(d, &listen, &["--events", "events.jsonl"]);
     // Slow tasks, so the driver dies mid-epoch.
     let executors = standalone_executors(d, &listen, &[("SLUICE_TEST_TASK_DELAY_MS", "1500")]);
-    first.wait_for("scheduling epoch", Duration::from_secs(60));
+    wait_for_event(
+        &d.join("events.jsonl"),
+        "epoch_started",
+        Duration::from_secs(60),
+        |e| e["event"] == "epoch_started" && e["epoch"] == 0,
+    );
     let mut first = first;
     first.child.kill().unwrap(); // SIGKILL
     let _ = first.child.wait();

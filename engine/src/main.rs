@@ -204,6 +204,10 @@ struct DriverArgs {
     /// `json`: print each epoch's progress record as one JSON line on stdout.
     #[arg(long, value_parser = ["json"])]
     progress: Option<String>,
+    /// Append every driver event to FILE as one JSON line: epoch_started, stage_finished,
+    /// epoch_committed (with its progress record), console_rows, notice.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
     /// Epochs kept in the checkpoint's offsets, commits and progress logs.
     #[arg(long, default_value_t = 100)]
     retain_epochs: u64,
@@ -446,8 +450,20 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let events = match &common.events {
+        Some(path) => Some(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the events file {}", path.display()))?,
+        )),
+        None => None,
+    };
     let reporter = Arc::new(Terminal {
         progress_json: common.progress.is_some(),
+        events,
+        events_failed: std::sync::atomic::AtomicBool::new(false),
     });
     let report = runtime.block_on(driver::run(job, config, reporter));
     // Dropped (not shut down in the background): on an early error the runtime still owns the
@@ -458,14 +474,53 @@ fn run_job(query: QueryArgs, cluster: ClusterMode, common: DriverArgs) -> anyhow
 }
 
 /// Renders the driver's events on the terminal: notices and (streaming) each epoch's summary
-/// line on stderr; `--progress json` records and streamed console rows on stdout.
+/// line on stderr; `--progress json` records and streamed console rows on stdout; with
+/// `--events FILE`, every event as a JSON line in FILE.
 struct Terminal {
     progress_json: bool,
+    events: Option<std::sync::Mutex<std::fs::File>>,
+    /// Writing the events file failed (said once).
+    events_failed: std::sync::atomic::AtomicBool,
+}
+
+/// One line of the `--events` file: when, and the event's own fields.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    at_ms: u64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl Terminal {
+    fn write_event(&self, event: &Event) {
+        use std::io::Write;
+        let Some(file) = &self.events else { return };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let written = serde_json::to_vec(&EventLine { at_ms, event })
+            .map_err(std::io::Error::other)
+            .and_then(|mut line| {
+                line.push(b'\n');
+                let mut file = file.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                file.write_all(&line)
+            });
+        if let Err(e) = written {
+            if !self
+                .events_failed
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!("sluice: writing the events file failed: {e} (the job goes on)");
+            }
+        }
+    }
 }
 
 impl Reporter for Terminal {
     fn report(&self, event: Event) {
+        self.write_event(&event);
         match event {
+            Event::EpochStarted { .. } | Event::StageFinished { .. } => {}
             Event::EpochCommitted { progress, bounded } => {
                 if self.progress_json {
                     println!("{}", serde_json::to_string(&progress).unwrap_or_default());
@@ -474,7 +529,7 @@ impl Reporter for Terminal {
                 }
             }
             Event::ConsoleRows { epoch, table } => println!("-- epoch {epoch} --\n{table}"),
-            Event::Notice(text) => eprintln!("sluice: {text}"),
+            Event::Notice { message } => eprintln!("sluice: {message}"),
         }
     }
 }

@@ -201,6 +201,45 @@ impl Logged {
     }
 }
 
+/// The events `sluice run --events FILE` has written to `file` so far (complete lines only).
+pub fn events(file: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an event is one JSON object per line"))
+        .collect()
+}
+
+/// Waits until the events file holds an event `matches` accepts; panics naming `what` and
+/// listing the events seen.
+pub fn wait_for_event(
+    file: &Path,
+    what: &str,
+    limit: Duration,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = events(file);
+        if let Some(event) = seen.iter().find(|e| matches(e)) {
+            return event.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no {what} event in {} within {limit:?}: {seen:#?}",
+                file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An `epoch_committed` event for `epoch`.
+pub fn committed(epoch: u64) -> impl Fn(&serde_json::Value) -> bool {
+    move |e| e["event"] == "epoch_committed" && e["progress"]["epoch"] == epoch
+}
+
 /// Every value of the BIGINT column `name` in the Parquet files under `root`, read with the
 /// `parquet` crate.
 pub fn int_column(root: &Path, name: &str) -> Vec<i64> {

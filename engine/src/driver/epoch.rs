@@ -253,7 +253,7 @@ impl EpochRunner<'_> {
     }
 
     fn notice(&self, text: String) {
-        self.reporter.report(Event::Notice(text));
+        self.reporter.report(Event::notice(text));
     }
 
     /// Waits for the executors, plans the query, installs it on them.

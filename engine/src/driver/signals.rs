@@ -40,8 +40,8 @@ pub(super) fn watch_signals(reporter: Arc<dyn Reporter>, streaming: bool) -> wat
             interrupt_signal().await;
             let n = *tx.borrow() + 1;
             if n == 1 && streaming {
-                reporter.report(Event::Notice(
-                    "stopping after the current epoch commits (Ctrl-C again to abort it)".into(),
+                reporter.report(Event::notice(
+                    "stopping after the current epoch commits (Ctrl-C again to abort it)",
                 ));
             }
             if tx.send(n).is_err() {

@@ -20,7 +20,7 @@ use super::{assign_splits, ClusterMode, DriverConfig, EpochInput};
 use crate::error::{describe_datafusion, EngineError, Result};
 use crate::plan::PlannedQuery;
 use crate::protocol::{
-    ExecutorId, ExecutorInfo, FetchRequest, MapOutputLocation, QueryInstall, StageOutput,
+    ExecutorId, ExecutorInfo, FetchRequest, MapOutputLocation, QueryInstall, StageId, StageOutput,
     TaskDescriptor, TaskOutcome, ToDriver, ToExecutor,
 };
 use crate::shuffle::{Fetcher, ShuffleClient};
@@ -225,7 +225,27 @@ impl Tasks<'_> {
             executors = self.members.len(),
             "scheduling epoch"
         );
+        self.reporter.report(Event::EpochStarted {
+            epoch: input.epoch.0,
+            stages: planned.stages.len(),
+            executors: self.members.len(),
+        });
+        // Which stages were last reported finished (a stage whose outputs were lost with an
+        // executor runs again, and is reported again when it finishes).
+        let mut finished = vec![false; planned.stages.len()];
         loop {
+            for (stage, reported) in finished.iter_mut().enumerate() {
+                let done = scheduler.stage_done(StageId(stage));
+                if done && !*reported {
+                    info!(epoch = input.epoch.0, stage, "stage finished");
+                    self.reporter.report(Event::StageFinished {
+                        epoch: input.epoch.0,
+                        stage,
+                        tasks: planned.stages[stage].tasks,
+                    });
+                }
+                *reported = done;
+            }
             for a in scheduler.poll(Instant::now()) {
                 let stage = &planned.stages[a.task.stage.0];
                 let splits = stage
@@ -389,7 +409,7 @@ impl Tasks<'_> {
             Ok(rerun) => {
                 if !rerun.is_empty() {
                     let tasks: Vec<String> = rerun.iter().map(|t| t.to_string()).collect();
-                    self.reporter.report(Event::Notice(format!(
+                    self.reporter.report(Event::notice(format!(
                         "executor {} (pid {}) lost: {reason}; re-running {} task(s) it held: {}",
                         member.info.name,
                         member.info.pid,
@@ -431,11 +451,7 @@ impl Tasks<'_> {
                     } => {
                         tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report handled");
                         self.heartbeat(executor, report.peak_rss_bytes);
-                        let stage = scheduler.task_of(attempt).map(|t| t.stage);
                         scheduler.on_succeeded(attempt, report, now);
-                        if let Some(stage) = stage.filter(|s| scheduler.stage_done(*s)) {
-                            info!("stage {} finished", stage.0);
-                        }
                         None
                     }
                     ToDriver::TaskFinished {
