@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{fails, ok, sluice, spawn, wait_output, Logged};
+use common::{committed, fails, ok, sluice, spawn, wait_for_event, wait_output, Logged};
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
 use sluice::datagen::event_json as event;
@@ -258,17 +258,30 @@ fn a_partition_added_mid_run_is_picked_up_and_ctrl_c_stops_after_a_commit() {
             "ckpt",
             "--trigger",
             "200ms",
+            "--events",
+            "events.jsonl",
         ],
         &[],
     );
-    run.wait_for("epoch 0 committed", Duration::from_secs(60));
+    let events = dir.path().join("events.jsonl");
+    wait_for_event(
+        &events,
+        "epoch 0 committed",
+        Duration::from_secs(60),
+        committed(0),
+    );
     // The topic grows to 3 partitions while the query runs (the broker restarts for it: the
     // query retries planning meanwhile), and a record lands in a new partition.
     broker.add_partitions("grow", 3);
     let producer = broker.producer();
     producer.send_one("grow", 2, b"k", &event(100));
     producer.flush();
-    run.wait_for("1 rows in", Duration::from_secs(60));
+    wait_for_event(
+        &events,
+        "an epoch reading the new partition's record",
+        Duration::from_secs(60),
+        |e| e["event"] == "epoch_committed" && e["progress"]["input_rows"] == 1,
+    );
     // Ctrl-C: the run stops once the current epoch has committed, and exits 0.
     unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
     let (code, log) = run.finish(Duration::from_secs(60));
@@ -455,10 +468,17 @@ fn a_second_driver_and_a_changed_query_are_refused() {
             "ckpt",
             "--trigger",
             "500ms",
+            "--events",
+            "events.jsonl",
         ],
         &[],
     );
-    first.wait_for("epoch 0 committed", Duration::from_secs(60));
+    wait_for_event(
+        &dir.path().join("events.jsonl"),
+        "epoch 0 committed",
+        Duration::from_secs(60),
+        committed(0),
+    );
     let err = fails(&sluice(
         dir.path(),
         &[
@@ -504,4 +524,64 @@ fn a_second_driver_and_a_changed_query_are_refused() {
             .unwrap()
             .count()
     );
+}
+
+/// `scripts/broker.sh`, as the README's quick start uses it: `start` records the broker's own
+/// pid, a second `start` says it runs, `status` reports it, `stop` returns once the port is free.
+#[test]
+fn the_broker_script_starts_reports_and_stops_its_own_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let script = sluice::repo_root().join("scripts/broker.sh");
+    let dir_arg = dir.path().to_str().unwrap();
+    let run = |command: &str| {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .args([command, "--port", &port, "--dir", dir_arg])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let listening = || std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok();
+
+    let (code, text) = run("start");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("listening on 127.0.0.1:{port}")),
+        "{text}"
+    );
+    let pid = std::fs::read_to_string(dir.path().join("tansu.pid")).unwrap();
+    let pid = pid.trim();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "tansu", "tansu.pid holds the broker's own pid");
+    assert!(listening());
+
+    let (code, text) = run("start");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("already running in {dir_arg} (pid {pid}")),
+        "{text}"
+    );
+    let (code, text) = run("status");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("pid {pid}, port {port}")), "{text}");
+
+    let (code, text) = run("stop");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!listening(), "the port is free once stop returns");
+    assert!(!common::alive(pid.parse().unwrap()), "the broker exited");
+    assert!(!dir.path().join("tansu.pid").exists());
+    let (code, text) = run("status");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no broker running"), "{text}");
 }

@@ -1,6 +1,10 @@
 //! Every target on seed inputs — valid ones, each of their prefixes and deterministic byte
 //! flips — in every `cargo test`: the quick check that the targets still build and do not
 //! panic on the inputs their fuzzing starts from.
+//!
+//! With `SLUICE_FUZZ_CORPUS=DIR` set, each test also writes its seeds to `DIR/<target>/`, the
+//! starting corpus of a fuzzing run (`SLUICE_FUZZ_CORPUS=$PWD/fuzz/corpus cargo test -p
+//! sluice-fuzz`; see the README's Fuzzing section).
 
 use super::*;
 
@@ -18,7 +22,16 @@ fn variants(seed: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-fn run_all(target: fn(&[u8]), seeds: &[Vec<u8>]) {
+/// Runs `target` on every variant of every seed, after writing the seeds to the corpus
+/// directory `SLUICE_FUZZ_CORPUS` names, if set.
+fn run_all(name: &str, target: fn(&[u8]), seeds: &[Vec<u8>]) {
+    if let Some(corpus) = std::env::var_os("SLUICE_FUZZ_CORPUS") {
+        let dir = Path::new(&corpus).join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+        }
+    }
     for seed in seeds {
         for v in variants(seed) {
             target(&v);
@@ -28,19 +41,44 @@ fn run_all(target: fn(&[u8]), seeds: &[Vec<u8>]) {
 
 #[test]
 fn frame_decoder_on_encoded_messages() {
-    use sluice_engine::protocol::ToExecutor;
+    use sluice_checkpoint::{Epoch, QueryId};
+    use sluice_engine::protocol::{
+        ExecutorId, ExecutorMetrics, FetchRequest, StageId, ToDriver, ToExecutor,
+    };
     use tokio_util::codec::Encoder;
-    let mut codec = sluice_net::MessageCodec::<ToExecutor>::new(64 * 1024);
-    let mut buf = BytesMut::new();
-    codec
-        .encode(
-            &ToExecutor::Shutdown {
-                reason: "job finished".into(),
-            },
-            &mut buf,
-        )
-        .unwrap();
-    run_all(frame_decoder, &[buf.to_vec(), vec![0xFF; 16]]);
+    fn frame<T: serde::Serialize>(message: &T) -> Vec<u8> {
+        let mut codec = sluice_net::MessageCodec::<T>::new(64 * 1024);
+        let mut buf = BytesMut::new();
+        codec.encode(message, &mut buf).unwrap();
+        buf.to_vec()
+    }
+    let query_id = QueryId::new("0123abcd").unwrap();
+    let seeds = vec![
+        frame(&ToExecutor::Shutdown {
+            reason: "job finished".into(),
+        }),
+        frame(&ToExecutor::Registered {
+            executor: ExecutorId(3),
+        }),
+        frame(&ToExecutor::ForgetEpoch {
+            query_id: query_id.clone(),
+            epoch: Epoch(7),
+        }),
+        frame(&ToDriver::Heartbeat(ExecutorMetrics {
+            rss_bytes: 1 << 30,
+            peak_rss_bytes: 1 << 31,
+            running_tasks: 2,
+        })),
+        frame(&FetchRequest {
+            query_id,
+            epoch: Epoch(7),
+            stage: StageId(1),
+            map_partition: 0,
+            reduce_partition: 3,
+        }),
+        vec![0xFF; 16],
+    ];
+    run_all("frame_decoder", frame_decoder, &seeds);
 }
 
 /// The stage plans of real queries decode back (the seeds `stage_plan` starts from), and
@@ -52,12 +90,18 @@ fn stage_plans_of_real_queries_decode_and_damaged_ones_do_not_panic() {
         .build()
         .unwrap();
     let mut seeds = Vec::new();
+    // Batch and streaming stages: shuffles, sorts, and the stateful window operators.
     for query in [
         "SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction",
         "SELECT auction, price FROM bid WHERE price > 100 ORDER BY price DESC LIMIT 10",
+        "SELECT window_start, auction, count(*) AS n FROM TABLE(HOP(bid, DESCRIPTOR(date_time), \
+         INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end, auction",
+        "SELECT window_start, bidder, count(*) AS n FROM TABLE(SESSION(bid, \
+         DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, bidder",
     ] {
         let text = format!(
-            "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '100');\n{query};"
+            "CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
+             WITH (connector = 'nexmark', kind = 'bid', events = '100');\n{query};"
         );
         let job = sluice_engine::job::Job::parse(sluice_engine::job::JobText {
             origin: "seed".into(),
@@ -74,7 +118,7 @@ fn stage_plans_of_real_queries_decode_and_damaged_ones_do_not_panic() {
         }
     }
     assert!(seeds.len() >= 3);
-    run_all(stage_plan, &seeds);
+    run_all("stage_plan", stage_plan, &seeds);
 }
 
 #[test]
@@ -97,7 +141,7 @@ fn shuffle_streams_written_by_a_map_task() {
         writer.write(&batch).await.unwrap();
         writer.finish().await.unwrap()
     });
-    run_all(shuffle_stream, &[bytes]);
+    run_all("shuffle_stream", shuffle_stream, &[bytes]);
 }
 
 #[test]
@@ -113,7 +157,7 @@ fn state_changelogs() {
             .len(),
         1
     );
-    run_all(state_changelog, &[log]);
+    run_all("state_changelog", state_changelog, &[log]);
 }
 
 #[test]
@@ -129,6 +173,7 @@ fn checkpoint_records_as_written() {
         serde_json::from_slice::<sluice_checkpoint::QueryMetadata>(seeds[0].as_bytes()).is_ok()
     );
     run_all(
+        "checkpoint_records",
         checkpoint_records,
         &seeds
             .iter()
@@ -157,7 +202,7 @@ fn kafka_json_values() {
     let mut seed = good.to_vec();
     seed.push(0xFF);
     seed.extend_from_slice(b"{\"tags\":null}");
-    run_all(kafka_json, &[seed]);
+    run_all("kafka_json", kafka_json, &[seed]);
 }
 
 #[test]
@@ -171,6 +216,7 @@ fn hive_paths() {
         vec![("c".into(), Some("a/b".into())), ("d".into(), None)]
     );
     run_all(
+        "hive_path",
         hive_path,
         &[
             b"c=a%2Fb/d=%C3%A9/f.parquet".to_vec(),
@@ -186,10 +232,23 @@ fn streaming_sql_texts() {
                 WITH (connector = 'kafka', bootstrap_servers = 'b:9092', topic = 't');\n\
                 SELECT window_start, count(*) FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), \
                 INTERVAL '10' SECOND)) GROUP BY window_start, window_end;";
-    sluice_engine::job::Job::parse(sluice_engine::job::JobText {
-        origin: "seed".into(),
-        text: text.into(),
-    })
-    .unwrap();
-    run_all(streaming_sql, &[text.as_bytes().to_vec()]);
+    let mut seeds = vec![text.as_bytes().to_vec()];
+    // And every example job a user starts from.
+    // (The manifest directory at run time: cargo reuses test binaries across checkouts.)
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    for entry in std::fs::read_dir(Path::new(&manifest).join("../examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            seeds.push(std::fs::read(path).unwrap());
+        }
+    }
+    for seed in &seeds {
+        sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+            origin: "seed".into(),
+            text: String::from_utf8(seed.clone()).unwrap(),
+        })
+        .unwrap();
+    }
+    assert!(seeds.len() >= 4);
+    run_all("streaming_sql", streaming_sql, &seeds);
 }
