@@ -340,6 +340,26 @@ fn a_program_observes_the_drivers_events() {
         })
         .collect();
     assert_eq!(committed.len(), 1, "{events:?}");
+    // The epoch started, then every stage of its DAG finished once, then it committed.
+    assert!(
+        matches!(events[0], Event::EpochStarted { epoch: 0, stages, .. } if stages == report.stages),
+        "{events:?}"
+    );
+    let mut stages: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageFinished {
+                epoch: 0, stage, ..
+            } => Some(*stage),
+            _ => None,
+        })
+        .collect();
+    stages.sort();
+    assert_eq!(stages, (0..report.stages).collect::<Vec<_>>(), "{events:?}");
+    assert!(
+        matches!(events.last(), Some(Event::EpochCommitted { .. })),
+        "{events:?}"
+    );
     let (progress, bounded) = &committed[0];
     assert!(bounded);
     let recorded = sluice::progress::record(&d.join("ckpt"), 0);
