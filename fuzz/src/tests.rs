@@ -144,6 +144,49 @@ fn shuffle_streams_written_by_a_map_task() {
     run_all("shuffle_stream", shuffle_stream, &[bytes]);
 }
 
+/// Inputs fuzzing found (`fuzz/regressions/shuffle_stream/`): the reader returns an error where
+/// Arrow's decoder panics.
+#[test]
+fn shuffle_streams_that_panic_arrows_decoder_are_errors() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let dir = Path::new(&manifest).join("regressions/shuffle_stream");
+    let mut found = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let err = futures::executor::block_on(async {
+            let mut reader = sluice_net::ipc::IpcStreamReader::new(&bytes[..], BytesMut::new());
+            loop {
+                match reader.next_batch().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(e) => return Some(e.to_string()),
+                }
+            }
+        });
+        let err = err.expect("a malformed stream is an error");
+        assert!(err.contains("malformed Arrow IPC stream"), "{err}");
+        found += 1;
+    }
+    assert!(found >= 1);
+}
+
+/// Inputs fuzzing found (`fuzz/regressions/stage_plan/`): the executor's decoder returns an
+/// error where datafusion-proto panics.
+#[test]
+fn stage_plans_that_panic_datafusion_proto_are_errors() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let session = sluice_engine::executor::stage_session();
+    let mut found = 0;
+    for entry in std::fs::read_dir(Path::new(&manifest).join("regressions/stage_plan")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let err = sluice_engine::executor::decode_stage_plan(&session, &bytes)
+            .expect_err("a malformed stage plan is an error");
+        assert!(err.to_string().contains("malformed stage plan"), "{err}");
+        found += 1;
+    }
+    assert!(found >= 1);
+}
+
 #[test]
 fn state_changelogs() {
     let mut log = vec![1u8];

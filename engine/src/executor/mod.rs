@@ -404,11 +404,20 @@ pub fn decode_stage_plan(
     bytes: &[u8],
 ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
     let ctx = datafusion::execution::TaskContext::from(session);
-    Ok(physical_plan_from_bytes_with_extension_codec(
-        bytes,
-        &ctx,
-        &SluiceCodec,
-    )?)
+    // datafusion-proto panics instead of failing on some nodes (an Avro scan without the `avro`
+    // feature, found by the `stage_plan` fuzz target): bytes from a peer must be an error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        physical_plan_from_bytes_with_extension_codec(bytes, &ctx, &SluiceCodec)
+    }))
+    .map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "decoder panicked".into());
+        EngineError::Cluster(format!("malformed stage plan: {why}"))
+    })?;
+    Ok(decoded?)
 }
 
 fn decode_query(
