@@ -71,6 +71,7 @@ fn crate_dependencies_point_the_right_way() {
 }
 
 /// No Rust source file of the workspace grows past 800 lines: split it before it gets there.
+/// (`vendor/` holds third-party crates, patched, not ours to split.)
 #[test]
 fn no_source_file_is_over_800_lines() {
     let root = sluice::repo_root();
@@ -80,7 +81,10 @@ fn no_source_file_is_over_800_lines() {
         let name = e.file_name().to_string_lossy();
         e.depth() > 0
             && e.file_type().is_dir()
-            && (name.starts_with('.') || name == "target" || name == "out")
+            && (name.starts_with('.')
+                || name == "target"
+                || name == "out"
+                || (e.depth() == 1 && name == "vendor"))
     };
     for entry in walkdir::WalkDir::new(&root)
         .into_iter()

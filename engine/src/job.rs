@@ -15,14 +15,15 @@ use std::collections::BTreeMap;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTableOptions, Expr, ObjectName, Query, SqlOption, Statement, TableObject,
-    Value,
+    ColumnOption, CreateTableOptions, Expr, ObjectName, Query, Set, SqlOption, Statement,
+    TableObject, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::Span;
 use sha2::{Digest, Sha256};
 use sluice_connectors::ConnectorSpec;
 
+pub use crate::config::JobSetting;
 use crate::error::{describe_datafusion, EngineError, Result};
 
 pub mod streaming_sql;
@@ -95,6 +96,9 @@ pub struct Job {
     pub watermarks: Vec<WatermarkDecl>,
     /// Window table functions used by the query.
     pub windows: Vec<WindowDecl>,
+    /// `SET key = value;` statements: options of the command that runs the job
+    /// (`crate::config`). They are not part of the fingerprint.
+    pub settings: Vec<JobSetting>,
 }
 
 impl Job {
@@ -109,7 +113,7 @@ impl Job {
     }
 
     /// Parses a job. Exactly one `INSERT INTO ... SELECT` or `SELECT` statement is allowed,
-    /// preceded by any number of `CREATE TABLE` statements.
+    /// preceded by any number of `CREATE TABLE` and `SET key = value` statements.
     pub fn parse(text: JobText) -> Result<Job> {
         let dialect = GenericDialect {};
         let (sql, watermarks) = streaming_sql::extract_watermarks(&text.origin, &text.text)?;
@@ -121,9 +125,13 @@ impl Job {
         let mut tables: Vec<TableDef> = Vec::new();
         let mut query: Option<(Box<Query>, Target)> = None;
         let mut normalised = String::new();
+        let mut settings = Vec::new();
         for statement in statements {
-            normalised.push_str(&statement.to_string());
-            normalised.push(';');
+            if !matches!(&statement, DfStatement::Statement(s) if matches!(**s, Statement::Set(_)))
+            {
+                normalised.push_str(&statement.to_string());
+                normalised.push(';');
+            }
             let DfStatement::Statement(statement) = statement else {
                 return Err(EngineError::Sql {
                     location: format!("{}: ", text.origin),
@@ -248,6 +256,7 @@ impl Job {
                     query = Some((source, Target::Table(target)));
                 }
                 Statement::Query(q) => query = Some((q, Target::Console)),
+                Statement::Set(set) => settings.push(setting(&text.origin, &location, set)?),
                 other => {
                     return Err(EngineError::Sql {
                         location,
@@ -298,6 +307,7 @@ impl Job {
             fingerprint,
             watermarks,
             windows,
+            settings,
         })
     }
 
@@ -347,6 +357,48 @@ fn option_value(expr: &Expr) -> Option<String> {
 }
 
 /// `ORIGIN:LINE:COLUMN: ` for a span, or `ORIGIN: ` when the span is unknown.
+/// A `SET key = value` statement as a [`JobSetting`], located at its key.
+fn setting(origin: &str, statement: &str, set: Set) -> Result<JobSetting> {
+    use datafusion::sql::sqlparser::ast::Spanned;
+    let Set::SingleAssignment {
+        variable, values, ..
+    } = set
+    else {
+        return Err(EngineError::Sql {
+            location: statement.to_string(),
+            message: format!(
+            "unsupported SET statement `{set}`; use SET key = value (a `sluice run` option, e.g. SET trigger = '500ms')"
+            ),
+        });
+    };
+    let location = locate(origin, variable.span());
+    let error = |message: String| EngineError::Sql {
+        location: location.clone(),
+        message,
+    };
+    let key = variable.to_string();
+    let value = match values.as_slice() {
+        [Expr::Value(v)] => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        [Expr::Identifier(i)] => Some(i.value.clone()),
+        _ => None,
+    };
+    let value = value.ok_or_else(|| {
+        error(format!(
+            "SET {key}: the value must be one literal ('500ms', 4, true)"
+        ))
+    })?;
+    Ok(JobSetting {
+        key,
+        value,
+        location: location.trim_end_matches(": ").to_string(),
+    })
+}
+
 pub fn locate(origin: &str, span: Span) -> String {
     if span.start.line == 0 {
         format!("{origin}: ")
@@ -508,6 +560,66 @@ mod tests {
         assert_eq!(
             sql_error(&text, &err).to_string().split(' ').next(),
             Some("j.sql:2:26:")
+        );
+    }
+
+    /// Nested constructs that sqlparser parses speculatively and re-parses on failure (`CAST`,
+    /// `POSITION`, `INTERVAL` operands) with an error deep inside: sqlparser 0.62 took time
+    /// exponential in the nesting (24 `CAST(` ~20 s, 16 `POSITION(` > 30 s in a debug build);
+    /// the patched parser (`vendor/sqlparser`) rejects each at once, at the right place.
+    #[test]
+    fn malformed_nesting_is_rejected_in_linear_time() {
+        let nested = |open: &str, n: usize, inner: &str, close: &str| {
+            format!("SELECT {}{inner}{};", open.repeat(n), close.repeat(n))
+        };
+        let cases = [
+            (nested("CAST(", 24, "x AS", ""), "1:"),
+            (nested("POSITION(", 16, "x AS ", ")"), "1:"),
+            (nested("INTERVAL CAST(", 24, "", ""), "1:"),
+            (nested("SUBSTRING(", 24, "x AS ", ")"), "1:"),
+            (format!("SELECT\n{}\n1 +;", "ARRAY[".repeat(20)), "3:"),
+        ];
+        for (sql, at) in cases {
+            let started = std::time::Instant::now();
+            let err = parse(&sql).unwrap_err().to_string();
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_secs(1), "{took:?}: {sql}");
+            assert!(err.starts_with(&format!("job.sql:{at}")), "{err}");
+        }
+        // Valid nesting still parses.
+        parse(&nested("CAST(", 20, "1", " AS BIGINT)")).unwrap();
+    }
+
+    #[test]
+    fn set_statements_are_settings_outside_the_fingerprint() {
+        let job = parse(
+            "SET trigger = '500ms';\nSET parallelism = 4;\nSET no_fsync = true;\n\
+             CREATE TABLE t WITH (connector = 'parquet', path = 'in/');\nSELECT * FROM t;",
+        )
+        .unwrap();
+        let got: Vec<_> = job
+            .settings
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str(), s.location.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("trigger", "500ms", "job.sql:1:5"),
+                ("parallelism", "4", "job.sql:2:5"),
+                ("no_fsync", "true", "job.sql:3:5")
+            ]
+        );
+        let plain =
+            parse("CREATE TABLE t WITH (connector = 'parquet', path = 'in/');\nSELECT * FROM t;")
+                .unwrap();
+        assert_eq!(job.fingerprint, plain.fingerprint);
+        let err = parse("SET trigger = '1s' || 'x';\nSELECT 1;")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("job.sql:1:5: SET trigger: the value must be one literal"),
+            "{err}"
         );
     }
 

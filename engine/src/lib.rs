@@ -17,6 +17,7 @@
 //! What this crate does not own: transport security and framing (`sluice-net`), the checkpoint
 //! layout (`sluice-checkpoint`), reading and writing data formats (`sluice-connectors`).
 
+pub mod config;
 pub mod driver;
 pub mod error;
 pub mod executor;

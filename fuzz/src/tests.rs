@@ -187,6 +187,35 @@ fn stage_plans_that_panic_datafusion_proto_are_errors() {
     assert!(found >= 1);
 }
 
+/// Inputs fuzzing found (`fuzz/regressions/streaming_sql/`): malformed nested SQL that
+/// sqlparser 0.62 took exponential time to reject (19 s for the first one; see
+/// `vendor/sqlparser/SLUICE-PATCH.md`) is rejected at once, with a location.
+#[test]
+fn job_texts_that_parsed_in_exponential_time_are_rejected_quickly() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let mut found = 0;
+    for entry in std::fs::read_dir(Path::new(&manifest).join("regressions/streaming_sql")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let started = std::time::Instant::now();
+        let err = sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+            origin: "fuzz.sql".into(),
+            text,
+        })
+        .expect_err("a malformed job is an error");
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{}: {took:?}",
+            path.display()
+        );
+        assert!(err.to_string().starts_with("fuzz.sql:"), "{err}");
+        found += 1;
+    }
+    assert!(found >= 1);
+}
+
 #[test]
 fn state_changelogs() {
     let mut log = vec![1u8];

@@ -70,6 +70,15 @@ pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // No configuration from the machine running the tests: no default file, no SLUICE_* option
+    // variables (a test passes its own).
+    cmd.env("XDG_CONFIG_HOME", dir.join(".no-config"))
+        .env_remove("SLUICE_CONFIG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") && !k.starts_with("SLUICE_TEST") && k != "SLUICE_LOG" {
+            cmd.env_remove(&k);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

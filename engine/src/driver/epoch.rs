@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
 use sluice_connectors::{Committer, PlanRequest, ReadCounters, SourceEpoch, WriterReceipt};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::cluster::Cluster;
 use super::events::{Event, Reporter};
@@ -205,11 +205,16 @@ impl EpochRunner<'_> {
                 Action::Run(epoch) => {
                     let outcome = self
                         .run_tasks(&query, &mut flight, &life, &mut signals, threshold)
+                        .instrument(info_span!("epoch", epoch = epoch.0))
                         .await;
                     life.ran(epoch, outcome, Instant::now())
                 }
                 Action::Commit(epoch) => {
-                    let outcome = match self.commit(cluster, &query, &mut flight).await {
+                    let outcome = match self
+                        .commit(cluster, &query, &mut flight)
+                        .instrument(info_span!("epoch", epoch = epoch.0))
+                        .await
+                    {
                         Ok(result) => {
                             let epoch_started = life.epoch_started().unwrap_or_else(Instant::now);
                             let since_last = last_start.map(|l| epoch_started.duration_since(l));

@@ -290,6 +290,7 @@ async fn session(
         store: store.clone(),
         fetcher: Arc::new(Fetcher(client.clone())),
         delay: config.task_delay,
+        executor: config.name.as_str().into(),
     };
     let mut queries: HashMap<sluice_checkpoint::QueryId, Arc<InstalledQuery>> = HashMap::new();
     // Why a query could not be installed, so its tasks fail with the cause.

@@ -49,32 +49,34 @@ pub struct TaskEnv {
     /// Test hook (`SLUICE_TEST_TASK_DELAY_MS`): every task waits this long before running, so
     /// tests can kill processes while an epoch is in flight.
     pub delay: Option<std::time::Duration>,
+    /// This executor's name, a field of every task's log span.
+    pub executor: Arc<str>,
 }
 
 /// Runs one attempt to completion and reports how it went.
 pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor) -> TaskOutcome {
-    let (stage, partition) = (task.task.stage, task.task.partition);
     let span = info_span!(
         "task",
         epoch = task.epoch.0,
         stage = task.task.stage.0,
-        partition = task.task.partition
+        partition = task.task.partition,
+        executor = &*env.executor
     );
     let started = Instant::now();
     if let Some(delay) = env.delay {
         tokio::time::sleep(delay).await;
     }
-    match execute(env, query, task).instrument(span).await {
+    match execute(env, query, task).instrument(span.clone()).await {
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
             report.peak_rss_bytes = super::peak_rss_bytes();
-            debug!(
-                stage = stage.0,
-                partition,
-                rows = report.output_rows,
-                elapsed_ms = report.elapsed_us as f64 / 1000.0,
-                "task finished"
-            );
+            span.in_scope(|| {
+                debug!(
+                    rows = report.output_rows,
+                    elapsed_ms = report.elapsed_us as f64 / 1000.0,
+                    "task finished"
+                )
+            });
             TaskOutcome::Succeeded(report)
         }
         Err(e) => match crate::shuffle::FetchFailed::find(&e) {

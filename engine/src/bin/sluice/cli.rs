@@ -1,0 +1,268 @@
+//! The command line: every command and option (clap), documented where `--help` shows it.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use sluice_engine::config;
+use sluice_engine::driver;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version = VERSION,
+    about = "Sluice: a streaming-first dataflow engine"
+)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML; default: $SLUICE_CONFIG, else ~/.config/sluice/sluice.toml if
+    /// it exists). Keys are option names (`heartbeat_timeout = "5s"`); `[run]`, `[driver]`,
+    /// `[executor]` and `[explain]` tables apply to one command.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// `sluice --version`: the version, the commit it was built from and the build profile.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLUICE_COMMIT"),
+    ", ",
+    env!("SLUICE_PROFILE"),
+    " build)"
+);
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run a job on the embedded local cluster (driver + executor processes on this machine).
+    Run {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Executor processes to start.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Task slots per executor (default: CPU cores / executors, at least 1).
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Memory per executor in MiB (reported to the scheduler).
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        #[command(flatten)]
+        common: DriverArgs,
+    },
+    /// Run a job as the driver of a standalone cluster; executors join with `sluice executor`.
+    Driver {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Address to listen on for executors.
+        #[arg(long, default_value = "0.0.0.0:7077")]
+        listen: SocketAddr,
+        /// Cluster directory made by `sluice cluster init` (needs ca.crt and ca.key).
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// Executors that must join before the job starts.
+        #[arg(long, default_value_t = 1)]
+        min_executors: usize,
+        /// Seconds to wait for them.
+        #[arg(long, default_value_t = 120)]
+        register_timeout_secs: u64,
+        #[command(flatten)]
+        common: DriverArgs,
+    },
+    /// Start an executor that joins a driver.
+    Executor {
+        /// The driver's address (HOST:PORT).
+        #[arg(long)]
+        driver: String,
+        /// Cluster directory with ca.crt and either ca.key or this executor's NAME.crt/NAME.key.
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// Name in logs and in its certificate (default: executor-HOST-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Tasks run at once (default: CPU cores).
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Memory this executor may use, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        /// Directory for shuffle outputs (default: a temporary directory removed at exit).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Address to bind for shuffle traffic from peers.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// IP address peers should use to reach this executor (default: the address it uses
+        /// to reach the driver).
+        #[arg(long)]
+        advertise: Option<std::net::IpAddr>,
+        /// Seconds to keep trying to reach the driver at start-up.
+        #[arg(long, default_value_t = 60)]
+        connect_timeout_secs: u64,
+        /// Seconds to wait for a lost driver to come back (a restarted driver resumes its
+        /// query); 0 exits when the driver is lost.
+        #[arg(long, default_value_t = 600)]
+        rejoin_timeout_secs: u64,
+        /// Exit when this process is gone (used by the local cluster manager).
+        #[arg(long, hide = true)]
+        parent_pid: Option<u32>,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Show the stage DAG a job would run.
+    Explain {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Partitions per scan and shuffle.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Manage standalone cluster credentials.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Inspect checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+    /// Show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script: `sluice completions bash > FILE`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `sluice man > sluice.1`.
+    Man,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print every option of COMMAND with its effective value and where it came from
+    /// (default, file, env, SET in the job, flag), for a command line like
+    /// `sluice COMMAND ARGS...`: `sluice config show run job.sql --executors 3`.
+    Show {
+        /// run, driver, executor or explain.
+        #[arg(value_parser = config::COMMANDS)]
+        command: String,
+        /// The command's arguments (job file, flags).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct LogArgs {
+    /// Log format on stderr: `text` (coloured only when stderr is a terminal) or `json` (one
+    /// object per event, with the epoch, stage, partition and executor of its context as
+    /// fields). What is logged: SLUICE_LOG (e.g. `info`, `sluice_engine=debug`; default warn).
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub(crate) log_format: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Create a cluster directory with a new certificate authority (ca.crt, ca.key mode 0600).
+    Init {
+        /// The directory to create.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CheckpointCommand {
+    /// Print a checkpoint's query, epochs and recorded inputs.
+    Inspect {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct QueryArgs {
+    /// A job file (CREATE TABLE ... WITH (...); INSERT INTO ... SELECT ...).
+    pub(crate) job: Option<PathBuf>,
+    /// A query given inline instead of a job file; results are printed.
+    #[arg(short = 'e', long = "execute", conflicts_with = "job")]
+    pub(crate) execute: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct DriverArgs {
+    /// Checkpoint directory; rerunning a job on the same checkpoint does not repeat its output.
+    #[arg(long)]
+    pub(crate) checkpoint: Option<PathBuf>,
+    /// Partitions per scan and shuffle (default: total executor slots).
+    #[arg(long)]
+    pub(crate) parallelism: Option<usize>,
+    /// Most rows printed for a SELECT; the rest are counted, not held.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max_result_rows: usize,
+    /// Time without a heartbeat (sent every 500 ms) before an executor is declared lost and
+    /// its work re-run elsewhere: 2s, 1500ms, 1m. A hung or stopped executor counts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) heartbeat_timeout: Duration,
+    /// Failed attempts a task may have (errors, lost executors) before the query stops.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) max_task_attempts: u32,
+    /// Launch a second attempt of a task running this many times longer than the median of its
+    /// stage's finished tasks (e.g. 1.5); the first attempt to finish wins. Off by default.
+    #[arg(long)]
+    pub(crate) speculation: Option<f64>,
+    /// Local mode: how many times lost executors are restarted (with backoff) before the
+    /// cluster shrinks for good.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) max_executor_restarts: u32,
+    /// Directory for the run's certificates and executor scratch space (default: temporary).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// When streaming epochs run: an interval (200ms, 1s, 5m), `once` or `available-now`.
+    /// Default 1s. Bounded jobs are always one epoch.
+    #[arg(long)]
+    pub(crate) trigger: Option<driver::Trigger>,
+    /// `json`: print each epoch's progress record as one JSON line on stdout.
+    #[arg(long, value_parser = ["json"])]
+    pub(crate) progress: Option<String>,
+    /// Append every driver event to FILE as one JSON line: epoch_started, stage_finished,
+    /// epoch_committed (with its progress record), console_rows, notice.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) events: Option<PathBuf>,
+    /// Epochs kept in the checkpoint's offsets, commits and progress logs.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) retain_epochs: u64,
+    /// Do not fsync the checkpoint's logs (faster epochs; a power loss may lose the last
+    /// epochs' records, a process crash cannot).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub(crate) no_fsync: bool,
+    /// Run an epoch on every trigger even when no source has new data (streaming).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub(crate) no_data_epochs: bool,
+    /// Stop after this many epochs have committed in this run (streaming).
+    #[arg(long)]
+    pub(crate) max_epochs: Option<u64>,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// `500ms`, `2s`, `1m`: a duration option.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<driver::Trigger>() {
+        Ok(driver::Trigger::Interval(d)) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "'{text}' is not a duration: use a number with ms, s or m (500ms, 2s, 1m)"
+        )),
+    }
+}
