@@ -66,7 +66,13 @@ case "$cmd" in
   topic)
     [ -n "$name" ] && [ -n "$partitions" ] || { echo "usage: scripts/broker.sh topic NAME PARTITIONS [--port P]" >&2; exit 2; }
     bin=$(bash scripts/install-broker.sh)
-    "$bin" topic create "$name" --partitions "$partitions" --broker "tcp://127.0.0.1:$port" ;;
+    if out=$(NO_COLOR=1 "$bin" topic create "$name" --partitions "$partitions" --broker "tcp://127.0.0.1:$port" 2>&1); then
+      echo "topic '$name' created with $partitions partitions"
+    elif grep -q "already exists" <<<"$out"; then
+      echo "topic '$name' already exists"
+    else
+      echo "creating topic '$name' failed: $out" >&2; exit 1
+    fi ;;
   status)
     if pid=$(running_pid); then
       echo "broker running in $dir (pid $pid, port $(cat "$dir/tansu.port" 2>/dev/null))"
