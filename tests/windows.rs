@@ -128,7 +128,7 @@ fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_i
     let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
     let join = "SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask\n\
                 FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS b\n\
-                JOIN TABLE(TUMBLE(asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
+                JOIN TABLE(TUMBLE(TABLE asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
                 ON b.auction = a.auction AND b.window_start = a.window_start AND b.window_end = a.window_end";
     let job = format!(
         "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\

@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
@@ -71,7 +71,9 @@ fn offset(text: &str, line: u64, column: u64) -> usize {
     text.len()
 }
 
-/// Lifts every `WATERMARK FOR ...` clause out of `text`.
+/// Lifts every `WATERMARK FOR ...` clause out of `text`, and blanks the `TABLE` keyword of
+/// Flink's window-function form `TUMBLE(TABLE bids, ...)`, which sqlparser does not accept inside
+/// function arguments (see [`blank_table_arguments`]).
 pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<WatermarkDecl>)> {
     let dialect = GenericDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, text).tokenize_with_location() else {
@@ -83,6 +85,7 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
     let mut out = text.to_string();
+    blank_table_arguments(text, &tokens, &mut out);
     let mut decls = Vec::new();
     let mut table: Option<String> = None;
     let mut depth = 0i32;
@@ -200,6 +203,32 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
         i = j;
     }
     Ok((out, decls))
+}
+
+/// Flink (and Arroyo) pass the window function's table as `TABLE name`:
+/// `TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)`. The keyword is replaced by
+/// spaces (every location stays right), leaving Sluice's own form `TUMBLE(bids, ...)`.
+fn blank_table_arguments(text: &str, tokens: &[TokenWithSpan], out: &mut String) {
+    for w in tokens.windows(4) {
+        let is_window_function = ["TUMBLE", "HOP", "SESSION"]
+            .iter()
+            .any(|f| is_word(&w[0].token, f));
+        if is_window_function
+            && w[1].token == Token::LParen
+            && matches!(&w[2].token, Token::Word(t) if t.quote_style.is_none() && t.value.eq_ignore_ascii_case("TABLE"))
+            && word_name(&w[3].token).is_some()
+        {
+            let start = offset(text, w[2].span.start.line, w[2].span.start.column);
+            let end = offset(text, w[2].span.end.line, w[2].span.end.column);
+            if end > start
+                && end <= out.len()
+                && out.is_char_boundary(start)
+                && out.is_char_boundary(end)
+            {
+                out.replace_range(start..end, &" ".repeat(end - start));
+            }
+        }
+    }
 }
 
 fn watermark_delay(column: &str, expr_text: &str) -> std::result::Result<i64, String> {
@@ -634,5 +663,39 @@ mod tests {
             .unwrap();
         let err = rewrite_windows("q", &mut bad).unwrap_err().to_string();
         assert!(err.contains("DESCRIPTOR"), "{err}");
+    }
+
+    /// Flink's `TUMBLE(TABLE t, ...)` form is the same query as Sluice's `TUMBLE(t, ...)`.
+    #[test]
+    fn flink_table_arguments_are_the_same_windows() {
+        let windows = |sql: &str| {
+            let (text, _) = extract_watermarks("job.sql", sql).unwrap();
+            let mut q = Parser::new(&GenericDialect {})
+                .try_with_sql(&text)
+                .unwrap()
+                .parse_query()
+                .unwrap();
+            let found = rewrite_windows("job.sql", &mut q).unwrap();
+            (q.to_string(), format!("{found:?}"))
+        };
+        for (flink, ours) in [
+            (
+                "SELECT count(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+                "SELECT count(*) FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+            ),
+            (
+                "SELECT count(*) FROM TABLE(\n  hop(table Bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))",
+                "SELECT count(*) FROM TABLE(\n  hop(Bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))",
+            ),
+            (
+                "SELECT count(*) FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(date_time), INTERVAL '5' SECOND))",
+                "SELECT count(*) FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '5' SECOND))",
+            ),
+        ] {
+            assert_eq!(windows(flink), windows(ours), "{flink}");
+        }
+        // A column or table merely named like the keyword is left alone.
+        let (text, _) = extract_watermarks("job.sql", "SELECT tumble(x) FROM \"table\"").unwrap();
+        assert_eq!(text, "SELECT tumble(x) FROM \"table\"");
     }
 }
