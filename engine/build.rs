@@ -31,8 +31,9 @@ fn main() {
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=SLUICE_PROFILE={profile}");
     // Run again when HEAD moves: HEAD itself, the branch it points to, packed refs (only files
-    // that exist; a missing one would rerun this script on every build).
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+    // that exist; a missing one would rerun this script on every build). Paths relative to this
+    // package, so that another checkout sharing the target directory watches its own.
+    if let Some(dir) = git(&["rev-parse", "--path-format=relative", "--git-dir"]) {
         let dir = Path::new(&dir);
         let mut watch = vec![dir.join("HEAD"), dir.join("packed-refs")];
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
