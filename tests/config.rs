@@ -203,14 +203,20 @@ fn json_logs_carry_the_task_context_and_text_logs_to_a_file_have_no_colours() {
         .iter()
         .any(|l| l["message"] == "scheduling epoch" && l["span"]["epoch"] == 0));
 
-    // Text logs written to a pipe or file: no escape codes.
-    let out = sluice_env(
-        d,
-        &["run", "job.sql", "--executors", "1"],
-        &[("SLUICE_LOG", "sluice_engine=debug")],
-    );
-    ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Text logs with stderr on a file (as `2> run.log`): no escape codes.
+    let log = d.join("run.log");
+    let status = std::process::Command::new(sluice::sluice_binary())
+        .args(["run", "job.sql", "--executors", "1"])
+        .current_dir(d)
+        .env("SLUICE_LOG", "sluice_engine=debug")
+        .env("XDG_CONFIG_HOME", d.join(".no-config"))
+        .env_remove("SLUICE_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("task finished"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
 }
