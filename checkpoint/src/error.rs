@@ -38,6 +38,16 @@ pub enum CheckpointError {
     /// An epoch's log entry already exists: another driver wrote it (fencing).
     #[error("checkpoint: {path} already exists; another driver is writing this checkpoint")]
     Fenced { path: PathBuf },
+    /// An object-store call failed (the message names the URL and the store's answer).
+    #[error("checkpoint: {0}")]
+    Store(#[from] crate::location::StoreError),
+    /// This driver's lease on an object-store checkpoint was taken over or expired: it must not
+    /// commit anything more.
+    #[error(
+        "checkpoint {path} is no longer held by this driver: {reason}; stopping without \
+         committing (the driver holding it now continues the query)"
+    )]
+    LeaseLost { path: PathBuf, reason: String },
     /// The checkpoint was written by an incompatible version of Sluice.
     #[error("checkpoint {path} has format version {found}, this build reads version {expected}")]
     IncompatibleFormat {
@@ -50,6 +60,10 @@ pub enum CheckpointError {
 impl CheckpointError {
     /// I/O errors may be transient; corruption and mismatches are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CheckpointError::Io { .. })
+        match self {
+            CheckpointError::Io { .. } => true,
+            CheckpointError::Store(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }

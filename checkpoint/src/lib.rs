@@ -15,11 +15,14 @@
 //! them as serde values) or how a sink publishes (connectors do that).
 
 pub mod error;
+pub mod lease;
+pub mod location;
 pub mod recovery;
 pub mod state;
 pub mod store;
 
 pub use error::{CheckpointError, Result};
+pub use location::{Location, ObjectRoot, StoreError};
 pub use recovery::{ownership, EpochAction, EpochLog, Ownership};
 pub use store::{CheckpointLock, CheckpointStore, CommitRecord, QueryMetadata, FORMAT_VERSION};
 

@@ -10,6 +10,11 @@
 //!   lock                the running driver (pid, host, start); held with an exclusive flock
 //! ```
 //!
+//! The same layout works under an object-store prefix (`--checkpoint s3://bucket/prefix`):
+//! `offsets/N` and `commits/N` are created with a conditional PUT (`If-None-Match: *`), every
+//! other record is a plain PUT (atomic on an object store), and instead of `lock` the driver
+//! holds a renewed `lease` object ([`crate::lease`]).
+//!
 //! `offsets/N` and `commits/N` are created only if absent (a synced hidden file renamed into
 //! place with `RENAME_NOREPLACE`), so a second writer can never replace an entry; together with
 //! the lock this fences drivers.
@@ -24,6 +29,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
+use crate::lease::{Lease, LEASE_TTL};
+use crate::location::{Location, ObjectRoot};
 use crate::recovery::{ownership, EpochLog, Ownership};
 use crate::{Epoch, QueryId};
 
@@ -62,7 +69,12 @@ pub struct CommitRecord {
 /// A checkpoint directory for one query.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
+    /// The local directory; for an object store, its URL (for messages only).
     root: PathBuf,
+    /// The object-store prefix, when the checkpoint is not a local directory.
+    object: Option<ObjectRoot>,
+    /// The lease this store's driver holds on an object-store checkpoint.
+    lease: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Lease>>>>,
     metadata: QueryMetadata,
     durable: bool,
     /// The oldest epoch whose log entries may still exist: found by listing the logs at the
@@ -92,14 +104,27 @@ struct Recent {
 /// Holds a checkpoint for one driver until dropped (the kernel releases it if the process dies).
 #[derive(Debug)]
 pub struct CheckpointLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
+    _lease: Option<std::sync::Arc<Lease>>,
 }
 
 impl CheckpointStore {
     /// Opens the checkpoint at `root`, creating it for `fingerprint` when it has no metadata yet.
     /// An existing checkpoint must carry the same fingerprint and format version; otherwise a
     /// clear error is returned and nothing is touched.
-    pub fn open_or_create(root: &Path, fingerprint: &str, new_query_id: &QueryId) -> Result<Self> {
+    pub fn open_or_create(
+        location: impl Into<Location>,
+        fingerprint: &str,
+        new_query_id: &QueryId,
+    ) -> Result<Self> {
+        let root = match location.into() {
+            Location::Local(root) => root,
+            Location::Object(object) => {
+                let metadata = object_open_or_create(&object, fingerprint, new_query_id)?;
+                return Ok(Self::with_object(object, metadata));
+            }
+        };
+        let root = root.as_path();
         let meta_path = root.join("metadata");
         let metadata = match fs::read(&meta_path) {
             Ok(bytes) => {
@@ -130,14 +155,7 @@ impl CheckpointStore {
                         ..found
                     };
                     write_atomic(&meta_path, &to_json(&adopted))?;
-                    return Ok(Self {
-                        root: root.to_path_buf(),
-                        metadata: adopted,
-                        durable: true,
-                        retained_from: Default::default(),
-                        recent: Default::default(),
-                        free: Default::default(),
-                    });
+                    return Ok(Self::local(root, adopted));
                 }
                 if decision == Ownership::Refuse {
                     return Err(CheckpointError::FingerprintMismatch {
@@ -163,14 +181,28 @@ impl CheckpointStore {
             }
             Err(e) => return Err(io("read", &meta_path, e)),
         };
-        Ok(Self {
+        Ok(Self::local(root, metadata))
+    }
+
+    fn local(root: &Path, metadata: QueryMetadata) -> Self {
+        Self {
             root: root.to_path_buf(),
+            object: None,
+            lease: Default::default(),
             metadata,
             durable: true,
             retained_from: Default::default(),
             recent: Default::default(),
             free: Default::default(),
-        })
+        }
+    }
+
+    fn with_object(object: ObjectRoot, metadata: QueryMetadata) -> Self {
+        Self {
+            root: PathBuf::from(object.url()),
+            object: Some(object),
+            ..Self::local(Path::new(""), metadata)
+        }
     }
 
     /// Whether log writes are fsynced (default). Turning it off trades crash safety on power
@@ -182,6 +214,14 @@ impl CheckpointStore {
     /// Takes the checkpoint for this process: refused while another live process holds it.
     pub fn lock(&self) -> Result<CheckpointLock> {
         use std::os::unix::io::AsRawFd;
+        if let Some(object) = &self.object {
+            let lease = std::sync::Arc::new(Lease::acquire(object, LEASE_TTL)?);
+            *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease.clone());
+            return Ok(CheckpointLock {
+                _file: None,
+                _lease: Some(lease),
+            });
+        }
         let path = self.root.join("lock");
         let mut file = fs::OpenOptions::new()
             .create(true)
@@ -210,28 +250,51 @@ impl CheckpointStore {
         );
         let _ = file.set_len(0);
         let _ = file.write_all(owner.as_bytes());
-        Ok(CheckpointLock { _file: file })
-    }
-
-    /// Opens an existing checkpoint read-only (for inspection), whatever its fingerprint.
-    pub fn open_existing(root: &Path) -> Result<Self> {
-        let meta_path = root.join("metadata");
-        let bytes = fs::read(&meta_path).map_err(|e| io("read", &meta_path, e))?;
-        let metadata: QueryMetadata =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            metadata,
-            durable: true,
-            retained_from: Default::default(),
-            recent: Default::default(),
-            free: Default::default(),
+        Ok(CheckpointLock {
+            _file: Some(file),
+            _lease: None,
         })
     }
 
-    /// The checkpoint's root directory.
+    /// Opens an existing checkpoint read-only (for inspection), whatever its fingerprint.
+    pub fn open_existing(location: impl Into<Location>) -> Result<Self> {
+        match location.into() {
+            Location::Local(root) => {
+                let meta_path = root.join("metadata");
+                let bytes = fs::read(&meta_path).map_err(|e| io("read", &meta_path, e))?;
+                let metadata: QueryMetadata =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?;
+                Ok(Self::local(&root, metadata))
+            }
+            Location::Object(object) => {
+                let metadata =
+                    object_read(&object, "metadata")?.ok_or_else(|| CheckpointError::Corrupt {
+                        path: object.url_of("metadata").into(),
+                        message: "no checkpoint here (no metadata object)".into(),
+                    })?;
+                Ok(Self::with_object(object, metadata))
+            }
+        }
+    }
+
+    /// The checkpoint's root directory (for an object store, its URL).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The object-store prefix, when the checkpoint is not a local directory.
+    pub fn object(&self) -> Option<&ObjectRoot> {
+        self.object.as_ref()
+    }
+
+    /// On an object store: renews this driver's lease now and fails if another driver took it
+    /// over. (Locally the `flock` cannot be lost while the process lives.)
+    pub fn confirm_lease(&self) -> Result<()> {
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match lease {
+            Some(lease) => lease.confirm(),
+            None => Ok(()),
+        }
     }
 
     /// The query this checkpoint belongs to.
@@ -246,8 +309,8 @@ impl CheckpointStore {
             return Ok(log.clone());
         }
         let log = EpochLog {
-            last_planned: last_epoch(&self.root.join("offsets"))?,
-            last_committed: last_epoch(&self.root.join("commits"))?,
+            last_planned: self.epochs("offsets")?.into_iter().max(),
+            last_committed: self.epochs("commits")?.into_iter().max(),
         };
         recent.log = Some(log.clone());
         Ok(log)
@@ -287,7 +350,10 @@ impl CheckpointStore {
     pub fn write_offsets<T: Serialize>(&self, epoch: Epoch, offsets: &T) -> Result<()> {
         let bytes = to_json(offsets);
         let path = self.offsets_path(epoch);
-        create_new(&path, &bytes, self.durable, self.take_free(&path))?;
+        match &self.object {
+            Some(object) => object_create(object, &format!("offsets/{epoch}"), &bytes)?,
+            None => create_new(&path, &bytes, self.durable, self.take_free(&path))?,
+        }
         let mut recent = self.recent();
         if let Some(log) = &mut recent.log {
             log.last_planned = log.last_planned.max(Some(epoch));
@@ -302,14 +368,20 @@ impl CheckpointStore {
         if let Some((_, bytes)) = self.recent().offsets.as_ref().filter(|(e, _)| *e == epoch) {
             return parse_json(&path, bytes).map(Some);
         }
-        read_json(&path)
+        self.read_json(&path, &format!("offsets/{epoch}"))
     }
 
     /// Marks `epoch` committed. Must happen after its sink commit.
     pub fn write_commit(&self, record: &CommitRecord) -> Result<()> {
         let bytes = to_json(record);
         let path = self.root.join("commits").join(record.epoch.to_string());
-        create_new(&path, &bytes, self.durable, self.take_free(&path))?;
+        match &self.object {
+            Some(object) => {
+                self.confirm_lease()?;
+                object_create(object, &format!("commits/{}", record.epoch), &bytes)?
+            }
+            None => create_new(&path, &bytes, self.durable, self.take_free(&path))?,
+        }
         let mut recent = self.recent();
         if let Some(log) = &mut recent.log {
             log.last_committed = log.last_committed.max(Some(record.epoch));
@@ -320,6 +392,9 @@ impl CheckpointStore {
 
     /// Keeps `epoch`'s progress record (informational; not fsynced).
     pub fn write_progress<T: Serialize>(&self, epoch: Epoch, progress: &T) -> Result<()> {
+        if let Some(object) = &self.object {
+            return object_put(object, &format!("progress/{epoch}"), to_json(progress));
+        }
         let dir = self.root.join("progress");
         create_dir(&dir)?;
         let path = dir.join(epoch.to_string());
@@ -328,14 +403,35 @@ impl CheckpointStore {
 
     /// The progress record of `epoch`, if kept.
     pub fn read_progress<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
-        read_json(&self.root.join("progress").join(epoch.to_string()))
+        let rel = format!("progress/{epoch}");
+        self.read_json(&self.root.join(&rel), &rel)
     }
 
     /// The epochs with an entry in `offsets/`, oldest first.
     pub fn planned_epochs(&self) -> Result<Vec<Epoch>> {
-        let mut out = epochs_in(&self.root.join("offsets"))?;
+        let mut out = self.epochs("offsets")?;
         out.sort();
         Ok(out)
+    }
+
+    /// The epochs with an entry in the log directory `dir`.
+    fn epochs(&self, dir: &str) -> Result<Vec<Epoch>> {
+        match &self.object {
+            Some(object) => Ok(object
+                .list_names(dir)?
+                .iter()
+                .filter_map(|name| name.parse::<u64>().ok().map(Epoch))
+                .collect()),
+            None => epochs_in(&self.root.join(dir)),
+        }
+    }
+
+    /// Reads the JSON record at `path` (local) or `rel` (object store), if there is one.
+    fn read_json<T: DeserializeOwned>(&self, path: &Path, rel: &str) -> Result<Option<T>> {
+        match &self.object {
+            Some(object) => object_read(object, rel),
+            None => read_json(path),
+        }
     }
 
     /// Deletes log entries of epochs older than the newest `keep` before `latest` (offsets,
@@ -346,6 +442,9 @@ impl CheckpointStore {
         let Some(oldest_kept) = latest.0.checked_sub(keep - 1) else {
             return Ok(());
         };
+        if let Some(object) = &self.object {
+            return self.retain_objects(object, oldest_kept);
+        }
         // (directory, whether its expired entries are kept for reuse)
         let mut dirs = vec![
             (self.root.join("offsets"), true),
@@ -384,13 +483,41 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// [`Self::retain`] on an object store: deletes by name after a first listing.
+    fn retain_objects(&self, object: &ObjectRoot, oldest_kept: u64) -> Result<()> {
+        let mut dirs: Vec<String> = vec!["offsets".into(), "commits".into(), "progress".into()];
+        dirs.extend(
+            object
+                .list_names("sinks")?
+                .into_iter()
+                .map(|name| format!("sinks/{name}")),
+        );
+        let mut from = self.retained_from.lock().unwrap_or_else(|p| p.into_inner());
+        for dir in dirs {
+            let expired: Vec<u64> = match *from {
+                Some(from) => (from..oldest_kept).collect(),
+                None => object
+                    .list_names(&dir)?
+                    .iter()
+                    .filter_map(|n| n.parse::<u64>().ok())
+                    .filter(|&n| n < oldest_kept)
+                    .collect(),
+            };
+            for n in expired {
+                object.delete(&format!("{dir}/{n}"))?;
+            }
+        }
+        *from = Some(from.map_or(oldest_kept, |f| f.max(oldest_kept)));
+        Ok(())
+    }
+
     /// The commit record of `epoch`, if it committed.
     pub fn read_commit(&self, epoch: Epoch) -> Result<Option<CommitRecord>> {
         let path = self.root.join("commits").join(epoch.to_string());
         if let Some((_, bytes)) = self.recent().commit.as_ref().filter(|(e, _)| *e == epoch) {
             return parse_json(&path, bytes).map(Some);
         }
-        read_json(&path)
+        self.read_json(&path, &format!("commits/{epoch}"))
     }
 
     /// Records what sink `sink` publishes for `epoch` (before publishing, so a crash mid-publish
@@ -401,6 +528,10 @@ impl CheckpointStore {
         epoch: Epoch,
         record: &T,
     ) -> Result<()> {
+        if let Some(object) = &self.object {
+            self.confirm_lease()?;
+            return object_put(object, &format!("sinks/{sink}/{epoch}"), to_json(record));
+        }
         let dir = self.root.join("sinks").join(sink);
         create_dir(&dir)?;
         write_file(
@@ -417,7 +548,8 @@ impl CheckpointStore {
         sink: &str,
         epoch: Epoch,
     ) -> Result<Option<T>> {
-        read_json(&self.root.join("sinks").join(sink).join(epoch.to_string()))
+        let rel = format!("sinks/{sink}/{epoch}");
+        self.read_json(&self.root.join(&rel), &rel)
     }
 
     /// Records the offsets `epoch` skipped (`gaps/N`), before its sink publishes, so that the
@@ -425,6 +557,9 @@ impl CheckpointStore {
     /// never deletes it, so the checkpoint always says which offsets never reached the output.
     /// A replay that skipped nothing overwrites it with an empty record.
     pub fn write_gaps<T: Serialize>(&self, epoch: Epoch, gaps: &T) -> Result<()> {
+        if let Some(object) = &self.object {
+            return object_put(object, &format!("gaps/{epoch}"), to_json(gaps));
+        }
         let dir = self.root.join("gaps");
         create_dir(&dir)?;
         write_file(
@@ -437,12 +572,13 @@ impl CheckpointStore {
 
     /// The gaps recorded for `epoch`, if any.
     pub fn read_gaps<T: DeserializeOwned>(&self, epoch: Epoch) -> Result<Option<T>> {
-        read_json(&self.root.join("gaps").join(epoch.to_string()))
+        let rel = format!("gaps/{epoch}");
+        self.read_json(&self.root.join(&rel), &rel)
     }
 
     /// The epochs with a `gaps/N` record, oldest first.
     pub fn gap_epochs(&self) -> Result<Vec<Epoch>> {
-        let mut out = epochs_in(&self.root.join("gaps"))?;
+        let mut out = self.epochs("gaps")?;
         out.sort();
         Ok(out)
     }
@@ -452,8 +588,91 @@ impl CheckpointStore {
     }
 }
 
-fn last_epoch(dir: &Path) -> Result<Option<Epoch>> {
-    Ok(epochs_in(dir)?.into_iter().max())
+/// Opens or creates the checkpoint under `object` (as [`CheckpointStore::open_or_create`]).
+fn object_open_or_create(
+    object: &ObjectRoot,
+    fingerprint: &str,
+    new_query_id: &QueryId,
+) -> Result<QueryMetadata> {
+    let url = object.url_of("metadata");
+    match object.get("metadata")? {
+        Some((bytes, version)) => {
+            let found: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(Path::new(&url), e))?;
+            let format = found.get("format_version").and_then(|v| v.as_u64());
+            let format = format.ok_or_else(|| corrupt(Path::new(&url), "no format_version"))?;
+            if format != u64::from(FORMAT_VERSION) {
+                return Err(CheckpointError::IncompatibleFormat {
+                    path: object.url().into(),
+                    expected: FORMAT_VERSION,
+                    found: format as u32,
+                });
+            }
+            let found: QueryMetadata =
+                serde_json::from_value(found).map_err(|e| corrupt(Path::new(&url), e))?;
+            let recorded_any = !object.list_names("offsets")?.is_empty();
+            match ownership(&found.plan_fingerprint, fingerprint, recorded_any) {
+                Ownership::Resume => Ok(found),
+                Ownership::Refuse => Err(CheckpointError::FingerprintMismatch {
+                    path: object.url().into(),
+                    expected: fingerprint.to_string(),
+                    found: found.plan_fingerprint,
+                }),
+                Ownership::Adopt => {
+                    let adopted = QueryMetadata {
+                        plan_fingerprint: fingerprint.to_string(),
+                        ..found
+                    };
+                    let mode = object_store::PutMode::Update(version.into());
+                    object.put("metadata", to_json(&adopted), mode)?;
+                    Ok(adopted)
+                }
+            }
+        }
+        None => {
+            let metadata = QueryMetadata {
+                format_version: FORMAT_VERSION,
+                query_id: new_query_id.clone(),
+                plan_fingerprint: fingerprint.to_string(),
+                created_at_ms: now_ms(),
+            };
+            match object.put(
+                "metadata",
+                to_json(&metadata),
+                object_store::PutMode::Create,
+            ) {
+                Ok(_) => Ok(metadata),
+                // Another driver created it at the same moment: open what it wrote.
+                Err(e) if e.is_conflict() => {
+                    object_open_or_create(object, fingerprint, new_query_id)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Creates `rel` only if absent (`If-None-Match: *`); [`CheckpointError::Fenced`] if it exists.
+fn object_create(object: &ObjectRoot, rel: &str, bytes: &[u8]) -> Result<()> {
+    match object.put(rel, bytes.to_vec(), object_store::PutMode::Create) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_conflict() => Err(CheckpointError::Fenced {
+            path: object.url_of(rel).into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn object_put(object: &ObjectRoot, rel: &str, bytes: Vec<u8>) -> Result<()> {
+    object.put(rel, bytes, object_store::PutMode::Overwrite)?;
+    Ok(())
+}
+
+fn object_read<T: DeserializeOwned>(object: &ObjectRoot, rel: &str) -> Result<Option<T>> {
+    match object.get(rel)? {
+        Some((bytes, _)) => parse_json(Path::new(&object.url_of(rel)), &bytes).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn epochs_in(dir: &Path) -> Result<Vec<Epoch>> {

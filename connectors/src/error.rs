@@ -68,6 +68,9 @@ pub enum ConnectorError {
     /// Recording a sink commit in the checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] sluice_checkpoint::CheckpointError),
+    /// An object-store call failed (the message names the URL and the store's answer).
+    #[error(transparent)]
+    Store(#[from] sluice_checkpoint::StoreError),
     /// A broken invariant: our bug, never the user's.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,6 +89,7 @@ impl ConnectorError {
         match self {
             ConnectorError::Io { .. } | ConnectorError::Kafka { .. } => true,
             ConnectorError::Checkpoint(e) => e.is_retryable(),
+            ConnectorError::Store(e) => e.is_retryable(),
             _ => false,
         }
     }

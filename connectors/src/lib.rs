@@ -329,14 +329,14 @@ impl SinkSpec {
     }
 
     /// The driver's side: publishes an epoch's output (`None` for the console).
-    pub fn committer(&self) -> Option<std::sync::Arc<dyn Committer>> {
-        match self {
+    pub fn committer(&self) -> Result<Option<std::sync::Arc<dyn Committer>>> {
+        Ok(match self {
             SinkSpec::Console => None,
             SinkSpec::Parquet(spec) => Some(std::sync::Arc::new(
-                parquet_sink::ParquetCommitter::new(spec.clone()),
+                parquet_sink::ParquetCommitter::new(spec.clone())?,
             )),
             SinkSpec::Kafka(_) => Some(std::sync::Arc::new(kafka::sink::KafkaCommitter)),
-        }
+        })
     }
 
     /// The driver prints the rows (the console sink).

@@ -229,6 +229,10 @@ pub enum ConnectorSpec {
 /// Resolves a relative path against the current (driver's) working directory, so that every
 /// process — executors run elsewhere, the committer — names the same file.
 pub fn absolute(path: &str) -> String {
+    if path.contains("://") {
+        // A URL (s3://, file://) is absolute already.
+        return path.to_string();
+    }
     match std::path::absolute(path) {
         Ok(p) => {
             let mut s = p.to_string_lossy().into_owned();

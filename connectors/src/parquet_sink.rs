@@ -14,6 +14,12 @@
 //! interrupted half-way is completed from its record. With `partition_by`, each task writes at
 //! most one file per partition value per epoch (plus rolls at `target_file_size_mb`), and the
 //! partition columns live in the directory names, not in the files (hive convention).
+//!
+//! On an object store (`path = 's3://bucket/table'`) the layout is the same: a writer uploads
+//! each staged object while it writes it (multipart, bounded memory), and publishing copies the
+//! staged object to its final name (a server-side copy: readers see it complete or not at all)
+//! and deletes the staged one. A publish interrupted at any point is completed from the record
+//! exactly as on a file system: a final object whose staged one is gone was already published.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,7 +33,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::{CheckpointStore, Epoch, QueryId};
+use sluice_checkpoint::location::ObjectWriter;
+use sluice_checkpoint::{CheckpointStore, Epoch, Location, ObjectRoot, QueryId};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::ParquetSinkSpec;
@@ -50,6 +57,8 @@ pub struct ParquetSink {
     data_indices: Vec<usize>,
     /// Schema of the files.
     file_schema: SchemaRef,
+    /// Where the table is.
+    location: Location,
 }
 
 impl ParquetSink {
@@ -84,7 +93,9 @@ impl ParquetSink {
             });
         }
         let file_schema = Arc::new(input_schema.project(&data_indices)?);
+        let location = Location::parse(&spec.path)?;
         Ok(Self {
+            location,
             spec,
             input_schema,
             partition_indices,
@@ -97,17 +108,46 @@ impl ParquetSink {
     pub fn committer(&self) -> ParquetCommitter {
         ParquetCommitter {
             spec: self.spec.clone(),
+            location: self.location.clone(),
         }
     }
 
-    fn staging_dir(&self, ctx: &WriterContext) -> PathBuf {
-        staging_root(&self.spec.path, &ctx.query_id)
-            .join(format!("e{}-{}", ctx.epoch.0, ctx.attempt))
+    /// The staging directory of a task attempt, relative to the table root.
+    fn staging_dir(&self, ctx: &WriterContext) -> String {
+        format!(
+            "{}/e{}-{}",
+            staging_root(&ctx.query_id),
+            ctx.epoch.0,
+            ctx.attempt
+        )
     }
 }
 
-fn staging_root(table: &str, query_id: &QueryId) -> PathBuf {
-    Path::new(table).join(STAGING_DIR).join(query_id.as_str())
+/// A query's staging directory, relative to the table root.
+fn staging_root(query_id: &QueryId) -> String {
+    format!("{STAGING_DIR}/{}", query_id.as_str())
+}
+
+/// Where a file is written: a local file, or an object uploaded as it is written.
+enum Target {
+    Local(File),
+    Object(ObjectWriter),
+}
+
+impl std::io::Write for Target {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Target::Local(f) => f.write(buf),
+            Target::Object(o) => o.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Local(f) => f.flush(),
+            Target::Object(o) => o.flush(),
+        }
+    }
 }
 
 impl Sink for ParquetSink {
@@ -126,7 +166,8 @@ impl Sink for ParquetSink {
 }
 
 struct OpenFile {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<Target>,
+    /// The local path, or the object's path relative to the table root.
     staged_path: PathBuf,
     final_path: String,
     rows: u64,
@@ -136,7 +177,8 @@ struct OpenFile {
 struct ParquetSinkWriter {
     sink: ParquetSink,
     ctx: WriterContext,
-    dir: PathBuf,
+    /// The staging directory, relative to the table root.
+    dir: String,
     /// Open file per partition directory ("" when unpartitioned).
     open: HashMap<String, OpenFile>,
     /// Next file sequence number per partition directory.
@@ -162,14 +204,25 @@ impl ParquetSinkWriter {
             } else {
                 format!("{part_dir}/{name}")
             };
-            if self.staged_count == 0 {
-                std::fs::create_dir_all(&self.dir)
-                    .map_err(|e| ConnectorError::io("create", &self.dir, e))?;
-            }
-            let staged_path = self.dir.join(format!("{}.staged", self.staged_count));
+            let staged_rel = format!("{}/{}.staged", self.dir, self.staged_count);
+            let (file, staged_path) = match &self.sink.location {
+                Location::Local(root) => {
+                    let dir = root.join(&self.dir);
+                    if self.staged_count == 0 {
+                        std::fs::create_dir_all(&dir)
+                            .map_err(|e| ConnectorError::io("create", &dir, e))?;
+                    }
+                    let staged_path = root.join(&staged_rel);
+                    let file = File::create(&staged_path)
+                        .map_err(|e| ConnectorError::io("create", &staged_path, e))?;
+                    (Target::Local(file), staged_path)
+                }
+                Location::Object(root) => (
+                    Target::Object(ObjectWriter::new(root, &staged_rel)),
+                    PathBuf::from(&staged_rel),
+                ),
+            };
             self.staged_count += 1;
-            let file = File::create(&staged_path)
-                .map_err(|e| ConnectorError::io("create", &staged_path, e))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(
                     ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
@@ -215,17 +268,22 @@ impl ParquetSinkWriter {
             rows,
         } = file;
         let started = std::time::Instant::now();
-        let f = writer
+        let target = writer
             .into_inner()
             .map_err(|source| ConnectorError::Parquet {
                 path: staged_path.clone(),
                 source,
             })?;
         let written = started.elapsed();
-        f.sync_all()
-            .map_err(|e| ConnectorError::io("sync", &staged_path, e))?;
+        let bytes = match target {
+            Target::Local(f) => {
+                f.sync_all()
+                    .map_err(|e| ConnectorError::io("sync", &staged_path, e))?;
+                f.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+            Target::Object(o) => o.finish()?,
+        };
         tracing::trace!(target: "sluice::latency", rows, footer_us = written.as_micros() as u64, synced_us = started.elapsed().as_micros() as u64, "sink file closed");
-        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.done.push(StagedFile {
             staged_path: staged_path.to_string_lossy().into_owned(),
             final_path,
@@ -336,16 +394,21 @@ pub struct SinkCommitRecord {
 #[derive(Debug, Clone)]
 pub struct ParquetCommitter {
     spec: ParquetSinkSpec,
+    location: Location,
 }
 
 impl ParquetCommitter {
     /// A committer for the table `spec` describes.
-    pub fn new(spec: ParquetSinkSpec) -> Self {
-        Self { spec }
+    pub fn new(spec: ParquetSinkSpec) -> Result<Self> {
+        let location = Location::parse(&spec.path)?;
+        Ok(Self { spec, location })
     }
 
     fn publish(&self, record: &SinkCommitRecord) -> Result<CommitSummary> {
-        let root = Path::new(&self.spec.path);
+        let root = match &self.location {
+            Location::Local(root) => root,
+            Location::Object(root) => return publish_objects(root, record),
+        };
         let mut summary = CommitSummary::default();
         let mut dirs = std::collections::BTreeSet::new();
         for file in &record.files {
@@ -426,7 +489,21 @@ impl Committer for ParquetCommitter {
     }
 
     fn abort(&self, query_id: &QueryId, epoch: Epoch) {
-        let root = staging_root(&self.spec.path, query_id);
+        let table = match &self.location {
+            Location::Local(root) => root,
+            Location::Object(root) => {
+                // Best effort, as locally: what stays is under a hidden, non-.parquet name.
+                let dir = staging_root(query_id);
+                let prefix = format!("{dir}/e{}-", epoch.0);
+                if let Ok(staged) = root.list(&dir) {
+                    for (rel, _) in staged.iter().filter(|(rel, _)| rel.starts_with(&prefix)) {
+                        let _ = root.delete(rel);
+                    }
+                }
+                return;
+            }
+        };
+        let root = table.join(staging_root(query_id));
         if let Ok(entries) = std::fs::read_dir(&root) {
             let prefix = format!("e{}-", epoch.0);
             for entry in entries.flatten() {
@@ -437,7 +514,7 @@ impl Committer for ParquetCommitter {
         }
         // Remove the staging directories once empty, so the table holds only published data.
         let _ = std::fs::remove_dir(&root);
-        let _ = std::fs::remove_dir(Path::new(&self.spec.path).join(STAGING_DIR));
+        let _ = std::fs::remove_dir(table.join(STAGING_DIR));
     }
 }
 
@@ -453,6 +530,29 @@ impl ParquetCommitter {
         self.abort(&store.metadata().query_id, epoch);
         Ok(Some(summary))
     }
+}
+
+/// Publishes recorded files on an object store: a server-side copy of each staged object to its
+/// final name, then the staged object's deletion. Idempotent: a file whose staged object is gone
+/// and whose final object exists was published by an earlier (interrupted) attempt.
+fn publish_objects(root: &ObjectRoot, record: &SinkCommitRecord) -> Result<CommitSummary> {
+    let mut summary = CommitSummary::default();
+    for file in &record.files {
+        if root.exists(&file.staged_path)? {
+            root.copy(&file.staged_path, &file.final_path)?;
+            root.delete(&file.staged_path)?;
+        } else if !root.exists(&file.final_path)? {
+            return Err(ConnectorError::Internal(format!(
+                "cannot publish {}: neither the staged object {} nor the published one exists",
+                root.url_of(&file.final_path),
+                root.url_of(&file.staged_path)
+            )));
+        }
+        summary.files += 1;
+        summary.rows += file.rows;
+        summary.bytes += file.bytes;
+    }
+    Ok(summary)
 }
 
 /// The schema of a Parquet sink's files for a given input (partition columns removed).
@@ -478,7 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = dir.path().join("out");
         let ckpt = CheckpointStore::open_or_create(
-            &dir.path().join("ckpt"),
+            dir.path().join("ckpt"),
             "fp",
             &sluice_checkpoint::QueryId::new("query-123456789").unwrap(),
         )

@@ -24,7 +24,6 @@ mod reader;
 pub mod sink;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -344,7 +343,8 @@ impl Source for KafkaSource {
             .map_err(|e| self.error(format!("assigning partition {}: {e}", split.partition)))?;
         let dead_letters = match (self.spec.on_bad_record, &self.spec.dead_letter_path) {
             (BadRecordPolicy::DeadLetter, Some(dir)) => {
-                Some(DeadLetters::new(PathBuf::from(dir), ctx, split))
+                let dir = sluice_checkpoint::Location::parse(dir)?;
+                Some(DeadLetters::new(dir, ctx, split))
             }
             _ => None,
         };

@@ -1,7 +1,6 @@
 //! Reading one offset range: a fresh consumer, decoding into Arrow, bad-record policies.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -461,7 +460,7 @@ impl RawBuilders {
 
 /// The dead letters of one split, written as one Parquet file when the split is read.
 pub(super) struct DeadLetters {
-    dir: PathBuf,
+    dir: sluice_checkpoint::Location,
     name: String,
     epoch: i64,
     topic: String,
@@ -475,7 +474,11 @@ pub(super) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub(super) fn new(dir: PathBuf, ctx: &ReadContext, split: &KafkaSplit) -> Self {
+    pub(super) fn new(
+        dir: sluice_checkpoint::Location,
+        ctx: &ReadContext,
+        split: &KafkaSplit,
+    ) -> Self {
         let query = ctx.query_id.short();
         let topic: String = split
             .topic
@@ -532,10 +535,26 @@ impl DeadLetters {
             Arc::new(arrow::array::Int64Array::from(vec![self.epoch; n])),
         ];
         let batch = RecordBatch::try_new(dead_letter_schema(), columns)?;
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| ConnectorError::io("create", &self.dir, e))?;
-        let path = self.dir.join(&self.name);
-        let tmp = self.dir.join(format!(".{}.tmp", self.name));
+        let dir = match &self.dir {
+            sluice_checkpoint::Location::Local(dir) => dir,
+            sluice_checkpoint::Location::Object(root) => {
+                // One PUT of the whole file: atomic, and a replay replaces it.
+                let url = root.url_of(&self.name);
+                let parquet_err = |source| ConnectorError::Parquet {
+                    path: url.clone().into(),
+                    source,
+                };
+                let mut writer = ArrowWriter::try_new(Vec::new(), dead_letter_schema(), None)
+                    .map_err(parquet_err)?;
+                writer.write(&batch).map_err(parquet_err)?;
+                let bytes = writer.into_inner().map_err(parquet_err)?;
+                root.put(&self.name, bytes, object_store::PutMode::Overwrite)?;
+                return Ok(());
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io("create", dir, e))?;
+        let path = dir.join(&self.name);
+        let tmp = dir.join(format!(".{}.tmp", self.name));
         let parquet_err = |source| ConnectorError::Parquet {
             path: tmp.clone(),
             source,

@@ -313,7 +313,15 @@ impl EpochRunner<'_> {
             (false, Some(t)) => Some(t),
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
-        self.committer = planned.sink.committer();
+        self.committer = planned.sink.committer()?;
+        if self.store.object().is_some() && !planned.stateful_stages.is_empty() {
+            return Err(EngineError::Unsupported(format!(
+                "this query keeps state (an aggregation, join or deduplication over a stream) and \
+                 its checkpoint {} is on an object store: state snapshots go to a local \
+                 checkpoint directory only, so far — use a local --checkpoint for this query",
+                self.store.root().display()
+            )));
+        }
         if matches!(self.config.cluster, ClusterMode::Local { .. }) {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
         }

@@ -122,12 +122,13 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
     // plans. (On an early return below they are killed with the cluster.)
     let (events_tx, events) = mpsc::channel::<ClusterEvent>(4096);
     let mut cluster = Cluster::start(&config, &run_dir, events_tx).await?;
-    let checkpoint_dir = config
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| run_dir.path.join("checkpoint"));
+    let checkpoint = match &config.checkpoint {
+        Some(given) => sluice_checkpoint::Location::parse(&given.to_string_lossy())
+            .map_err(sluice_checkpoint::CheckpointError::from)?,
+        None => run_dir.path.join("checkpoint").into(),
+    };
     let mut store = CheckpointStore::open_or_create(
-        &checkpoint_dir,
+        checkpoint,
         &job.fingerprint,
         &QueryId::new(uuid::Uuid::new_v4().simple().to_string()).map_err(EngineError::Internal)?,
     )?;

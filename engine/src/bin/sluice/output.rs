@@ -148,7 +148,8 @@ pub(crate) fn print_report(report: &JobReport) {
 }
 
 pub(crate) fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
-    let store = sluice_checkpoint::CheckpointStore::open_existing(dir)?;
+    let location = sluice_checkpoint::Location::parse(&dir.to_string_lossy())?;
+    let store = sluice_checkpoint::CheckpointStore::open_existing(location)?;
     let meta = store.metadata();
     println!("checkpoint {}", dir.display());
     println!("  query id:         {}", meta.query_id);
