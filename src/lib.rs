@@ -10,6 +10,7 @@
 //! - [`reference`]: the independent answer — DataFusion computing a query in one process.
 //! - [`progress`]: progress records read back from a checkpoint.
 //! - [`process`]: the processes a driver spawned.
+//! - [`s3`]: a real S3-compatible server on loopback and an independent reader of a bucket.
 //! - [`stats`]: medians and percentiles for the benchmarks.
 //! - [`sluice_binary`]: where the built `sluice` binary is.
 
@@ -18,6 +19,7 @@ pub mod datagen;
 pub mod process;
 pub mod progress;
 pub mod reference;
+pub mod s3;
 pub mod stats;
 pub mod table;
 

@@ -1,0 +1,319 @@
+//! Object storage: a Kafka-to-Parquet query whose sink, dead letters and checkpoint are all on a
+//! real S3-compatible server (moto's, started by the test kit), with `kill -9` of the driver and
+//! of executors at random moments; an independent reader (pyarrow's `S3FileSystem`) then finds
+//! every record exactly once and no staged object under a `*.parquet` name. And the lease: two
+//! drivers cannot run on one S3 checkpoint, and a driver whose lease was taken over stops
+//! without committing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{children_of, spawn, test_seed};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice::broker::Broker;
+use sluice::s3::S3Server;
+
+/// Record `i`: JSON, except every 7919th, which is not (it goes to the dead letters).
+fn record(i: u64) -> Vec<u8> {
+    if i % 7919 == 100 {
+        return format!("not json {i}").into_bytes();
+    }
+    format!(
+        "{{\"id\":{i},\"auction\":{},\"price\":{}}}",
+        i % 97,
+        i * 3 % 1000
+    )
+    .into_bytes()
+}
+
+fn is_bad(i: u64) -> bool {
+    i % 7919 == 100
+}
+
+fn job_sql(broker: &Broker) -> String {
+    format!(
+        "CREATE TABLE bids (id BIGINT, auction BIGINT, price BIGINT)\n\
+         WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'bids', format = 'json',\n\
+               start = 'earliest', max_records_per_trigger = '4000',\n\
+               on_bad_record = 'dead_letter', dead_letter_path = 's3://lake/dead/');\n\
+         CREATE TABLE archive WITH (connector = 'parquet', path = 's3://lake/archive/');\n\
+         INSERT INTO archive SELECT id, auction, price FROM bids;\n",
+        broker.bootstrap()
+    )
+}
+
+fn env(s3: &S3Server) -> Vec<(&'static str, String)> {
+    let mut env = s3.env();
+    env.push(("SLUICE_LOG", "info".into()));
+    env
+}
+
+fn start_driver(dir: &Path, s3: &S3Server, extra: &[&str]) -> Child {
+    let env = env(s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut args = vec![
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "s3://lake/ckpt",
+        "--executors",
+        "3",
+        "--slots",
+        "1",
+        "--trigger",
+        "300ms",
+        "--heartbeat-timeout",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    spawn(dir, &args, &env)
+}
+
+/// Commits recorded in the S3 checkpoint (listed with pyarrow).
+fn commits(s3: &S3Server) -> usize {
+    s3.read("lake", "ckpt/commits", "none").objects.len()
+}
+
+fn stderr_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kafka_to_parquet_on_s3_exactly_once_through_driver_and_executor_kills() {
+    let seed = test_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let records: u64 = 60_000;
+    let broker = Broker::start();
+    broker.create_topic("bids", 3);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    // The driver's directory holds only the job text; executors get their own work
+    // directories; everything else is in the bucket.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("driver");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("job.sql"), job_sql(&broker)).unwrap();
+
+    let bootstrap = broker.bootstrap();
+    let producer = std::thread::spawn(move || {
+        let producer = sluice::broker::Producer::connect(&bootstrap);
+        let mut batch = Vec::new();
+        for i in 0..records {
+            batch.push(((i % 3) as i32, i.to_string().into_bytes(), record(i)));
+            if batch.len() == 2_000 || i + 1 == records {
+                producer.send_all("bids", std::mem::take(&mut batch));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+
+    let mut driver = start_driver(&dir, &s3, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while commits(&s3) == 0 {
+        if let Some(status) = driver.try_wait().unwrap() {
+            panic!("the driver exited ({status}): {}", stderr_of(driver));
+        }
+        assert!(Instant::now() < deadline, "no epoch committed in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut faults = Vec::new();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        let executors = children_of(driver.id());
+        if rng.random_bool(0.5) || executors.is_empty() {
+            // The driver dies; a new one takes the lease over at once (the old holder is a
+            // dead process on this host) and completes what was recorded.
+            driver.kill().unwrap();
+            driver.wait().unwrap();
+            for pid in executors {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            faults.push("driver");
+            driver = start_driver(&dir, &s3, &[]);
+        } else {
+            let victim = executors[rng.random_range(0..executors.len())];
+            unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+            faults.push("executor");
+        }
+    }
+    producer.join().unwrap();
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    eprintln!("faults: {faults:?}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The rest, to the end of what the topic holds.
+    let out = common::sluice_env(
+        &dir,
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "s3://lake/ckpt",
+            "--trigger",
+            "available-now",
+        ],
+        &env(&s3)
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    common::ok(&out);
+
+    let archive = s3.read("lake", "archive", "id");
+    let mut ids = archive.values.clone();
+    ids.sort_unstable();
+    let expected: Vec<i64> = (0..records)
+        .filter(|&i| !is_bad(i))
+        .map(|i| i as i64)
+        .collect();
+    let duplicates = ids.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(
+        duplicates, 0,
+        "records twice (seed {seed}, faults {faults:?})"
+    );
+    assert_eq!(
+        ids.len(),
+        expected.len(),
+        "records lost (seed {seed}, faults {faults:?})"
+    );
+    assert_eq!(ids, expected);
+    for object in &archive.objects {
+        if object.ends_with(".parquet") {
+            assert!(
+                !object.contains("/.sluice-staging/")
+                    && object.rsplit('/').next().unwrap().starts_with("part-"),
+                "a staged or foreign object under a .parquet name: {object}"
+            );
+        }
+    }
+    let dead = s3.read("lake", "dead", "offset");
+    assert_eq!(
+        dead.values.len() as u64,
+        (0..records).filter(|&i| is_bad(i)).count() as u64,
+        "every bad record in the dead letters, once: {:?}",
+        dead.objects
+    );
+}
+
+#[test]
+fn two_drivers_cannot_run_on_one_s3_checkpoint_and_a_driver_that_lost_its_lease_stops() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 3);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let root = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    for dir in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("job.sql"), job_sql(&broker)).unwrap();
+    }
+    let producer = broker.producer();
+    producer.send_all(
+        "bids",
+        (0..3000u64)
+            .map(|i| ((i % 3) as i32, i.to_string().into_bytes(), record(i)))
+            .collect::<Vec<_>>(),
+    );
+    let mut a = start_driver(&a_dir, &s3, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while commits(&s3) == 0 {
+        if let Some(status) = a.try_wait().unwrap() {
+            panic!("the driver exited ({status}): {}", stderr_of(a));
+        }
+        assert!(Instant::now() < deadline, "no epoch committed in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A second driver on the same checkpoint, from another directory: refused, naming the first.
+    let b = start_driver(&b_dir, &s3, &[]);
+    let b = common::wait_output(b, Duration::from_secs(60));
+    let err = common::fails(&b);
+    assert!(
+        err.contains("s3://lake/ckpt is in use by another driver")
+            && err.contains(&format!("pid {}", a.id())),
+        "{err}"
+    );
+
+    // Another driver takes the lease over (as one would after this driver stalled past the
+    // lease's expiry): this driver must stop without committing again.
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 600_000;
+    s3.put_object(
+        "lake",
+        "ckpt/lease",
+        &format!(
+            "{{\"holder\":\"intruder\",\"owner\":\"pid 1 on elsewhere, started at 0 ms\",\
+              \"host\":\"elsewhere\",\"pid\":1,\"expires_at_ms\":{far}}}"
+        ),
+    );
+    producer.send_all(
+        "bids",
+        (3000..6000u64)
+            .map(|i| ((i % 3) as i32, i.to_string().into_bytes(), record(i)))
+            .collect::<Vec<_>>(),
+    );
+    let a_out = common::wait_output(a, Duration::from_secs(60));
+    let err = common::fails(&a_out);
+    assert!(
+        err.contains("is no longer held by this driver")
+            && err.contains("taken over by pid 1 on elsewhere"),
+        "{err}"
+    );
+    // While the new holder's lease lives, no driver starts.
+    let c = common::wait_output(start_driver(&b_dir, &s3, &[]), Duration::from_secs(60));
+    let err = common::fails(&c);
+    assert!(err.contains("pid 1 on elsewhere"), "{err}");
+}
+
+#[test]
+fn a_missing_bucket_and_state_on_an_s3_checkpoint_are_refused_clearly() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 1);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), job_sql(&broker)).unwrap();
+    let env = env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = |checkpoint: &'static str| {
+        vec![
+            "run",
+            "job.sql",
+            "--checkpoint",
+            checkpoint,
+            "--trigger",
+            "available-now",
+        ]
+    };
+    // The store's answer and the URL.
+    let out = common::sluice_env(dir.path(), &args("s3://no-such-bucket/ckpt"), &env);
+    let err = common::fails(&out);
+    assert!(
+        err.contains("s3://no-such-bucket/ckpt/metadata") && err.contains("NoSuchBucket"),
+        "{err}"
+    );
+    // State snapshots do not go to an object store yet: said before anything runs.
+    std::fs::write(
+        dir.path().join("job.sql"),
+        job_sql(&broker).replace(
+            "INSERT INTO archive SELECT id, auction, price FROM bids;",
+            "INSERT INTO archive SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction;",
+        ),
+    )
+    .unwrap();
+    let out = common::sluice_env(dir.path(), &args("s3://lake/ckpt2"), &env);
+    let err = common::fails(&out);
+    assert!(
+        err.contains("keeps state") && err.contains("s3://lake/ckpt2 is on an object store"),
+        "{err}"
+    );
+}
