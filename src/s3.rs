@@ -107,6 +107,49 @@ impl S3Server {
         );
     }
 
+    /// Uploads every file below the local directory `dir` to `s3://bucket/prefix/` (keeping
+    /// relative paths), as a user's other tools would put data there.
+    pub fn upload(&self, dir: &std::path::Path, bucket: &str, prefix: &str) {
+        self.python(
+            "import boto3, sys, os\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],\n\
+                               aws_secret_access_key=sys.argv[3], region_name='us-east-1')\n\
+             bucket, prefix, root = sys.argv[4], sys.argv[5], sys.argv[6]\n\
+             for d, _, files in os.walk(root):\n\
+             \x20   for f in files:\n\
+             \x20       p = os.path.join(d, f)\n\
+             \x20       s3.upload_file(p, bucket, prefix + '/' + os.path.relpath(p, root))\n",
+            &[bucket, prefix.trim_matches('/'), &dir.to_string_lossy()],
+        );
+    }
+
+    /// Every row of the Parquet objects under `s3://bucket/prefix/` (hidden and `_` names
+    /// skipped, as readers do), each value rendered with Python's `str`, rows sorted: read with
+    /// pyarrow's `S3FileSystem`, independent of Sluice.
+    pub fn read_rows(&self, bucket: &str, prefix: &str) -> Vec<Vec<String>> {
+        let script = r#"
+import sys, json
+import pyarrow.fs as pafs, pyarrow.dataset as ds
+endpoint, key, secret, bucket, prefix = sys.argv[1:6]
+fs = pafs.S3FileSystem(endpoint_override=endpoint.split("://")[1], scheme="http",
+                       access_key=key, secret_key=secret, region="us-east-1")
+table = ds.dataset(f"{bucket}/{prefix}", format="parquet", filesystem=fs, partitioning="hive").to_table()
+rows = [[str(v) for v in row.values()] for row in table.to_pylist()]
+json.dump(sorted(rows), sys.stdout)
+"#;
+        let out = Command::new(crate::table::readers_python())
+            .args(["-c", script, &self.endpoint(), ACCESS_KEY, SECRET_KEY])
+            .args([bucket, prefix.trim_matches('/')])
+            .output()
+            .expect("running pyarrow");
+        assert!(
+            out.status.success(),
+            "pyarrow could not read s3://{bucket}/{prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON rows from the reader")
+    }
+
     /// Runs `script` with the server's own Python (boto3 comes with moto), given the endpoint,
     /// keys and `args`.
     fn python(&self, script: &str, args: &[&str]) -> String {

@@ -568,7 +568,9 @@ impl StoreError {
     }
 }
 
-/// The store's answer, with the causes object_store nests (HTTP status, response body).
+/// The store's answer: for an S3 error response its code and message, the HTTP status and the
+/// request (`NoSuchBucket: The specified bucket does not exist (404 Not Found, GET http://...)`);
+/// otherwise the error and the causes object_store nests, each once.
 fn answer(e: &object_store::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -580,7 +582,34 @@ fn answer(e: &object_store::Error) -> String {
         }
         source = s.source();
     }
-    text
+    let tag = |t: &str| -> Option<String> {
+        let open = format!("<{t}>");
+        let rest = &text[text.find(&open)? + open.len()..];
+        Some(rest[..rest.find(&format!("</{t}>"))?].to_string())
+    };
+    let Some(code) = tag("Code") else {
+        return text;
+    };
+    let mut out = code;
+    if let Some(message) = tag("Message") {
+        out.push_str(": ");
+        out.push_str(&message);
+    }
+    let status = text
+        .find("status code: ")
+        .map(|i| &text[i + "status code: ".len()..])
+        .and_then(|rest| rest.split(':').next())
+        .map(str::trim);
+    let request = text
+        .find("Error performing ")
+        .map(|i| &text[i + "Error performing ".len()..])
+        .and_then(|rest| rest.split(" in ").next());
+    match (status, request) {
+        (Some(status), Some(request)) => out.push_str(&format!(" ({status}, {request})")),
+        (Some(status), None) => out.push_str(&format!(" ({status})")),
+        _ => {}
+    }
+    out
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ impl FileFormat {
             }
             entries.iter().filter(|p| p.is_dir()).find_map(|p| scan(p))
         }
+        if path.starts_with("s3://") || path.starts_with("s3a://") {
+            return crate::file::detect_object_format(path).ok().flatten();
+        }
         let p = std::path::Path::new(path);
         if p.is_dir() {
             scan(p)
@@ -101,6 +104,10 @@ pub struct FileSourceSpec {
     /// Streamed: at most this many new files per epoch (not under `--trigger once`).
     #[serde(default)]
     pub max_files_per_trigger: Option<u64>,
+    /// Object-store options (`aws_endpoint`, `aws_region`, ...) overriding the environment
+    /// for this table's `s3://` path.
+    #[serde(default)]
+    pub storage: Vec<(String, String)>,
 }
 
 /// The Parquet sink: where and how to write.
@@ -114,6 +121,9 @@ pub struct ParquetSinkSpec {
     pub partition_by: Vec<String>,
     /// A writer starts a new file once the current one reaches this size.
     pub target_file_bytes: u64,
+    /// Object-store options for an `s3://` path (see [`FileSourceSpec::storage`]).
+    #[serde(default)]
+    pub storage: Vec<(String, String)>,
 }
 
 /// How a Kafka record's value is decoded.
@@ -168,6 +178,9 @@ pub struct KafkaSourceSpec {
     pub on_bad_record: BadRecordPolicy,
     /// The dead-letter table's directory (with `on_bad_record = 'dead_letter'`).
     pub dead_letter_path: Option<String>,
+    /// Object-store options for an `s3://` dead-letter path (see [`FileSourceSpec::storage`]).
+    #[serde(default)]
+    pub storage: Vec<(String, String)>,
     /// What happens when offsets the query has not read yet are gone from the broker
     /// (`Fail` or `Skip`; skipped ranges are recorded in the checkpoint).
     pub on_offsets_lost: BadRecordPolicy,
@@ -314,7 +327,11 @@ impl ConnectorSpec {
                 )))
             }
         };
-        let passthrough = |k: &str| connector == "kafka" && k.starts_with("properties.");
+        let passthrough = |k: &str| {
+            (connector == "kafka" && k.starts_with("properties."))
+                || (k.starts_with("aws_")
+                    && matches!(connector.as_str(), "parquet" | "csv" | "json" | "kafka"))
+        };
         if let Some(unknown) = options
             .keys()
             .find(|k| !allowed.contains(&k.as_str()) && !passthrough(k))
@@ -421,6 +438,7 @@ impl ConnectorSpec {
                 }
             },
         };
+        let storage = storage_options(table, options, Some(&path))?;
         let source = FileSourceSpec {
             table: table.to_string(),
             format,
@@ -430,12 +448,14 @@ impl ConnectorSpec {
             partition_columns: Vec::new(),
             stream,
             max_files_per_trigger,
+            storage: storage.clone(),
         };
         let sink = (format == FileFormat::Parquet).then(|| ParquetSinkSpec {
             table: table.to_string(),
             path,
             partition_by,
             target_file_bytes,
+            storage,
         });
         Ok(ConnectorSpec::Files { source, sink })
     }
@@ -670,7 +690,9 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
                 .map(|k| (k.to_string(), v.clone()))
         })
         .collect();
+    let storage = storage_options(table, options, dead_letter_path.as_deref())?;
     Ok(KafkaSourceSpec {
+        storage,
         table: table.to_string(),
         bootstrap_servers,
         topic,
@@ -687,104 +709,36 @@ fn parse_kafka(table: &str, options: &BTreeMap<String, String>) -> Result<KafkaS
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+/// The table's `aws_*` options, checked against the `s3://` location they apply to.
+fn storage_options(
+    table: &str,
+    options: &BTreeMap<String, String>,
+    path: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let storage: Vec<(String, String)> = options
+        .iter()
+        .filter(|(k, _)| k.starts_with("aws_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if storage.is_empty() {
+        return Ok(storage);
     }
-
-    #[test]
-    fn parquet_sink_options() {
-        let spec = ConnectorSpec::parse(
-            "t",
-            &opts(&[
-                ("connector", "parquet"),
-                ("path", "out/"),
-                ("partition_by", "a, b"),
-            ]),
-        )
-        .unwrap();
-        let ConnectorSpec::Files {
-            sink: Some(sink), ..
-        } = spec
-        else {
-            panic!("{spec:?}")
-        };
-        assert_eq!(sink.partition_by, vec!["a", "b"]);
-    }
-
-    #[test]
-    fn unknown_connector_and_option_are_named() {
-        let err = ConnectorSpec::parse("t", &opts(&[("connector", "kafkaa")])).unwrap_err();
-        assert!(
-            err.to_string().contains("unknown connector 'kafkaa'"),
-            "{err}"
-        );
-        let err = ConnectorSpec::parse(
-            "t",
-            &opts(&[("connector", "csv"), ("path", "x"), ("pth", "y")]),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("unknown option 'pth'"), "{err}");
-        let err = ConnectorSpec::parse("t", &opts(&[("connector", "csv")])).unwrap_err();
-        assert!(err.to_string().contains("needs option 'path'"), "{err}");
-    }
-
-    #[test]
-    fn kafka_options() {
-        let base = [
-            ("connector", "kafka"),
-            ("bootstrap_servers", "127.0.0.1:9092"),
-            ("topic", "events"),
-        ];
-        let with = |extra: &[(&str, &str)]| {
-            let mut o = opts(&base);
-            o.extend(opts(extra));
-            ConnectorSpec::parse("events", &o)
-        };
-        let ConnectorSpec::Kafka { source: spec, sink } = with(&[
-            ("start", "offsets"),
-            ("start_offsets", "0:5, 3:7"),
-            ("max_records_per_trigger", "500000"),
-            ("properties.fetch.max.bytes", "1000000"),
-        ])
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(spec.start, StartPosition::Offsets([(0, 5), (3, 7)].into()));
-        assert_eq!(spec.max_records_per_trigger, Some(500_000));
-        assert_eq!(spec.properties["fetch.max.bytes"], "1000000");
-        assert!(!spec.transactional);
-        assert_eq!((sink.topic.as_str(), sink.key.as_ref()), ("events", None));
-        assert!(matches!(
-            with(&[("key", "a, b")]).unwrap(),
-            ConnectorSpec::Kafka { sink, .. } if sink.key == Some(vec!["a".into(), "b".into()])
-        ));
-        assert!(matches!(
-            with(&[("transactional", "TRUE")]).unwrap(),
-            ConnectorSpec::Kafka { source, .. } if source.transactional
-        ));
-        for (extra, expect) in [
-            (
-                vec![("on_bad_record", "dead_letter")],
-                "needs option 'dead_letter_path'",
-            ),
-            (
-                vec![("start", "offsets"), ("start_offsets", "zero:1")],
-                "PARTITION:OFFSET",
-            ),
-            (vec![("max_records_per_trigger", "-1")], "must be positive"),
-            (vec![("on_offsets_lost", "dead_letter")], "'fail' or 'skip'"),
-            (vec![("format", "avro")], "'json' or 'raw'"),
-            (vec![("transactional", "yes")], "'true' or 'false'"),
-        ] {
-            let err = with(&extra).unwrap_err().to_string();
-            assert!(err.contains(expect), "{extra:?}: {err}");
+    let invalid = |message: String| ConnectorError::InvalidOptions {
+        table: table.to_string(),
+        message,
+    };
+    match path {
+        Some(path) if path.starts_with("s3://") || path.starts_with("s3a://") => {
+            sluice_checkpoint::Location::parse_with(path, &storage)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(storage)
         }
+        _ => Err(invalid(format!(
+            "option '{}' applies to an s3:// path only",
+            storage[0].0
+        ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,7 @@ impl ParquetSink {
             });
         }
         let file_schema = Arc::new(input_schema.project(&data_indices)?);
-        let location = Location::parse(&spec.path)?;
+        let location = Location::parse_with(&spec.path, &spec.storage)?;
         Ok(Self {
             location,
             spec,
@@ -400,7 +400,7 @@ pub struct ParquetCommitter {
 impl ParquetCommitter {
     /// A committer for the table `spec` describes.
     pub fn new(spec: ParquetSinkSpec) -> Result<Self> {
-        let location = Location::parse(&spec.path)?;
+        let location = Location::parse_with(&spec.path, &spec.storage)?;
         Ok(Self { spec, location })
     }
 
@@ -592,6 +592,7 @@ mod tests {
             path: table.to_string_lossy().into_owned(),
             partition_by: vec!["c".into()],
             target_file_bytes: 1 << 30,
+            storage: Vec::new(),
         };
         let sink = ParquetSink::new(spec, schema.clone()).unwrap();
         let batch = RecordBatch::try_new(

@@ -4,9 +4,12 @@
 //! `.`/`_` entries skipped) or a glob. The driver lists files and, for Parquet, row groups
 //! ([`FileSource::plan_splits`]); executors read one split at a time in batches, so memory stays
 //! bounded however large the input is.
+//!
+//! A path may also be an object-store URL (`s3://bucket/prefix/`), read by range requests
+//! ([`object`]).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +24,14 @@ use crate::options::{FileFormat, FileSourceSpec};
 use crate::{
     FileProgress, FileSplit, PlanRequest, ReadContext, Source, SourceEpoch, Split, SplitReader,
 };
+
+mod object;
+
+/// The format of the first object with a known extension below an object-store URL (`None`:
+/// there is none); an error names the URL and the store's answer.
+pub fn detect_object_format(url: &str) -> Result<Option<FileFormat>> {
+    object::detect(url)
+}
 
 /// Rows per batch produced by file readers.
 pub const BATCH_ROWS: usize = 8192;
@@ -49,30 +60,43 @@ impl FileSource {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        let file = File::open(first).map_err(|e| ConnectorError::io("open", first, e))?;
+        let file = Input::open(first, &spec.storage)?;
         let schema = match spec.format {
             FileFormat::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-                    ConnectorError::Parquet {
-                        path: first.clone(),
-                        source,
-                    }
-                })?;
-                Schema::new(builder.schema().fields().clone())
+                let parquet_err = |source| ConnectorError::Parquet {
+                    path: first.clone(),
+                    source,
+                };
+                let fields = match file {
+                    Input::Local(f) => ParquetRecordBatchReaderBuilder::try_new(f)
+                        .map_err(parquet_err)?
+                        .schema()
+                        .fields()
+                        .clone(),
+                    Input::Object(o) => ParquetRecordBatchReaderBuilder::try_new(o)
+                        .map_err(parquet_err)?
+                        .schema()
+                        .fields()
+                        .clone(),
+                };
+                Schema::new(fields)
             }
             FileFormat::Csv => {
                 let format = arrow::csv::reader::Format::default()
                     .with_header(spec.csv_header)
                     .with_delimiter(spec.csv_delimiter);
                 format
-                    .infer_schema(file, Some(INFER_ROWS))
+                    .infer_schema(file.reader(), Some(INFER_ROWS))
                     .map_err(|e| bad_record(first, &e.to_string()))?
                     .0
             }
             FileFormat::Json => {
-                arrow::json::reader::infer_json_schema(BufReader::new(file), Some(INFER_ROWS))
-                    .map_err(|e| bad_record(first, &e.to_string()))?
-                    .0
+                arrow::json::reader::infer_json_schema(
+                    BufReader::new(file.reader()),
+                    Some(INFER_ROWS),
+                )
+                .map_err(|e| bad_record(first, &e.to_string()))?
+                .0
             }
         };
         // Hive-style partition columns come after the file's columns, as strings.
@@ -226,13 +250,15 @@ impl FileSource {
             let name = path.to_string_lossy().into_owned();
             match self.spec.format {
                 FileFormat::Parquet => {
-                    let file = File::open(path).map_err(|e| ConnectorError::io("open", path, e))?;
-                    let metadata = ParquetMetaDataReader::new()
-                        .parse_and_finish(&file)
-                        .map_err(|source| ConnectorError::Parquet {
-                            path: path.clone(),
-                            source,
-                        })?;
+                    let parquet_err = |source| ConnectorError::Parquet {
+                        path: path.clone(),
+                        source,
+                    };
+                    let metadata = match Input::open(path, &self.spec.storage)? {
+                        Input::Local(f) => ParquetMetaDataReader::new().parse_and_finish(&f),
+                        Input::Object(o) => ParquetMetaDataReader::new().parse_and_finish(&o),
+                    }
+                    .map_err(parquet_err)?;
                     for (i, rg) in metadata.row_groups().iter().enumerate() {
                         splits.push(Split::File(FileSplit {
                             path: name.clone(),
@@ -242,9 +268,7 @@ impl FileSource {
                     }
                 }
                 FileFormat::Csv | FileFormat::Json => {
-                    let bytes = std::fs::metadata(path)
-                        .map_err(|e| ConnectorError::io("stat", path, e))?
-                        .len();
+                    let bytes = Input::open(path, &self.spec.storage)?.size();
                     splits.push(Split::File(FileSplit {
                         path: name,
                         row_groups: None,
@@ -390,9 +414,12 @@ impl FileSource {
             None => schema.clone(),
         };
         let path = PathBuf::from(&split.path);
-        let file = File::open(&path).map_err(|e| ConnectorError::io("open", &path, e))?;
+        let file = Input::open(&path, &self.spec.storage)?;
         Ok(match self.spec.format {
-            FileFormat::Parquet => Box::new(ParquetSplitReader::open(path, file, split, target)?),
+            FileFormat::Parquet => Box::new(match file {
+                Input::Local(f) => ParquetSplitReader::open(path, f, split, target)?,
+                Input::Object(o) => ParquetSplitReader::open(path, o, split, target)?,
+            }),
             FileFormat::Csv => {
                 let reader = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(self.spec.csv_header)
@@ -402,23 +429,50 @@ impl FileSource {
                     Some(p) => reader.with_projection(p.to_vec()),
                     None => reader,
                 };
-                let reader = reader.build(file)?;
+                let reader = reader.build(file.reader())?;
                 Box::new(CsvSplitReader { path, reader })
             }
-            FileFormat::Json => Box::new(JsonSplitReader::new(path, file, target)?),
+            FileFormat::Json => Box::new(JsonSplitReader::new(path, file.reader(), target)?),
         })
     }
 }
 
-/// Lists the files a spec's path names, sorted; an error when there are none.
 /// Whether a streamed table's path may hold no files yet: an existing directory or a glob (a
 /// missing directory is a mistake worth an error, not an empty stream).
 fn may_start_empty(path: &str) -> bool {
-    path.contains(['*', '?', '[']) || Path::new(path).is_dir()
+    path.starts_with("s3://") || path.contains(['*', '?', '[']) || Path::new(path).is_dir()
 }
 
+/// Lists the files a spec's path names, sorted; an error when there are none.
 pub fn list_files(spec: &FileSourceSpec) -> Result<Vec<PathBuf>> {
-    let path = spec.path.as_str();
+    let local;
+    let path = match sluice_checkpoint::Location::parse_with(&spec.path, &spec.storage)? {
+        sluice_checkpoint::Location::Object(root) => {
+            if root.url().contains(['*', '?', '[']) {
+                return Err(ConnectorError::InvalidOptions {
+                    table: spec.table.clone(),
+                    message: format!(
+                        "'{}': globs are not supported on an object store; name a prefix (a \
+                         \"directory\") and every .{} object below it is read",
+                        spec.path,
+                        spec.format.extension()
+                    ),
+                });
+            }
+            let files = object::list(&root, spec.format)?;
+            if files.is_empty() {
+                return Err(ConnectorError::MissingPath {
+                    table: spec.table.clone(),
+                    path: spec.path.clone(),
+                });
+            }
+            return Ok(files.into_iter().map(PathBuf::from).collect());
+        }
+        sluice_checkpoint::Location::Local(path) => {
+            local = path.to_string_lossy().into_owned();
+            local.as_str()
+        }
+    };
     let mut files = Vec::new();
     if path.contains(['*', '?', '[']) {
         let entries = glob::glob(path).map_err(|e| ConnectorError::InvalidOptions {
@@ -478,6 +532,41 @@ fn walk(dir: &Path, format: FileFormat, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// An input file: local, or an object read by ranges.
+enum Input {
+    Local(File),
+    Object(object::ObjectFile),
+}
+
+impl Input {
+    /// Opens `path`: a local path or an object's URL (as listed), with the table's
+    /// object-store options.
+    fn open(path: &Path, storage: &[(String, String)]) -> Result<Input> {
+        let text = path.to_string_lossy();
+        if text.starts_with("s3://") || text.starts_with("s3a://") {
+            return Ok(Input::Object(object::ObjectFile::open(&text, storage)?));
+        }
+        File::open(path)
+            .map(Input::Local)
+            .map_err(|e| ConnectorError::io("open", path, e))
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Input::Local(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            Input::Object(o) => o.size(),
+        }
+    }
+
+    /// The whole file, front to back.
+    fn reader(self) -> Box<dyn Read + Send> {
+        match self {
+            Input::Local(f) => Box::new(f),
+            Input::Object(o) => Box::new(o.reader()),
+        }
+    }
+}
+
 fn bad_record(path: &Path, message: &str) -> ConnectorError {
     ConnectorError::BadRecord {
         path: path.to_path_buf(),
@@ -495,7 +584,12 @@ struct ParquetSplitReader {
 }
 
 impl ParquetSplitReader {
-    fn open(path: PathBuf, file: File, split: &FileSplit, target: SchemaRef) -> Result<Self> {
+    fn open<T: parquet::file::reader::ChunkReader + 'static>(
+        path: PathBuf,
+        file: T,
+        split: &FileSplit,
+        target: SchemaRef,
+    ) -> Result<Self> {
         let parquet_err = |source| ConnectorError::Parquet {
             path: path.clone(),
             source,
@@ -581,7 +675,7 @@ fn align(path: &Path, batch: RecordBatch, target: &SchemaRef) -> Result<RecordBa
 
 struct CsvSplitReader {
     path: PathBuf,
-    reader: arrow::csv::reader::BufReader<BufReader<File>>,
+    reader: arrow::csv::reader::BufReader<BufReader<Box<dyn Read + Send>>>,
 }
 
 impl SplitReader for CsvSplitReader {
@@ -617,14 +711,14 @@ fn line_in_message(message: &str) -> Option<u64> {
 /// can be traced to its exact line.
 struct JsonSplitReader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    lines: std::io::Lines<BufReader<Box<dyn Read + Send>>>,
     schema: SchemaRef,
     decoder: arrow::json::reader::Decoder,
     next_line: u64,
 }
 
 impl JsonSplitReader {
-    fn new(path: PathBuf, file: File, schema: SchemaRef) -> Result<Self> {
+    fn new(path: PathBuf, file: Box<dyn Read + Send>, schema: SchemaRef) -> Result<Self> {
         let decoder = arrow::json::ReaderBuilder::new(schema.clone())
             .with_batch_size(BATCH_ROWS)
             .build_decoder()?;

@@ -13,6 +13,7 @@ fn spec(format: FileFormat, path: &Path) -> FileSourceSpec {
         partition_columns: Vec::new(),
         stream: false,
         max_files_per_trigger: None,
+        storage: Vec::new(),
     }
 }
 

@@ -343,7 +343,7 @@ impl Source for KafkaSource {
             .map_err(|e| self.error(format!("assigning partition {}: {e}", split.partition)))?;
         let dead_letters = match (self.spec.on_bad_record, &self.spec.dead_letter_path) {
             (BadRecordPolicy::DeadLetter, Some(dir)) => {
-                let dir = sluice_checkpoint::Location::parse(dir)?;
+                let dir = sluice_checkpoint::Location::parse_with(dir, &self.spec.storage)?;
                 Some(DeadLetters::new(dir, ctx, split))
             }
             _ => None,
@@ -454,6 +454,7 @@ pub fn high_watermarks(endpoint: &KafkaEndpoint) -> Result<BTreeMap<i32, i64>> {
         max_records_per_trigger: None,
         on_bad_record: BadRecordPolicy::Fail,
         dead_letter_path: None,
+        storage: Vec::new(),
         on_offsets_lost: BadRecordPolicy::Fail,
         group_id: None,
         properties: BTreeMap::new(),

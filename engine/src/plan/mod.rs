@@ -209,6 +209,17 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
             }
             None if name.contains('/') || FileFormat::from_path(&name).is_some() => {
                 // `FROM 'data/bids/*.parquet'`: a table named by its path.
+                if name.starts_with("s3://")
+                    && sluice_connectors::file::detect_object_format(&name)?.is_none()
+                {
+                    // (Listing the prefix can fail too: `?` says why, with the store's answer.)
+                    return Err(EngineError::Sql {
+                        location: format!("{origin}: "),
+                        message: format!(
+                            "no .parquet, .csv or .json/.jsonl objects below '{name}'"
+                        ),
+                    });
+                }
                 let format = FileFormat::detect(&name).ok_or_else(|| EngineError::Sql {
                     location: format!("{origin}: "),
                     message: format!("cannot tell the format of '{name}': name files .parquet, .csv or .json/.jsonl"),
@@ -222,6 +233,7 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                     partition_columns: Vec::new(),
                     stream: false,
                     max_files_per_trigger: None,
+                    storage: Vec::new(),
                 })?;
                 (SourceSpec::File(source.spec().clone()), Arc::new(source))
             }

@@ -200,7 +200,8 @@ pub(crate) struct QueryArgs {
 
 #[derive(Args)]
 pub(crate) struct DriverArgs {
-    /// Checkpoint directory; rerunning a job on the same checkpoint does not repeat its output.
+    /// Checkpoint directory or object-store URL (s3://bucket/prefix); rerunning a job on the
+    /// same checkpoint does not repeat its output.
     #[arg(long)]
     pub(crate) checkpoint: Option<PathBuf>,
     /// Partitions per scan and shuffle (default: total executor slots).

@@ -1,0 +1,156 @@
+//! File sources on an object store (`path = 's3://bucket/prefix/'`): listing by prefix, and
+//! reading an object by range requests so memory stays bounded as with local files — a Parquet
+//! split fetches its footer and its row group's column chunks, a CSV or JSON reader streams the
+//! object in [`READ_CHUNK`] pieces.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use parquet::file::reader::{ChunkReader, Length};
+use sluice_checkpoint::location::block_on;
+use sluice_checkpoint::{Location, ObjectRoot};
+
+use crate::error::{ConnectorError, Result};
+use crate::options::FileFormat;
+
+/// Bytes fetched per request by a streaming reader.
+const READ_CHUNK: u64 = 8 << 20;
+
+/// One object, read by ranges.
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    root: ObjectRoot,
+    len: u64,
+}
+
+impl ObjectFile {
+    /// Opens the object at `url` (its size is looked up), with a table's object-store options.
+    pub fn open(url: &str, storage: &[(String, String)]) -> Result<Self> {
+        let Location::Object(root) = Location::parse_with(url, storage)? else {
+            return Err(ConnectorError::Internal(format!(
+                "{url} is not an object-store URL"
+            )));
+        };
+        let store = root.store().clone();
+        let path = root.path("");
+        let meta = block_on(async move { store.head(&path).await })
+            .map_err(|e| sluice_checkpoint::StoreError::new("open", url, e))?;
+        Ok(Self {
+            root,
+            len: meta.size,
+        })
+    }
+
+    /// The object's size.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn range(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> std::result::Result<Bytes, sluice_checkpoint::StoreError> {
+        let store = self.root.store().clone();
+        let path = self.root.path("");
+        block_on(async move { store.get_range(&path, start..end).await })
+            .map_err(|e| sluice_checkpoint::StoreError::new("read", self.root.url(), e))
+    }
+
+    /// A reader of the whole object, from the start.
+    pub fn reader(&self) -> ObjectRead {
+        ObjectRead {
+            file: self.clone(),
+            pos: 0,
+            buf: Bytes::new(),
+        }
+    }
+}
+
+impl Length for ObjectFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for ObjectFile {
+    type T = ObjectRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<ObjectRead> {
+        Ok(ObjectRead {
+            file: self.clone(),
+            pos: start,
+            buf: Bytes::new(),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let end = start.saturating_add(length as u64).min(self.len);
+        self.range(start, end)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+    }
+}
+
+/// Reads an object front to back, [`READ_CHUNK`] bytes per request.
+pub struct ObjectRead {
+    file: ObjectFile,
+    pos: u64,
+    buf: Bytes,
+}
+
+impl Read for ObjectRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.pos >= self.file.len {
+                return Ok(0);
+            }
+            let end = (self.pos + READ_CHUNK).min(self.file.len);
+            self.buf = self
+                .file
+                .range(self.pos, end)
+                .map_err(std::io::Error::other)?;
+            self.pos = end;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+/// The objects of `format` below `root` (skipping hidden and `_`-prefixed names at any level,
+/// as for directories), as URLs, sorted; `root` itself when it names one object.
+pub fn list(root: &ObjectRoot, format: FileFormat) -> Result<Vec<String>> {
+    let mut files: Vec<String> = root
+        .list("")?
+        .into_iter()
+        .filter(|(rel, _)| {
+            rel.split('/')
+                .all(|part| !part.starts_with('.') && !part.starts_with('_'))
+        })
+        .filter(|(rel, _)| FileFormat::from_path(rel) == Some(format))
+        .map(|(rel, _)| root.url_of(&rel))
+        .collect();
+    if files.is_empty() && root.exists("")? {
+        files.push(root.url().to_string());
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The format of the first visible object below `url` with a known extension (`None`: there
+/// is none); an error says why the prefix could not be listed.
+pub fn detect(url: &str) -> Result<Option<FileFormat>> {
+    let Location::Object(root) = Location::parse(url)? else {
+        return Ok(None);
+    };
+    let mut listed = root.list("")?;
+    listed.sort();
+    Ok(listed.iter().find_map(|(rel, _)| {
+        rel.split('/')
+            .all(|part| !part.starts_with('.') && !part.starts_with('_'))
+            .then(|| FileFormat::from_path(rel))
+            .flatten()
+    }))
+}
