@@ -375,3 +375,46 @@ fn batch_sources_in_parquet_csv_and_json_on_s3_give_datafusions_answer() {
     let printed = common::ok(&out);
     assert!(printed.contains("35000"), "{printed}");
 }
+
+#[test]
+fn a_streamed_json_table_on_s3_is_read_file_by_file_across_runs_with_its_checkpoint_on_s3() {
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let local = tempfile::tempdir().unwrap();
+    let write = |name: &str, ids: std::ops::Range<u64>| {
+        let dir = local.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = ids.map(|i| format!("{{\"id\":{i}}}\n")).collect();
+        std::fs::write(dir.join(format!("{name}.json")), text).unwrap();
+        s3.upload(&dir, "lake", "incoming");
+    };
+    write("0001", 0..1000);
+    write("0002", 1000..2500);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.sql"),
+        "CREATE TABLE incoming (id BIGINT)\n\
+           WITH (connector = 'json', path = 's3://lake/incoming/', stream = 'true', max_files_per_trigger = '1');\n\
+         CREATE TABLE copy WITH (connector = 'parquet', path = 's3://lake/copy/');\n\
+         INSERT INTO copy SELECT id FROM incoming;\n",
+    )
+    .unwrap();
+    let env = env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = [
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "s3://lake/ckpt",
+        "--trigger",
+        "available-now",
+    ];
+    common::ok(&common::sluice_env(dir.path(), &args, &env));
+    // One file per epoch: two epochs committed.
+    assert_eq!(commits(&s3), 2);
+    write("0003", 2500..3000);
+    common::ok(&common::sluice_env(dir.path(), &args, &env));
+    let mut ids = s3.read("lake", "copy", "id").values;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..3000).collect::<Vec<i64>>(), "each file once");
+}
