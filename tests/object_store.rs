@@ -241,7 +241,8 @@ fn two_drivers_cannot_run_on_one_s3_checkpoint_and_a_driver_that_lost_its_lease_
     );
 
     // Another driver takes the lease over (as one would after this driver stalled past the
-    // lease's expiry): this driver must stop without committing again.
+    // lease's expiry): this driver must stop without committing again — idle, it notices at
+    // its next renewal; with new records, at the latest before it would commit them.
     let far = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

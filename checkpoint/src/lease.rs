@@ -160,6 +160,19 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Fails if the renewals found the lease taken over or expired (no request is made).
+    pub fn check(&self) -> Result<()> {
+        match &self.shared.held().lost {
+            None => Ok(()),
+            Some(reason) => Err(CheckpointError::LeaseLost {
+                path: self.shared.root.url().into(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+}
+
 impl Shared {
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
@@ -279,6 +292,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         let other = Lease::acquire(&root, LEASE_TTL).unwrap();
         let err = stale.confirm().unwrap_err();
+        assert!(stale.check().is_err(), "the loss is remembered");
         assert!(matches!(err, CheckpointError::LeaseLost { .. }), "{err}");
         assert!(err.to_string().contains("taken over"), "{err}");
         other.confirm().unwrap();

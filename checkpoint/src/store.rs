@@ -287,6 +287,17 @@ impl CheckpointStore {
         self.object.as_ref()
     }
 
+    /// On an object store: fails if the background renewals found this driver's lease taken
+    /// over or expired (no request is made; the driver checks between epochs, so an idle
+    /// driver stops too).
+    pub fn check_lease(&self) -> Result<()> {
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match lease {
+            Some(lease) => lease.check(),
+            None => Ok(()),
+        }
+    }
+
     /// On an object store: renews this driver's lease now and fails if another driver took it
     /// over. (Locally the `flock` cannot be lost while the process lives.)
     pub fn confirm_lease(&self) -> Result<()> {

@@ -244,6 +244,7 @@ impl EpochRunner<'_> {
 
     /// What the checkpoint says now.
     fn observe(&self) -> Result<Observed> {
+        self.store.check_lease()?;
         let log = self.store.epoch_log()?;
         let publish_recorded = match (log.next_action(), &self.committer) {
             (EpochAction::Replay { epoch }, Some(committer)) => {
