@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use sluice::datagen::{write_bids_parquet, BidsSpec};
 
 const QUERY: &str = "SELECT auction, count(*) AS n, max(price) AS top, sum(price) AS total FROM bids GROUP BY auction";
 
@@ -52,22 +51,7 @@ fn args() -> Args {
 fn main() {
     let args = args();
     let root = sluice::repo_root();
-    let data = root.join(format!("bench-data/bids-{}", args.rows));
-    if !data.join("bids-0000.parquet").exists() {
-        eprintln!("generating {} rows into {} ...", args.rows, data.display());
-        let files = (args.rows / 1_000_000).clamp(1, 16) as usize;
-        write_bids_parquet(
-            &data,
-            BidsSpec {
-                rows: args.rows,
-                files,
-                auctions: 10_000,
-                row_group_rows: 262_144,
-                seed: 42,
-            },
-        )
-        .expect("generate data");
-    }
+    let data = sluice::datagen::p1_bids(&root, args.rows);
     let work = root.join("bench-data/p1-work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice::datagen::{write_bids_parquet, BidsSpec};
 use sluice::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use sluice::stats::median;
 
@@ -38,21 +37,7 @@ fn main() {
         }
     }
     let root = sluice::repo_root();
-    let data = root.join(format!("bench-data/bids-{rows}"));
-    if !data.join("bids-0000.parquet").exists() {
-        eprintln!("generating {rows} rows into {} ...", data.display());
-        write_bids_parquet(
-            &data,
-            BidsSpec {
-                rows,
-                files: (rows / 1_000_000).clamp(1, 16) as usize,
-                auctions: 10_000,
-                row_group_rows: 262_144,
-                seed: 42,
-            },
-        )
-        .expect("generate data");
-    }
+    let data = sluice::datagen::p1_bids(&root, rows);
     let work = root.join("bench-data/p9-work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();

@@ -80,6 +80,28 @@ pub fn bids_batch(rng: &mut StdRng, first: u64, rows: usize, auctions: i64) -> R
     .expect("columns match the schema")
 }
 
+/// P1's input (shared by the benchmarks that reuse it): `rows` bids over 10 000 auctions in
+/// `root/bench-data/bids-ROWS/`, one file per million rows (1 to 16), row groups of 262 144
+/// rows; generated on first use. Returns the directory.
+pub fn p1_bids(root: &Path, rows: u64) -> std::path::PathBuf {
+    let data = root.join(format!("bench-data/bids-{rows}"));
+    if !data.join("bids-0000.parquet").exists() {
+        eprintln!("generating {rows} rows into {} ...", data.display());
+        write_bids_parquet(
+            &data,
+            BidsSpec {
+                rows,
+                files: (rows / 1_000_000).clamp(1, 16) as usize,
+                auctions: 10_000,
+                row_group_rows: 262_144,
+                seed: 42,
+            },
+        )
+        .expect("generate data");
+    }
+    data
+}
+
 /// Writes `spec.files` Parquet files `bids-NNNN.parquet` into `dir`.
 pub fn write_bids_parquet(dir: &Path, spec: BidsSpec) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;

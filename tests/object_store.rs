@@ -78,9 +78,20 @@ fn commits(s3: &S3Server) -> usize {
     s3.read("lake", "ckpt/commits", "none").objects.len()
 }
 
-fn stderr_of(child: Child) -> String {
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// Waits until the checkpoint records a commit; the driver must keep running meanwhile.
+fn wait_first_commit(driver: &mut Child, s3: &S3Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while commits(s3) == 0 {
+        if let Some(status) = driver.try_wait().unwrap() {
+            let mut out = String::new();
+            if let Some(mut stderr) = driver.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut out);
+            }
+            panic!("the driver exited ({status}): {out}");
+        }
+        assert!(Instant::now() < deadline, "no epoch committed in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -113,14 +124,7 @@ fn kafka_to_parquet_on_s3_exactly_once_through_driver_and_executor_kills() {
     });
 
     let mut driver = start_driver(&dir, &s3, &[]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while commits(&s3) == 0 {
-        if let Some(status) = driver.try_wait().unwrap() {
-            panic!("the driver exited ({status}): {}", stderr_of(driver));
-        }
-        assert!(Instant::now() < deadline, "no epoch committed in 120 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_first_commit(&mut driver, &s3);
     let mut faults = Vec::new();
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
@@ -221,14 +225,7 @@ fn two_drivers_cannot_run_on_one_s3_checkpoint_and_a_driver_that_lost_its_lease_
             .collect::<Vec<_>>(),
     );
     let mut a = start_driver(&a_dir, &s3, &[]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while commits(&s3) == 0 {
-        if let Some(status) = a.try_wait().unwrap() {
-            panic!("the driver exited ({status}): {}", stderr_of(a));
-        }
-        assert!(Instant::now() < deadline, "no epoch committed in 120 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_first_commit(&mut a, &s3);
 
     // A second driver on the same checkpoint, from another directory: refused, naming the first.
     let b = start_driver(&b_dir, &s3, &[]);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
 use crate::location::ObjectRoot;
+use crate::store::now_ms;
 
 /// How long a lease lasts without renewal. A driver on another host that died is replaced
 /// after at most this long (one on the same host at once).
@@ -246,13 +247,6 @@ fn process_alive(pid: u32) -> bool {
 
 fn to_json(record: &LeaseRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("a lease record always serializes")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
