@@ -10,6 +10,9 @@
 //!   memory budget per executor) with incremental snapshots into `state/`.
 //! - [`recovery`]: the pure decision of what a (re)starting driver does next, from what it
 //!   observes in the store.
+//! - [`location`]: a local path or an object-store URL (`s3://bucket/prefix`) and the
+//!   synchronous calls on it the checkpoint, sinks and file sources use; [`lease`]: one driver
+//!   per checkpoint on an object store.
 //!
 //! What it does not own: what an epoch's offsets *mean* (sources define that; this crate stores
 //! them as serde values) or how a sink publishes (connectors do that).
