@@ -14,7 +14,10 @@ use sluice_checkpoint::{Location, ObjectRoot};
 use crate::error::{ConnectorError, Result};
 use crate::options::FileFormat;
 
-/// Bytes fetched per request by a streaming reader.
+/// Bytes a reader fetches first: small, as Parquet's page reader opens a reader at each page
+/// header and reads only what the page needs.
+const FIRST_READ: u64 = 64 << 10;
+/// The most a reader fetches per request: each fetch doubles the last, up to this.
 const READ_CHUNK: u64 = 8 << 20;
 
 /// One object, read by ranges.
@@ -64,6 +67,7 @@ impl ObjectFile {
             file: self.clone(),
             pos: 0,
             buf: Bytes::new(),
+            next: FIRST_READ,
         }
     }
 }
@@ -82,6 +86,7 @@ impl ChunkReader for ObjectFile {
             file: self.clone(),
             pos: start,
             buf: Bytes::new(),
+            next: FIRST_READ,
         })
     }
 
@@ -92,11 +97,14 @@ impl ChunkReader for ObjectFile {
     }
 }
 
-/// Reads an object front to back, [`READ_CHUNK`] bytes per request.
+/// Reads an object from a position on, [`FIRST_READ`] bytes in the first request and twice as
+/// many in each next one, up to [`READ_CHUNK`].
 pub struct ObjectRead {
     file: ObjectFile,
     pos: u64,
     buf: Bytes,
+    /// Bytes the next request fetches.
+    next: u64,
 }
 
 impl Read for ObjectRead {
@@ -105,7 +113,8 @@ impl Read for ObjectRead {
             if self.pos >= self.file.len {
                 return Ok(0);
             }
-            let end = (self.pos + READ_CHUNK).min(self.file.len);
+            let end = (self.pos + self.next).min(self.file.len);
+            self.next = (self.next * 2).min(READ_CHUNK);
             self.buf = self
                 .file
                 .range(self.pos, end)
