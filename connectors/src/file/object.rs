@@ -1,7 +1,7 @@
 //! File sources on an object store (`path = 's3://bucket/prefix/'`): listing by prefix, and
 //! reading an object by range requests so memory stays bounded as with local files — a Parquet
 //! split fetches its footer and its row group's column chunks, a CSV or JSON reader streams the
-//! object in [`READ_CHUNK`] pieces.
+//! object in ranges of [`FIRST_READ`] growing to [`READ_CHUNK`].
 
 use std::io::Read;
 
