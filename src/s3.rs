@@ -123,6 +123,23 @@ impl S3Server {
         );
     }
 
+    /// Downloads every object under `s3://bucket/prefix/` into the local directory `dir`
+    /// (keeping relative keys), to look at a checkpoint's files with the local tools.
+    pub fn download(&self, bucket: &str, prefix: &str, dir: &std::path::Path) {
+        self.python(
+            "import boto3, sys, os\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],\n\
+                               aws_secret_access_key=sys.argv[3], region_name='us-east-1')\n\
+             bucket, prefix, root = sys.argv[4], sys.argv[5], sys.argv[6]\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/'):\n\
+             \x20   for o in page.get('Contents', []):\n\
+             \x20       p = os.path.join(root, os.path.relpath(o['Key'], prefix))\n\
+             \x20       os.makedirs(os.path.dirname(p), exist_ok=True)\n\
+             \x20       s3.download_file(bucket, o['Key'], p)\n",
+            &[bucket, prefix.trim_matches('/'), &dir.to_string_lossy()],
+        );
+    }
+
     /// Every row of the Parquet objects under `s3://bucket/prefix/` (hidden and `_` names
     /// skipped, as readers do), each value rendered with Python's `str`, rows sorted: read with
     /// pyarrow's `S3FileSystem`, independent of Sluice.

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{children_of, spawn, test_seed};
+use common::{children_of, spawn, stream, test_seed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
+use sluice::datagen::STREAM_BASE_MS;
 use sluice::s3::S3Server;
 
 /// Record `i`: JSON, except every 7919th, which is not (it goes to the dead letters).
@@ -273,47 +274,148 @@ fn two_drivers_cannot_run_on_one_s3_checkpoint_and_a_driver_that_lost_its_lease_
 }
 
 #[test]
-fn a_missing_bucket_and_state_on_an_s3_checkpoint_are_refused_clearly() {
+fn a_missing_bucket_is_refused_naming_the_url_and_the_stores_answer() {
     let broker = Broker::start();
     broker.create_topic("bids", 1);
     let s3 = S3Server::start();
-    s3.create_bucket("lake");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("job.sql"), job_sql(&broker)).unwrap();
     let env = env(&s3);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let args = |checkpoint: &'static str| {
-        vec![
-            "run",
-            "job.sql",
-            "--checkpoint",
-            checkpoint,
-            "--trigger",
-            "available-now",
-        ]
-    };
-    // The store's answer and the URL.
-    let out = common::sluice_env(dir.path(), &args("s3://no-such-bucket/ckpt"), &env);
+    let args = [
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "s3://no-such-bucket/ckpt",
+        "--trigger",
+        "available-now",
+    ];
+    let out = common::sluice_env(dir.path(), &args, &env);
     let err = common::fails(&out);
     assert!(
         err.contains("s3://no-such-bucket/ckpt/metadata") && err.contains("NoSuchBucket"),
         "{err}"
     );
-    // State snapshots do not go to an object store yet: said before anything runs.
-    std::fs::write(
-        dir.path().join("job.sql"),
-        job_sql(&broker).replace(
-            "INSERT INTO archive SELECT id, auction, price FROM bids;",
-            "INSERT INTO archive SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction;",
-        ),
-    )
-    .unwrap();
-    let out = common::sluice_env(dir.path(), &args("s3://lake/ckpt2"), &env);
-    let err = common::fails(&out);
-    assert!(
-        err.contains("keeps state") && err.contains("s3://lake/ckpt2 is on an object store"),
-        "{err}"
+}
+
+#[test]
+fn windowed_aggregation_with_its_state_on_s3_survives_an_executor_kill_and_gives_datafusions_answer(
+) {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("driver");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = root.path().join("input.jsonl");
+    let job = format!(
+        "{}CREATE TABLE hot WITH (connector = 'parquet', path = 's3://lake/hot/');\n\
+         INSERT INTO hot\n\
+         SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top\n\
+         FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '6' SECOND))\n\
+         GROUP BY window_start, window_end, auction;\n",
+        stream::source_ddl(&broker, "bids").replace(
+            "start = 'earliest'",
+            "start = 'earliest', max_records_per_trigger = '400'"
+        )
     );
+    std::fs::write(dir.join("job.sql"), job).unwrap();
+    let all = stream::bids(43, 0..12_000);
+    stream::produce(&broker, "bids", &all[..6000], &log);
+    let seed = test_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let args = |trigger: &'static str| {
+        vec![
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "s3://lake/ckpt",
+            "--executors",
+            "3",
+            "--slots",
+            "1",
+            "--parallelism",
+            "3",
+            "--trigger",
+            trigger,
+            "--heartbeat-timeout",
+            "2s",
+        ]
+    };
+    let env = env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Once an epoch has committed (each executor holds state partitions then), one executor
+    // is killed at a random moment: the driver re-runs its partitions on the others, which
+    // restore them from the bucket.
+    let mut driver = spawn(&dir, &args("200ms"), &env);
+    wait_first_commit(&mut driver, &s3);
+    stream::produce(&broker, "bids", &all[6000..], &log);
+    std::thread::sleep(Duration::from_millis(rng.random_range(300..2000)));
+    let executors = children_of(driver.id());
+    assert_eq!(executors.len(), 3, "three executors: {executors:?}");
+    let victim = executors[rng.random_range(0..executors.len())] as i32;
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let before = commits(&s3);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while commits(&s3) < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress after the kill (seed {seed})"
+        );
+        assert!(
+            driver.try_wait().unwrap().is_none(),
+            "the driver exited (seed {seed})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(driver.id() as i32, libc::SIGTERM) };
+    common::ok(&common::wait_output(driver, Duration::from_secs(60)));
+    let after_kill = tempfile::tempdir().unwrap();
+    s3.download("lake", "ckpt/progress", &after_kill.path().join("progress"));
+    let restored: u64 = sluice::progress::records(after_kill.path())
+        .iter()
+        .flat_map(|r| r["state"].as_array().cloned().unwrap_or_default())
+        .map(|op| op["restored_partitions"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        restored > 0,
+        "the killed executor's partitions were restored from the bucket (seed {seed})"
+    );
+    // Drain what is left with fresh executors (every partition restored from the bucket).
+    common::ok(&common::sluice_env(&dir, &args("available-now"), &env));
+
+    let local = tempfile::tempdir().unwrap();
+    s3.download("lake", "ckpt/progress", &local.path().join("progress"));
+    let watermark = sluice::progress::records(local.path())
+        .last()
+        .and_then(|r| r["watermark_ms"].as_i64())
+        .expect("a watermark");
+    s3.download("lake", "hot", &local.path().join("hot"));
+    let got = sluice::table::read_rows(&local.path().join("hot"));
+    let (lo, hi) = (STREAM_BASE_MS - 10_000, STREAM_BASE_MS + 170_000);
+    let want = stream::reference_closed_windows(&log, 6000, 2000, (lo, hi), watermark);
+    assert!(want.len() > 500, "the reference has {} rows", want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "each closed window once (seed {seed})"
+    );
+    assert_eq!(got, want, "seed {seed}");
+    // Executors kept only scratch locally: the driver's directory holds the job text alone.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["job.sql"],
+        "nothing but the job in the driver's directory"
+    );
+    // The state is in the bucket.
+    let state = s3.read("lake", "ckpt/state", "none").objects;
+    assert!(state.iter().any(|o| o.contains("/sst/")), "{state:?}");
 }
 
 #[test]

@@ -325,6 +325,49 @@ impl ObjectRoot {
         }
     }
 
+    /// Streams the object `rel` into the local file `to` (created or truncated); returns its
+    /// size, or `None` if there is no such object. Memory stays bounded by the store's chunks.
+    /// The outer error is the store's; the inner one writing `to`.
+    pub fn download(
+        &self,
+        rel: &str,
+        to: &Path,
+    ) -> Result<Option<std::io::Result<u64>>, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let store = self.store.clone();
+        let path = self.path(rel);
+        let to = to.to_path_buf();
+        let got = block_on(async move {
+            let mut stream = store.get(&path).await?.into_stream();
+            let mut file = match tokio::fs::File::create(&to).await {
+                Ok(file) => file,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut written = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                if let Err(e) = file.write_all(&chunk).await {
+                    return Ok(Err(e));
+                }
+                written += chunk.len() as u64;
+            }
+            Ok(file.flush().await.map(|()| written))
+        });
+        match got {
+            Ok(written) => Ok(Some(written)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::new("download", &self.url_of(rel), e)),
+        }
+    }
+
+    /// Deletes every object below `rel` (a "directory"); returns how many.
+    pub fn delete_all(&self, rel: &str) -> Result<usize, StoreError> {
+        let objects = self.list(rel)?;
+        for (name, _) in &objects {
+            self.delete(name)?;
+        }
+        Ok(objects.len())
+    }
+
     /// Copies `from` to `to` (both relative), replacing `to`: readers see the old object or the
     /// complete new one.
     pub fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {

@@ -282,6 +282,14 @@ impl CheckpointStore {
         &self.root
     }
 
+    /// Where operator state snapshots go: `CHECKPOINT/state`.
+    pub fn state_location(&self) -> Location {
+        match &self.object {
+            Some(object) => Location::Object(object.child("state")),
+            None => Location::Local(self.root.join("state")),
+        }
+    }
+
     /// The object-store prefix, when the checkpoint is not a local directory.
     pub fn object(&self) -> Option<&ObjectRoot> {
         self.object.as_ref()

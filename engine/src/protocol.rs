@@ -157,8 +157,9 @@ pub struct QueryInstall {
 /// Where a query's operator state is checkpointed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateInstall {
-    /// `CHECKPOINT/state`.
-    pub dir: std::path::PathBuf,
+    /// `CHECKPOINT/state`: a directory every executor can reach, or an object-store URL
+    /// (`s3://bucket/prefix/state`, reached with the executor's own `AWS_*` variables).
+    pub location: String,
     /// Whether snapshots are fsynced.
     pub durable: bool,
 }

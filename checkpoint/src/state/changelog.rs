@@ -1,11 +1,10 @@
 //! Changelog snapshots: one epoch's state writes as a file, and their replay.
 
-use std::fs;
 use std::path::Path;
 
 use rocksdb::{WriteBatch, DB};
 
-use super::{db_error, io, sync_file, SnapshotManifest};
+use super::db_error;
 use crate::error::{CheckpointError, Result};
 
 pub(super) const LOG_PUT: u8 = 1;
@@ -68,11 +67,10 @@ pub fn parse_changelog(bytes: &[u8]) -> std::result::Result<Vec<ChangelogOp<'_>>
     Ok(ops)
 }
 
-/// Applies the changelog at `path` to `db`; a truncated or malformed log is an error naming
-/// the file, never a panic.
-pub(super) fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
-    let bytes = fs::read(path).map_err(io("read state changelog", path))?;
-    let ops = parse_changelog(&bytes).map_err(|at| CheckpointError::Corrupt {
+/// Applies the changelog `bytes` (read from `path`) to `db`; a truncated or malformed log is
+/// an error naming the file, never a panic.
+pub(super) fn replay_changelog(db: &DB, bytes: &[u8], path: &Path) -> Result<()> {
+    let ops = parse_changelog(bytes).map_err(|at| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         message: format!("changelog malformed at byte {at}"),
     })?;
@@ -87,43 +85,6 @@ pub(super) fn replay_changelog(db: &DB, path: &Path) -> Result<()> {
     let mut opts = rocksdb::WriteOptions::default();
     opts.disable_wal(true);
     db.write_opt(batch, &opts).map_err(|e| db_error(path, e))
-}
-
-pub(super) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    fs::write(path, bytes).map_err(io("write state file", path))?;
-    if durable {
-        sync_file(path)?;
-    }
-    Ok(())
-}
-
-/// Publishes `manifest` as `epoch-N/snapshot.json` under `remote` (staged, then renamed).
-pub(super) fn publish_manifest(
-    remote: &Path,
-    manifest: &SnapshotManifest,
-    incarnation: &str,
-    durable: bool,
-) -> Result<()> {
-    let staging = remote.join(format!("epoch-{}.{incarnation}.tmp", manifest.epoch.0));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io("remove state staging", &staging))?;
-    }
-    fs::create_dir_all(&staging).map_err(io("create state staging", &staging))?;
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| CheckpointError::Corrupt {
-        path: staging.clone(),
-        message: e.to_string(),
-    })?;
-    write_file(&staging.join("snapshot.json"), &json, durable)?;
-    let target = remote.join(format!("epoch-{}", manifest.epoch.0));
-    if target.exists() {
-        // An earlier attempt of this epoch that never committed.
-        fs::remove_dir_all(&target).map_err(io("replace state snapshot", &target))?;
-    }
-    fs::rename(&staging, &target).map_err(io("publish state snapshot", &target))?;
-    if durable {
-        sync_file(remote)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

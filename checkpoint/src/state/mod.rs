@@ -29,6 +29,10 @@
 //! CHECKPOINT/state/op-O/part-P/changelog/INCARNATION-N.log       one epoch's writes
 //! ```
 //!
+//! The store is the checkpoint's `state/` directory or, for a checkpoint on an object store,
+//! its `state/` prefix (see [`remote`] for how a snapshot is published without rename there):
+//! an executor on any host restores a partition by downloading the files its manifest names.
+//!
 //! An SST's stored name carries the *incarnation* of the database that wrote it (a fresh id
 //! each time an instance is created or restored), so an instance restored from an older epoch
 //! can never mistake one of its new files for a same-named file written by an abandoned attempt.
@@ -48,13 +52,14 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CheckpointError, Result};
+use crate::location::Location;
 use crate::{Epoch, QueryId};
 
 mod changelog;
-use changelog::{
-    log_op, publish_manifest, replay_changelog, write_file, LOG_DELETE, LOG_DELETE_RANGE, LOG_PUT,
-};
+mod remote;
+use changelog::{log_op, replay_changelog, LOG_DELETE, LOG_DELETE_RANGE, LOG_PUT};
 pub use changelog::{parse_changelog, ChangelogOp};
+use remote::{epoch_dir, Remote, MANIFEST};
 
 /// Memory limits shared by all state partitions of one executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +95,8 @@ pub struct StatePartitionId {
 
 impl StatePartitionId {
     /// Its directory relative to a state root: `op-O/part-P`.
-    pub fn relative_dir(&self) -> PathBuf {
-        PathBuf::from(format!("op-{}", self.operator)).join(format!("part-{}", self.partition))
+    pub fn relative_dir(&self) -> String {
+        format!("op-{}/part-{}", self.operator, self.partition)
     }
 }
 
@@ -104,6 +109,11 @@ pub struct SnapshotManifest {
     pub sst: BTreeMap<String, StoredFile>,
     /// The small files copied into the snapshot's own directory.
     pub small: Vec<String>,
+    /// On an object store, the subdirectory of the full snapshot's `epoch-N/` holding the small
+    /// files (the incarnation that wrote them: attempts of one epoch never overwrite each
+    /// other's files); on a file system they are in `epoch-N/` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_dir: Option<String>,
     /// A changelog snapshot: the epoch of the full snapshot it builds on (whose `sst` and
     /// `small` this manifest repeats)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +193,7 @@ pub struct StatePartition {
 struct Chain {
     base: Epoch,
     small: Vec<String>,
+    small_dir: Option<String>,
     changelogs: Vec<StoredFile>,
 }
 
@@ -267,11 +278,11 @@ impl StateBackend {
     ///
     /// An instance already open at that epoch is reused as it is (the common case: a partition
     /// stays on its executor). Otherwise the local copy is discarded and the snapshot is
-    /// restored from `store` (`CHECKPOINT/state`).
+    /// restored from `store` (`CHECKPOINT/state`, a directory or an object-store prefix).
     pub fn open(
         &self,
         id: &StatePartitionId,
-        store: &Path,
+        store: &Location,
         restore: Option<Epoch>,
     ) -> Result<Arc<Mutex<StatePartition>>> {
         let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,35 +313,40 @@ impl StateBackend {
         let mut chain = None;
         let mut replay = Vec::new();
         if let Some(epoch) = restore {
-            let remote = store.join(id.relative_dir());
+            let remote = Remote::of(store).child(&id.relative_dir());
             let manifest = find_manifest(&remote, epoch)?;
             fs::create_dir_all(&db_dir).map_err(io("create state directory", &db_dir))?;
             for (local, file) in &manifest.sst {
-                let from = remote.join("sst").join(&file.stored);
-                link_or_copy(&from, &db_dir.join(local))?;
+                remote.download(&format!("sst/{}", file.stored), &db_dir.join(local), true)?;
             }
-            // The small files live with the full snapshot.
+            // The small files live with the full snapshot; RocksDB modifies them (copies).
             let base = manifest.base.unwrap_or(manifest.epoch);
-            let snap_dir = remote.join(format!("epoch-{}", base.0));
+            let small_dir = match &manifest.small_dir {
+                Some(dir) => format!("{}/{dir}", epoch_dir(base.0)),
+                None => epoch_dir(base.0),
+            };
             for name in &manifest.small {
-                let from = snap_dir.join(name);
-                fs::copy(&from, db_dir.join(name)).map_err(io("restore state file", &from))?;
+                remote.download(&format!("{small_dir}/{name}"), &db_dir.join(name), false)?;
             }
-            replay = manifest
-                .changelogs
-                .iter()
-                .map(|f| remote.join("changelog").join(&f.stored))
-                .collect();
+            for log in &manifest.changelogs {
+                let rel = format!("changelog/{}", log.stored);
+                let bytes = remote.read(&rel)?.ok_or_else(|| CheckpointError::Corrupt {
+                    path: remote.name(&rel),
+                    message: "a changelog the snapshot names is missing".into(),
+                })?;
+                replay.push((remote.name(&rel), bytes));
+            }
             chain = Some(Chain {
                 base,
                 small: manifest.small.clone(),
+                small_dir: manifest.small_dir.clone(),
                 changelogs: manifest.changelogs,
             });
             stored = manifest.sst;
         }
         let db = DB::open(&self.options(), &db_dir).map_err(|e| db_error(&db_dir, e))?;
-        for path in &replay {
-            replay_changelog(&db, path)?;
+        for (name, bytes) in &replay {
+            replay_changelog(&db, bytes, name)?;
         }
         let partition = Arc::new(Mutex::new(StatePartition {
             id: id.clone(),
@@ -370,53 +386,39 @@ impl StateBackend {
     }
 }
 
-/// Hard-links `from` to `to`, copying when they are on different filesystems.
-fn link_or_copy(from: &Path, to: &Path) -> Result<u64> {
-    if fs::hard_link(from, to).is_err() {
-        fs::copy(from, to).map_err(io("copy state file", from))?;
-    }
-    Ok(fs::metadata(to).map_err(io("stat state file", to))?.len())
-}
-
 /// The manifest that holds a partition's state as of `epoch`: the epoch's own, or — when the
 /// partition took no snapshot then because nothing changed — the newest one before it.
-fn find_manifest(remote: &Path, epoch: Epoch) -> Result<SnapshotManifest> {
-    let own = remote.join(format!("epoch-{}", epoch.0));
-    if !own.exists() {
-        if let Some(n) = snapshot_epochs(remote).range(..epoch.0).next_back() {
-            return read_manifest(remote, Epoch(*n));
-        }
+fn find_manifest(remote: &Remote, epoch: Epoch) -> Result<SnapshotManifest> {
+    if let Some(manifest) = try_read_manifest(remote, epoch)? {
+        return Ok(manifest);
     }
-    read_manifest(remote, epoch)
-}
-
-/// The epochs with a published snapshot under `remote`.
-fn snapshot_epochs(remote: &Path) -> BTreeSet<u64> {
-    let Ok(entries) = fs::read_dir(remote) else {
-        return BTreeSet::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_prefix("epoch-")?
-                .parse::<u64>()
-                .ok()
-        })
-        .collect()
-}
-
-fn read_manifest(remote: &Path, epoch: Epoch) -> Result<SnapshotManifest> {
-    let path = remote
-        .join(format!("epoch-{}", epoch.0))
-        .join("snapshot.json");
-    let bytes = fs::read(&path).map_err(io("read state snapshot", &path))?;
-    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-        path,
-        message: e.to_string(),
+    if let Some(n) = remote.snapshot_epochs()?.range(..epoch.0).next_back() {
+        return read_manifest(remote, Epoch(*n));
+    }
+    Err(CheckpointError::Corrupt {
+        path: remote.name(&epoch_dir(epoch.0)),
+        message: format!("no state snapshot of epoch {} or before it", epoch.0),
     })
+}
+
+fn read_manifest(remote: &Remote, epoch: Epoch) -> Result<SnapshotManifest> {
+    try_read_manifest(remote, epoch)?.ok_or_else(|| CheckpointError::Corrupt {
+        path: remote.name(&format!("{}/{MANIFEST}", epoch_dir(epoch.0))),
+        message: "the state snapshot's manifest is missing".into(),
+    })
+}
+
+fn try_read_manifest(remote: &Remote, epoch: Epoch) -> Result<Option<SnapshotManifest>> {
+    let rel = format!("{}/{MANIFEST}", epoch_dir(epoch.0));
+    let Some(bytes) = remote.read(&rel)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| CheckpointError::Corrupt {
+            path: remote.name(&rel),
+            message: e.to_string(),
+        })
 }
 
 impl StatePartition {
@@ -506,8 +508,13 @@ impl StatePartition {
     }
 
     /// Snapshots the instance as epoch `epoch` into `store` (`CHECKPOINT/state`), uploading
-    /// only SSTs the store does not have. `durable` fsyncs what it writes.
-    pub fn snapshot(&mut self, epoch: Epoch, store: &Path, durable: bool) -> Result<SnapshotStats> {
+    /// only SSTs the store does not have. `durable` fsyncs what it writes to a file system.
+    pub fn snapshot(
+        &mut self,
+        epoch: Epoch,
+        store: &Location,
+        durable: bool,
+    ) -> Result<SnapshotStats> {
         let started = Instant::now();
         if let (true, Some(chain), Some(_)) = (self.log.is_empty(), &self.chain, self.epoch) {
             // Nothing written since the last snapshot, which therefore holds this epoch's state
@@ -529,10 +536,11 @@ impl StatePartition {
             }
             None => false,
         };
+        let remote = Remote::of(store).child(&self.id.relative_dir());
         let mut stats = if chained {
-            self.changelog_snapshot(epoch, store, durable)?
+            self.changelog_snapshot(epoch, &remote, durable)?
         } else {
-            self.full_snapshot(epoch, store, durable)?
+            self.full_snapshot(epoch, &remote, durable)?
         };
         self.log.clear();
         self.epoch = Some(epoch);
@@ -546,7 +554,7 @@ impl StatePartition {
     fn changelog_snapshot(
         &mut self,
         epoch: Epoch,
-        store: &Path,
+        remote: &Remote,
         durable: bool,
     ) -> Result<SnapshotStats> {
         let Some(chain) = self.chain.clone() else {
@@ -555,28 +563,22 @@ impl StatePartition {
                 message: "a changelog snapshot without a base".into(),
             });
         };
-        let remote = store.join(self.id.relative_dir());
-        let log_dir = remote.join("changelog");
-        fs::create_dir_all(&log_dir).map_err(io("create state directory", &log_dir))?;
         let name = format!("{}-{}.log", self.incarnation, epoch.0);
-        let path = log_dir.join(&name);
-        write_file(&path, &self.log, durable)?;
-        if durable {
-            sync_file(&log_dir)?;
-        }
+        remote.write(&format!("changelog/{name}"), &self.log, durable)?;
         let mut changelogs = chain.changelogs.clone();
         changelogs.push(StoredFile {
             stored: name,
             bytes: self.log.len() as u64,
         });
-        let manifest = SnapshotManifest {
+        let mut manifest = SnapshotManifest {
             epoch,
             sst: self.stored.clone(),
             small: chain.small.clone(),
+            small_dir: chain.small_dir.clone(),
             base: Some(chain.base),
             changelogs: changelogs.clone(),
         };
-        publish_manifest(&remote, &manifest, &self.incarnation, durable)?;
+        remote.publish(&mut manifest, &[], &self.incarnation, durable)?;
         self.chain = Some(Chain {
             changelogs,
             ..chain
@@ -593,7 +595,7 @@ impl StatePartition {
     fn full_snapshot(
         &mut self,
         epoch: Epoch,
-        store: &Path,
+        remote: &Remote,
         durable: bool,
     ) -> Result<SnapshotStats> {
         self.db.flush().map_err(|e| db_error(&self.dir, e))?;
@@ -604,22 +606,16 @@ impl StatePartition {
         Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&local))
             .map_err(|e| db_error(&local, e))?;
-        let remote = store.join(self.id.relative_dir());
-        let sst_dir = remote.join("sst");
-        fs::create_dir_all(&sst_dir).map_err(io("create state directory", &sst_dir))?;
-        let staging = remote.join(format!("epoch-{}.{}.tmp", epoch.0, self.incarnation));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io("remove state staging", &staging))?;
-        }
-        fs::create_dir_all(&staging).map_err(io("create state staging", &staging))?;
         let mut manifest = SnapshotManifest {
             epoch,
             sst: BTreeMap::new(),
             small: Vec::new(),
+            small_dir: None,
             base: None,
             changelogs: Vec::new(),
         };
         let mut stats = SnapshotStats::default();
+        let mut small = Vec::new();
         let entries = fs::read_dir(&local).map_err(io("list snapshot", &local))?;
         for entry in entries {
             let entry = entry.map_err(io("list snapshot", &local))?;
@@ -630,11 +626,7 @@ impl StatePartition {
                     Some(file) => file.clone(),
                     None => {
                         let stored = format!("{}-{}", self.incarnation, name);
-                        let target = sst_dir.join(&stored);
-                        let bytes = link_or_copy(&path, &target)?;
-                        if durable {
-                            sync_file(&target)?;
-                        }
+                        let bytes = remote.upload(&path, &format!("sst/{stored}"), durable)?;
                         stats.uploaded_bytes += bytes;
                         StoredFile { stored, bytes }
                     }
@@ -642,74 +634,45 @@ impl StatePartition {
                 stats.total_bytes += file.bytes;
                 manifest.sst.insert(name, file);
             } else {
-                let target = staging.join(&name);
-                stats.uploaded_bytes +=
-                    fs::copy(&path, &target).map_err(io("upload state file", &path))?;
-                if durable {
-                    sync_file(&target)?;
-                }
-                manifest.small.push(name);
+                small.push((name, path));
             }
         }
-        manifest.small.sort();
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Corrupt {
-            path: staging.clone(),
-            message: e.to_string(),
-        })?;
-        let manifest_path = staging.join("snapshot.json");
-        fs::write(&manifest_path, &json).map_err(io("write state manifest", &manifest_path))?;
-        if durable {
-            sync_file(&manifest_path)?;
-            sync_file(&sst_dir)?;
+        small.sort();
+        manifest.small = small.iter().map(|(name, _)| name.clone()).collect();
+        if durable && !remote.is_object() {
+            remote::sync(&remote.name("sst"))?;
         }
-        let target = remote.join(format!("epoch-{}", epoch.0));
-        if target.exists() {
-            // An earlier attempt of this epoch that never committed.
-            fs::remove_dir_all(&target).map_err(io("replace state snapshot", &target))?;
-        }
-        fs::rename(&staging, &target).map_err(io("publish state snapshot", &target))?;
-        if durable {
-            sync_file(&remote)?;
-        }
+        stats.uploaded_bytes +=
+            remote.publish(&mut manifest, &small, &self.incarnation, durable)?;
         fs::remove_dir_all(&local).map_err(io("remove local snapshot", &local))?;
         self.stored = manifest.sst;
         self.chain = Some(Chain {
             base: epoch,
             small: manifest.small,
+            small_dir: manifest.small_dir,
             changelogs: Vec::new(),
         });
         Ok(stats)
     }
 }
 
-fn sync_file(path: &Path) -> Result<()> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io("sync", path))
-}
-
 /// Deletes, under `store` (`CHECKPOINT/state`), every snapshot of an epoch before `oldest` —
 /// except each partition's newest one at or before `oldest`, which recovery may still need — and
-/// every SST no remaining manifest references. Returns the number of files removed.
-pub fn collect_garbage(store: &Path, oldest: Epoch) -> Result<usize> {
+/// every SST and changelog no remaining manifest references. Returns the number of snapshots
+/// and files removed.
+pub fn collect_garbage(store: &Location, oldest: Epoch) -> Result<usize> {
+    let store = Remote::of(store);
     let mut removed = 0;
-    let Ok(operators) = fs::read_dir(store) else {
-        return Ok(0);
-    };
-    for op in operators.flatten() {
-        let Ok(parts) = fs::read_dir(op.path()) else {
-            continue;
-        };
-        for part in parts.flatten() {
-            removed += collect_partition(&part.path(), oldest)?;
+    for op in store.names("")?.iter().filter(|n| n.starts_with("op-")) {
+        for part in store.names(op)?.iter().filter(|n| n.starts_with("part-")) {
+            removed += collect_partition(&store.child(&format!("{op}/{part}")), oldest)?;
         }
     }
     Ok(removed)
 }
 
-fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
-    fs::read_dir(remote).map_err(io("list state", remote))?;
-    let epochs = snapshot_epochs(remote);
+fn collect_partition(remote: &Remote, oldest: Epoch) -> Result<usize> {
+    let epochs = remote.snapshot_epochs()?;
     // Keep the newest snapshot at or before `oldest`, everything after it, and the full
     // snapshots their changelogs build on.
     let floor = epochs.range(..=oldest.0).next_back().copied();
@@ -729,30 +692,22 @@ fn collect_partition(remote: &Path, oldest: Epoch) -> Result<usize> {
     }
     for &n in &epochs {
         if !keep.contains(&n) {
-            let dir = remote.join(format!("epoch-{n}"));
-            fs::remove_dir_all(&dir).map_err(io("remove old state snapshot", &dir))?;
+            // The manifest first: a snapshot half-deleted by a crash is no snapshot at all.
+            remote.remove_file(&format!("{}/{MANIFEST}", epoch_dir(n)))?;
+            remote.remove_dir(&epoch_dir(n))?;
             removed += 1;
         }
     }
-    if let Ok(files) = fs::read_dir(remote.join("changelog")) {
-        for file in files.flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if !logs.contains(&name) {
-                let path = file.path();
-                fs::remove_file(&path).map_err(io("remove unreferenced changelog", &path))?;
-                removed += 1;
-            }
+    for name in remote.names("changelog")? {
+        if !logs.contains(&name) {
+            remote.remove_file(&format!("changelog/{name}"))?;
+            removed += 1;
         }
     }
-    let sst_dir = remote.join("sst");
-    if let Ok(files) = fs::read_dir(&sst_dir) {
-        for file in files.flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if !referenced.contains(&name) {
-                let path = file.path();
-                fs::remove_file(&path).map_err(io("remove unreferenced state file", &path))?;
-                removed += 1;
-            }
+    for name in remote.names("sst")? {
+        if !referenced.contains(&name) {
+            remote.remove_file(&format!("sst/{name}"))?;
+            removed += 1;
         }
     }
     Ok(removed)

@@ -315,14 +315,6 @@ impl EpochRunner<'_> {
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
         self.committer = planned.sink.committer()?;
-        if self.store.object().is_some() && !planned.stateful_stages.is_empty() {
-            return Err(EngineError::Unsupported(format!(
-                "this query keeps state (an aggregation, join or deduplication over a stream) and \
-                 its checkpoint {} is on an object store: state snapshots go to a local \
-                 checkpoint directory only, so far — use a local --checkpoint for this query",
-                self.store.root().display()
-            )));
-        }
         if matches!(self.config.cluster, ClusterMode::Local { .. }) {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
         }
@@ -331,7 +323,7 @@ impl EpochRunner<'_> {
             stages: planned.install.clone(),
             sink: planned.sink_install.clone(),
             state: (!planned.stateful_stages.is_empty()).then(|| crate::protocol::StateInstall {
-                dir: self.store.root().join("state"),
+                location: self.store.state_location().to_string(),
                 durable: self.config.fsync,
             }),
             peers: self
@@ -630,7 +622,7 @@ impl EpochRunner<'_> {
         {
             let oldest = Epoch((epoch.0 + 1).saturating_sub(self.config.retain_epochs.max(1)));
             if let Err(e) =
-                sluice_checkpoint::state::collect_garbage(&self.store.root().join("state"), oldest)
+                sluice_checkpoint::state::collect_garbage(&self.store.state_location(), oldest)
             {
                 warn!("removing old state snapshots: {e}");
             }

@@ -434,10 +434,18 @@ fn decode_query(
         .sink
         .spec
         .writer(schema_from_json(&install.sink.schema_json)?)?;
+    let state = match install.state {
+        Some(state) => Some((
+            sluice_checkpoint::Location::parse(&state.location)
+                .map_err(sluice_checkpoint::CheckpointError::from)?,
+            state.durable,
+        )),
+        None => None,
+    };
     Ok(InstalledQuery {
         stages,
         sink,
-        state: install.state.clone(),
+        state,
     })
 }
 

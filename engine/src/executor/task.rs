@@ -31,8 +31,9 @@ pub struct InstalledQuery {
     pub stages: HashMap<StageId, (Arc<dyn ExecutionPlan>, StageOutput)>,
     /// The sink, when the query writes Parquet.
     pub sink: Option<Arc<dyn Sink>>,
-    /// Where state is checkpointed, when the query is stateful.
-    pub state: Option<crate::protocol::StateInstall>,
+    /// Where state is checkpointed, and whether snapshots are fsynced, when the query is
+    /// stateful.
+    pub state: Option<(sluice_checkpoint::Location, bool)>,
 }
 
 /// Everything a task needs from its executor.
@@ -112,10 +113,10 @@ async fn execute(
         read_counters: Default::default(),
         watermark_ms: task.watermark_ms,
         batch_timestamp_ms: task.batch_timestamp_ms,
-        state: query.state.as_ref().map(|install| TaskState {
+        state: query.state.as_ref().map(|(store, durable)| TaskState {
             backend: env.state.clone(),
-            store: install.dir.clone(),
-            durable: install.durable,
+            store: store.clone(),
+            durable: *durable,
             restore: task.restore,
             metrics: Default::default(),
         }),

@@ -20,7 +20,6 @@
 //! distinct, ...) is supported without Sluice knowing its state layout.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -51,7 +50,7 @@ pub struct TaskState {
     /// The executor's RocksDB instances.
     pub backend: Arc<StateBackend>,
     /// `CHECKPOINT/state`.
-    pub store: PathBuf,
+    pub store: sluice_checkpoint::Location,
     /// Whether snapshots are fsynced.
     pub durable: bool,
     /// The last committed epoch (state is restored to it), `None` before the first commit.
