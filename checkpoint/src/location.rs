@@ -20,7 +20,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::path::Path as ObjectPath;
+use object_store::ClientOptions;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult};
 
 /// A local directory or an object-store prefix.
@@ -158,7 +162,9 @@ impl ObjectRoot {
         let store = match clients.get(&cache_key) {
             Some(store) => store.clone(),
             None => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_http_connector(CountingConnector);
                 for (k, v) in options {
                     let config: AmazonS3ConfigKey =
                         k.to_ascii_lowercase().parse().map_err(|_| {
@@ -512,6 +518,48 @@ fn percent_decode(path: &str) -> String {
         .into_owned()
 }
 
+/// Object-store requests of this process answered with a network error, a 5xx or a throttling
+/// answer (429) so far. object_store retries them with exponential backoff (up to 10 times
+/// within 3 minutes); executors report theirs to the driver, which counts them in each epoch's
+/// progress record (`store_retries`).
+pub fn transient_failures() -> u64 {
+    TRANSIENT_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static TRANSIENT_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// object_store's own HTTP client, counting transient failures on the way.
+#[derive(Debug, Clone, Copy)]
+struct CountingConnector;
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(CountingService(
+            ReqwestConnector::default().connect(options)?,
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct CountingService(HttpClient);
+
+#[async_trait::async_trait]
+impl HttpService for CountingService {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let result = self.0.execute(request).await;
+        let transient = match &result {
+            Ok(response) => {
+                response.status().is_server_error() || response.status().as_u16() == 429
+            }
+            Err(_) => true,
+        };
+        if transient {
+            TRANSIENT_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
 /// Runs `f` on the object-store I/O runtime and waits for it. Callable from any thread,
 /// including a tokio worker (which it blocks, as synchronous file I/O does).
 pub fn block_on<T, F>(f: F) -> object_store::Result<T>
@@ -748,5 +796,58 @@ mod tests {
         root.delete("copy/1").unwrap();
         assert!(!root.exists("copy/1").unwrap());
         assert!(root.get("missing").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A stand-in S3 endpoint (a plain HTTP listener) answering `503 Slow Down` to the first
+    /// `failures` requests and a valid HEAD answer after: object_store retries through the
+    /// failures and the process counts them.
+    #[test]
+    fn transient_failures_are_retried_and_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let failures = 2;
+        let server = std::thread::spawn(move || {
+            for n in 0..=failures {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let read = conn.read(&mut buf).unwrap();
+                    assert!(read > 0, "the request ended early");
+                    request.extend_from_slice(&buf[..read]);
+                }
+                let answer = if n < failures {
+                    "HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nETag: \"e1\"\r\n\
+                     Last-Modified: Sat, 05 Dec 2026 06:00:00 GMT\r\nConnection: close\r\n\r\n"
+                };
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let options = [
+            ("aws_endpoint".to_string(), endpoint),
+            ("aws_allow_http".to_string(), "true".to_string()),
+            ("aws_access_key_id".to_string(), "test".to_string()),
+            ("aws_secret_access_key".to_string(), "test".to_string()),
+        ];
+        let Location::Object(root) = Location::parse_with("s3://retry-test/x", &options).unwrap()
+        else {
+            panic!("an object location")
+        };
+        let before = transient_failures();
+        assert!(root.exists("obj").unwrap());
+        server.join().unwrap();
+        assert!(
+            transient_failures() - before >= failures,
+            "{} counted",
+            transient_failures() - before
+        );
     }
 }

@@ -107,6 +107,10 @@ pub struct ExecutorMetrics {
     pub peak_rss_bytes: u64,
     /// Tasks running now.
     pub running_tasks: u32,
+    /// Object-store requests of the executor process that failed transiently so far (network
+    /// error, 5xx, 429; retried by the client), cumulative.
+    #[serde(default)]
+    pub store_retries: u64,
 }
 
 /// What the driver sends an executor.
@@ -269,6 +273,9 @@ pub struct TaskReport {
     pub read: sluice_connectors::ReadCounters,
     /// What the task's stateful operators did.
     pub state: Vec<OperatorStateMetrics>,
+    /// The executor's transient object-store failures so far, cumulative (as in heartbeats).
+    #[serde(default)]
+    pub store_retries: u64,
 }
 
 /// First frame on a data stream: which shuffle output to send.

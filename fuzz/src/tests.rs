@@ -68,6 +68,7 @@ fn frame_decoder_on_encoded_messages() {
             rss_bytes: 1 << 30,
             peak_rss_bytes: 1 << 31,
             running_tasks: 2,
+            store_retries: 4,
         })),
         frame(&FetchRequest {
             query_id,

@@ -514,6 +514,7 @@ impl EpochRunner<'_> {
                 })
                 .collect(),
             lost: std::mem::take(&mut self.tasks.lost),
+            store_retries: self.tasks.take_store_retries(),
             ..Default::default()
         };
         report::record_gaps(self.store, input, &result.read)?;

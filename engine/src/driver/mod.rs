@@ -182,6 +182,8 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             placement: BTreeMap::new(),
             killer: cluster.killer(),
             lost: Vec::new(),
+            store_retries: 0,
+            driver_store_retries: 0,
             reporter: reporter.clone(),
         },
         committer: None,

@@ -82,6 +82,8 @@ pub struct EpochResult {
     pub retried: Vec<RetriedTask>,
     /// Executors lost during the epoch.
     pub lost: Vec<LostExecutor>,
+    /// Object-store requests that failed transiently (and were retried).
+    pub store_retries: u64,
 }
 
 /// A task that ran more than once in an epoch (lineage recovery, retries, speculation).
@@ -215,6 +217,10 @@ pub struct EpochProgress {
     /// Tasks that ran more than once, with their attempts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retried_tasks: Vec<RetriedTask>,
+    /// Object-store requests of the driver and executors since the previous epoch that met a
+    /// network error, a 5xx or a throttling answer and were retried with backoff.
+    #[serde(default)]
+    pub store_retries: u64,
     /// Executors lost during the epoch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_executors: Vec<LostExecutor>,
@@ -314,6 +320,7 @@ impl EpochProgress {
             state: result.state.clone(),
             task_attempts: result.attempts,
             retried_tasks: result.retried.clone(),
+            store_retries: result.store_retries,
             lost_executors: result.lost.clone(),
         }
     }

@@ -32,6 +32,8 @@ pub(super) struct Member {
     pub connection: quinn::Connection,
     pub last_seen: Instant,
     pub peak_rss_bytes: u64,
+    /// Its transient object-store failures as last reported (cumulative).
+    pub store_retries: u64,
 }
 
 /// The executors and the tasks an epoch runs on them: membership (registration, heartbeats,
@@ -50,6 +52,10 @@ pub(super) struct Tasks<'a> {
     pub killer: Option<super::cluster::LocalKiller>,
     /// Executors lost since the last epoch committed.
     pub lost: Vec<LostExecutor>,
+    /// Transient object-store failures reported by executors since the last epoch committed,
+    /// and the driver's own count when it last looked.
+    pub store_retries: u64,
+    pub driver_store_retries: u64,
     pub reporter: Arc<dyn Reporter>,
 }
 
@@ -96,6 +102,7 @@ impl Tasks<'_> {
                             connection,
                             last_seen: Instant::now(),
                             peak_rss_bytes: 0,
+                            store_retries: 0,
                         },
                     );
                 }
@@ -114,18 +121,34 @@ impl Tasks<'_> {
                 ClusterEvent::Message {
                     executor,
                     message: ToDriver::Heartbeat(m),
-                } => self.heartbeat(executor, m.peak_rss_bytes),
+                } => self.heartbeat(executor, m.peak_rss_bytes, m.store_retries),
                 ClusterEvent::Message { .. } => {}
             }
         }
         Ok(())
     }
 
-    pub(super) fn heartbeat(&mut self, executor: ExecutorId, peak_rss_bytes: u64) {
+    pub(super) fn heartbeat(
+        &mut self,
+        executor: ExecutorId,
+        peak_rss_bytes: u64,
+        store_retries: u64,
+    ) {
         if let Some(m) = self.members.get_mut(&executor) {
             m.last_seen = Instant::now();
             m.peak_rss_bytes = m.peak_rss_bytes.max(peak_rss_bytes);
+            // Reports may arrive out of order (heartbeats and task reports): count increases.
+            self.store_retries += store_retries.saturating_sub(m.store_retries);
+            m.store_retries = m.store_retries.max(store_retries);
         }
+    }
+
+    /// Transient object-store failures since the last call, the driver's and its executors'.
+    pub(super) fn take_store_retries(&mut self) -> u64 {
+        let driver = sluice_checkpoint::location::transient_failures();
+        let since = driver.saturating_sub(self.driver_store_retries);
+        self.driver_store_retries = driver;
+        std::mem::take(&mut self.store_retries) + since
     }
 
     /// Applies what happened in the cluster while no epoch ran: executors that left are
@@ -450,7 +473,7 @@ impl Tasks<'_> {
                         outcome: TaskOutcome::Succeeded(report),
                     } => {
                         tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report handled");
-                        self.heartbeat(executor, report.peak_rss_bytes);
+                        self.heartbeat(executor, report.peak_rss_bytes, report.store_retries);
                         scheduler.on_succeeded(attempt, report, now);
                         None
                     }
@@ -477,7 +500,7 @@ impl Tasks<'_> {
                         scheduler.on_fetch_failed(attempt, stage, map_partition, from, message)
                     }
                     ToDriver::Heartbeat(m) => {
-                        self.heartbeat(executor, m.peak_rss_bytes);
+                        self.heartbeat(executor, m.peak_rss_bytes, m.store_retries);
                         None
                     }
                     ToDriver::Register(_) => None,
@@ -497,6 +520,7 @@ impl Tasks<'_> {
                     connection,
                     last_seen: Instant::now(),
                     peak_rss_bytes: 0,
+                    store_retries: 0,
                 };
                 send(&member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
                 scheduler.add_executor(executor, member.info.slots);

@@ -258,6 +258,7 @@ async fn session(
                 rss_bytes,
                 peak_rss_bytes,
                 running_tasks: hb_running.load(std::sync::atomic::Ordering::Relaxed),
+                store_retries: sluice_checkpoint::location::transient_failures(),
             };
             if hb_tx.send(ToDriver::Heartbeat(metrics)).await.is_err() {
                 break;

@@ -71,6 +71,7 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
         Ok(mut report) => {
             report.elapsed_us = started.elapsed().as_micros() as u64;
             report.peak_rss_bytes = super::peak_rss_bytes();
+            report.store_retries = sluice_checkpoint::location::transient_failures();
             span.in_scope(|| {
                 debug!(
                     rows = report.output_rows,
