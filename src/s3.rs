@@ -248,3 +248,117 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback proxy in front of an [`S3Server`] that answers every `every`-th request itself
+/// with `503 Slow Down` — S3's throttling answer — and forwards the others (one request per
+/// connection: it asks the server to close after answering). Stopped when dropped.
+pub struct FlakyProxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    injected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyProxy {
+    /// Starts a proxy to `server`.
+    pub fn start(server: &S3Server, every: u64) -> FlakyProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        let upstream = ("127.0.0.1", server.port);
+        let injected = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopping) = (injected.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let requests = AtomicU64::new(0);
+            for client in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let fail = requests.fetch_add(1, Ordering::Relaxed) % every == every - 1;
+                if fail {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::spawn(move || {
+                    let _ = proxy_one(client, upstream, fail);
+                });
+            }
+        });
+        FlakyProxy {
+            port,
+            injected,
+            stop,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests answered with a 503 so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accepting thread.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Serves one connection: reads the request head, then either answers 503 or forwards the
+/// request with `Connection: close` and copies the answer back until the server closes.
+fn proxy_one(
+    mut client: std::net::TcpStream,
+    upstream: (&str, u16),
+    fail: bool,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = loop {
+        let n = client.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    if fail {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                    <Message>Please reduce your request rate.</Message></Error>";
+        let answer = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(answer.as_bytes())?;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let mut request = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            request.push_str(line);
+            request.push_str("\r\n");
+        }
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut server = std::net::TcpStream::connect(upstream)?;
+    server.write_all(request.as_bytes())?;
+    server.write_all(&head[end..])?;
+    let (mut from_client, mut to_server) = (client.try_clone()?, server.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+    });
+    std::io::copy(&mut server, &mut client)?;
+    client.shutdown(std::net::Shutdown::Both)
+}

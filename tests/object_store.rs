@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::broker::Broker;
 use sluice::datagen::STREAM_BASE_MS;
-use sluice::s3::S3Server;
+use sluice::s3::{FlakyProxy, S3Server};
 
 /// Record `i`: JSON, except every 7919th, which is not (it goes to the dead letters).
 fn record(i: u64) -> Vec<u8> {
@@ -416,6 +416,76 @@ fn windowed_aggregation_with_its_state_on_s3_survives_an_executor_kill_and_gives
     // The state is in the bucket.
     let state = s3.read("lake", "ckpt/state", "none").objects;
     assert!(state.iter().any(|o| o.contains("/sst/")), "{state:?}");
+}
+
+#[test]
+fn throttled_and_failed_store_requests_are_retried_counted_and_lose_nothing() {
+    let records: u64 = 20_000;
+    let broker = Broker::start();
+    broker.create_topic("bids", 3);
+    let producer = broker.producer();
+    let batch: Vec<_> = (0..records)
+        .map(|i| ((i % 3) as i32, i.to_string().into_bytes(), record(i)))
+        .collect();
+    producer.send_all("bids", batch);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    // Every 4th request of the driver and executors is answered `503 Slow Down`.
+    let proxy = FlakyProxy::start(&s3, 4);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), job_sql(&broker)).unwrap();
+    let mut env = env(&s3);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", proxy.endpoint()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = common::sluice_env(
+        dir.path(),
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "s3://lake/ckpt",
+            "--trigger",
+            "available-now",
+        ],
+        &env,
+    );
+    common::ok(&out);
+    assert!(
+        proxy.injected() > 10,
+        "{} failures injected",
+        proxy.injected()
+    );
+
+    // Read back from the server directly.
+    let mut ids = s3.read("lake", "archive", "id").values;
+    ids.sort_unstable();
+    let expected: Vec<i64> = (0..records)
+        .filter(|&i| !is_bad(i))
+        .map(|i| i as i64)
+        .collect();
+    assert_eq!(ids, expected, "every record once");
+    let dead = s3.read("lake", "dead", "offset").values;
+    assert_eq!(
+        dead.len() as u64,
+        (0..records).filter(|&i| is_bad(i)).count() as u64
+    );
+    let local = tempfile::tempdir().unwrap();
+    s3.download("lake", "ckpt/progress", &local.path().join("progress"));
+    let counted: u64 = sluice::progress::records(local.path())
+        .iter()
+        .map(|r| {
+            r["store_retries"]
+                .as_u64()
+                .expect("store_retries in every record")
+        })
+        .sum();
+    eprintln!("{counted} retries counted, {} failures injected", proxy.injected());
+    assert!(
+        counted > 0 && counted <= proxy.injected(),
+        "{counted} retries counted in the progress records, {} failures injected",
+        proxy.injected()
+    );
 }
 
 #[test]

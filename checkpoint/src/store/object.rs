@@ -75,13 +75,18 @@ pub(super) fn object_open_or_create(
     }
 }
 
-/// Creates `rel` only if absent (`If-None-Match: *`); [`CheckpointError::Fenced`] if it exists.
+/// Creates `rel` only if absent (`If-None-Match: *`); [`CheckpointError::Fenced`] if it exists
+/// with other contents. The same contents are this write itself: a PUT whose answer was lost
+/// (a timeout, a dropped connection) and that the client retried finds its own object.
 pub(super) fn object_create(object: &ObjectRoot, rel: &str, bytes: &[u8]) -> Result<()> {
     match object.put(rel, bytes.to_vec(), object_store::PutMode::Create) {
         Ok(_) => Ok(()),
-        Err(e) if e.is_conflict() => Err(CheckpointError::Fenced {
-            path: object.url_of(rel).into(),
-        }),
+        Err(e) if e.is_conflict() => match object.get(rel)? {
+            Some((found, _)) if found[..] == bytes[..] => Ok(()),
+            _ => Err(CheckpointError::Fenced {
+                path: object.url_of(rel).into(),
+            }),
+        },
         Err(e) => Err(e.into()),
     }
 }
