@@ -480,7 +480,10 @@ fn throttled_and_failed_store_requests_are_retried_counted_and_lose_nothing() {
                 .expect("store_retries in every record")
         })
         .sum();
-    eprintln!("{counted} retries counted, {} failures injected", proxy.injected());
+    eprintln!(
+        "{counted} retries counted, {} failures injected",
+        proxy.injected()
+    );
     assert!(
         counted > 0 && counted <= proxy.injected(),
         "{counted} retries counted in the progress records, {} failures injected",

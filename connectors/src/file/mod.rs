@@ -583,10 +583,27 @@ struct ParquetSplitReader {
     target: SchemaRef,
 }
 
+/// A Parquet input that may fetch a split's column chunks ahead of its page reader.
+trait Prefetch {
+    fn prefetch(&mut self, _ranges: &[std::ops::Range<u64>]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A local file is read where it lies.
+impl Prefetch for File {}
+
+/// An object fetches the split's projected column chunks at once instead of page by page.
+impl Prefetch for object::ObjectFile {
+    fn prefetch(&mut self, ranges: &[std::ops::Range<u64>]) -> Result<()> {
+        object::ObjectFile::prefetch(self, ranges)
+    }
+}
+
 impl ParquetSplitReader {
-    fn open<T: parquet::file::reader::ChunkReader + 'static>(
+    fn open<T: parquet::file::reader::ChunkReader + Prefetch + 'static>(
         path: PathBuf,
-        file: T,
+        mut file: T,
         split: &FileSplit,
         target: SchemaRef,
     ) -> Result<Self> {
@@ -594,8 +611,10 @@ impl ParquetSplitReader {
             path: path.clone(),
             source,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-        let file_schema = builder.schema().clone();
+        let metadata =
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
+                .map_err(parquet_err)?;
+        let file_schema = metadata.schema().clone();
         let mut indices = Vec::with_capacity(target.fields().len());
         for field in target.fields() {
             let idx =
@@ -607,7 +626,22 @@ impl ParquetSplitReader {
                     })?;
             indices.push(idx);
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        let mask = ProjectionMask::roots(metadata.parquet_schema(), indices);
+        let row_groups = metadata.metadata().row_groups();
+        let chunks: Vec<std::ops::Range<u64>> = match &split.row_groups {
+            Some(selected) => selected.iter().filter_map(|&i| row_groups.get(i)).collect(),
+            None => row_groups.iter().collect::<Vec<_>>(),
+        }
+        .into_iter()
+        .flat_map(|rg| rg.columns().iter().enumerate())
+        .filter(|(leaf, _)| mask.leaf_included(*leaf))
+        .map(|(_, column)| {
+            let (start, len) = column.byte_range();
+            start..start.saturating_add(len)
+        })
+        .collect();
+        file.prefetch(&chunks)?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
         let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
         if let Some(rgs) = &split.row_groups {
             builder = builder.with_row_groups(rgs.clone());

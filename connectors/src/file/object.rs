@@ -1,7 +1,9 @@
 //! File sources on an object store (`path = 's3://bucket/prefix/'`): listing by prefix, and
 //! reading an object by range requests so memory stays bounded as with local files — a Parquet
-//! split fetches its footer and its row group's column chunks, a CSV or JSON reader streams the
-//! object in ranges of [`FIRST_READ`] growing to [`READ_CHUNK`].
+//! split fetches its footer, then its row group's projected column chunks at once (one
+//! coalesced request for adjacent chunks, up to [`PREFETCH_LIMIT`] bytes; pages beyond are read
+//! as they come), a CSV or JSON reader streams the object in ranges of [`FIRST_READ`] growing to
+//! [`READ_CHUNK`].
 
 use std::io::Read;
 
@@ -19,12 +21,16 @@ use crate::options::FileFormat;
 const FIRST_READ: u64 = 64 << 10;
 /// The most a reader fetches per request: each fetch doubles the last, up to this.
 const READ_CHUNK: u64 = 8 << 20;
+/// The most a Parquet split fetches ahead (its row group's projected column chunks).
+pub const PREFETCH_LIMIT: u64 = 64 << 20;
 
 /// One object, read by ranges.
 #[derive(Debug, Clone)]
 pub struct ObjectFile {
     root: ObjectRoot,
     len: u64,
+    /// Ranges fetched ahead: (start, bytes), sorted by start.
+    fetched: std::sync::Arc<Vec<(u64, Bytes)>>,
 }
 
 impl ObjectFile {
@@ -42,7 +48,44 @@ impl ObjectFile {
         Ok(Self {
             root,
             len: meta.size,
+            fetched: Default::default(),
         })
+    }
+
+    /// Fetches `ranges` ahead, in as few requests as their gaps allow (object_store coalesces
+    /// ranges less than 1 MiB apart), up to [`PREFETCH_LIMIT`] bytes in all; reads inside them
+    /// are then served from memory.
+    pub fn prefetch(&mut self, ranges: &[std::ops::Range<u64>]) -> Result<()> {
+        let mut budget = PREFETCH_LIMIT;
+        let mut wanted: Vec<std::ops::Range<u64>> = Vec::new();
+        for r in ranges {
+            let r = r.start.min(self.len)..r.end.min(self.len);
+            if r.is_empty() || r.end - r.start > budget {
+                continue;
+            }
+            budget -= r.end - r.start;
+            wanted.push(r);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_by_key(|r| r.start);
+        let store = self.root.store().clone();
+        let path = self.root.path("");
+        let asked = wanted.clone();
+        let got = block_on(async move { store.get_ranges(&path, &asked).await })
+            .map_err(|e| sluice_checkpoint::StoreError::new("read", self.root.url(), e))?;
+        self.fetched =
+            std::sync::Arc::new(wanted.iter().map(|r| r.start).zip(got).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    /// The fetched bytes from `start` to the end of the fetched range holding it.
+    fn fetched_from(&self, start: u64) -> Option<Bytes> {
+        let i = self.fetched.partition_point(|(s, _)| *s <= start);
+        let (s, bytes) = self.fetched.get(i.checked_sub(1)?)?;
+        let offset = (start - s) as usize;
+        (offset < bytes.len()).then(|| bytes.slice(offset..))
     }
 
     /// The object's size.
@@ -82,15 +125,21 @@ impl ChunkReader for ObjectFile {
     type T = ObjectRead;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<ObjectRead> {
+        let buf = self.fetched_from(start).unwrap_or_default();
         Ok(ObjectRead {
             file: self.clone(),
-            pos: start,
-            buf: Bytes::new(),
+            pos: start + buf.len() as u64,
+            buf,
             next: FIRST_READ,
         })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        if let Some(bytes) = self.fetched_from(start) {
+            if bytes.len() >= length {
+                return Ok(bytes.slice(..length));
+            }
+        }
         let end = start.saturating_add(length as u64).min(self.len);
         self.range(start, end)
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
