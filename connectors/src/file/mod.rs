@@ -16,7 +16,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{ConnectorError, Result};
@@ -26,6 +25,8 @@ use crate::{
 };
 
 mod object;
+mod parquet_split;
+use parquet_split::ParquetSplitReader;
 
 /// The format of the first object with a known extension below an object-store URL (`None`:
 /// there is none); an error names the URL and the store's answer.
@@ -567,7 +568,7 @@ impl Input {
     }
 }
 
-fn bad_record(path: &Path, message: &str) -> ConnectorError {
+pub(super) fn bad_record(path: &Path, message: &str) -> ConnectorError {
     ConnectorError::BadRecord {
         path: path.to_path_buf(),
         line: None,
@@ -575,98 +576,8 @@ fn bad_record(path: &Path, message: &str) -> ConnectorError {
     }
 }
 
-/// Reads selected row groups of one Parquet file, aligning its columns to the table schema by
-/// name (casting where the file's types differ).
-struct ParquetSplitReader {
-    path: PathBuf,
-    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    target: SchemaRef,
-}
-
-/// A Parquet input that may fetch a split's column chunks ahead of its page reader.
-trait Prefetch {
-    fn prefetch(&mut self, _ranges: &[std::ops::Range<u64>]) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// A local file is read where it lies.
-impl Prefetch for File {}
-
-/// An object fetches the split's projected column chunks at once instead of page by page.
-impl Prefetch for object::ObjectFile {
-    fn prefetch(&mut self, ranges: &[std::ops::Range<u64>]) -> Result<()> {
-        object::ObjectFile::prefetch(self, ranges)
-    }
-}
-
-impl ParquetSplitReader {
-    fn open<T: parquet::file::reader::ChunkReader + Prefetch + 'static>(
-        path: PathBuf,
-        mut file: T,
-        split: &FileSplit,
-        target: SchemaRef,
-    ) -> Result<Self> {
-        let parquet_err = |source| ConnectorError::Parquet {
-            path: path.clone(),
-            source,
-        };
-        let metadata =
-            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
-                .map_err(parquet_err)?;
-        let file_schema = metadata.schema().clone();
-        let mut indices = Vec::with_capacity(target.fields().len());
-        for field in target.fields() {
-            let idx =
-                file_schema
-                    .index_of(field.name())
-                    .map_err(|_| ConnectorError::SchemaMismatch {
-                        path: path.clone(),
-                        message: format!("file has no column '{}'", field.name()),
-                    })?;
-            indices.push(idx);
-        }
-        let mask = ProjectionMask::roots(metadata.parquet_schema(), indices);
-        let row_groups = metadata.metadata().row_groups();
-        let chunks: Vec<std::ops::Range<u64>> = match &split.row_groups {
-            Some(selected) => selected.iter().filter_map(|&i| row_groups.get(i)).collect(),
-            None => row_groups.iter().collect::<Vec<_>>(),
-        }
-        .into_iter()
-        .flat_map(|rg| rg.columns().iter().enumerate())
-        .filter(|(leaf, _)| mask.leaf_included(*leaf))
-        .map(|(_, column)| {
-            let (start, len) = column.byte_range();
-            start..start.saturating_add(len)
-        })
-        .collect();
-        file.prefetch(&chunks)?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
-        let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-        if let Some(rgs) = &split.row_groups {
-            builder = builder.with_row_groups(rgs.clone());
-        }
-        let reader = builder.build().map_err(parquet_err)?;
-        Ok(Self {
-            path,
-            reader,
-            target,
-        })
-    }
-}
-
-impl SplitReader for ParquetSplitReader {
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        match self.reader.next() {
-            None => Ok(None),
-            Some(Err(e)) => Err(bad_record(&self.path, &e.to_string())),
-            Some(Ok(batch)) => align(&self.path, batch, &self.target).map(Some),
-        }
-    }
-}
-
 /// Reorders and casts `batch`'s columns to `target` by name.
-fn align(path: &Path, batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn align(path: &Path, batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == target.fields() {
         return Ok(RecordBatch::try_new_with_options(
             target.clone(),
