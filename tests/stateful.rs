@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::stream::{
-    bids, produce, progress, reference, reference_closed_windows, reference_with, source_ddl,
-    trigger_once,
+    bids, produce, progress, reference, reference_closed_cumulative_windows,
+    reference_closed_windows, reference_with, source_ddl, trigger_once,
 };
 use common::{children_of, fails, ok, sluice, spawn, wait_output};
 use rand::rngs::StdRng;
@@ -22,8 +22,7 @@ use sluice::table::read_rows;
 fn tumbling_windows_in_append_mode_emit_each_window_once_and_drop_late_records() {
     windows_in_append_mode(
         "TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)",
-        10_000,
-        10_000,
+        |log, range, watermark| reference_closed_windows(log, 10_000, 10_000, range, watermark),
     );
 }
 
@@ -31,15 +30,38 @@ fn tumbling_windows_in_append_mode_emit_each_window_once_and_drop_late_records()
 fn hopping_windows_in_append_mode_emit_each_window_once_and_drop_late_records() {
     windows_in_append_mode(
         "HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
-        10_000,
-        2_000,
+        |log, range, watermark| reference_closed_windows(log, 10_000, 2_000, range, watermark),
     );
 }
 
-/// Runs `window` (of `size_ms`, sliding by `slide_ms`) in append mode over two phases of
-/// out-of-order data with a late record, and compares with DataFusion computing the windows
-/// independently (a range join with the list of windows) over the same records.
-fn windows_in_append_mode(window: &str, size_ms: i64, slide_ms: i64) {
+/// Flink's named-argument form is the same query as the positional one: the same windows as
+/// DataFusion's reference.
+#[test]
+fn hopping_windows_in_flinks_named_argument_form_give_the_same_windows() {
+    windows_in_append_mode(
+        "HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), SLIDE => INTERVAL '2' SECOND, SIZE => INTERVAL '10' SECOND)",
+        |log, range, watermark| reference_closed_windows(log, 10_000, 2_000, range, watermark),
+    );
+}
+
+#[test]
+fn cumulative_windows_in_append_mode_emit_each_window_once_and_drop_late_records() {
+    windows_in_append_mode(
+        "CUMULATE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+        |log, range, watermark| {
+            reference_closed_cumulative_windows(log, 2_000, 10_000, range, watermark)
+        },
+    );
+}
+
+/// Runs `window` in append mode over two phases of out-of-order data with a late record, and
+/// compares with `reference`: DataFusion computing the windows independently (a range join
+/// with the list of windows starting in a range) over the same records (`log`), keeping those
+/// a watermark has closed.
+fn windows_in_append_mode(
+    window: &str,
+    reference: impl Fn(&std::path::Path, (i64, i64), i64) -> Vec<Vec<String>>,
+) {
     let broker = Broker::start();
     broker.create_topic("bids", 2);
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +121,7 @@ fn windows_in_append_mode(window: &str, size_ms: i64, slide_ms: i64) {
     let got = read_rows(&dir.path().join("out/hot"));
     // Every window that can hold a bid (bids span about 60 s of event time from BASE_MS).
     let (lo, hi) = (BASE_MS - 20_000, BASE_MS + 80_000);
-    let want = reference_closed_windows(&log, size_ms, slide_ms, (lo, hi), watermark);
+    let want = reference(&log, (lo, hi), watermark);
     assert!(want.len() > 100, "the reference has {} rows", want.len());
     assert_eq!(got.len(), want.len(), "each closed window exactly once");
     assert_eq!(got, want);
@@ -249,6 +271,15 @@ fn streaming_aggregation_errors_name_the_problem() {
             "CREATE TABLE t WITH (connector = 'parquet', path = 'out/', output_mode = 'update');\n\
              INSERT INTO t SELECT window_start, window_end, bidder, count(*) FROM TABLE(SESSION(bids, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, bidder;",
             "session windows are emitted with output_mode 'append'",
+        ),
+        (
+            "CREATE TABLE t WITH (connector = 'parquet', path = 'out/');\n\
+             INSERT INTO t SELECT window_start, window_end, count(*) FROM TABLE(SESSION(TABLE bids PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;",
+            "keeps sessions per bidder: group by it too",
+        ),
+        (
+            "SELECT window_start, count(*) FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), OFFSET => INTERVAL '1' SECOND)) GROUP BY window_start, window_end;",
+            "TUMBLE has no parameter OFFSET",
         ),
     ];
     for (i, (query, needle)) in cases.into_iter().enumerate() {

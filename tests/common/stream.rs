@@ -90,6 +90,34 @@ pub fn ts_literal(ms: i64) -> String {
     format!("TIMESTAMP '{}'", iso_millis(ms))
 }
 
+/// DataFusion's hot-item cumulative windows over `log` (count and max price per auction in
+/// windows starting every `size_ms` between `lo` and `hi` and ending at each `step_ms` up to
+/// the size), computed independently as a range join with the list of windows, keeping those
+/// the watermark has closed.
+pub fn reference_closed_cumulative_windows(
+    log: &Path,
+    step_ms: i64,
+    size_ms: i64,
+    (lo, hi): (i64, i64),
+    watermark_ms: i64,
+) -> Vec<Vec<String>> {
+    let steps = size_ms / step_ms;
+    reference(
+        log,
+        &format!(
+            "SELECT * FROM (
+               SELECT window_start, window_end, auction, count(*) AS bids, max(price) AS top
+               FROM (SELECT CAST(to_timestamp_millis(s.value) AS TIMESTAMP) AS window_start,
+                            CAST(to_timestamp_millis(s.value + k.value * {step_ms}) AS TIMESTAMP) AS window_end
+                     FROM generate_series({lo}, {hi}, {size_ms}) s, generate_series(1, {steps}) k) w
+               JOIN bids ON bids.date_time >= w.window_start AND bids.date_time < w.window_end
+               GROUP BY window_start, window_end, auction)
+             WHERE window_end <= {}",
+            ts_literal(watermark_ms)
+        ),
+    )
+}
+
 /// DataFusion's hot-item windows over `log` (count and max price per auction in windows of
 /// `size_ms` every `slide_ms`, starting between `lo` and `hi`), computed independently as a
 /// range join with the list of windows, keeping those the watermark has closed.

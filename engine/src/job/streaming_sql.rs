@@ -205,28 +205,70 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
     Ok((out, decls))
 }
 
-/// Flink (and Arroyo) pass the window function's table as `TABLE name`:
-/// `TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)`. The keyword is replaced by
-/// spaces (every location stays right), leaving Sluice's own form `TUMBLE(bids, ...)`.
+/// The window table functions.
+const WINDOW_FUNCTIONS: [&str; 4] = ["TUMBLE", "HOP", "CUMULATE", "SESSION"];
+
+/// Flink (and Arroyo) pass the window function's table as `TABLE name`, positionally or named:
+/// `TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)`,
+/// `TUMBLE(DATA => TABLE bids, ...)`; a session window may name its keys,
+/// `SESSION(TABLE bids PARTITION BY auction, ...)`. sqlparser accepts neither inside function
+/// arguments, so the `TABLE` keyword is replaced by spaces and `PARTITION BY` by a comma and
+/// spaces (every location stays right), leaving `TUMBLE(bids, ...)` and
+/// `SESSION(bids, auction, ...)`, which [`rewrite`] reads.
 fn blank_table_arguments(text: &str, tokens: &[TokenWithSpan], out: &mut String) {
-    for w in tokens.windows(4) {
-        let is_window_function = ["TUMBLE", "HOP", "SESSION"]
-            .iter()
-            .any(|f| is_word(&w[0].token, f));
-        if is_window_function
-            && w[1].token == Token::LParen
-            && matches!(&w[2].token, Token::Word(t) if t.quote_style.is_none() && t.value.eq_ignore_ascii_case("TABLE"))
-            && word_name(&w[3].token).is_some()
+    let mut blank = |from: &TokenWithSpan, to: &TokenWithSpan, with: char| {
+        let start = offset(text, from.span.start.line, from.span.start.column);
+        let end = offset(text, to.span.end.line, to.span.end.column);
+        if end > start
+            && end <= out.len()
+            && out.is_char_boundary(start)
+            && out.is_char_boundary(end)
         {
-            let start = offset(text, w[2].span.start.line, w[2].span.start.column);
-            let end = offset(text, w[2].span.end.line, w[2].span.end.column);
-            if end > start
-                && end <= out.len()
-                && out.is_char_boundary(start)
-                && out.is_char_boundary(end)
-            {
-                out.replace_range(start..end, &" ".repeat(end - start));
+            let len = out[start..end].chars().count();
+            let filler: String = std::iter::once(with)
+                .chain(std::iter::repeat(' '))
+                .take(len)
+                .collect();
+            out.replace_range(start..end, &filler);
+        }
+    };
+    let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k));
+    // The function each open parenthesis belongs to ("" for a plain one).
+    let mut calls: Vec<String> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => {
+                let name = match i.checked_sub(1).map(|p| &tokens[p].token) {
+                    Some(Token::Word(w)) => w.value.to_ascii_uppercase(),
+                    _ => String::new(),
+                };
+                calls.push(name);
             }
+            Token::RParen => {
+                calls.pop();
+            }
+            _ => {}
+        }
+        let in_window_function = calls
+            .last()
+            .is_some_and(|c| WINDOW_FUNCTIONS.contains(&c.as_str()));
+        if !in_window_function {
+            continue;
+        }
+        let after = i.checked_sub(1).map(|p| &tokens[p].token);
+        if keyword(&t.token, "TABLE")
+            && matches!(after, Some(Token::LParen) | Some(Token::RArrow))
+            && tokens
+                .get(i + 1)
+                .is_some_and(|n| word_name(&n.token).is_some())
+        {
+            blank(t, t, ' ');
+        }
+        if keyword(&t.token, "PARTITION")
+            && tokens.get(i + 1).is_some_and(|n| keyword(&n.token, "BY"))
+            && after.is_some_and(|a| word_name(a).is_some())
+        {
+            blank(t, &tokens[i + 1], ',');
         }
     }
 }
@@ -355,8 +397,11 @@ pub struct WindowDecl {
     pub column: String,
     /// Window size (the gap of a session window) in milliseconds.
     pub size_ms: i64,
-    /// Slide in milliseconds (= size for tumbling windows, 0 for sessions).
+    /// Slide in milliseconds (= size for tumbling windows, the step of cumulative windows, 0
+    /// for sessions).
     pub slide_ms: i64,
+    /// A session window's keys from `PARTITION BY` (they must be grouped by too).
+    pub keys: Vec<String>,
 }
 
 struct WindowRewriter {
@@ -391,6 +436,7 @@ impl VisitorMut for WindowRewriter {
         let kind = match name.to_ascii_lowercase().as_str() {
             "tumble" => "tumble",
             "hop" => "hop",
+            "cumulate" => "cumulate",
             "session" => "session",
             _ => return ControlFlow::Continue(()),
         };
@@ -418,17 +464,115 @@ fn arg_expr(arg: &FunctionArg) -> Option<&Expr> {
     }
 }
 
+/// Flink's parameter names of each window function, in positional order.
+fn parameter_names(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "tumble" => &["DATA", "TIMECOL", "SIZE"],
+        "hop" => &["DATA", "TIMECOL", "SLIDE", "SIZE"],
+        "cumulate" => &["DATA", "TIMECOL", "STEP", "SIZE"],
+        _ => &["DATA", "TIMECOL", "GAP"],
+    }
+}
+
+/// The arguments in positional order, named ones (`SIZE => INTERVAL ...`) put in their place;
+/// and a session's keys (what followed its table: `PARTITION BY k` or `PARTITION BY (k1, k2)`).
+fn positional(
+    kind: &str,
+    args: &[FunctionArg],
+    usage: &str,
+) -> std::result::Result<(Vec<FunctionArg>, Vec<String>), String> {
+    let names = parameter_names(kind);
+    let named = args.iter().any(|a| matches!(a, FunctionArg::Named { .. }));
+    let mut keys = Vec::new();
+    let key_names = |e: &Expr, keys: &mut Vec<String>| -> std::result::Result<(), String> {
+        match e {
+            Expr::Identifier(i) => keys.push(i.value.to_ascii_lowercase()),
+            Expr::Nested(inner) => match inner.as_ref() {
+                Expr::Identifier(i) => keys.push(i.value.to_ascii_lowercase()),
+                _ => return Err(format!("PARTITION BY names key columns: {usage}")),
+            },
+            Expr::Tuple(items) => {
+                for item in items {
+                    match item {
+                        Expr::Identifier(i) => keys.push(i.value.to_ascii_lowercase()),
+                        _ => return Err(format!("PARTITION BY names key columns: {usage}")),
+                    }
+                }
+            }
+            _ => return Err(format!("PARTITION BY names key columns: {usage}")),
+        }
+        Ok(())
+    };
+    if !named {
+        let mut args = args.to_vec();
+        if kind == "session" && args.len() == names.len() + 1 {
+            // SESSION(bids, key, ...): the keys that followed PARTITION BY.
+            let key = args.remove(1);
+            match arg_expr(&key) {
+                Some(e) => key_names(e, &mut keys)?,
+                None => return Err(format!("PARTITION BY names key columns: {usage}")),
+            }
+        }
+        return Ok((args, keys));
+    }
+    let mut slots: Vec<Option<FunctionArg>> = vec![None; names.len()];
+    for arg in args {
+        match arg {
+            FunctionArg::Named { name, arg, .. } => {
+                let upper = name.value.to_ascii_uppercase();
+                let Some(at) = names.iter().position(|n| *n == upper) else {
+                    return Err(format!(
+                        "{} has no parameter {}: its parameters are {} ({usage})",
+                        kind.to_uppercase(),
+                        name.value,
+                        names.join(", ")
+                    ));
+                };
+                if slots[at].is_some() {
+                    return Err(format!("{} is given twice: {usage}", name.value));
+                }
+                slots[at] = Some(FunctionArg::Unnamed(arg.clone()));
+            }
+            // Only a session's keys stand unnamed among named arguments.
+            other => match arg_expr(other) {
+                Some(e) if kind == "session" => key_names(e, &mut keys)?,
+                _ => {
+                    return Err(format!(
+                        "name every argument or none: {usage} or {}",
+                        names
+                            .iter()
+                            .map(|n| format!("{n} => ..."))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            },
+        }
+    }
+    let mut out = Vec::new();
+    for (name, slot) in names.iter().zip(slots) {
+        match slot {
+            Some(arg) => out.push(arg),
+            None => return Err(format!("{} needs {name}: {usage}", kind.to_uppercase())),
+        }
+    }
+    Ok((out, keys))
+}
+
 fn rewrite(
     kind: &'static str,
     args: &[FunctionArg],
     alias: Option<String>,
 ) -> std::result::Result<(TableFactor, WindowDecl), String> {
     let usage = match kind {
-        "tumble" => "TUMBLE(table, DESCRIPTOR(time_column), INTERVAL '10' SECOND)",
-        "session" => "SESSION(table, DESCRIPTOR(time_column), INTERVAL '10' SECOND) (the gap; sessions are kept per the other GROUP BY columns)",
-        _ => "HOP(table, DESCRIPTOR(time_column), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
+        "tumble" => "TUMBLE(TABLE t, DESCRIPTOR(time_column), INTERVAL '10' SECOND)",
+        "session" => "SESSION(TABLE t [PARTITION BY key], DESCRIPTOR(time_column), INTERVAL '10' SECOND) (the gap; sessions are kept per the other GROUP BY columns)",
+        "cumulate" => "CUMULATE(TABLE t, DESCRIPTOR(time_column), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (step, then size)",
+        _ => "HOP(TABLE t, DESCRIPTOR(time_column), INTERVAL '2' SECOND, INTERVAL '10' SECOND) (slide, then size)",
     };
-    let want = if kind == "hop" { 4 } else { 3 };
+    let (args, keys) = positional(kind, args, usage)?;
+    let args = &args[..];
+    let want = parameter_names(kind).len();
     if args.len() != want {
         return Err(format!(
             "{} takes {want} arguments: {usage}",
@@ -496,6 +640,25 @@ fn rewrite(
             gap_ms,
             0,
         )
+    } else if kind == "cumulate" {
+        // Windows share the start of the `size` window holding the row and end at each step
+        // from the row's own step to the full size: [s, s + step), [s, s + 2 step), ...
+        let (step, step_ms) = interval(2)?;
+        let (size, size_ms) = interval(3)?;
+        if size_ms % step_ms != 0 {
+            return Err(format!(
+                "CUMULATE: the size ({size}) must be a multiple of the step ({step})"
+            ));
+        }
+        let start = format!("date_bin({size}, {column}, {origin})");
+        let first_end = format!("date_bin({step}, {column}, {origin}) + {step}");
+        (
+            format!(
+                "SELECT *, {start} AS window_start, unnest(range({first_end}, {start} + {size} + {step}, {step})) AS window_end FROM {table}"
+            ),
+            size_ms,
+            step_ms,
+        )
     } else if kind == "tumble" {
         let (size, size_ms) = interval(2)?;
         let start = format!("date_bin({size}, {column}, {origin})");
@@ -547,6 +710,7 @@ fn rewrite(
             column: column.to_ascii_lowercase(),
             size_ms,
             slide_ms,
+            keys,
         },
     ))
 }
@@ -694,6 +858,56 @@ mod tests {
         ] {
             assert_eq!(windows(flink), windows(ours), "{flink}");
         }
+        // Named arguments (Flink's DATA / TIMECOL / SIZE / SLIDE / GAP), in any order, and a
+        // session's PARTITION BY keys.
+        for (flink, ours) in [
+            (
+                "SELECT count(*) FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), SIZE => INTERVAL '10' SECOND))",
+                "SELECT count(*) FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+            ),
+            (
+                "SELECT count(*) FROM TABLE(HOP(SIZE => INTERVAL '10' SECOND, SLIDE => INTERVAL '2' SECOND, timecol => DESCRIPTOR(date_time), data => TABLE bids))",
+                "SELECT count(*) FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))",
+            ),
+            (
+                "SELECT count(*) FROM TABLE(CUMULATE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), STEP => INTERVAL '2' SECOND, SIZE => INTERVAL '10' SECOND))",
+                "SELECT count(*) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))",
+            ),
+            (
+                "SELECT count(*) FROM TABLE(SESSION(TABLE bids PARTITION BY auction, DESCRIPTOR(date_time), INTERVAL '5' SECOND))",
+                "SELECT count(*) FROM TABLE(SESSION(DATA => TABLE bids PARTITION BY (auction), TIMECOL => DESCRIPTOR(date_time), GAP => INTERVAL '5' SECOND))",
+            ),
+        ] {
+            assert_eq!(windows(flink), windows(ours), "{flink}");
+        }
+        let (_, found) = windows(
+            "SELECT 1 FROM TABLE(SESSION(TABLE bids PARTITION BY (auction, bidder), DESCRIPTOR(date_time), INTERVAL '5' SECOND))",
+        );
+        assert!(found.contains(r#"keys: ["auction", "bidder"]"#), "{found}");
+        // The same session without keys is another query (sessions per GROUP BY columns).
+        assert_ne!(
+            windows("SELECT count(*) FROM TABLE(SESSION(TABLE bids PARTITION BY auction, DESCRIPTOR(date_time), INTERVAL '5' SECOND))").1,
+            windows("SELECT count(*) FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(date_time), INTERVAL '5' SECOND))").1,
+        );
+        // Wrong names and mixtures say what is expected.
+        let error = |sql: &str| {
+            let (text, _) = extract_watermarks("job.sql", sql).unwrap();
+            let mut q = Parser::new(&GenericDialect {})
+                .try_with_sql(&text)
+                .unwrap()
+                .parse_query()
+                .unwrap();
+            rewrite_windows("job.sql", &mut q).unwrap_err().to_string()
+        };
+        let err = error("SELECT 1 FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), WIDTH => INTERVAL '1' SECOND))");
+        assert!(
+            err.contains("no parameter WIDTH") && err.contains("DATA, TIMECOL, SIZE"),
+            "{err}"
+        );
+        let err = error("SELECT 1 FROM TABLE(HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(date_time), SIZE => INTERVAL '1' SECOND))");
+        assert!(err.contains("HOP needs SLIDE"), "{err}");
+        let err = error("SELECT 1 FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '3' SECOND, INTERVAL '10' SECOND))");
+        assert!(err.contains("multiple of the step"), "{err}");
         // A column or table merely named like the keyword is left alone.
         let (text, _) = extract_watermarks("job.sql", "SELECT tumble(x) FROM \"table\"").unwrap();
         assert_eq!(text, "SELECT tumble(x) FROM \"table\"");

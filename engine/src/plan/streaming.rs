@@ -105,6 +105,8 @@ pub(super) fn make_stateful(
                 let cols = session::SessionColumns::of(agg);
                 if cols.is_none() {
                     problem.get_or_insert_with(|| SESSION_GROUPING.into());
+                } else if let Some(message) = ungrouped_session_key(job, agg) {
+                    problem.get_or_insert(message);
                 } else if mode == OutputMode::Update {
                     problem.get_or_insert_with(|| "session windows are emitted with output_mode 'append' (each session once the watermark passes its end) or 'complete': in 'update' mode a session that merges with another would leave its earlier row behind".into());
                 }
@@ -182,6 +184,30 @@ pub(super) fn make_stateful(
     Ok(plan)
 }
 
+/// A `SESSION(TABLE t PARTITION BY key, ...)` key that `agg` does not group by: Sluice keeps
+/// sessions per the grouped columns, so a key left out would merge the sessions of its values.
+fn ungrouped_session_key(
+    job: &Job,
+    agg: &datafusion::physical_plan::aggregates::AggregateExec,
+) -> Option<String> {
+    let grouped: Vec<String> = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(_, name)| name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase())
+        .collect();
+    let key = job
+        .windows
+        .iter()
+        .filter(|w| w.kind == "session")
+        .flat_map(|w| &w.keys)
+        .find(|k| !grouped.contains(k))?;
+    Some(format!(
+        "SESSION(... PARTITION BY {key} ...) keeps sessions per {key}: group by it too \
+         (GROUP BY window_start, window_end, {key}, ...)"
+    ))
+}
+
 const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_start, window_end and the session key columns (sessions are kept per key)";
 
 /// Runs a bounded job's session-window aggregates through [`session::SessionMergeExec`],
@@ -205,13 +231,17 @@ pub(super) fn plan_bounded_sessions(
             let Some(cols) = session::SessionColumns::of(agg) else {
                 return Ok(Transformed::no(node));
             };
+            if let Some(message) = ungrouped_session_key(job, agg) {
+                problem.get_or_insert(message);
+                return Ok(Transformed::no(node));
+            }
             match agg.mode() {
                 AggregateMode::Final | AggregateMode::FinalPartitioned => {}
                 AggregateMode::Partial | AggregateMode::PartialReduce => {
                     return Ok(Transformed::no(node))
                 }
                 AggregateMode::Single | AggregateMode::SinglePartitioned => {
-                    problem.get_or_insert("a session-window aggregation needs two phases; DataFusion planned it in one (raise --parallelism above 1)");
+                    problem.get_or_insert("a session-window aggregation needs two phases; DataFusion planned it in one (raise --parallelism above 1)".into());
                     return Ok(Transformed::no(node));
                 }
             }
@@ -228,12 +258,12 @@ pub(super) fn plan_bounded_sessions(
         .data;
     let message = match (problem, merged) {
         (Some(p), _) => p,
-        (None, 0) => SESSION_GROUPING,
+        (None, 0) => SESSION_GROUPING.to_string(),
         (None, _) => return Ok(plan),
     };
     Err(EngineError::Sql {
         location: format!("{}: ", job.text.origin),
-        message: message.into(),
+        message,
     })
 }
 
