@@ -490,3 +490,130 @@ fn state_ttl_forgets_keys_not_updated_within_it() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[1]["state"][0]["rows_evicted"], 20, "{}", records[1]);
 }
+
+/// Bids keyed by (auction, bidder), each key's bids on one partition (as a keyed producer
+/// sends them), appended to `log` when given.
+fn produce_by_key(broker: &Broker, bids: &[StreamBid], log: Option<&std::path::Path>) {
+    let records: Vec<(i32, Vec<u8>, Vec<u8>)> = bids
+        .iter()
+        .map(|b| {
+            let key = format!("{}-{}", b.auction, b.bidder);
+            (
+                ((b.auction + b.bidder) % 2) as i32,
+                key.into_bytes(),
+                b.json(),
+            )
+        })
+        .collect();
+    broker.producer().send_all("bids", records);
+    if let Some(log) = log {
+        let mut text = std::fs::read_to_string(log).unwrap_or_default();
+        for b in bids {
+            text.push_str(std::str::from_utf8(&b.json()).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(log, text).unwrap();
+    }
+}
+
+/// Flink's deduplication, `ROW_NUMBER() OVER (PARTITION BY key ORDER BY time) ... rn = 1`,
+/// keeps each key's first row: over a stream with duplicates (re-sent records and later bids of
+/// the same key) and a driver `kill -9` at a random moment, every key is written once, with
+/// the row DataFusion's window function picks over all the records.
+#[test]
+fn dedup_by_key_writes_each_keys_first_row_once_through_a_driver_kill() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let job = format!(
+        "{}CREATE TABLE firsts WITH (connector = 'parquet', path = 'out/firsts/');\n\
+         INSERT INTO firsts\n\
+         SELECT auction, bidder, price, date_time FROM (\n\
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY auction, bidder ORDER BY date_time) AS rn\n\
+           FROM bids)\n\
+         WHERE rn = 1;\n",
+        source_ddl(&broker, "bids").replace(
+            "start = 'earliest'",
+            "start = 'earliest', max_records_per_trigger = '300'"
+        )
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // Event time grows with the send order, so a key's first arrival is also its earliest
+    // bid; 20 auctions × 50 bidders = 1000 keys, about three bids each.
+    let bid = |i: i64| {
+        let b = sluice::datagen::stream_bid(31, i as u64);
+        StreamBid {
+            time_ms: BASE_MS + i * 10,
+            ..b
+        }
+    };
+    let first: Vec<StreamBid> = (0..2000).map(bid).collect();
+    produce_by_key(&broker, &first, Some(&log));
+    // Re-sent records: exact duplicates of bids already sent.
+    produce_by_key(&broker, &first[300..700], None);
+    let seed = common::test_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let child = spawn(
+        dir.path(),
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "100ms",
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(rng.random_range(800..3000)));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = wait_output(child, Duration::from_secs(60));
+    let second: Vec<StreamBid> = (2000..3000).map(bid).collect();
+    produce_by_key(&broker, &second, Some(&log));
+    produce_by_key(&broker, &first[1500..], None);
+    ok(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "available-now",
+        ],
+    ));
+
+    let got = read_rows(&dir.path().join("out/firsts"));
+    let keys: std::collections::BTreeSet<_> =
+        got.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    assert_eq!(keys.len(), got.len(), "a key written twice (seed {seed})");
+    let want = reference(
+        &log,
+        "SELECT auction, bidder, price, date_time FROM (\
+           SELECT *, row_number() OVER (PARTITION BY auction, bidder ORDER BY date_time) AS rn \
+           FROM bids) WHERE rn = 1",
+    );
+    assert!(want.len() > 900, "{} keys", want.len());
+    assert_eq!(got, want, "seed {seed}");
+    // Keeping the last row is refused with the reason.
+    std::fs::write(
+        dir.path().join("last.sql"),
+        std::fs::read_to_string(dir.path().join("job.sql"))
+            .unwrap()
+            .replace("ORDER BY date_time)", "ORDER BY date_time DESC)"),
+    )
+    .unwrap();
+    let err = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "last.sql",
+            "--checkpoint",
+            "ckpt-last",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(err.contains("keeps the last row of each key"), "{err}");
+}

@@ -82,6 +82,10 @@ pub struct StatefulSpec {
     /// Session windows: where the session bounds are among the group columns.
     #[serde(default)]
     pub session: Option<SessionColumns>,
+    /// Deduplication by key (`ROW_NUMBER() ... WHERE rn = 1`, see `plan::dedup`): the
+    /// aggregates are each column's first value, and a key already in state is a duplicate.
+    #[serde(default)]
+    pub keep_first: bool,
 }
 
 /// The final aggregate of a streaming query, with its state in RocksDB.
@@ -157,7 +161,7 @@ impl StatefulAggregateExec {
             self.spec.ttl_ms.is_some(),
         )?;
         let now = inputs.batch_timestamp_ms;
-        let dedup = self.agg().aggr_expr().is_empty();
+        let dedup = self.agg().aggr_expr().is_empty() || self.spec.keep_first;
 
         let (updated, evicted, to_emit) = if let Some(cols) = self.spec.session {
             self.update_sessions(

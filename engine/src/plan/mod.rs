@@ -4,6 +4,7 @@
 //! stage's physical plan (encoded once for executors to cache), the sources whose splits each
 //! epoch assigns, and the sink.
 
+mod dedup;
 pub mod stages;
 mod streaming;
 
@@ -281,6 +282,12 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
         .statement_to_plan(statement)
         .await
         .map_err(|e| sql_error(&job.text, &e))?;
+    let unbounded = sources.values().any(|s| !s.bounded());
+    let (logical, keep_first) = if unbounded {
+        dedup::keep_first_by_key(logical, origin)?
+    } else {
+        (logical, false)
+    };
     let mut frame = ctx
         .execute_logical_plan(logical)
         .await
@@ -314,14 +321,13 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
     } else {
         StageOutput::Sink
     };
-    let unbounded = sources.values().any(|s| !s.bounded());
     plan_stages(
         frame,
         sink,
         final_output,
         sources,
         job,
-        unbounded.then_some(output_mode),
+        unbounded.then_some((output_mode, keep_first)),
     )
     .await
 }
@@ -332,17 +338,24 @@ async fn plan_stages(
     final_output: StageOutput,
     sources: BTreeMap<String, Arc<dyn Source>>,
     job: &Job,
-    streaming: Option<Option<crate::job::OutputMode>>,
+    streaming: Option<(Option<crate::job::OutputMode>, bool)>,
 ) -> Result<PlannedQuery> {
     let mut physical = frame.create_physical_plan().await?;
     let watermark_delay_ms = job.watermarks.iter().map(|w| w.delay_ms).max();
-    if let Some(mode) = streaming {
+    if let Some((mode, keep_first)) = streaming {
         let streams = sources
             .iter()
             .filter(|(_, s)| !s.bounded())
             .map(|(name, _)| name.clone())
             .collect();
-        physical = make_stateful(physical, mode, watermark_delay_ms.is_some(), job, &streams)?;
+        physical = make_stateful(
+            physical,
+            mode,
+            watermark_delay_ms.is_some(),
+            keep_first,
+            job,
+            &streams,
+        )?;
     } else {
         physical = plan_bounded_sessions(physical, job)?;
     }

@@ -18,6 +18,7 @@ pub(super) fn make_stateful(
     plan: Arc<dyn ExecutionPlan>,
     mode: Option<crate::job::OutputMode>,
     has_watermark: bool,
+    keep_first: bool,
     job: &Job,
     streams: &std::collections::BTreeSet<String>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -131,6 +132,7 @@ pub(super) fn make_stateful(
                 event_time_key: window_end.is_some() && !windowed,
                 ttl_ms,
                 session,
+                keep_first,
             };
             operators += 1;
             next_id += 1;
