@@ -315,6 +315,7 @@ fn a_program_observes_the_drivers_events() {
             fsync: true,
             no_data_epochs: false,
             max_epochs: None,
+            watermark_idle_timeout: None,
         };
         let job = Job::parse(JobText {
             origin: "job".into(),

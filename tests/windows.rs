@@ -521,3 +521,111 @@ fn a_left_window_join_keeps_unmatched_rows_once_their_window_is_complete() {
     assert_eq!(got.len(), want.len(), "each row exactly once");
     assert_eq!(got, want);
 }
+
+/// Each stream keeps its own watermark and the query runs with the least: a window join of a
+/// stream that is 30 s ahead and one that lags keeps every row of the lagging one (with one
+/// watermark for both, from the stream ahead, they would all be late) and joins each window
+/// once, as DataFusion does over all the records. A stream that goes quiet holds the watermark
+/// back until `--watermark-idle-timeout` declares it idle.
+#[test]
+fn a_lagging_stream_keeps_its_rows_in_a_window_join_and_an_idle_one_stops_holding_the_watermark() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("asks", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
+    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let job = format!(
+        "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\
+         INSERT INTO matches\n\
+         SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask\n\
+         FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS b\n\
+         JOIN TABLE(TUMBLE(asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
+         ON b.auction = a.auction AND b.window_start = a.window_start AND b.window_end = a.window_end;\n",
+        source_ddl(&broker, "bids")
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    let asks = bids(52, 0..6000);
+    // Epoch 0: 60 s of bids, only the first 30 s of asks.
+    produce(&broker, "bids", &bids(51, 0..6000), &bid_log);
+    produce(&broker, "asks", &asks[..3000], &ask_log);
+    trigger_once(dir.path());
+    // Epoch 1: the asks catch up; their rows are behind the bids' watermark but not the asks'.
+    produce(&broker, "asks", &asks[3000..], &ask_log);
+    trigger_once(dir.path());
+    trigger_once(dir.path());
+    let records = progress(&dir.path().join("ckpt"));
+    assert_eq!(records.len(), 3, "{records:?}");
+    let (bid_wm, ask_wm) = (
+        records[1]["sources"]["bids"]["watermark_ms"]
+            .as_i64()
+            .unwrap(),
+        records[1]["sources"]["asks"]["watermark_ms"]
+            .as_i64()
+            .unwrap(),
+    );
+    assert!(bid_wm > ask_wm + 20_000, "bids {bid_wm}, asks {ask_wm}");
+    assert_eq!(
+        records[1]["watermark_ms"].as_i64(),
+        Some(ask_wm),
+        "the least"
+    );
+    let late: u64 = records
+        .iter()
+        .map(|r| r["late_records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(late, 0, "no row of the lagging stream is late");
+
+    // Then only bids arrive: the quiet asks hold the watermark until they count as idle.
+    produce(&broker, "bids", &bids(53, 6000..9000), &bid_log);
+    trigger_once(dir.path());
+    trigger_once(dir.path());
+    let held = progress(&dir.path().join("ckpt")).last().unwrap()["watermark_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(held < BASE_MS + 62_000, "held back by the asks: {held}");
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..2 {
+        ok(&sluice(
+            dir.path(),
+            &[
+                "run",
+                "job.sql",
+                "--checkpoint",
+                "ckpt",
+                "--trigger",
+                "once",
+                "--watermark-idle-timeout",
+                "1s",
+            ],
+        ));
+    }
+    let last = progress(&dir.path().join("ckpt")).last().unwrap().clone();
+    assert_eq!(last["sources"]["asks"]["idle"], true, "{last}");
+    let watermark = last["watermark_ms"].as_i64().unwrap();
+    assert!(
+        watermark > BASE_MS + 80_000,
+        "the bids' watermark: {watermark}"
+    );
+
+    let got = read_rows(&dir.path().join("out/matches"));
+    let want = reference_with(
+        &bid_log,
+        &[("asks", ask_log.as_path())],
+        &format!(
+            "SELECT * FROM (
+               SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask
+               FROM (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
+                            date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
+                     FROM bids) b
+               JOIN (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start
+                     FROM asks) a
+               ON b.auction = a.auction AND b.window_start = a.window_start)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    );
+    assert!(want.len() > 3000, "the reference has {} rows", want.len());
+    assert_eq!(got.len(), want.len(), "each match exactly once");
+    assert_eq!(got, want);
+}

@@ -64,6 +64,9 @@ pub struct CommitRecord {
     /// for queries with a watermark: the next epoch's watermark derives from it.
     #[serde(default)]
     pub max_event_ms: Option<i64>,
+    /// The same per source table with a watermark (each keeps its own).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub max_event_by_source: std::collections::BTreeMap<String, i64>,
 }
 
 /// A checkpoint directory for one query.

@@ -251,6 +251,10 @@ pub struct ReadCounters {
     /// watermark.
     #[serde(default)]
     pub max_event_ms: Option<i64>,
+    /// The same per table (each source keeps its own watermark). (No `skip_serializing_if`:
+    /// task reports travel in a format that is not self-describing.)
+    #[serde(default)]
+    pub max_event_by_table: BTreeMap<String, i64>,
     /// Kafka offsets inside a read range that held no record because the topic is compacted
     /// (`cleanup.policy` includes `compact`).
     #[serde(default)]
@@ -280,6 +284,10 @@ impl ReadCounters {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        for (table, max) in other.max_event_by_table {
+            let mine = self.max_event_by_table.entry(table).or_insert(max);
+            *mine = (*mine).max(max);
+        }
         self.compacted_offsets += other.compacted_offsets;
         self.transaction_offsets += other.transaction_offsets;
         self.lost_offsets += other.lost_offsets;

@@ -25,6 +25,7 @@ fn offsets_then_commit_moves_the_log_forward() {
     store
         .write_commit(&CommitRecord {
             max_event_ms: None,
+            max_event_by_source: Default::default(),
             epoch: Epoch(0),
             committed_at_ms: 1,
             output_rows: 3,
@@ -75,6 +76,7 @@ fn retention_keeps_the_newest_epochs() {
         store
             .write_commit(&CommitRecord {
                 max_event_ms: None,
+                max_event_by_source: Default::default(),
                 epoch: Epoch(n),
                 committed_at_ms: 0,
                 output_rows: 0,

@@ -381,23 +381,60 @@ impl EpochRunner<'_> {
             offsets: planning_started.elapsed(),
             ..Default::default()
         };
-        let max_event_ms = match epoch.0.checked_sub(1) {
-            Some(p) => self
-                .store
-                .read_commit(Epoch(p))?
-                .and_then(|c| c.max_event_ms)
-                .or(previous.as_ref().and_then(|i| i.max_event_ms)),
+        let commit = match epoch.0.checked_sub(1) {
+            Some(p) => self.store.read_commit(Epoch(p))?,
             None => None,
         };
+        let max_event_ms = commit
+            .as_ref()
+            .and_then(|c| c.max_event_ms)
+            .or(previous.as_ref().and_then(|i| i.max_event_ms));
         let previous_watermark = previous.as_ref().and_then(|i| i.watermark_ms);
-        let watermark_ms = lifecycle::watermark(
-            query.planned.watermark_delay_ms,
-            max_event_ms,
-            previous_watermark,
-        );
+        let planned = &query.planned;
+        // Each streamed table with a watermark keeps its own; static tables do not count.
+        let delays: BTreeMap<String, i64> = planned
+            .watermark_delays
+            .iter()
+            .filter(|(name, _)| planned.sources.get(*name).is_some_and(|s| !s.bounded()))
+            .map(|(name, delay)| (name.clone(), *delay))
+            .collect();
+        let batch_timestamp_ms = now_ms();
+        let (source_watermarks, watermark_ms) = if delays.is_empty() {
+            let wm =
+                lifecycle::watermark(planned.watermark_delay_ms, max_event_ms, previous_watermark);
+            (BTreeMap::new(), wm)
+        } else {
+            let mut max_event = commit.map(|c| c.max_event_by_source).unwrap_or_default();
+            if max_event.is_empty() {
+                // A checkpoint from before per-source watermarks: one maximum for all.
+                if let Some(m) = max_event_ms {
+                    max_event = delays.keys().map(|k| (k.clone(), m)).collect();
+                }
+            }
+            let active = sources
+                .iter()
+                .filter(|(_, s)| !s.splits.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect();
+            let no_previous = BTreeMap::new();
+            super::watermark::compute(&super::watermark::Inputs {
+                delays: &delays,
+                max_event: &max_event,
+                active: &active,
+                previous: previous
+                    .as_ref()
+                    .map(|p| &p.source_watermarks)
+                    .unwrap_or(&no_previous),
+                previous_query: previous_watermark,
+                now_ms: batch_timestamp_ms,
+                idle_timeout_ms: self
+                    .config
+                    .watermark_idle_timeout
+                    .map(|d| d.as_millis() as u64),
+            })
+        };
         // Static tables are read again every epoch, so only new stream data (or offsets it
         // must account for) is work — or a watermark that moved: it closes windows.
-        let planned = &query.planned;
         let watermark_moved = !planned.stateful_stages.is_empty()
             && watermark_ms.is_some()
             && watermark_ms != previous_watermark;
@@ -407,10 +444,11 @@ impl EpochRunner<'_> {
             });
         let input = EpochInput {
             epoch,
-            batch_timestamp_ms: now_ms(),
+            batch_timestamp_ms,
             sources,
             watermark_ms,
             max_event_ms,
+            source_watermarks,
             partitions: Some(query.parallelism),
         };
         Ok((input, timings, has_work))
@@ -464,7 +502,15 @@ impl EpochRunner<'_> {
             epoch,
             committed_at_ms: now_ms(),
             output_rows: summary.rows,
-            max_event_ms: recorded.and_then(|i| i.max_event_ms),
+            max_event_ms: recorded.as_ref().and_then(|i| i.max_event_ms),
+            max_event_by_source: recorded
+                .map(|i| {
+                    i.source_watermarks
+                        .into_iter()
+                        .filter_map(|(name, w)| Some((name, w.max_event_ms?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })?;
         Ok(summary)
     }
@@ -549,11 +595,21 @@ impl EpochRunner<'_> {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        let mut max_event_by_source: BTreeMap<String, i64> = input
+            .source_watermarks
+            .iter()
+            .filter_map(|(name, w)| Some((name.clone(), w.max_event_ms?)))
+            .collect();
+        for (table, max) in &result.read.max_event_by_table {
+            let known = max_event_by_source.entry(table.clone()).or_insert(*max);
+            *known = (*known).max(*max);
+        }
         self.store.write_commit(&CommitRecord {
             epoch,
             committed_at_ms: now_ms(),
             output_rows: result.output_rows,
             max_event_ms,
+            max_event_by_source,
         })?;
         flight.timings.commit_write = write_started.elapsed();
         Ok(result)

@@ -25,6 +25,7 @@ pub mod scheduler;
 mod signals;
 mod splits;
 mod tasks;
+mod watermark;
 
 use epoch::EpochRunner;
 pub use events::{Event, Reporter};
@@ -110,6 +111,9 @@ pub struct DriverConfig {
     pub no_data_epochs: bool,
     /// Stop after this many epochs committed by this run.
     pub max_epochs: Option<u64>,
+    /// A watermarked stream without new records for this long stops holding the query's
+    /// watermark back (`None`: never idle).
+    pub watermark_idle_timeout: Option<Duration>,
 }
 
 /// Runs `job`: one epoch for a bounded job, epochs on the trigger for a streaming one.

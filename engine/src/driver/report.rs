@@ -23,10 +23,27 @@ pub struct EpochInput {
     /// The largest event time read by the epochs before this one.
     #[serde(default)]
     pub max_event_ms: Option<i64>,
+    /// Per streamed table with a watermark: its own watermark, from which the query's is the
+    /// least of the active ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_watermarks: BTreeMap<String, SourceWatermark>,
     /// The query's partition count (shuffles and state); a stateful query keeps the one its
     /// first epoch recorded.
     #[serde(default)]
     pub partitions: Option<usize>,
+}
+
+/// One source's watermark as an epoch saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceWatermark {
+    /// The largest event time this table's records held, in epochs before this one.
+    pub max_event_ms: Option<i64>,
+    /// That minus the table's declared delay (`None` before its first record).
+    pub watermark_ms: Option<i64>,
+    /// Batch time of the last epoch that read new records of the table.
+    pub last_active_ms: u64,
+    /// No new records for the idle timeout: it does not hold the query's watermark back.
+    pub idle: bool,
 }
 
 /// When a streaming query's epochs run.
@@ -153,6 +170,12 @@ pub struct SourceProgress {
     /// Offsets skipped because they were gone from the broker.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub gaps: Vec<sluice_connectors::OffsetGap>,
+    /// A watermarked stream's own watermark (the query's is the least of the active ones).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watermark_ms: Option<i64>,
+    /// Whether the stream was idle (no new records for the idle timeout).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub idle: bool,
 }
 
 /// The progress record of one epoch (printed with `--progress json`, kept under
@@ -285,6 +308,11 @@ impl EpochProgress {
                         splits: s.splits.len(),
                         partitions,
                         gaps,
+                        watermark_ms: input
+                            .source_watermarks
+                            .get(name)
+                            .and_then(|w| w.watermark_ms),
+                        idle: input.source_watermarks.get(name).is_some_and(|w| w.idle),
                     },
                 )
             })

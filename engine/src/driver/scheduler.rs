@@ -129,7 +129,7 @@ enum TaskState {
     },
     Done {
         executor: ExecutorId,
-        report: TaskReport,
+        report: Box<TaskReport>,
         /// How long it ran (`None`: completed without running).
         took: Option<Duration>,
     },
@@ -473,7 +473,7 @@ impl EpochScheduler {
         self.abandon_others(task, AttemptOutcome::Superseded);
         self.tasks[s][p] = TaskState::Done {
             executor,
-            report,
+            report: Box::new(report),
             took: Some(now.duration_since(started)),
         };
     }
@@ -486,7 +486,7 @@ impl EpochScheduler {
         if matches!(self.tasks[s][p], TaskState::Pending { .. }) {
             self.tasks[s][p] = TaskState::Done {
                 executor: UNRUN,
-                report,
+                report: Box::new(report),
                 took: None,
             };
         }
@@ -681,7 +681,7 @@ impl EpochScheduler {
             .filter_map(|(p, t)| match t {
                 TaskState::Done {
                     executor, report, ..
-                } => Some((p, *executor, report)),
+                } => Some((p, *executor, report.as_ref())),
                 _ => None,
             })
             .collect()

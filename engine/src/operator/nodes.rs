@@ -257,6 +257,7 @@ impl ExecutionPlan for SourceScanExec {
             }
         }
         let state = ScanState {
+            table: self.table.clone(),
             source,
             ctx,
             inputs,
@@ -293,6 +294,7 @@ impl ExecutionPlan for SourceScanExec {
 
 /// Where a scan partition is in its splits.
 struct ScanState {
+    table: String,
     source: Arc<dyn Source>,
     ctx: ReadContext,
     inputs: Arc<TaskInputs>,
@@ -356,6 +358,9 @@ impl ScanState {
                     counters.rows = std::mem::take(&mut self.rows);
                     counters.late = std::mem::take(&mut self.late);
                     counters.max_event_ms = self.max_event_ms.take();
+                    if let Some(max) = counters.max_event_ms {
+                        counters.max_event_by_table.insert(self.table.clone(), max);
+                    }
                     self.inputs
                         .read_counters
                         .lock()

@@ -58,6 +58,8 @@ pub struct PlannedQuery {
     /// How far the watermark trails the largest event time (the largest declared delay), when
     /// the query declares a watermark.
     pub watermark_delay_ms: Option<i64>,
+    /// Each watermarked table's delay: each source keeps its own watermark.
+    pub watermark_delays: BTreeMap<String, i64>,
 }
 
 impl fmt::Debug for PlannedQuery {
@@ -419,6 +421,11 @@ async fn plan_stages(
         fingerprint: job.fingerprint.clone(),
         stateful_stages,
         watermark_delay_ms,
+        watermark_delays: job
+            .watermarks
+            .iter()
+            .map(|w| (w.table.clone(), w.delay_ms))
+            .collect(),
     })
 }
 

@@ -254,6 +254,11 @@ pub(crate) struct DriverArgs {
     /// Stop after this many epochs have committed in this run (streaming).
     #[arg(long)]
     pub(crate) max_epochs: Option<u64>,
+    /// A watermarked stream that brings no new records for this long (5s, 1m) stops holding
+    /// the query's watermark back, which is otherwise the least of the streams' watermarks.
+    /// Default: never.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) watermark_idle_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) log: LogArgs,
 }

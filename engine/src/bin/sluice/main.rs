@@ -313,6 +313,7 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         fsync: !common.no_fsync,
         no_data_epochs: common.no_data_epochs,
         max_epochs: common.max_epochs,
+        watermark_idle_timeout: common.watermark_idle_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
