@@ -382,8 +382,12 @@ fn windowed_aggregation_with_its_state_on_s3_survives_an_executor_kill_and_gives
         restored > 0,
         "the killed executor's partitions were restored from the bucket (seed {seed})"
     );
-    // Drain what is left with fresh executors (every partition restored from the bucket).
-    common::ok(&common::sluice_env(&dir, &args("available-now"), &env));
+    // Drain what is left with fresh executors (every partition restored from the bucket),
+    // keeping 2 epochs: the last epoch's garbage collection deletes the older snapshots and the
+    // files only they referenced from the bucket.
+    let mut drain = args("available-now");
+    drain.extend(["--retain-epochs", "2"]);
+    common::ok(&common::sluice_env(&dir, &drain, &env));
 
     let local = tempfile::tempdir().unwrap();
     s3.download("lake", "ckpt/progress", &local.path().join("progress"));
@@ -413,9 +417,18 @@ fn windowed_aggregation_with_its_state_on_s3_survives_an_executor_kill_and_gives
         ["job.sql"],
         "nothing but the job in the driver's directory"
     );
-    // The state is in the bucket.
+    // The state is in the bucket, old snapshots collected: per partition, the snapshot of the
+    // oldest retained epoch (or the newest before it), later ones and the full snapshot they
+    // build on.
     let state = s3.read("lake", "ckpt/state", "none").objects;
     assert!(state.iter().any(|o| o.contains("/sst/")), "{state:?}");
+    let mut manifests: std::collections::BTreeMap<String, usize> = Default::default();
+    for object in state.iter().filter(|o| o.ends_with("/snapshot.json")) {
+        let partition = object.split("/epoch-").next().unwrap().to_string();
+        *manifests.entry(partition).or_default() += 1;
+    }
+    assert!(!manifests.is_empty(), "{state:?}");
+    assert!(manifests.values().all(|&n| n <= 4), "{manifests:?}");
 }
 
 #[test]

@@ -698,19 +698,21 @@ fn collect_partition(remote: &Remote, oldest: Epoch) -> Result<usize> {
             removed += 1;
         }
     }
-    for name in remote.names("changelog")? {
-        if !logs.contains(&name) {
-            remote.remove_file(&format!("changelog/{name}"))?;
-            removed += 1;
-        }
-    }
-    for name in remote.names("sst")? {
-        if !referenced.contains(&name) {
-            remote.remove_file(&format!("sst/{name}"))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    let mut unreferenced: Vec<String> = remote
+        .names("changelog")?
+        .into_iter()
+        .filter(|name| !logs.contains(name))
+        .map(|name| format!("changelog/{name}"))
+        .collect();
+    unreferenced.extend(
+        remote
+            .names("sst")?
+            .into_iter()
+            .filter(|name| !referenced.contains(name))
+            .map(|name| format!("sst/{name}")),
+    );
+    remote.remove_files(&unreferenced)?;
+    Ok(removed + unreferenced.len())
 }
 
 #[cfg(test)]

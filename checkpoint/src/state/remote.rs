@@ -205,6 +205,14 @@ impl Remote {
         }
     }
 
+    /// Deletes the files `rels` (an object store in as few requests as it allows).
+    pub(super) fn remove_files(&self, rels: &[String]) -> Result<()> {
+        match self {
+            Remote::Local(_) => rels.iter().try_for_each(|rel| self.remove_file(rel)),
+            Remote::Object(root) => Ok(root.delete_many(rels)?),
+        }
+    }
+
     /// Deletes the directory `rel` and everything below it.
     pub(super) fn remove_dir(&self, rel: &str) -> Result<()> {
         match self {
