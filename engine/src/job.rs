@@ -145,7 +145,9 @@ impl Job {
             if query.is_some() {
                 return Err(EngineError::Sql {
                     location,
-                    message: "a job runs one query; found a statement after the INSERT/SELECT"
+                    message: "a job runs one query; found a statement after the INSERT/SELECT \
+                              (several INSERTs in one job, as Flink's statement sets, are not \
+                              built yet: run each INSERT as a job with its own --checkpoint)"
                         .into(),
                 });
             }
@@ -627,5 +629,20 @@ mod tests {
     fn insert_into_undefined_table() {
         let err = parse("INSERT INTO nowhere SELECT 1;").unwrap_err();
         assert!(err.to_string().contains("unknown table 'nowhere'"), "{err}");
+    }
+
+    #[test]
+    fn a_second_insert_names_its_place_and_what_to_do() {
+        let err = parse(
+            "CREATE TABLE t WITH (connector = 'parquet', path = 'a/');\n\
+             INSERT INTO t SELECT 1;\nINSERT INTO t SELECT 2;",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("job.sql:3:1: "), "{err}");
+        assert!(
+            err.contains("statement sets") && err.contains("own --checkpoint"),
+            "{err}"
+        );
     }
 }
