@@ -26,11 +26,11 @@ use core::{
 };
 use helpers::attached_token::AttachedToken;
 
-// Sluice patch (see `expr_failures`).
+// Sluice patch (see `expr_failures` and `derived_failures`).
 #[cfg(not(feature = "std"))]
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 #[cfg(feature = "std")]
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use log::debug;
 
@@ -371,6 +371,11 @@ pub struct Parser<'a> {
     /// re-parsing everything nested below it (which made malformed nested input take
     /// exponential time). See `vendor/sqlparser/SLUICE-PATCH.md`.
     expr_failures: BTreeMap<(usize, u8, u16), ParserError>,
+    /// Sluice patch: the token indexes (and parser states) after a `(` in a table factor at
+    /// which a derived table `(SELECT ...)` failed to parse. The `(` is then parsed again as
+    /// a nested join; in nested parentheses each level tried both, re-parsing everything
+    /// inside each time (exponential in the nesting). See `vendor/sqlparser/SLUICE-PATCH.md`.
+    derived_failures: BTreeSet<(usize, u8)>,
 }
 
 impl<'a> Parser<'a> {
@@ -398,6 +403,7 @@ impl<'a> Parser<'a> {
             recursion_counter: RecursionCounter::new(DEFAULT_REMAINING_DEPTH),
             options: ParserOptions::new().with_trailing_commas(dialect.supports_trailing_commas()),
             expr_failures: BTreeMap::new(),
+            derived_failures: BTreeSet::new(),
         }
     }
 
@@ -460,6 +466,7 @@ impl<'a> Parser<'a> {
         self.tokens = tokens;
         self.index = 0;
         self.expr_failures.clear();
+        self.derived_failures.clear();
         self
     }
 
@@ -16042,9 +16049,19 @@ impl<'a> Parser<'a> {
             // `parse_derived_table_factor` below will return success after parsing the
             // subquery, followed by the closing ')', and the alias of the derived table.
             // In the example above this is case (3).
-            if let Some(mut table) =
-                self.maybe_parse(|parser| parser.parse_derived_table_factor(NotLateral))?
-            {
+            // Sluice patch: a derived table that failed to parse here before fails again.
+            let key = (self.index, self.state as u8);
+            let derived = if self.derived_failures.contains(&key) {
+                None
+            } else {
+                let derived =
+                    self.maybe_parse(|parser| parser.parse_derived_table_factor(NotLateral))?;
+                if derived.is_none() {
+                    self.derived_failures.insert(key);
+                }
+                derived
+            };
+            if let Some(mut table) = derived {
                 while let Some(kw) = self.parse_one_of_keywords(&[Keyword::PIVOT, Keyword::UNPIVOT])
                 {
                     table = match kw {
