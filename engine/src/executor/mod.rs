@@ -5,6 +5,7 @@
 //! fetching) and a compute runtime with one worker per slot where operators run, so a busy
 //! operator never delays a heartbeat.
 
+mod plan_check;
 pub mod task;
 
 use std::collections::HashMap;
@@ -409,6 +410,9 @@ pub fn decode_stage_plan(
     // datafusion-proto panics instead of failing on some nodes (an Avro scan without the `avro`
     // feature, found by the `stage_plan` fuzz target): bytes from a peer must be an error.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        plan_check::check(bytes).map_err(|why| {
+            datafusion::error::DataFusionError::Plan(format!("malformed stage plan: {why}"))
+        })?;
         physical_plan_from_bytes_with_extension_codec(bytes, &ctx, &SluiceCodec)
     }))
     .map_err(|panic| {
