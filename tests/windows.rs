@@ -118,6 +118,27 @@ fn session_windows_merge_across_epochs_and_close_behind_the_watermark() {
     assert_eq!(got, want);
 }
 
+/// DataFusion's 2-second tumbling-window join of the bids and asks in `bid_log` and `ask_log`
+/// (same auction, same window), for the windows `watermark` has closed.
+fn reference_window_join(bid_log: &Path, ask_log: &Path, watermark: i64) -> Vec<Vec<String>> {
+    reference_with(
+        bid_log,
+        &[("asks", ask_log)],
+        &format!(
+            "SELECT * FROM (
+               SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask
+               FROM (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
+                            date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
+                     FROM bids) b
+               JOIN (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start
+                     FROM asks) a
+               ON b.auction = a.auction AND b.window_start = a.window_start)
+             WHERE window_end <= {}",
+            ts_literal(watermark)
+        ),
+    )
+}
+
 #[test]
 fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_it() {
     let broker = Broker::start();
@@ -150,22 +171,7 @@ fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_i
     let watermark = records[2]["watermark_ms"].as_i64().expect("a watermark");
     assert!(records[2]["state"][0]["rows_evicted"].as_u64().unwrap() > 0);
     let got = read_rows(&dir.path().join("out/matches"));
-    let want = reference_with(
-        &bid_log,
-        &[("asks", ask_log.as_path())],
-        &format!(
-            "SELECT * FROM (
-               SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask
-               FROM (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
-                            date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
-                     FROM bids) b
-               JOIN (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start
-                     FROM asks) a
-               ON b.auction = a.auction AND b.window_start = a.window_start)
-             WHERE window_end <= {}",
-            ts_literal(watermark)
-        ),
-    );
+    let want = reference_window_join(&bid_log, &ask_log, watermark);
     assert!(want.len() > 1000, "the reference has {} rows", want.len());
     assert_eq!(got.len(), want.len(), "each match exactly once");
     assert_eq!(got, want);
@@ -609,22 +615,7 @@ fn a_lagging_stream_keeps_its_rows_in_a_window_join_and_an_idle_one_stops_holdin
     );
 
     let got = read_rows(&dir.path().join("out/matches"));
-    let want = reference_with(
-        &bid_log,
-        &[("asks", ask_log.as_path())],
-        &format!(
-            "SELECT * FROM (
-               SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask
-               FROM (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
-                            date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
-                     FROM bids) b
-               JOIN (SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start
-                     FROM asks) a
-               ON b.auction = a.auction AND b.window_start = a.window_start)
-             WHERE window_end <= {}",
-            ts_literal(watermark)
-        ),
-    );
+    let want = reference_window_join(&bid_log, &ask_log, watermark);
     assert!(want.len() > 3000, "the reference has {} rows", want.len());
     assert_eq!(got.len(), want.len(), "each match exactly once");
     assert_eq!(got, want);
