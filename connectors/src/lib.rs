@@ -455,6 +455,15 @@ pub struct CommitSummary {
     pub bytes: u64,
 }
 
+/// What [`Committer::record`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A publication was recorded; [`Committer::finish_recorded`] carries it out.
+    Publish,
+    /// Nothing to publish; this is what the epoch delivered.
+    Done(CommitSummary),
+}
+
 /// Driver side of a sink: publishes an epoch's staged output exactly once.
 pub trait Committer: Send + Sync {
     /// Publishes everything `receipts` staged for `epoch`. Records the publication in `store`
@@ -466,6 +475,17 @@ pub trait Committer: Send + Sync {
         epoch: Epoch,
         receipts: Vec<WriterReceipt>,
     ) -> Result<CommitSummary>;
+    /// The first half of [`Committer::commit`], for a statement set whose tables publish
+    /// together: records what publishing `receipts` will do (`sinks/TABLE/N`, overwriting a
+    /// record an earlier attempt left) and publishes nothing; [`Committer::finish_recorded`]
+    /// publishes it. `Done` when nothing is left to publish (nothing was staged, or the sink
+    /// delivers directly, as Kafka's does).
+    fn record(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<Recorded>;
     /// Whether `epoch`'s publication was recorded (then it may be unfinished: a crash came
     /// before `commits/N`). Reads only.
     fn publish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<bool>;

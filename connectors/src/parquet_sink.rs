@@ -38,7 +38,9 @@ use sluice_checkpoint::{CheckpointStore, Epoch, Location, ObjectRoot, QueryId};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::ParquetSinkSpec;
-use crate::{CommitSummary, Committer, Sink, SinkWriter, StagedFile, WriterContext, WriterReceipt};
+use crate::{
+    CommitSummary, Committer, Recorded, Sink, SinkWriter, StagedFile, WriterContext, WriterReceipt,
+};
 
 /// Directory under the table root holding staged (unpublished) files.
 pub const STAGING_DIR: &str = ".sluice-staging";
@@ -458,19 +460,24 @@ impl Committer for ParquetCommitter {
         if let Some(summary) = self.recover(store, epoch)? {
             return Ok(summary);
         }
-        let mut files: Vec<StagedFile> = receipts.into_iter().flat_map(|r| r.files).collect();
-        if files.is_empty() {
-            // Nothing to publish (an epoch without output rows): no record is needed, a
-            // re-run would publish nothing too.
-            self.abort(&store.metadata().query_id, epoch);
+        let Some(record) = self.write_record(store, epoch, receipts)? else {
             return Ok(CommitSummary::default());
-        }
-        files.sort_by(|a, b| a.final_path.cmp(&b.final_path));
-        let record = SinkCommitRecord { files };
-        store.write_sink_record(&self.spec.table, epoch, &record)?;
+        };
         let summary = self.publish(&record)?;
         self.abort(&store.metadata().query_id, epoch);
         Ok(summary)
+    }
+
+    fn record(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<Recorded> {
+        Ok(match self.write_record(store, epoch, receipts)? {
+            Some(_) => Recorded::Publish,
+            None => Recorded::Done(CommitSummary::default()),
+        })
     }
 
     fn publish_recorded(&self, store: &CheckpointStore, epoch: Epoch) -> Result<bool> {
@@ -519,6 +526,25 @@ impl Committer for ParquetCommitter {
 }
 
 impl ParquetCommitter {
+    /// Writes `sinks/TABLE/N` listing the staged files of `receipts`; `None` when there are
+    /// none (an epoch without output rows needs no record: a re-run would publish nothing too).
+    fn write_record(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<Option<SinkCommitRecord>> {
+        let mut files: Vec<StagedFile> = receipts.into_iter().flat_map(|r| r.files).collect();
+        if files.is_empty() {
+            self.abort(&store.metadata().query_id, epoch);
+            return Ok(None);
+        }
+        files.sort_by(|a, b| a.final_path.cmp(&b.final_path));
+        let record = SinkCommitRecord { files };
+        store.write_sink_record(&self.spec.table, epoch, &record)?;
+        Ok(Some(record))
+    }
+
     /// Completes a publication that was recorded but maybe not finished. `Ok(None)` when
     /// nothing was recorded for `epoch` (the epoch must run again).
     fn recover(&self, store: &CheckpointStore, epoch: Epoch) -> Result<Option<CommitSummary>> {

@@ -26,6 +26,7 @@ use sluice_connectors::ConnectorSpec;
 pub use crate::config::JobSetting;
 use crate::error::{describe_datafusion, EngineError, Result};
 
+mod statement_set;
 pub mod streaming_sql;
 pub use streaming_sql::{WatermarkDecl, WindowDecl};
 
@@ -79,6 +80,19 @@ pub enum Target {
     Console,
 }
 
+/// One query of a job: an `INSERT INTO ... SELECT`, or a bare `SELECT`.
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    /// The query (the `SELECT` part of an `INSERT`, or the bare `SELECT`).
+    pub query: Box<Query>,
+    /// Where its rows go.
+    pub target: Target,
+    /// Window table functions it uses.
+    pub windows: Vec<WindowDecl>,
+    /// Where its statement starts, for errors about it.
+    pub location: String,
+}
+
 /// A parsed job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -86,16 +100,13 @@ pub struct Job {
     pub text: JobText,
     /// Tables defined by the job, in order.
     pub tables: Vec<TableDef>,
-    /// The query (the `SELECT` part of an `INSERT`, or the bare `SELECT`).
-    pub query: Box<Query>,
-    /// Where its rows go.
-    pub target: Target,
+    /// Its queries: one `SELECT`, or one or more `INSERT`s (several form a statement set: one
+    /// query reading each source once, whose sinks commit together).
+    pub queries: Vec<JobQuery>,
     /// Hash of the normalised statements; identifies the query in its checkpoint.
     pub fingerprint: String,
     /// Watermarks declared on tables.
     pub watermarks: Vec<WatermarkDecl>,
-    /// Window table functions used by the query.
-    pub windows: Vec<WindowDecl>,
     /// `SET key = value;` statements: options of the command that runs the job
     /// (`crate::config`). They are not part of the fingerprint.
     pub settings: Vec<JobSetting>,
@@ -112,8 +123,9 @@ impl Job {
         })
     }
 
-    /// Parses a job. Exactly one `INSERT INTO ... SELECT` or `SELECT` statement is allowed,
-    /// preceded by any number of `CREATE TABLE` and `SET key = value` statements.
+    /// Parses a job: `CREATE TABLE` and `SET key = value` statements, then one `SELECT` or one
+    /// or more `INSERT INTO ... SELECT` statements (bare, or in Flink's `EXECUTE STATEMENT SET
+    /// BEGIN ... END;` / `BEGIN STATEMENT SET; ... END;`).
     pub fn parse(text: JobText) -> Result<Job> {
         let dialect = GenericDialect {};
         let (sql, watermarks) = streaming_sql::extract_watermarks(&text.origin, &text.text)?;
@@ -123,7 +135,7 @@ impl Job {
             .and_then(|mut p| p.parse_statements())
             .map_err(|e| sql_error(&text, &e))?;
         let mut tables: Vec<TableDef> = Vec::new();
-        let mut query: Option<(Box<Query>, Target)> = None;
+        let mut queries: Vec<(Box<Query>, Target, String)> = Vec::new();
         let mut normalised = String::new();
         let mut settings = Vec::new();
         for statement in statements {
@@ -142,14 +154,28 @@ impl Job {
             };
             let start = statement_span(&statement);
             let location = locate(&text.origin, start);
-            if query.is_some() {
-                return Err(EngineError::Sql {
-                    location,
-                    message: "a job runs one query; found a statement after the INSERT/SELECT \
-                              (several INSERTs in one job, as Flink's statement sets, are not \
-                              built yet: run each INSERT as a job with its own --checkpoint)"
-                        .into(),
-                });
+            if let Some((_, first, _)) = queries.first() {
+                let message = match (&*statement, first) {
+                    (_, Target::Console) => Some(
+                        "a job runs one SELECT and nothing after it; to write several tables, \
+                         use INSERT INTO statements (a statement set)",
+                    ),
+                    (Statement::Query(_), Target::Table(_)) => Some(
+                        "a SELECT cannot follow an INSERT: the queries of a statement set are \
+                         INSERT INTO ... SELECT statements",
+                    ),
+                    (Statement::Insert(_), _) => None,
+                    _ => Some(
+                        "only INSERT INTO statements may follow an INSERT; define tables and \
+                         SET options before the first query",
+                    ),
+                };
+                if let Some(message) = message {
+                    return Err(EngineError::Sql {
+                        location,
+                        message: message.into(),
+                    });
+                }
             }
             match *statement {
                 Statement::CreateTable(create) => {
@@ -255,9 +281,15 @@ impl Job {
                     let Some(source) = insert.source else {
                         return Err(EngineError::Sql { location, message: "INSERT needs a SELECT".into() });
                     };
-                    query = Some((source, Target::Table(target)));
+                    if queries.iter().any(|(_, t, _)| *t == Target::Table(target.clone())) {
+                        return Err(EngineError::Sql {
+                            location,
+                            message: format!("table '{target}' is written by two INSERTs; combine their queries with UNION ALL in one"),
+                        });
+                    }
+                    queries.push((source, Target::Table(target), location));
                 }
-                Statement::Query(q) => query = Some((q, Target::Console)),
+                Statement::Query(q) => queries.push((q, Target::Console, location)),
                 Statement::Set(set) => settings.push(setting(&text.origin, &location, set)?),
                 other => {
                     return Err(EngineError::Sql {
@@ -270,12 +302,12 @@ impl Job {
                 }
             }
         }
-        let Some((mut query, target)) = query else {
+        if queries.is_empty() {
             return Err(EngineError::Sql {
                 location: format!("{}: ", text.origin),
                 message: "the job has no INSERT INTO ... SELECT or SELECT statement".into(),
             });
-        };
+        }
         for w in &watermarks {
             let declared = tables
                 .iter()
@@ -299,16 +331,25 @@ impl Job {
                 w.table, w.column, w.delay_ms
             ));
         }
-        let windows = streaming_sql::rewrite_windows(&text.origin, &mut query)?;
+        let queries = queries
+            .into_iter()
+            .map(|(mut query, target, location)| {
+                let windows = streaming_sql::rewrite_windows(&text.origin, &mut query)?;
+                Ok(JobQuery {
+                    query,
+                    target,
+                    windows,
+                    location,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let fingerprint = hex::encode(&Sha256::digest(normalised.as_bytes())[..12]);
         Ok(Job {
             text,
             tables,
-            query,
-            target,
+            queries,
             fingerprint,
             watermarks,
-            windows,
             settings,
         })
     }
@@ -516,7 +557,7 @@ mod tests {
         let cols = job.tables[0].columns.as_ref().unwrap();
         assert!(cols[0].not_null && !cols[1].not_null);
         assert!(job.tables[1].columns.is_none());
-        assert_eq!(job.target, Target::Table("out".into()));
+        assert_eq!(job.queries[0].target, Target::Table("out".into()));
         // Whitespace does not change the fingerprint; the query does.
         let again = parse(
             "CREATE TABLE bids (auction BIGINT NOT NULL, channel VARCHAR) WITH (connector = 'parquet', path = 'in/');\
@@ -638,17 +679,72 @@ mod tests {
     }
 
     #[test]
-    fn a_second_insert_names_its_place_and_what_to_do() {
-        let err = parse(
-            "CREATE TABLE t WITH (connector = 'parquet', path = 'a/');\n\
-             INSERT INTO t SELECT 1;\nINSERT INTO t SELECT 2;",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("job.sql:3:1: "), "{err}");
+    fn several_inserts_form_a_statement_set_in_any_of_flinks_spellings() {
+        let tables = "CREATE TABLE t WITH (connector = 'parquet', path = 'in/');\n\
+                      CREATE TABLE a WITH (connector = 'parquet', path = 'a/');\n\
+                      CREATE TABLE b WITH (connector = 'parquet', path = 'b/');\n";
+        let bare = parse(&format!(
+            "{tables}INSERT INTO a SELECT * FROM t;\nINSERT INTO b SELECT count(*) FROM t;"
+        ))
+        .unwrap();
+        let targets = |job: &Job| {
+            job.queries
+                .iter()
+                .map(|q| q.target.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            targets(&bare),
+            [Target::Table("a".into()), Target::Table("b".into())]
+        );
+        for (open, close) in [
+            ("EXECUTE STATEMENT SET\nBEGIN\n", "END;"),
+            ("execute statement set begin ", "end"),
+            ("BEGIN STATEMENT SET;\n", "END;\n"),
+        ] {
+            let job = parse(&format!(
+                "{tables}{open}INSERT INTO a SELECT * FROM t;\nINSERT INTO b SELECT count(*) FROM t;\n{close}"
+            ))
+            .unwrap();
+            assert_eq!(targets(&job), targets(&bare), "{open}");
+            // The brackets are spelling only: the same checkpoint fits either form.
+            assert_eq!(job.fingerprint, bare.fingerprint, "{open}");
+        }
+        // A CASE ... END inside a query is not the set's END.
+        parse(&format!("{tables}EXECUTE STATEMENT SET BEGIN\nINSERT INTO a SELECT CASE WHEN 1 > 0 THEN 1 END FROM t;\nEND;")).unwrap();
+        let err = |sql: String| parse(&sql).unwrap_err().to_string();
+        let e = err(format!(
+            "{tables}EXECUTE STATEMENT SET BEGIN\nINSERT INTO a SELECT * FROM t;"
+        ));
         assert!(
-            err.contains("statement sets") && err.contains("own --checkpoint"),
-            "{err}"
+            e.starts_with("job.sql:4:1: ") && e.contains("has no END"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{tables}INSERT INTO a SELECT * FROM t;\nINSERT INTO a SELECT * FROM t;"
+        ));
+        assert!(
+            e.starts_with("job.sql:5:1: ") && e.contains("UNION ALL"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{tables}INSERT INTO a SELECT * FROM t;\nSELECT * FROM t;"
+        ));
+        assert!(
+            e.starts_with("job.sql:5:1: ") && e.contains("cannot follow an INSERT"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{tables}SELECT * FROM t;\nINSERT INTO a SELECT * FROM t;"
+        ));
+        assert!(
+            e.starts_with("job.sql:5:1: ") && e.contains("one SELECT"),
+            "{e}"
+        );
+        let e = err(format!("{tables}INSERT INTO a SELECT * FROM t;\nCREATE TABLE c WITH (connector = 'parquet', path = 'c/');"));
+        assert!(
+            e.starts_with("job.sql:5:") && e.contains("before the first query"),
+            "{e}"
         );
     }
 }

@@ -146,10 +146,8 @@ pub enum ToExecutor {
 pub struct QueryInstall {
     /// The query's id.
     pub query_id: sluice_checkpoint::QueryId,
-    /// Every stage, in DAG order.
+    /// Every stage, in DAG order, each sink stage with its sink.
     pub stages: Vec<StageInstall>,
-    /// Where the final stage's rows go.
-    pub sink: SinkInstall,
     /// Where stateful operators snapshot their state, when the query has any.
     pub state: Option<StateInstall>,
     /// The data addresses of the executors in the cluster when the query was installed: an
@@ -177,6 +175,9 @@ pub struct StageInstall {
     pub plan: Vec<u8>,
     /// What the stage's tasks do with their output.
     pub output: StageOutput,
+    /// Where its rows go, when it is a query's final stage writing a table (a statement set has
+    /// one per `INSERT`).
+    pub sink: Option<SinkInstall>,
 }
 
 /// What a stage does with its rows.
@@ -187,7 +188,7 @@ pub enum StageOutput {
     Hash { partitions: usize },
     /// Keep the whole output as one shuffle output (read by a single downstream task).
     Gather,
-    /// Final stage writing to the query's sink.
+    /// A query's final stage, writing to its sink.
     Sink,
     /// Final stage whose rows the driver fetches and prints.
     Result,
@@ -198,7 +199,7 @@ pub enum StageOutput {
 pub struct SinkInstall {
     /// The sink.
     pub spec: sluice_connectors::SinkSpec,
-    /// The final stage's output schema (JSON-encoded).
+    /// The sink stage's output schema (JSON-encoded).
     pub schema_json: String,
 }
 

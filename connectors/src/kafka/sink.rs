@@ -26,7 +26,7 @@ use sluice_checkpoint::{CheckpointStore, Epoch};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::KafkaSinkSpec;
-use crate::{CommitSummary, Committer, Sink, SinkWriter, WriterContext, WriterReceipt};
+use crate::{CommitSummary, Committer, Recorded, Sink, SinkWriter, WriterContext, WriterReceipt};
 
 /// How long `finish` waits for the broker to acknowledge a task's records.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -254,6 +254,15 @@ impl Committer for KafkaCommitter {
             rows: receipts.iter().map(|r| r.records).sum(),
             bytes: receipts.iter().map(|r| r.bytes).sum(),
         })
+    }
+
+    fn record(
+        &self,
+        store: &CheckpointStore,
+        epoch: Epoch,
+        receipts: Vec<WriterReceipt>,
+    ) -> Result<Recorded> {
+        Ok(Recorded::Done(self.commit(store, epoch, receipts)?))
     }
 
     fn publish_recorded(&self, _store: &CheckpointStore, _epoch: Epoch) -> Result<bool> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_checkpoint::{CheckpointStore, CommitRecord, Epoch, EpochAction};
-use sluice_connectors::{Committer, PlanRequest, ReadCounters, SourceEpoch, WriterReceipt};
+use sluice_connectors::{PlanRequest, ReadCounters, SourceEpoch, WriterReceipt};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -22,6 +22,7 @@ use super::lifecycle::{
 use super::report::{self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport};
 use super::scheduler::EpochScheduler;
 use super::signals::{interruptible, watch_signals};
+use super::sinks::{Delivered, SinkSet};
 use super::tasks::{send, Tasks};
 use super::{ClusterMode, DriverConfig, Timings, Trigger};
 use crate::error::{EngineError, Result};
@@ -37,9 +38,9 @@ pub(super) struct EpochRunner<'a> {
     pub config: &'a DriverConfig,
     pub store: &'a CheckpointStore,
     pub tasks: Tasks<'a>,
-    /// The sink's committer once planned; a failed epoch's staged files are discarded with it
-    /// after the executors have stopped (so no task is still writing).
-    pub committer: Option<Arc<dyn Committer>>,
+    /// The committers of the query's tables once planned; a failed epoch's staged files are
+    /// discarded with them after the executors have stopped (so no task is still writing).
+    pub committer: Option<SinkSet>,
     /// The epoch running, if any.
     pub current: Option<Epoch>,
     pub reporter: Arc<dyn Reporter>,
@@ -149,11 +150,11 @@ impl EpochRunner<'_> {
                     info!(%epoch, "completing a recorded sink commit from an earlier run");
                     let outcome = self.finish_publish(epoch);
                     let outcome = match outcome {
-                        Ok(summary) => {
+                        Ok(delivered) => {
                             report.epoch = epoch;
                             report.outcome = EpochOutcome::CommitCompleted;
-                            report.output_rows += summary.rows;
-                            report.files += summary.files;
+                            report.output_rows += delivered.total.rows;
+                            report.files += delivered.total.files;
                             Ok(())
                         }
                         Err(e) => Err(flight.fail(e)),
@@ -314,14 +315,13 @@ impl EpochRunner<'_> {
             (false, Some(t)) => Some(t),
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
-        self.committer = planned.sink.committer()?;
+        self.committer = SinkSet::new(&planned)?;
         if matches!(self.config.cluster, ClusterMode::Local { .. }) {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
         }
         let install = QueryInstall {
             query_id: self.tasks.query_id.clone(),
             stages: planned.install.clone(),
-            sink: planned.sink_install.clone(),
             state: (!planned.stateful_stages.is_empty()).then(|| crate::protocol::StateInstall {
                 location: self.store.state_location().to_string(),
                 durable: self.config.fsync,
@@ -492,16 +492,16 @@ impl EpochRunner<'_> {
     }
 
     /// Completes a publish an earlier run recorded, and writes `commits/N`.
-    fn finish_publish(&self, epoch: Epoch) -> Result<sluice_connectors::CommitSummary> {
+    fn finish_publish(&self, epoch: Epoch) -> Result<Delivered> {
         let committer = self.committer.as_ref().ok_or_else(|| {
             EngineError::Internal(format!("epoch {epoch} has a sink record but no sink"))
         })?;
-        let summary = committer.finish_recorded(self.store, epoch)?;
+        let delivered = committer.finish_recorded(self.store, epoch)?;
         let recorded = self.store.read_offsets::<EpochInput>(epoch)?;
         self.store.write_commit(&CommitRecord {
             epoch,
             committed_at_ms: now_ms(),
-            output_rows: summary.rows,
+            output_rows: delivered.total.rows,
             max_event_ms: recorded.as_ref().and_then(|i| i.max_event_ms),
             max_event_by_source: recorded
                 .map(|i| {
@@ -512,7 +512,7 @@ impl EpochRunner<'_> {
                 })
                 .unwrap_or_default(),
         })?;
-        Ok(summary)
+        Ok(delivered)
     }
 
     /// Publishes the sink's output (the console's rows are fetched) and writes `commits/N`.
@@ -529,7 +529,6 @@ impl EpochRunner<'_> {
         };
         let epoch = input.epoch;
         let commit_started = Instant::now();
-        let final_stage = planned.stages.last().expect("a plan has a final stage").id;
         let mut read = ReadCounters::default();
         let mut state: BTreeMap<u32, crate::protocol::OperatorStateMetrics> = BTreeMap::new();
         for stage in &planned.stages {
@@ -566,15 +565,18 @@ impl EpochRunner<'_> {
         report::record_gaps(self.store, input, &result.read)?;
         match &self.committer {
             Some(committer) => {
-                let receipts: Vec<WriterReceipt> = scheduler
-                    .reports(final_stage)
-                    .into_iter()
-                    .filter_map(|(_, _, r)| r.receipt.clone())
-                    .collect();
-                let summary = committer.commit(self.store, epoch, receipts)?;
-                result.output_rows = summary.rows;
-                result.files = summary.files;
-                result.bytes = summary.bytes;
+                let receipts = |stage| -> Vec<WriterReceipt> {
+                    scheduler
+                        .reports(stage)
+                        .into_iter()
+                        .filter_map(|(_, _, r)| r.receipt.clone())
+                        .collect()
+                };
+                let delivered = committer.commit(self.store, epoch, receipts)?;
+                result.output_rows = delivered.total.rows;
+                result.files = delivered.total.files;
+                result.bytes = delivered.total.bytes;
+                result.sinks = delivered.by_table;
             }
             None => {
                 let printer = self

@@ -23,6 +23,7 @@ mod report;
 mod run_dir;
 pub mod scheduler;
 mod signals;
+mod sinks;
 mod splits;
 mod tasks;
 mod watermark;

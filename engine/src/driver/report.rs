@@ -101,6 +101,8 @@ pub struct EpochResult {
     pub lost: Vec<LostExecutor>,
     /// Object-store requests that failed transiently (and were retried).
     pub store_retries: u64,
+    /// What each table received (`output_rows`, `files` and `bytes` are their sums).
+    pub sinks: BTreeMap<String, sluice_connectors::CommitSummary>,
 }
 
 /// A task that ran more than once in an epoch (lineage recovery, retries, speculation).
@@ -214,6 +216,10 @@ pub struct EpochProgress {
     pub sink_files: usize,
     /// Bytes the sink published.
     pub sink_bytes: u64,
+    /// Per table written: rows, files and bytes (a statement set writes several; `sink_*`
+    /// are their sums).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sinks: BTreeMap<String, sluice_connectors::CommitSummary>,
     /// The watermark the epoch ran with (ms since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_ms: Option<i64>,
@@ -340,6 +346,7 @@ impl EpochProgress {
             sink_rows: result.output_rows,
             sink_files: result.files,
             sink_bytes: result.bytes,
+            sinks: result.sinks.clone(),
             watermark_ms: input.watermark_ms,
             late_records: read.late,
             compacted_offsets: read.compacted_offsets,

@@ -172,8 +172,6 @@ impl Tasks<'_> {
         input: &EpochInput,
     ) -> Result<EpochScheduler> {
         self.catch_up(install).await;
-        let final_stage = planned.stages.len().saturating_sub(1);
-        let results_on_executors = planned.sink.is_console();
         let shapes = planned
             .stages
             .iter()
@@ -182,7 +180,9 @@ impl Tasks<'_> {
                 tasks: s.tasks,
                 inputs: s.inputs.clone(),
                 pinned: planned.stateful_stages.contains(&s.id),
-                output_on_executor: s.id.0 != final_stage || results_on_executors,
+                // A sink stage's output is in its table (staged); every other stage's, and
+                // the rows the driver prints, stay on the executor that ran the task.
+                output_on_executor: s.output != StageOutput::Sink,
             })
             .collect();
         let mut scheduler = EpochScheduler::new(shapes, self.attempts, self.config.limits);
@@ -635,7 +635,7 @@ impl Tasks<'_> {
             .collect()
     }
 
-    /// Streams the final stage's rows from the executors into a bounded printer.
+    /// Streams the printed stage's rows from the executors into a bounded printer.
     pub(super) async fn fetch_results(
         &mut self,
         cluster: &Cluster,
@@ -643,8 +643,10 @@ impl Tasks<'_> {
         scheduler: &EpochScheduler,
         epoch: Epoch,
     ) -> Result<ConsolePrinter> {
-        let final_stage = planned.stages.last().expect("a plan has a final stage");
-        debug_assert_eq!(final_stage.output, StageOutput::Result);
+        let final_stage = planned
+            .console_stage()
+            .and_then(|id| planned.stages.iter().find(|s| s.id == id))
+            .ok_or_else(|| EngineError::Internal("no stage prints the query's rows".into()))?;
         let schema = final_stage.plan.schema();
         let client = Arc::new(ShuffleClient::new(
             cluster.endpoint.clone(),

@@ -431,14 +431,16 @@ fn decode_query(
     install: QueryInstall,
 ) -> Result<InstalledQuery> {
     let mut stages = HashMap::new();
+    let mut sinks = HashMap::new();
     for stage in install.stages {
         let plan = decode_stage_plan(session, &stage.plan)?;
         stages.insert(stage.stage, (plan, stage.output));
+        if let Some(sink) = &stage.sink {
+            if let Some(writer) = sink.spec.writer(schema_from_json(&sink.schema_json)?)? {
+                sinks.insert(stage.stage, writer);
+            }
+        }
     }
-    let sink = install
-        .sink
-        .spec
-        .writer(schema_from_json(&install.sink.schema_json)?)?;
     let state = match install.state {
         Some(state) => Some((
             sluice_checkpoint::Location::parse(&state.location)
@@ -449,7 +451,7 @@ fn decode_query(
     };
     Ok(InstalledQuery {
         stages,
-        sink,
+        sinks,
         state,
     })
 }

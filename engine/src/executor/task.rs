@@ -29,8 +29,8 @@ use crate::shuffle::ShuffleStore;
 pub struct InstalledQuery {
     /// Decoded stage plans and their outputs.
     pub stages: HashMap<StageId, (Arc<dyn ExecutionPlan>, StageOutput)>,
-    /// The sink, when the query writes Parquet.
-    pub sink: Option<Arc<dyn Sink>>,
+    /// The sink of each stage writing a table (Parquet or Kafka).
+    pub sinks: HashMap<StageId, Arc<dyn Sink>>,
     /// Where state is checkpointed, and whether snapshots are fsynced, when the query is
     /// stateful.
     pub state: Option<(sluice_checkpoint::Location, bool)>,
@@ -173,10 +173,9 @@ async fn execute(
             report.partition_rows = writer.finish(&env.store)?;
         }
         StageOutput::Sink => {
-            let sink = query
-                .sink
-                .as_ref()
-                .ok_or_else(|| DataFusionError::Internal("sink stage without a sink".into()))?;
+            let sink = query.sinks.get(&task.task.stage).ok_or_else(|| {
+                DataFusionError::Internal(format!("sink stage {} without a sink", task.task.stage))
+            })?;
             let writer_ctx = WriterContext {
                 query_id: task.query_id.clone(),
                 epoch: task.epoch,

@@ -36,14 +36,14 @@ pub struct WatermarkDecl {
     pub delay_ms: i64,
 }
 
-fn sql_err(origin: &str, line: u64, column: u64, message: String) -> EngineError {
+pub(super) fn sql_err(origin: &str, line: u64, column: u64, message: String) -> EngineError {
     EngineError::Sql {
         location: format!("{origin}:{line}:{column}: "),
         message,
     }
 }
 
-fn is_word(token: &Token, keyword: &str) -> bool {
+pub(super) fn is_word(token: &Token, keyword: &str) -> bool {
     matches!(token, Token::Word(Word { value, .. }) if value.eq_ignore_ascii_case(keyword))
 }
 
@@ -56,7 +56,7 @@ fn word_name(token: &Token) -> Option<String> {
 }
 
 /// Byte offset of a 1-based (line, column) in `text`.
-fn offset(text: &str, line: u64, column: u64) -> usize {
+pub(super) fn offset(text: &str, line: u64, column: u64) -> usize {
     let mut pos = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i as u64 + 1 == line {
@@ -85,6 +85,7 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
     let mut out = text.to_string();
+    super::statement_set::blank_brackets(origin, text, &tokens, &mut out)?;
     blank_table_arguments(text, &tokens, &mut out);
     let mut decls = Vec::new();
     let mut table: Option<String> = None;

@@ -1,7 +1,8 @@
 //! Encoding Sluice's operators inside DataFusion's protobuf physical plans.
 //!
-//! DataFusion encodes its own operators and expressions; this codec handles the two Sluice
-//! leaves ([`SourceScanExec`], [`ShuffleReaderExec`]) as postcard messages. Decoding is strict:
+//! DataFusion encodes its own operators and expressions; this codec handles Sluice's operators
+//! (the leaves [`SourceScanExec`] and [`ShuffleReaderExec`], and the stateful and filtering
+//! operators above them) as postcard messages. Decoding is strict:
 //! bytes that do not decode are an error, never a panic.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::{Deserialize, Serialize};
 use sluice_connectors::SourceSpec;
 
+use super::late::LateRowFilterExec;
 use super::nodes::{
     schema_from_json, schema_to_json, EventTime, ReadMode, ShuffleReaderExec, SourceScanExec,
 };
@@ -47,6 +49,8 @@ enum Node {
     SessionMerge { cols: SessionColumns },
     /// Its one input (the hash join) travels as the node's child.
     WindowJoin { spec: WindowJoinSpec },
+    /// Its one input travels as the node's child.
+    LateRowFilter { column: usize },
 }
 
 impl PhysicalExtensionCodec for SluiceCodec {
@@ -112,6 +116,14 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 };
                 Arc::new(WindowJoinExec::try_new(spec, join.clone())?)
             }
+            Node::LateRowFilter { column } => {
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "a late-row filter node needs exactly one input".into(),
+                    ));
+                };
+                Arc::new(LateRowFilterExec::try_new(input.clone(), column)?)
+            }
         })
     }
 
@@ -145,6 +157,10 @@ impl PhysicalExtensionCodec for SluiceCodec {
             Node::WindowJoin { spec: join.spec }
         } else if let Some(merge) = node.downcast_ref::<SessionMergeExec>() {
             Node::SessionMerge { cols: merge.cols }
+        } else if let Some(filter) = node.downcast_ref::<LateRowFilterExec>() {
+            Node::LateRowFilter {
+                column: filter.column,
+            }
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "operator {} cannot run distributed yet",

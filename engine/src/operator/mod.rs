@@ -8,12 +8,15 @@
 //!   snapshots.
 //! - [`session`]: session windows merged across epochs.
 //! - [`window_join`]: joins of two streams within windows.
+//! - [`late`]: drops rows behind the watermark where a stateful operator reads a scan shared
+//!   with queries that keep them (statement sets).
 //! - [`codec`]: the DataFusion extension codec that carries these operators in stage plans.
 //!
 //! Operators import nothing from the planner (`plan`), the driver or the executor; the planner
 //! builds them, the executor runs them.
 
 pub mod codec;
+pub mod late;
 pub mod nodes;
 pub mod session;
 pub mod stateful;

@@ -37,18 +37,17 @@ use crate::protocol::{SinkInstall, StageId, StageInstall, StageOutput};
 use codec::SluiceCodec;
 use nodes::{schema_to_json, SourceScanExec};
 pub use stages::Stage;
-use streaming::{make_stateful, plan_bounded_sessions, stateful_group_columns};
+use streaming::{make_stateful, plan_bounded_sessions, stateful_group_columns, StatefulQuery};
 
 /// A query planned into stages.
 pub struct PlannedQuery {
     /// Stages in DAG order; the last is final.
     pub stages: Vec<Stage>,
-    /// Encoded stage plans and the sink, as sent to executors.
+    /// Encoded stage plans and their sinks, as sent to executors.
     pub install: Vec<StageInstall>,
-    /// The sink as executors build it.
-    pub sink_install: SinkInstall,
-    /// Where the final stage's rows go, resolved (a Kafka sink's key columns are decided).
-    pub sink: SinkSpec,
+    /// Where each query's rows go, in the job's order: one per `INSERT` (a statement set has
+    /// several), or the console of a bare `SELECT`.
+    pub sinks: Vec<PlannedSink>,
     /// Sources scanned, by table name.
     pub sources: BTreeMap<String, Arc<dyn Source>>,
     /// Hash identifying the query in its checkpoint.
@@ -62,6 +61,19 @@ pub struct PlannedQuery {
     pub watermark_delays: BTreeMap<String, i64>,
 }
 
+/// One query's sink.
+#[derive(Debug, Clone)]
+pub struct PlannedSink {
+    /// The table written; `None` for a bare `SELECT`'s rows.
+    pub table: Option<String>,
+    /// The sink, resolved (a Kafka sink's key columns are decided).
+    pub spec: SinkSpec,
+    /// The sink as executors build it.
+    pub install: SinkInstall,
+    /// The query's final stage, whose tasks write it.
+    pub stage: StageId,
+}
+
 impl fmt::Debug for PlannedQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PlannedQuery")
@@ -71,6 +83,15 @@ impl fmt::Debug for PlannedQuery {
 }
 
 impl PlannedQuery {
+    /// The final stage of a bare `SELECT` (or an `INSERT` into a console table), whose rows the
+    /// driver fetches and prints.
+    pub fn console_stage(&self) -> Option<StageId> {
+        self.sinks
+            .iter()
+            .find(|s| s.spec.is_console())
+            .map(|s| s.stage)
+    }
+
     /// A readable rendering of the stage DAG (for `sluice explain`).
     pub fn explain(&self) -> String {
         let mut out = String::new();
@@ -135,252 +156,286 @@ async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
                 .build();
         ctx = SessionContext::new_with_state(state);
     }
-    let statement = DfStatement::Statement(Box::new(Statement::Query(job.query.clone())));
     let origin = job.text.origin.as_str();
     let state = ctx.state();
-    let references = state
-        .resolve_table_references(&statement)
-        .map_err(|e| sql_error(&job.text, &e))?;
-
     let mut sources = BTreeMap::new();
-    for reference in references {
-        let name = reference.table().to_string();
-        if sources.contains_key(&name) {
-            continue;
+    for query in &job.queries {
+        let statement = DfStatement::Statement(Box::new(Statement::Query(query.query.clone())));
+        let references = state
+            .resolve_table_references(&statement)
+            .map_err(|e| sql_error(&job.text, &e))?;
+        for reference in references {
+            let name = reference.table().to_string();
+            if let std::collections::btree_map::Entry::Vacant(entry) = sources.entry(name) {
+                let source = register_source(&ctx, job, entry.key(), parallelism).await?;
+                entry.insert(source);
+            }
         }
-        let (spec, source): (SourceSpec, Arc<dyn Source>) = match job.table(&name) {
-            Some(def) => {
-                let spec = def
-                    .connector
-                    .as_source(&name)
-                    .map_err(|e| EngineError::Sql {
-                        location: def.location.clone(),
-                        message: e.to_string(),
-                    })?;
-                let declared = match &def.columns {
-                    Some(cols) => Some(declared_schema(&ctx, &job.text, cols).await?),
-                    None => None,
-                };
-                match spec {
-                    SourceSpec::File(file) => {
-                        let source = match declared {
-                            Some(schema) => FileSource::declared(file, schema)?,
-                            None => FileSource::infer(file)?,
-                        };
-                        (SourceSpec::File(source.spec().clone()), Arc::new(source))
-                    }
-                    SourceSpec::Kafka(kafka) => {
-                        let schema = match (kafka.format, declared) {
-                            (KafkaFormat::Json, Some(schema)) => schema,
-                            (KafkaFormat::Json, None) => {
-                                return Err(EngineError::Sql {
-                                    location: def.location.clone(),
-                                    message: format!(
-                                        "table '{name}': format 'json' decodes into declared columns; declare them, e.g. CREATE TABLE {name} (id BIGINT, name VARCHAR) WITH (...)"
-                                    ),
-                                })
-                            }
-                            (KafkaFormat::Raw, None) => sluice_connectors::kafka::raw_schema(),
-                            (KafkaFormat::Raw, Some(_)) => {
-                                return Err(EngineError::Sql {
-                                    location: def.location.clone(),
-                                    message: format!(
-                                        "table '{name}': format 'raw' has fixed columns (key, value, topic, partition, offset, timestamp); declare none"
-                                    ),
-                                })
-                            }
-                        };
-                        let spec = SourceSpec::Kafka(kafka);
-                        let source = spec.build(schema);
-                        (spec, source)
-                    }
-                    SourceSpec::Nexmark(nexmark) => {
-                        if declared.is_some() {
+    }
+    let unbounded = sources.values().any(|s| !s.bounded());
+    let set = job.queries.len() > 1;
+    let mut plans = Vec::with_capacity(job.queries.len());
+    let mut sinks = Vec::with_capacity(job.queries.len());
+    let mut next_operator = 0;
+    for query in &job.queries {
+        let statement = DfStatement::Statement(Box::new(Statement::Query(query.query.clone())));
+        let logical = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| sql_error(&job.text, &e))?;
+        let (logical, keep_first) = if unbounded {
+            dedup::keep_first_by_key(logical, origin)?
+        } else {
+            (logical, false)
+        };
+        let mut frame = ctx
+            .execute_logical_plan(logical)
+            .await
+            .map_err(|e| sql_error(&job.text, &e))?;
+        let (sink, output_mode) = match &query.target {
+            Target::Console => (SinkSpec::Console, None),
+            Target::Table(name) => {
+                let def = job
+                    .table(name)
+                    .ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
+                let sink = def.connector.as_sink().ok_or_else(|| EngineError::Sql {
+                    location: def.location.clone(),
+                    message: format!(
+                        "table '{name}' cannot be written to: sinks are connectors 'parquet', 'kafka' and 'console'"
+                    ),
+                })?;
+                if set && sink.is_console() {
+                    return Err(EngineError::Sql {
+                        location: query.location.clone(),
+                        message: format!("table '{name}' prints rows (connector 'console'), which only a job with one query can do; a statement set writes Parquet or Kafka tables"),
+                    });
+                }
+                // Rows written to a table with declared columns take their types and names.
+                if let (Some(cols), false) = (&def.columns, sink.is_console()) {
+                    frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
+                }
+                (sink, def.output_mode)
+            }
+        };
+        let mut physical = frame.create_physical_plan().await?;
+        if unbounded {
+            let (plan, next) = make_stateful(
+                physical,
+                StatefulQuery {
+                    job,
+                    query,
+                    mode: output_mode,
+                    keep_first,
+                    first_operator: next_operator,
+                },
+                &sources,
+            )?;
+            physical = plan;
+            next_operator = next;
+        } else {
+            physical = plan_bounded_sessions(physical, job, query)?;
+        }
+        let (sink, install) = resolve_sink(sink, &physical)?;
+        let output = if sink.is_console() {
+            StageOutput::Result
+        } else {
+            StageOutput::Sink
+        };
+        plans.push((physical, output));
+        let table = match &query.target {
+            Target::Table(name) => Some(name.clone()),
+            Target::Console => None,
+        };
+        sinks.push((sink, install, table));
+    }
+    plan_stages(plans, sinks, sources, job)
+}
+
+/// Registers the source table `name` (a table the job defines, or a path) with `ctx`.
+async fn register_source(
+    ctx: &SessionContext,
+    job: &Job,
+    name: &str,
+    parallelism: usize,
+) -> Result<Arc<dyn Source>> {
+    let origin = job.text.origin.as_str();
+    let (spec, source): (SourceSpec, Arc<dyn Source>) = match job.table(name) {
+        Some(def) => {
+            let spec = def
+                .connector
+                .as_source(name)
+                .map_err(|e| EngineError::Sql {
+                    location: def.location.clone(),
+                    message: e.to_string(),
+                })?;
+            let declared = match &def.columns {
+                Some(cols) => Some(declared_schema(ctx, &job.text, cols).await?),
+                None => None,
+            };
+            match spec {
+                SourceSpec::File(file) => {
+                    let source = match declared {
+                        Some(schema) => FileSource::declared(file, schema)?,
+                        None => FileSource::infer(file)?,
+                    };
+                    (SourceSpec::File(source.spec().clone()), Arc::new(source))
+                }
+                SourceSpec::Kafka(kafka) => {
+                    let schema = match (kafka.format, declared) {
+                        (KafkaFormat::Json, Some(schema)) => schema,
+                        (KafkaFormat::Json, None) => {
                             return Err(EngineError::Sql {
                                 location: def.location.clone(),
                                 message: format!(
-                                    "table '{name}': a nexmark table has the benchmark's fixed columns; declare none"
+                                    "table '{name}': format 'json' decodes into declared columns; declare them, e.g. CREATE TABLE {name} (id BIGINT, name VARCHAR) WITH (...)"
                                 ),
-                            });
+                            })
                         }
-                        let schema = sluice_connectors::nexmark::schema(nexmark.kind);
-                        let spec = SourceSpec::Nexmark(nexmark);
-                        let source = spec.build(schema);
-                        (spec, source)
+                        (KafkaFormat::Raw, None) => sluice_connectors::kafka::raw_schema(),
+                        (KafkaFormat::Raw, Some(_)) => {
+                            return Err(EngineError::Sql {
+                                location: def.location.clone(),
+                                message: format!(
+                                    "table '{name}': format 'raw' has fixed columns (key, value, topic, partition, offset, timestamp); declare none"
+                                ),
+                            })
+                        }
+                    };
+                    let spec = SourceSpec::Kafka(kafka);
+                    let source = spec.build(schema);
+                    (spec, source)
+                }
+                SourceSpec::Nexmark(nexmark) => {
+                    if declared.is_some() {
+                        return Err(EngineError::Sql {
+                            location: def.location.clone(),
+                            message: format!(
+                                "table '{name}': a nexmark table has the benchmark's fixed columns; declare none"
+                            ),
+                        });
                     }
+                    let schema = sluice_connectors::nexmark::schema(nexmark.kind);
+                    let spec = SourceSpec::Nexmark(nexmark);
+                    let source = spec.build(schema);
+                    (spec, source)
                 }
             }
-            None if name.contains('/') || FileFormat::from_path(&name).is_some() => {
-                // `FROM 'data/bids/*.parquet'`: a table named by its path.
-                if name.starts_with("s3://")
-                    && sluice_connectors::file::detect_object_format(&name)?.is_none()
-                {
-                    // (Listing the prefix can fail too: `?` says why, with the store's answer.)
-                    return Err(EngineError::Sql {
-                        location: format!("{origin}: "),
-                        message: format!(
-                            "no .parquet, .csv or .json/.jsonl objects below '{name}'"
-                        ),
-                    });
-                }
-                let format = FileFormat::detect(&name).ok_or_else(|| EngineError::Sql {
-                    location: format!("{origin}: "),
-                    message: format!("cannot tell the format of '{name}': name files .parquet, .csv or .json/.jsonl"),
-                })?;
-                let source = FileSource::infer(FileSourceSpec {
-                    table: name.clone(),
-                    format,
-                    path: sluice_connectors::options::absolute(&name),
-                    csv_header: true,
-                    csv_delimiter: b',',
-                    partition_columns: Vec::new(),
-                    stream: false,
-                    max_files_per_trigger: None,
-                    storage: Vec::new(),
-                })?;
-                (SourceSpec::File(source.spec().clone()), Arc::new(source))
-            }
-            None => {
-                let mut known: Vec<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
-                known.sort();
+        }
+        None if name.contains('/') || FileFormat::from_path(name).is_some() => {
+            // `FROM 'data/bids/*.parquet'`: a table named by its path.
+            if name.starts_with("s3://")
+                && sluice_connectors::file::detect_object_format(name)?.is_none()
+            {
+                // (Listing the prefix can fail too: `?` says why, with the store's answer.)
                 return Err(EngineError::Sql {
                     location: format!("{origin}: "),
-                    message: format!(
-                        "unknown table '{name}' (defined: {}); define it with CREATE TABLE {name} (...) WITH (connector = ..., path = ...) or name a file path in quotes",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                    ),
+                    message: format!("no .parquet, .csv or .json/.jsonl objects below '{name}'"),
                 });
             }
-        };
-        let event_time = match job.watermarks.iter().find(|w| w.table == name) {
-            Some(w) => Some(
-                source
-                    .schema()
-                    .index_of(&w.column)
-                    .map_err(|_| EngineError::Sql {
-                        location: format!("{origin}: "),
-                        message: format!(
-                            "table '{name}': the watermark column '{}' is not in its schema",
-                            w.column
-                        ),
-                    })?,
-            ),
-            None => None,
-        };
-        ctx.register_table(
-            TableReference::bare(name.clone()),
-            Arc::new(SourceTable {
-                name: name.clone(),
-                spec,
-                source: source.clone(),
-                partitions: parallelism,
-                event_time,
-            }),
-        )?;
-        sources.insert(name, source);
-    }
-
-    let logical = state
-        .statement_to_plan(statement)
-        .await
-        .map_err(|e| sql_error(&job.text, &e))?;
-    let unbounded = sources.values().any(|s| !s.bounded());
-    let (logical, keep_first) = if unbounded {
-        dedup::keep_first_by_key(logical, origin)?
-    } else {
-        (logical, false)
-    };
-    let mut frame = ctx
-        .execute_logical_plan(logical)
-        .await
-        .map_err(|e| sql_error(&job.text, &e))?;
-
-    let output_mode = match &job.target {
-        Target::Table(name) => job.table(name).and_then(|t| t.output_mode),
-        Target::Console => None,
-    };
-    let sink = match &job.target {
-        Target::Console => SinkSpec::Console,
-        Target::Table(name) => {
-            let def = job
-                .table(name)
-                .ok_or_else(|| EngineError::Internal(format!("sink {name} vanished")))?;
-            let sink = def.connector.as_sink().ok_or_else(|| EngineError::Sql {
-                location: def.location.clone(),
+            let format = FileFormat::detect(name).ok_or_else(|| EngineError::Sql {
+                location: format!("{origin}: "),
                 message: format!(
-                    "table '{name}' cannot be written to: sinks are connectors 'parquet', 'kafka' and 'console'"
+                    "cannot tell the format of '{name}': name files .parquet, .csv or .json/.jsonl"
                 ),
             })?;
-            // Rows written to a table with declared columns take their types and names.
-            if let (Some(cols), false) = (&def.columns, sink.is_console()) {
-                frame = conform(frame, cols, &ctx, &job.text, &def.location).await?;
-            }
-            sink
+            let source = FileSource::infer(FileSourceSpec {
+                table: name.to_string(),
+                format,
+                path: sluice_connectors::options::absolute(name),
+                csv_header: true,
+                csv_delimiter: b',',
+                partition_columns: Vec::new(),
+                stream: false,
+                max_files_per_trigger: None,
+                storage: Vec::new(),
+            })?;
+            (SourceSpec::File(source.spec().clone()), Arc::new(source))
+        }
+        None => {
+            let mut known: Vec<&str> = job.tables.iter().map(|t| t.name.as_str()).collect();
+            known.sort();
+            return Err(EngineError::Sql {
+                location: format!("{origin}: "),
+                message: format!(
+                    "unknown table '{name}' (defined: {}); define it with CREATE TABLE {name} (...) WITH (connector = ..., path = ...) or name a file path in quotes",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            });
         }
     };
-    let final_output = if sink.is_console() {
-        StageOutput::Result
-    } else {
-        StageOutput::Sink
+    let event_time = match job.watermarks.iter().find(|w| w.table == name) {
+        Some(w) => Some(
+            source
+                .schema()
+                .index_of(&w.column)
+                .map_err(|_| EngineError::Sql {
+                    location: format!("{origin}: "),
+                    message: format!(
+                        "table '{name}': the watermark column '{}' is not in its schema",
+                        w.column
+                    ),
+                })?,
+        ),
+        None => None,
     };
-    plan_stages(
-        frame,
-        sink,
-        final_output,
-        sources,
-        job,
-        unbounded.then_some((output_mode, keep_first)),
-    )
-    .await
+    ctx.register_table(
+        TableReference::bare(name.to_string()),
+        Arc::new(SourceTable {
+            name: name.to_string(),
+            spec,
+            source: source.clone(),
+            partitions: parallelism,
+            event_time,
+        }),
+    )?;
+    Ok(source)
 }
 
-async fn plan_stages(
-    frame: datafusion::dataframe::DataFrame,
+/// Decides what the driver leaves open in a query's sink (a Kafka sink's key columns) and
+/// checks its options against the query's output, once, on the driver rather than in every
+/// task.
+fn resolve_sink(
     mut sink: SinkSpec,
-    final_output: StageOutput,
-    sources: BTreeMap<String, Arc<dyn Source>>,
-    job: &Job,
-    streaming: Option<(Option<crate::job::OutputMode>, bool)>,
-) -> Result<PlannedQuery> {
-    let mut physical = frame.create_physical_plan().await?;
-    let watermark_delay_ms = job.watermarks.iter().map(|w| w.delay_ms).max();
-    if let Some((mode, keep_first)) = streaming {
-        let streams = sources
-            .iter()
-            .filter(|(_, s)| !s.bounded())
-            .map(|(name, _)| name.clone())
-            .collect();
-        physical = make_stateful(
-            physical,
-            mode,
-            watermark_delay_ms.is_some(),
-            keep_first,
-            job,
-            &streams,
-        )?;
-    } else {
-        physical = plan_bounded_sessions(physical, job)?;
-    }
+    physical: &Arc<dyn ExecutionPlan>,
+) -> Result<(SinkSpec, SinkInstall)> {
     let schema = physical.schema();
     // A Kafka sink without explicit key columns keys a keyed aggregation's rows by its group
     // columns when they all reach the sink (an upsert stream); other rows have no key.
     if let SinkSpec::Kafka(spec) = &mut sink {
         if spec.key.is_none() {
             spec.key = Some(
-                stateful_group_columns(&physical)
+                stateful_group_columns(physical)
                     .filter(|cols| cols.iter().all(|c| schema.index_of(c).is_ok()))
                     .unwrap_or_default(),
             );
         }
     }
-    // Validate the sink's options against the output (partition and key columns) now, on the
-    // driver, rather than in every task.
     sink.writer(schema.clone())?;
-    let sink_install = SinkInstall {
+    let install = SinkInstall {
         spec: sink.clone(),
         schema_json: schema_to_json(&schema),
     };
-    let stages = stages::split(physical, final_output)?;
+    Ok((sink, install))
+}
+
+fn plan_stages(
+    plans: Vec<(Arc<dyn ExecutionPlan>, StageOutput)>,
+    sinks: Vec<(SinkSpec, SinkInstall, Option<String>)>,
+    sources: BTreeMap<String, Arc<dyn Source>>,
+    job: &Job,
+) -> Result<PlannedQuery> {
+    let watermark_delay_ms = job.watermarks.iter().map(|w| w.delay_ms).max();
+    let (stages, finals) = stages::split_all(plans)?;
+    let sinks: Vec<PlannedSink> = sinks
+        .into_iter()
+        .zip(finals)
+        .map(|((spec, install, table), stage)| PlannedSink {
+            table,
+            spec,
+            install,
+            stage,
+        })
+        .collect();
     let stateful_stages = stages
         .iter()
         .filter(|s| {
@@ -410,13 +465,16 @@ async fn plan_stages(
             stage: stage.id,
             plan: bytes.to_vec(),
             output: stage.output,
+            sink: sinks
+                .iter()
+                .find(|s| s.stage == stage.id)
+                .map(|s| s.install.clone()),
         });
     }
     Ok(PlannedQuery {
         stages,
         install,
-        sink_install,
-        sink,
+        sinks,
         sources,
         fingerprint: job.fingerprint.clone(),
         stateful_stages,

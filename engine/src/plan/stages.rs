@@ -9,20 +9,27 @@
 //!   `SortPreservingMergeExec`): the upstream stage keeps each task's output whole and the
 //!   merging operator reads them through a [`ShuffleReaderExec`] in [`ReadMode::Gather`].
 //!
-//! Stages are numbered in post-order, so every stage's inputs come before it and the last stage
-//! is the final one.
+//! Stages are numbered in post-order, so every stage's inputs come before it. A job with one
+//! query has one final stage, the last; a statement set (several `INSERT`s) has one final stage
+//! per query, and reads a table that several queries scan once per epoch: in a scan stage of
+//! its own, whose task `p` keeps its rows whole for task `p` of each reading stage
+//! ([`ReadMode::Gather`]), see [`split_all`].
 
 use std::sync::Arc;
 
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::error::{EngineError, Result};
-use crate::operator::nodes::{ReadMode, ShuffleReaderExec, SourceScanExec};
+use crate::operator::late::LateRowFilterExec;
+use crate::operator::nodes::{EventTime, ReadMode, ShuffleReaderExec, SourceScanExec};
 use crate::protocol::{StageId, StageOutput};
 
 /// One stage of a query.
@@ -71,11 +78,153 @@ impl Stage {
 
 /// Splits `plan` into stages; the final stage's output is `final_output`.
 pub fn split(plan: Arc<dyn ExecutionPlan>, final_output: StageOutput) -> Result<Vec<Stage>> {
+    Ok(split_all(vec![(plan, final_output)])?.0)
+}
+
+/// Splits the plans of a job's queries into one stage DAG, each plan's final stage with its
+/// output; returns the stages and each plan's final stage. With several plans, a table that
+/// more than one scan reads is read by one scan stage (see the module's documentation).
+pub fn split_all(
+    plans: Vec<(Arc<dyn ExecutionPlan>, StageOutput)>,
+) -> Result<(Vec<Stage>, Vec<StageId>)> {
     let mut stages = Vec::new();
-    let root = cut(plan, &mut stages)?;
-    let tasks = root.output_partitioning().partition_count();
-    push_stage(&mut stages, root, tasks, final_output);
-    Ok(stages)
+    let plans = if plans.len() > 1 {
+        share_scans(plans, &mut stages)?
+    } else {
+        plans
+    };
+    let mut finals = Vec::with_capacity(plans.len());
+    for (plan, output) in plans {
+        let root = cut(plan, &mut stages)?;
+        let tasks = root.output_partitioning().partition_count();
+        finals.push(push_stage(&mut stages, root, tasks, output));
+    }
+    Ok((stages, finals))
+}
+
+/// One scan stage shared by the scans of a table.
+struct SharedScan {
+    stage: StageId,
+    /// The columns it reads (indices into the table's schema), ascending.
+    columns: Vec<usize>,
+    schema: arrow::datatypes::SchemaRef,
+    partitions: usize,
+}
+
+/// Gives every table that the plans scan more than once a scan stage of its own, reading the
+/// union of the columns the scans read, and replaces each scan by a read of that stage's
+/// outputs, projected back to the scan's columns. The shared scan keeps late rows (a query
+/// without state keeps them); a scan that dropped rows behind the watermark gets a
+/// [`LateRowFilterExec`] instead.
+fn share_scans(
+    plans: Vec<(Arc<dyn ExecutionPlan>, StageOutput)>,
+    stages: &mut Vec<Stage>,
+) -> Result<Vec<(Arc<dyn ExecutionPlan>, StageOutput)>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use std::collections::BTreeMap;
+    fn scans(plan: &Arc<dyn ExecutionPlan>, found: &mut BTreeMap<String, Vec<SourceScanExec>>) {
+        if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {
+            found
+                .entry(scan.table.clone())
+                .or_default()
+                .push(scan.clone());
+        }
+        for child in plan.children() {
+            scans(child, found);
+        }
+    }
+    let mut found = BTreeMap::new();
+    for (plan, _) in &plans {
+        scans(plan, &mut found);
+    }
+    let all_columns = |scan: &SourceScanExec| -> Vec<usize> {
+        scan.projection
+            .clone()
+            .unwrap_or_else(|| (0..scan.schema.fields().len()).collect())
+    };
+    let mut shared = BTreeMap::new();
+    for (table, list) in found {
+        let first = &list[0];
+        if list.len() < 2 || list.iter().any(|s| s.partitions != first.partitions) {
+            continue;
+        }
+        let event_time = list.iter().find_map(|s| s.event_time);
+        let mut columns: Vec<usize> = list.iter().flat_map(all_columns).collect();
+        columns.extend(event_time.map(|e| e.column));
+        columns.sort_unstable();
+        columns.dedup();
+        let scan = SourceScanExec::try_new(
+            table.clone(),
+            first.spec.clone(),
+            first.schema.clone(),
+            Some(columns.clone()),
+            first.partitions,
+        )?
+        .with_event_time(event_time.map(|e| EventTime {
+            drop_late: false,
+            ..e
+        }));
+        let schema = scan.schema();
+        let stage = push_stage(
+            stages,
+            Arc::new(scan),
+            first.partitions,
+            StageOutput::Gather,
+        );
+        shared.insert(
+            table,
+            SharedScan {
+                stage,
+                columns,
+                schema,
+                partitions: first.partitions,
+            },
+        );
+    }
+    let position = |s: &SharedScan, column: usize| {
+        s.columns.iter().position(|&c| c == column).ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!(
+                "column {column} missing from a shared scan"
+            ))
+        })
+    };
+    plans
+        .into_iter()
+        .map(|(plan, output)| {
+            let plan = plan.transform_up(|node| {
+                let Some(scan) = node.downcast_ref::<SourceScanExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(s) = shared.get(&scan.table) else {
+                    return Ok(Transformed::no(node));
+                };
+                let mut read: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                    s.stage,
+                    s.schema.clone(),
+                    s.partitions,
+                    ReadMode::Gather,
+                ));
+                if let Some(et) = scan.event_time.filter(|e| e.drop_late) {
+                    read = Arc::new(LateRowFilterExec::try_new(read, position(s, et.column)?)?);
+                }
+                let wanted = all_columns(scan);
+                if wanted != s.columns {
+                    let exprs = wanted
+                        .iter()
+                        .map(|&c| {
+                            let name = scan.schema.field(c).name().clone();
+                            let expr: Arc<dyn PhysicalExpr> =
+                                Arc::new(Column::new(&name, position(s, c)?));
+                            Ok((expr, name))
+                        })
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    read = Arc::new(ProjectionExec::try_new(exprs, read)?);
+                }
+                Ok(Transformed::yes(read))
+            })?;
+            Ok((plan.data, output))
+        })
+        .collect()
 }
 
 fn cut(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> Result<Arc<dyn ExecutionPlan>> {

@@ -9,31 +9,56 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::{session, stateful, window_join};
 use crate::error::{EngineError, Result};
-use crate::job::{Job, Target};
+use crate::job::{Job, JobQuery, Target};
 use crate::operator::nodes::SourceScanExec;
 
+/// One streaming query of a job, as [`make_stateful`] needs it.
+pub(super) struct StatefulQuery<'a> {
+    pub job: &'a Job,
+    pub query: &'a JobQuery,
+    /// The sink table's `output_mode`.
+    pub mode: Option<crate::job::OutputMode>,
+    /// Whether the query deduplicates by key (keeps each key's first row).
+    pub keep_first: bool,
+    /// The id of the query's first stateful operator: ids are unique across a statement set's
+    /// queries (they name the operators' state).
+    pub first_operator: u32,
+}
+
 /// Turns a streaming query's final aggregate into a [`stateful::StatefulAggregateExec`] and
-/// makes its scans drop rows behind the watermark.
+/// makes its scans drop rows behind the watermark. Returns the plan and the next free
+/// operator id.
 pub(super) fn make_stateful(
     plan: Arc<dyn ExecutionPlan>,
-    mode: Option<crate::job::OutputMode>,
-    has_watermark: bool,
-    keep_first: bool,
-    job: &Job,
-    streams: &std::collections::BTreeSet<String>,
-) -> Result<Arc<dyn ExecutionPlan>> {
+    q: StatefulQuery<'_>,
+    sources: &std::collections::BTreeMap<String, Arc<dyn sluice_connectors::Source>>,
+) -> Result<(Arc<dyn ExecutionPlan>, u32)> {
     use crate::job::OutputMode;
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    let StatefulQuery {
+        job,
+        query,
+        mode,
+        keep_first,
+        first_operator,
+    } = q;
+    let streams: std::collections::BTreeSet<String> = sources
+        .iter()
+        .filter(|(_, s)| !s.bounded())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let streams = &streams;
+    let has_watermark = !job.watermarks.is_empty();
     let origin = format!("{}: ", job.text.origin);
-    let ttl_ms = match &job.target {
+    let ttl_ms = match &query.target {
         Target::Table(name) => job.table(name).and_then(|t| t.state_ttl_ms),
         Target::Console => None,
     };
-    let has_session = job.windows.iter().any(|w| w.kind == "session");
+    let has_session = query.windows.iter().any(|w| w.kind == "session");
     let mut operators = 0u32;
     let mut joins = 0u32;
-    let mut next_id = 0u32;
+    let mut next_id = first_operator;
     let mut problem: Option<String> = None;
     let plan = plan
         .transform_up(|node| {
@@ -106,7 +131,7 @@ pub(super) fn make_stateful(
                 let cols = session::SessionColumns::of(agg);
                 if cols.is_none() {
                     problem.get_or_insert_with(|| SESSION_GROUPING.into());
-                } else if let Some(message) = ungrouped_session_key(job, agg) {
+                } else if let Some(message) = ungrouped_session_key(query, agg) {
                     problem.get_or_insert(message);
                 } else if mode == OutputMode::Update {
                     problem.get_or_insert_with(|| "session windows are emitted with output_mode 'append' (each session once the watermark passes its end) or 'complete': in 'update' mode a session that merges with another would leave its earlier row behind".into());
@@ -166,7 +191,7 @@ pub(super) fn make_stateful(
             });
         }
         if joins == 0 {
-            return Ok(plan);
+            return Ok((plan, next_id));
         }
     }
     let plan = plan
@@ -183,13 +208,13 @@ pub(super) fn make_stateful(
             ))
         })?
         .data;
-    Ok(plan)
+    Ok((plan, next_id))
 }
 
 /// A `SESSION(TABLE t PARTITION BY key, ...)` key that `agg` does not group by: Sluice keeps
 /// sessions per the grouped columns, so a key left out would merge the sessions of its values.
 fn ungrouped_session_key(
-    job: &Job,
+    query: &JobQuery,
     agg: &datafusion::physical_plan::aggregates::AggregateExec,
 ) -> Option<String> {
     let grouped: Vec<String> = agg
@@ -198,7 +223,7 @@ fn ungrouped_session_key(
         .iter()
         .map(|(_, name)| name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase())
         .collect();
-    let key = job
+    let key = query
         .windows
         .iter()
         .filter(|w| w.kind == "session")
@@ -217,10 +242,11 @@ const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_
 pub(super) fn plan_bounded_sessions(
     plan: Arc<dyn ExecutionPlan>,
     job: &Job,
+    query: &JobQuery,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-    if !job.windows.iter().any(|w| w.kind == "session") {
+    if !query.windows.iter().any(|w| w.kind == "session") {
         return Ok(plan);
     }
     let mut merged = 0;
@@ -233,7 +259,7 @@ pub(super) fn plan_bounded_sessions(
             let Some(cols) = session::SessionColumns::of(agg) else {
                 return Ok(Transformed::no(node));
             };
-            if let Some(message) = ungrouped_session_key(job, agg) {
+            if let Some(message) = ungrouped_session_key(query, agg) {
                 problem.get_or_insert(message);
                 return Ok(Transformed::no(node));
             }
