@@ -12,6 +12,7 @@
 //! - [`process`]: the processes a driver spawned.
 //! - [`s3`]: a real S3-compatible server on loopback and an independent reader of a bucket.
 //! - [`stats`]: medians and percentiles for the benchmarks.
+//! - [`web`]: HTTP requests to the web UI and scripts driving a real headless browser.
 //! - [`sluice_binary`]: where the built `sluice` binary is.
 
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod reference;
 pub mod s3;
 pub mod stats;
 pub mod table;
+pub mod web;
 
 use std::path::PathBuf;
 

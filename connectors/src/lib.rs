@@ -271,6 +271,20 @@ pub struct ReadCounters {
     /// The runs of lost offsets, as recorded in the checkpoint's `gaps/N`.
     #[serde(default)]
     pub gaps: Vec<OffsetGap>,
+    /// Rows and bad records per table read.
+    #[serde(default)]
+    pub by_table: BTreeMap<String, TableReads>,
+}
+
+/// What the scans of one table read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableReads {
+    /// Rows produced.
+    pub rows: u64,
+    /// Bad records skipped.
+    pub skipped: u64,
+    /// Bad records sent to the dead-letter table.
+    pub dead_lettered: u64,
 }
 
 impl ReadCounters {
@@ -292,6 +306,12 @@ impl ReadCounters {
         self.transaction_offsets += other.transaction_offsets;
         self.lost_offsets += other.lost_offsets;
         self.gaps.extend(other.gaps);
+        for (table, reads) in other.by_table {
+            let mine = self.by_table.entry(table).or_default();
+            mine.rows += reads.rows;
+            mine.skipped += reads.skipped;
+            mine.dead_lettered += reads.dead_lettered;
+        }
     }
 }
 

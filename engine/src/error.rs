@@ -45,6 +45,9 @@ pub enum EngineError {
     /// An executor died or stopped answering while the query needed it.
     #[error("executor {executor} was lost: {reason}")]
     ExecutorLost { executor: String, reason: String },
+    /// An option that cannot work as given (the UI's address, its token).
+    #[error("{0}")]
+    Config(String),
     /// The cluster could not be brought up.
     #[error("cluster: {0}")]
     Cluster(String),

@@ -2,7 +2,7 @@
 //! `sluice` binary.
 //!
 //! Map of the modules:
-//! - [`job`]: a job's SQL text → table definitions and one query.
+//! - [`job`]: a job's SQL text → table definitions and its queries.
 //! - [`plan`]: SQL → DataFusion logical and physical plans → a stage DAG cut at shuffle
 //!   boundaries.
 //! - [`operator`]: every physical operator Sluice adds to DataFusion (scan, shuffle read,
@@ -12,6 +12,8 @@
 //!   for executors and the `local` process manager.
 //! - [`executor`]: the executor process and task execution.
 //! - [`shuffle`]: shuffle outputs on executor disks, served and fetched over QUIC.
+//! - [`ui`]: the driver's web UI, JSON API and Prometheus metrics, fed by its events (live) or
+//!   a checkpoint's progress records (history).
 //! - [`error`]: the engine's error type.
 //!
 //! What this crate does not own: transport security and framing (`sluice-net`), the checkpoint
@@ -26,5 +28,6 @@ pub mod operator;
 pub mod plan;
 pub mod protocol;
 pub mod shuffle;
+pub mod ui;
 
 pub use error::{EngineError, Result};

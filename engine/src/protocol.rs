@@ -242,7 +242,7 @@ pub struct MapOutputLocation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TaskOutcome {
     /// Done; outputs are in place.
-    Succeeded(TaskReport),
+    Succeeded(Box<TaskReport>),
     /// Failed; `retryable` says whether another attempt may succeed.
     Failed { message: String, retryable: bool },
     /// An input could not be fetched: the output of `stage`/`map_partition` held by `executor`

@@ -87,6 +87,14 @@ impl EpochRunner<'_> {
             ..JobReport::empty(self.tasks.query_id.clone())
         };
         report.timings.planning = started.elapsed();
+        self.reporter.report(Event::QueryStarted {
+            query_id: self.tasks.query_id.to_string(),
+            bounded: query.policy.bounded,
+            trigger: query.policy.trigger.map(|t| t.to_string()),
+            parallelism: query.parallelism,
+            started_at_ms: now_ms(),
+            stages: super::events::StageInfo::of(&query.planned),
+        });
         let mut life = Lifecycle::new(query.policy);
         let mut flight = InFlight::default();
         let mut last_start: Option<Instant> = None;
@@ -545,12 +553,44 @@ impl EpochRunner<'_> {
                 }
             }
         }
+        let mut stages = Vec::with_capacity(planned.stages.len());
+        let mut task_outcomes: BTreeMap<String, u64> = BTreeMap::new();
+        for stage in &planned.stages {
+            let reports = scheduler.reports(stage.id);
+            *task_outcomes.entry("succeeded".into()).or_default() += reports.len() as u64;
+            stages.push(report::StageProgress {
+                stage: stage.id.0,
+                tasks: reports.len(),
+                task_ms: report::Spread::of(
+                    reports
+                        .iter()
+                        .map(|(_, _, r)| r.elapsed_us as f64 / 1e3)
+                        .collect(),
+                ),
+                task_rows: report::Spread::of(
+                    reports
+                        .iter()
+                        .map(|(_, _, r)| r.output_rows as f64)
+                        .collect(),
+                ),
+                rows: reports.iter().map(|(_, _, r)| r.output_rows).sum(),
+            });
+        }
+        let retried = scheduler.retried();
+        for (_, attempts) in &retried {
+            for a in attempts {
+                if a.outcome != super::scheduler::AttemptOutcome::Succeeded {
+                    *task_outcomes.entry(a.outcome.label().into()).or_default() += 1;
+                }
+            }
+        }
         let mut result = EpochResult {
             read,
+            stages,
+            task_outcomes,
             state: state.into_values().collect(),
             attempts: scheduler.attempt_count(),
-            retried: scheduler
-                .retried()
+            retried: retried
                 .into_iter()
                 .map(|(t, attempts)| report::RetriedTask {
                     stage: t.stage.0,
@@ -667,6 +707,7 @@ impl EpochRunner<'_> {
                 }
             }
         }
+        self.tasks.report_executors();
         for member in self.tasks.members.values() {
             let _ = member.sender.try_send(ToExecutor::ForgetEpoch {
                 query_id: self.tasks.query_id.clone(),

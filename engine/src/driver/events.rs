@@ -11,6 +11,26 @@ use super::report::EpochProgress;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The query is planned and installed on its executors; its epochs start.
+    QueryStarted {
+        /// The query's id (its checkpoint's).
+        query_id: String,
+        /// Whether the query is bounded (one epoch).
+        bounded: bool,
+        /// The trigger (`1s`, `once`, `available-now`); none for a bounded query.
+        trigger: Option<String>,
+        /// Partitions per scan and shuffle.
+        parallelism: usize,
+        /// When it started, ms since the Unix epoch.
+        started_at_ms: u64,
+        /// The stage DAG, as `sluice explain` shows it.
+        stages: Vec<StageInfo>,
+    },
+    /// The executors and how they are: at every epoch's start and after every commit.
+    Executors {
+        /// Every executor taking part now.
+        executors: Vec<ExecutorStatus>,
+    },
     /// The driver starts scheduling an epoch's tasks.
     EpochStarted {
         /// The epoch.
@@ -51,6 +71,68 @@ pub enum Event {
         /// What happened, in a sentence.
         message: String,
     },
+}
+
+/// One stage of the query's DAG.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageInfo {
+    /// Its index (as in `sluice explain` and progress records).
+    pub stage: usize,
+    /// Tasks per epoch.
+    pub tasks: usize,
+    /// What it does with its rows: `Hash { partitions: N }`, `Gather`, `Sink`, `Result`.
+    pub output: String,
+    /// Stages it reads.
+    pub inputs: Vec<usize>,
+    /// Tables it scans.
+    pub tables: Vec<String>,
+    /// Its physical plan, one operator per line.
+    pub plan: String,
+}
+
+impl StageInfo {
+    /// The stages of `planned`.
+    pub fn of(planned: &crate::plan::PlannedQuery) -> Vec<StageInfo> {
+        planned
+            .stages
+            .iter()
+            .map(|stage| StageInfo {
+                stage: stage.id.0,
+                tasks: stage.tasks,
+                output: format!("{:?}", stage.output),
+                inputs: stage.inputs.iter().map(|s| s.0).collect(),
+                tables: stage.tables.iter().map(|(t, _)| t.clone()).collect(),
+                plan: datafusion::physical_plan::displayable(stage.plan.as_ref())
+                    .indent(false)
+                    .to_string(),
+            })
+            .collect()
+    }
+}
+
+/// An executor as the driver sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutorStatus {
+    /// Its id in this driver's run.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Where peers fetch its shuffle outputs.
+    pub address: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Memory it may use.
+    pub memory_bytes: u64,
+    /// When it last reported (heartbeat or task report), ms since the Unix epoch.
+    pub last_heartbeat_ms: u64,
+    /// Resident set size at its last heartbeat, and its peak.
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    /// Task attempts it finished in this run, and those that failed.
+    pub tasks_run: u64,
+    pub tasks_failed: u64,
 }
 
 impl Event {

@@ -31,8 +31,8 @@ mod watermark;
 use epoch::EpochRunner;
 pub use events::{Event, Reporter};
 pub use report::{
-    EpochInput, EpochOutcome, EpochProgress, EpochResult, ExecutorSummary, JobReport, Timings,
-    Trigger,
+    EpochInput, EpochOutcome, EpochProgress, EpochResult, ExecutorSummary, JobReport, Spread,
+    StageProgress, Timings, Trigger,
 };
 use run_dir::RunDir;
 pub use splits::assign_splits;

@@ -78,6 +78,16 @@ impl std::str::FromStr for Trigger {
     }
 }
 
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Interval(d) => write!(f, "{}ms", d.as_millis()),
+            Trigger::Once => f.write_str("once"),
+            Trigger::AvailableNow => f.write_str("available-now"),
+        }
+    }
+}
+
 /// What an epoch produced.
 #[derive(Debug, Clone, Default)]
 pub struct EpochResult {
@@ -103,6 +113,10 @@ pub struct EpochResult {
     pub store_retries: u64,
     /// What each table received (`output_rows`, `files` and `bytes` are their sums).
     pub sinks: BTreeMap<String, sluice_connectors::CommitSummary>,
+    /// Per stage: its tasks' durations and rows.
+    pub stages: Vec<StageProgress>,
+    /// Task attempts by how they ended.
+    pub task_outcomes: BTreeMap<String, u64>,
 }
 
 /// A task that ran more than once in an epoch (lineage recovery, retries, speculation).
@@ -178,6 +192,55 @@ pub struct SourceProgress {
     /// Whether the stream was idle (no new records for the idle timeout).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub idle: bool,
+    /// Rows read from it (a table read by several scans counts each).
+    #[serde(default)]
+    pub input_rows: u64,
+    /// Its bad records skipped.
+    #[serde(default)]
+    pub skipped_records: u64,
+    /// Its bad records sent to the dead-letter table.
+    #[serde(default)]
+    pub dead_lettered_records: u64,
+}
+
+/// The least, median and largest of a stage's task values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (zeros when empty).
+    pub fn of(mut values: Vec<f64>) -> Spread {
+        values.sort_by(f64::total_cmp);
+        let Some((&min, &max)) = values.first().zip(values.last()) else {
+            return Spread::default();
+        };
+        let mid = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        };
+        Spread { min, median, max }
+    }
+}
+
+/// One stage of an epoch: its tasks' durations and output rows, for skew at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageProgress {
+    /// The stage (its index in the DAG, as `sluice explain` numbers it).
+    pub stage: usize,
+    /// Tasks that produced its output.
+    pub tasks: usize,
+    /// Task wall times, milliseconds.
+    pub task_ms: Spread,
+    /// Rows each task produced.
+    pub task_rows: Spread,
+    /// Rows of all its tasks.
+    pub rows: u64,
 }
 
 /// The progress record of one epoch (printed with `--progress json`, kept under
@@ -243,6 +306,14 @@ pub struct EpochProgress {
     /// Task attempts started (one per task when nothing failed).
     #[serde(default)]
     pub task_attempts: usize,
+    /// Task attempts by how they ended: `succeeded`, `failed`, `fetch_failed`,
+    /// `executor_lost`, `output_lost`, `superseded`.
+    #[serde(default)]
+    pub task_outcomes: BTreeMap<String, u64>,
+    /// Per stage: task count, task durations (`task_ms`) and rows (`task_rows`) as
+    /// {min, median, max}, and its rows in all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageProgress>,
     /// Tasks that ran more than once, with their attempts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retried_tasks: Vec<RetriedTask>,
@@ -319,6 +390,12 @@ impl EpochProgress {
                             .get(name)
                             .and_then(|w| w.watermark_ms),
                         idle: input.source_watermarks.get(name).is_some_and(|w| w.idle),
+                        input_rows: read.by_table.get(name).map_or(0, |t| t.rows),
+                        skipped_records: read.by_table.get(name).map_or(0, |t| t.skipped),
+                        dead_lettered_records: read
+                            .by_table
+                            .get(name)
+                            .map_or(0, |t| t.dead_lettered),
                     },
                 )
             })
@@ -347,6 +424,8 @@ impl EpochProgress {
             sink_files: result.files,
             sink_bytes: result.bytes,
             sinks: result.sinks.clone(),
+            stages: result.stages.clone(),
+            task_outcomes: result.task_outcomes.clone(),
             watermark_ms: input.watermark_ms,
             late_records: read.late,
             compacted_offsets: read.compacted_offsets,

@@ -104,6 +104,21 @@ pub enum AttemptOutcome {
     OutputLost,
 }
 
+impl AttemptOutcome {
+    /// Its name, as progress records and metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Superseded => "superseded",
+            AttemptOutcome::Failed(_) => "failed",
+            AttemptOutcome::FetchFailed(_) => "fetch_failed",
+            AttemptOutcome::ExecutorLost => "executor_lost",
+            AttemptOutcome::OutputLost => "output_lost",
+        }
+    }
+}
+
 /// One attempt of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -461,7 +476,7 @@ impl EpochScheduler {
 
     /// An attempt succeeded: the first to finish wins. Reports of unknown or superseded
     /// attempts are ignored.
-    pub fn on_succeeded(&mut self, attempt: AttemptId, report: TaskReport, now: Instant) {
+    pub fn on_succeeded(&mut self, attempt: AttemptId, report: Box<TaskReport>, now: Instant) {
         let Some((task, executor)) = self.finish(attempt, AttemptOutcome::Succeeded) else {
             return;
         };
@@ -473,7 +488,7 @@ impl EpochScheduler {
         self.abandon_others(task, AttemptOutcome::Superseded);
         self.tasks[s][p] = TaskState::Done {
             executor,
-            report: Box::new(report),
+            report,
             took: Some(now.duration_since(started)),
         };
     }

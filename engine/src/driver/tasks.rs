@@ -31,9 +31,54 @@ pub(super) struct Member {
     pub sender: mpsc::Sender<ToExecutor>,
     pub connection: quinn::Connection,
     pub last_seen: Instant,
+    /// When it last reported (wall clock, ms since the Unix epoch), for the UI.
+    pub last_seen_ms: u64,
+    /// Resident set size at its last heartbeat.
+    pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
     /// Its transient object-store failures as last reported (cumulative).
     pub store_retries: u64,
+    /// Task attempts it finished, and those that failed, in this run.
+    pub tasks_run: u64,
+    pub tasks_failed: u64,
+}
+
+impl Member {
+    fn new(
+        info: ExecutorInfo,
+        sender: mpsc::Sender<ToExecutor>,
+        connection: quinn::Connection,
+    ) -> Self {
+        Member {
+            info,
+            sender,
+            connection,
+            last_seen: Instant::now(),
+            last_seen_ms: super::epoch::now_ms(),
+            rss_bytes: 0,
+            peak_rss_bytes: 0,
+            store_retries: 0,
+            tasks_run: 0,
+            tasks_failed: 0,
+        }
+    }
+
+    /// What the UI and `--events` show of it.
+    pub fn status(&self, id: ExecutorId) -> super::events::ExecutorStatus {
+        super::events::ExecutorStatus {
+            id: id.0,
+            name: self.info.name.clone(),
+            address: self.info.data_addr.to_string(),
+            pid: self.info.pid,
+            slots: self.info.slots,
+            memory_bytes: self.info.memory_bytes,
+            last_heartbeat_ms: self.last_seen_ms,
+            rss_bytes: self.rss_bytes,
+            peak_rss_bytes: self.peak_rss_bytes,
+            tasks_run: self.tasks_run,
+            tasks_failed: self.tasks_failed,
+        }
+    }
 }
 
 /// The executors and the tasks an epoch runs on them: membership (registration, heartbeats,
@@ -94,17 +139,8 @@ impl Tasks<'_> {
                     sender,
                     connection,
                 } => {
-                    self.members.insert(
-                        executor,
-                        Member {
-                            info,
-                            sender,
-                            connection,
-                            last_seen: Instant::now(),
-                            peak_rss_bytes: 0,
-                            store_retries: 0,
-                        },
-                    );
+                    self.members
+                        .insert(executor, Member::new(info, sender, connection));
                 }
                 ClusterEvent::ProcessExited { name, status } => {
                     if self.killer.is_none() {
@@ -121,7 +157,12 @@ impl Tasks<'_> {
                 ClusterEvent::Message {
                     executor,
                     message: ToDriver::Heartbeat(m),
-                } => self.heartbeat(executor, m.peak_rss_bytes, m.store_retries),
+                } => {
+                    if let Some(member) = self.members.get_mut(&executor) {
+                        member.rss_bytes = m.rss_bytes;
+                    }
+                    self.heartbeat(executor, m.peak_rss_bytes, m.store_retries)
+                }
                 ClusterEvent::Message { .. } => {}
             }
         }
@@ -136,11 +177,19 @@ impl Tasks<'_> {
     ) {
         if let Some(m) = self.members.get_mut(&executor) {
             m.last_seen = Instant::now();
+            m.last_seen_ms = super::epoch::now_ms();
             m.peak_rss_bytes = m.peak_rss_bytes.max(peak_rss_bytes);
             // Reports may arrive out of order (heartbeats and task reports): count increases.
             self.store_retries += store_retries.saturating_sub(m.store_retries);
             m.store_retries = m.store_retries.max(store_retries);
         }
+    }
+
+    /// Tells the reporter which executors there are now, and how they are.
+    pub(super) fn report_executors(&self) {
+        self.reporter.report(Event::Executors {
+            executors: self.members.iter().map(|(id, m)| m.status(*id)).collect(),
+        });
     }
 
     /// Transient object-store failures since the last call, the driver's and its executors'.
@@ -253,6 +302,7 @@ impl Tasks<'_> {
             stages: planned.stages.len(),
             executors: self.members.len(),
         });
+        self.report_executors();
         // Which stages were last reported finished (a stage whose outputs were lost with an
         // executor runs again, and is reported again when it finishes).
         let mut finished = vec![false; planned.stages.len()];
@@ -473,6 +523,7 @@ impl Tasks<'_> {
                         outcome: TaskOutcome::Succeeded(report),
                     } => {
                         tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report handled");
+                        m.tasks_run += 1;
                         self.heartbeat(executor, report.peak_rss_bytes, report.store_retries);
                         scheduler.on_succeeded(attempt, report, now);
                         None
@@ -481,6 +532,8 @@ impl Tasks<'_> {
                         attempt,
                         outcome: TaskOutcome::Failed { message, retryable },
                     } => {
+                        m.tasks_run += 1;
+                        m.tasks_failed += 1;
                         if retryable {
                             warn!(%executor, "task attempt {} failed, retrying: {message}", attempt.0);
                         }
@@ -499,8 +552,9 @@ impl Tasks<'_> {
                         info!(%executor, "attempt {} could not fetch stage {stage} task {map_partition} from {from}: {message}", attempt.0);
                         scheduler.on_fetch_failed(attempt, stage, map_partition, from, message)
                     }
-                    ToDriver::Heartbeat(m) => {
-                        self.heartbeat(executor, m.peak_rss_bytes, m.store_retries);
+                    ToDriver::Heartbeat(metrics) => {
+                        m.rss_bytes = metrics.rss_bytes;
+                        self.heartbeat(executor, metrics.peak_rss_bytes, metrics.store_retries);
                         None
                     }
                     ToDriver::Register(_) => None,
@@ -514,14 +568,7 @@ impl Tasks<'_> {
             } => {
                 // A new or returning executor takes part from now on.
                 info!(%executor, name = %info.name, "executor joined; it receives work at once");
-                let member = Member {
-                    info,
-                    sender,
-                    connection,
-                    last_seen: Instant::now(),
-                    peak_rss_bytes: 0,
-                    store_retries: 0,
-                };
+                let member = Member::new(info, sender, connection);
                 send(&member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
                 scheduler.add_executor(executor, member.info.slots);
                 self.members.insert(executor, member);

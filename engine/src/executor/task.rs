@@ -79,7 +79,7 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
                     "task finished"
                 )
             });
-            TaskOutcome::Succeeded(report)
+            TaskOutcome::Succeeded(Box::new(report))
         }
         Err(e) => match crate::shuffle::FetchFailed::find(&e) {
             Some(f) => TaskOutcome::FetchFailed {

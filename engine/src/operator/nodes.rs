@@ -361,6 +361,14 @@ impl ScanState {
                     if let Some(max) = counters.max_event_ms {
                         counters.max_event_by_table.insert(self.table.clone(), max);
                     }
+                    counters.by_table.insert(
+                        self.table.clone(),
+                        sluice_connectors::TableReads {
+                            rows: counters.rows,
+                            skipped: counters.skipped,
+                            dead_lettered: counters.dead_lettered,
+                        },
+                    );
                     self.inputs
                         .read_counters
                         .lock()

@@ -133,6 +133,19 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+    /// Serve the web UI of a stopped query from its checkpoint's progress records (history):
+    /// the same pages and `/api/v1/` as a running driver's, until Ctrl-C.
+    Ui {
+        /// The checkpoint directory or object-store URL.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Address to serve on (default 127.0.0.1:4040, or the next free port).
+        #[arg(long, default_value = "127.0.0.1:4040")]
+        ui: SocketAddr,
+        /// Token every request must carry (needed for a non-loopback address).
+        #[arg(long, env = "SLUICE_UI_TOKEN", hide_env_values = true)]
+        ui_token: Option<String>,
+    },
     /// Show the effective configuration.
     Config {
         #[command(subcommand)]
@@ -254,6 +267,14 @@ pub(crate) struct DriverArgs {
     /// Stop after this many epochs have committed in this run (streaming).
     #[arg(long)]
     pub(crate) max_epochs: Option<u64>,
+    /// The web UI, JSON API and Prometheus metrics: an address (default 127.0.0.1:4040, or the
+    /// next free port when it is taken; printed at start) or `off`.
+    #[arg(long, default_value = "127.0.0.1:4040", value_parser = parse_ui)]
+    pub(crate) ui: UiAddr,
+    /// Token every UI request must carry (`?token=` or `Authorization: Bearer`); required to
+    /// bind an address other hosts can reach.
+    #[arg(long)]
+    pub(crate) ui_token: Option<String>,
     /// A watermarked stream that brings no new records for this long (5s, 1m) stops holding
     /// the query's watermark back, which is otherwise the least of the streams' watermarks.
     /// Default: never.
@@ -261,6 +282,23 @@ pub(crate) struct DriverArgs {
     pub(crate) watermark_idle_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+}
+
+/// Where the UI is served.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UiAddr {
+    Off,
+    At(SocketAddr),
+}
+
+/// `off` or `HOST:PORT`.
+pub(crate) fn parse_ui(text: &str) -> Result<UiAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(UiAddr::Off);
+    }
+    text.parse().map(UiAddr::At).map_err(|_| {
+        format!("'{text}' is not an address: use IP:PORT (127.0.0.1:4040, 0.0.0.0:4040) or off")
+    })
 }
 
 /// `500ms`, `2s`, `1m`: a duration option.

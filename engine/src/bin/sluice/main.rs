@@ -15,6 +15,7 @@ use sluice_engine::config;
 use sluice_engine::driver::{self, ClusterMode, DriverConfig};
 use sluice_engine::executor::{self, ExecutorConfig};
 use sluice_engine::job::Job;
+use sluice_engine::ui::{Tee, Ui, UiOptions};
 
 use cli::{CheckpointCommand, Cli, ClusterCommand, Command, ConfigCommand, DriverArgs};
 use output::{inspect_checkpoint, print_report, Terminal};
@@ -273,6 +274,11 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => inspect_checkpoint(&dir),
+        Command::Ui {
+            checkpoint,
+            ui,
+            ui_token,
+        } => serve_history(&checkpoint, ui, ui_token),
         Command::Config {
             command: ConfigCommand::Show { command, args },
         } => layers::show_config(&cli_command(), cli.config, &command, &args),
@@ -285,6 +291,58 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The UI's address to print: the token goes in the URL only when it was given on the
+/// command line (the user knows it), never from a file or the environment.
+fn ui_url(addr: std::net::SocketAddr, token: &Option<String>) -> String {
+    let shown = match token {
+        Some(_) => "?token=...",
+        None => "",
+    };
+    format!("http://{addr}/{shown}")
+}
+
+/// `sluice ui --checkpoint DIR`: a stopped query's pages, from its progress records.
+fn serve_history(
+    checkpoint: &std::path::Path,
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let location = sluice_checkpoint::Location::parse(&checkpoint.to_string_lossy())?;
+    let store = sluice_checkpoint::CheckpointStore::open_existing(location)
+        .with_context(|| format!("opening the checkpoint {}", checkpoint.display()))?;
+    let mut records = Vec::new();
+    for epoch in store.planned_epochs()? {
+        if let Some(p) = store.read_progress::<driver::EpochProgress>(epoch)? {
+            records.push(p);
+        }
+    }
+    let epochs = records.len();
+    let ui = Ui::history(store.metadata().query_id.to_string(), records);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let bound = sluice_engine::ui::serve(
+            ui,
+            UiOptions {
+                addr,
+                token: token.clone(),
+            },
+        )
+        .await?;
+        output::say(
+            "INFO",
+            &format!(
+                "sluice: UI of {} ({epochs} epochs recorded) at {}; Ctrl-C stops it",
+                checkpoint.display(),
+                ui_url(bound, &token)
+            ),
+        );
+        tokio::signal::ctrl_c().await?;
+        anyhow::Ok(())
+    })
 }
 
 fn need_job(job: Option<Job>) -> anyhow::Result<Job> {
@@ -328,12 +386,32 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         )),
         None => None,
     };
-    let reporter = Arc::new(Terminal {
+    let terminal: Arc<dyn driver::Reporter> = Arc::new(Terminal {
         progress_json: common.progress.is_some(),
         events,
         events_failed: std::sync::atomic::AtomicBool::new(false),
     });
+    let (reporter, ui) = match common.ui {
+        cli::UiAddr::Off => (terminal, None),
+        cli::UiAddr::At(addr) => {
+            let ui = Ui::live();
+            let options = UiOptions {
+                addr,
+                token: common.ui_token.clone(),
+            };
+            let bound = runtime.block_on(sluice_engine::ui::serve(ui.clone(), options))?;
+            output::say(
+                "INFO",
+                &format!("sluice: UI at {}", ui_url(bound, &common.ui_token)),
+            );
+            let tee: Arc<dyn driver::Reporter> = Arc::new(Tee(vec![terminal, ui.clone()]));
+            (tee, Some(ui))
+        }
+    };
     let report = runtime.block_on(driver::run(job, config, reporter));
+    if let Some(ui) = &ui {
+        ui.finished(report.is_ok());
+    }
     // Dropped (not shut down in the background): on an early error the runtime still owns the
     // supervisors of the executor processes, and dropping them kills those processes.
     drop(runtime);

@@ -80,7 +80,10 @@ impl Reporter for Terminal {
     fn report(&self, event: Event) {
         self.write_event(&event);
         match event {
-            Event::EpochStarted { .. } | Event::StageFinished { .. } => {}
+            Event::EpochStarted { .. }
+            | Event::StageFinished { .. }
+            | Event::QueryStarted { .. }
+            | Event::Executors { .. } => {}
             Event::EpochCommitted { progress, bounded } => {
                 if self.progress_json {
                     println!("{}", serde_json::to_string(&progress).unwrap_or_default());

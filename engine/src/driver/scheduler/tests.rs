@@ -24,7 +24,7 @@ fn two_stage() -> EpochScheduler {
 
 fn succeed_all(s: &mut EpochScheduler, assigned: &[Assignment], now: Instant) {
     for a in assigned {
-        s.on_succeeded(a.attempt, TaskReport::default(), now);
+        s.on_succeeded(a.attempt, Box::default(), now);
     }
 }
 
@@ -56,9 +56,9 @@ fn downstream_stage_waits_for_its_inputs_and_tasks_spread() {
         s.poll(now).is_empty(),
         "no free slots, stage 1 not runnable"
     );
-    s.on_succeeded(first[0].attempt, TaskReport::default(), now);
+    s.on_succeeded(first[0].attempt, Box::default(), now);
     assert!(s.poll(now).is_empty(), "stage 0 not done yet");
-    s.on_succeeded(first[1].attempt, TaskReport::default(), now);
+    s.on_succeeded(first[1].attempt, Box::default(), now);
     let second = s.poll(now);
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|a| a.task.stage == StageId(1)));
@@ -116,8 +116,8 @@ fn a_lost_executor_reruns_only_its_own_work_and_its_late_reports_are_ignored() {
             .cloned()
             .unwrap()
     };
-    s.on_succeeded(on(2, &reducers).attempt, TaskReport::default(), now);
-    s.on_succeeded(on(1, &reducers).attempt, TaskReport::default(), now);
+    s.on_succeeded(on(2, &reducers).attempt, Box::default(), now);
+    s.on_succeeded(on(1, &reducers).attempt, Box::default(), now);
     let rerun = s.on_executor_lost(ExecutorId(3), now).expect("retryable");
     // Its running reducer and its map output (stage 1 still needs it) run again.
     let lost_map = on(3, &maps).task;
@@ -125,7 +125,7 @@ fn a_lost_executor_reruns_only_its_own_work_and_its_late_reports_are_ignored() {
     assert_eq!(rerun.len(), 2, "{rerun:?}");
     assert!(rerun.contains(&lost_map) && rerun.contains(&lost_reducer));
     // A late report from the lost executor changes nothing.
-    s.on_succeeded(on(3, &reducers).attempt, TaskReport::default(), now);
+    s.on_succeeded(on(3, &reducers).attempt, Box::default(), now);
     assert!(!s.is_complete());
     let again = drain(&mut s, now);
     assert_eq!(
@@ -211,7 +211,7 @@ fn a_fetch_failure_regenerates_the_input_without_counting_against_the_task() {
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].task, victim.task);
     succeed_all(&mut s, &retry, now);
-    s.on_succeeded(reducers[1].attempt, TaskReport::default(), now);
+    s.on_succeeded(reducers[1].attempt, Box::default(), now);
     assert!(s.is_complete());
     assert_eq!(s.logs[1][victim.task.partition].failures, 0);
 }
@@ -270,7 +270,7 @@ fn a_straggler_gets_a_speculative_copy_and_the_first_to_finish_wins() {
     assert_eq!(first.len(), 4);
     let later = start + Duration::from_millis(200);
     for a in &first[..3] {
-        s.on_succeeded(a.attempt, TaskReport::default(), later);
+        s.on_succeeded(a.attempt, Box::default(), later);
     }
     // Three quarters done in 200 ms; the fourth has run 2 s.
     let slow = start + Duration::from_secs(2);
@@ -280,10 +280,10 @@ fn a_straggler_gets_a_speculative_copy_and_the_first_to_finish_wins() {
     assert_eq!(copies[0].task, first[3].task);
     assert_ne!(copies[0].executor, first[3].executor);
     assert!(s.poll(slow).is_empty(), "one copy at most");
-    s.on_succeeded(copies[0].attempt, TaskReport::default(), slow);
+    s.on_succeeded(copies[0].attempt, Box::default(), slow);
     assert!(s.is_complete());
     // The original finishing later is discarded.
-    s.on_succeeded(first[3].attempt, TaskReport::default(), slow);
+    s.on_succeeded(first[3].attempt, Box::default(), slow);
     let (_, history) = &s.retried()[0];
     assert_eq!(history[0].outcome, AttemptOutcome::Superseded);
     assert_eq!(history[1].outcome, AttemptOutcome::Succeeded);
