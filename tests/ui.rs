@@ -359,3 +359,35 @@ fn history_serves_a_stopped_querys_epochs_from_its_checkpoint() {
         .contains("<title>Sluice</title>"));
     stop(history);
 }
+
+/// A bounded run draws a progress bar (stages, tasks, rows) on a terminal, and nothing extra
+/// when stderr is not one.
+#[test]
+fn a_bounded_run_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("count.sql"),
+        "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '300000');\n\
+         SELECT auction % 10 AS k, count(*) AS n FROM bid GROUP BY 1 ORDER BY 1;\n",
+    )
+    .unwrap();
+    let plain = ok(&sluice(dir.path(), &["run", "count.sql", "--ui", "off"]));
+    let out = sluice(dir.path(), &["run", "count.sql", "--ui", "off"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("tasks ·"), "{stderr}");
+    assert!(plain.contains("10 rows"), "{plain}");
+    // `script` gives the command a terminal (util-linux, on every Debian).
+    let command = format!(
+        "{} run count.sql --ui off",
+        sluice::sluice_binary().display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running script");
+    let text = String::from_utf8_lossy(&tty.stdout).replace('\r', "\n");
+    assert!(tty.status.success(), "{text}");
+    assert!(text.contains("tasks · stages"), "no progress bar:\n{text}");
+    assert!(text.contains("stages 3/3"), "{text}");
+}

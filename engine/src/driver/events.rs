@@ -40,6 +40,17 @@ pub enum Event {
         /// Executors it starts with.
         executors: usize,
     },
+    /// A task attempt succeeded (the first of its task's attempts to do so).
+    TaskFinished {
+        /// The epoch.
+        epoch: u64,
+        /// Its stage.
+        stage: usize,
+        /// Its partition.
+        partition: usize,
+        /// Rows it produced.
+        rows: u64,
+    },
     /// Every task of a stage has finished (again, after outputs lost with an executor were
     /// regenerated).
     StageFinished {

@@ -187,6 +187,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             placement: BTreeMap::new(),
             killer: cluster.killer(),
             lost: Vec::new(),
+            running_epoch: 0,
             store_retries: 0,
             driver_store_retries: 0,
             reporter: reporter.clone(),

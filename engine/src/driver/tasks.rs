@@ -102,6 +102,8 @@ pub(super) struct Tasks<'a> {
     pub store_retries: u64,
     pub driver_store_retries: u64,
     pub reporter: Arc<dyn Reporter>,
+    /// The epoch being scheduled, for the events of its tasks.
+    pub running_epoch: u64,
 }
 
 /// Queues `message` for `member`; a closed queue means the executor is going away.
@@ -297,6 +299,7 @@ impl Tasks<'_> {
             executors = self.members.len(),
             "scheduling epoch"
         );
+        self.running_epoch = input.epoch.0;
         self.reporter.report(Event::EpochStarted {
             epoch: input.epoch.0,
             stages: planned.stages.len(),
@@ -525,7 +528,17 @@ impl Tasks<'_> {
                         tracing::trace!(target: "sluice::latency", attempt = attempt.0, "report handled");
                         m.tasks_run += 1;
                         self.heartbeat(executor, report.peak_rss_bytes, report.store_retries);
+                        let task = scheduler.task_of(attempt);
+                        let rows = report.output_rows;
                         scheduler.on_succeeded(attempt, report, now);
+                        if let Some(task) = task {
+                            self.reporter.report(Event::TaskFinished {
+                                epoch: self.running_epoch,
+                                stage: task.stage.0,
+                                partition: task.partition,
+                                rows,
+                            });
+                        }
                         None
                     }
                     ToDriver::TaskFinished {

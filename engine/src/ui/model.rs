@@ -67,7 +67,9 @@ impl Model {
             }
             Event::Executors { executors } => self.executors = executors.clone(),
             Event::EpochStarted { epoch, .. } => self.running_epoch = Some(*epoch),
-            Event::StageFinished { .. } | Event::ConsoleRows { .. } => {}
+            Event::StageFinished { .. }
+            | Event::TaskFinished { .. }
+            | Event::ConsoleRows { .. } => {}
             Event::EpochCommitted { progress, .. } => {
                 self.running_epoch = None;
                 self.add_epoch((**progress).clone());

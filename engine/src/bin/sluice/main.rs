@@ -390,6 +390,7 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         progress_json: common.progress.is_some(),
         events,
         events_failed: std::sync::atomic::AtomicBool::new(false),
+        bar: std::sync::Mutex::new(None),
     });
     let (reporter, ui) = match common.ui {
         cli::UiAddr::Off => (terminal, None),

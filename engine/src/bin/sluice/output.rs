@@ -38,6 +38,50 @@ pub(crate) struct Terminal {
     pub(crate) events: Option<std::sync::Mutex<std::fs::File>>,
     /// Writing the events file failed (said once).
     pub(crate) events_failed: std::sync::atomic::AtomicBool,
+    /// A bounded run's progress bar on a terminal.
+    pub(crate) bar: std::sync::Mutex<Option<Progress>>,
+}
+
+/// A bounded run's progress on stderr (indicatif): stages, tasks and rows done. Drawn only when
+/// stderr is a terminal and stderr is not JSON; nothing otherwise.
+pub(crate) struct Progress {
+    bar: indicatif::ProgressBar,
+    stages: usize,
+    stages_done: usize,
+    rows: u64,
+}
+
+impl Progress {
+    fn start(stages: &[driver::events::StageInfo]) -> Option<Progress> {
+        use std::io::IsTerminal;
+        if JSON_STDERR.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let tasks: usize = stages.iter().map(|s| s.tasks).sum();
+        let bar = indicatif::ProgressBar::new(tasks as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks · {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        let progress = Progress {
+            bar,
+            stages: stages.len(),
+            stages_done: 0,
+            rows: 0,
+        };
+        progress.message();
+        Some(progress)
+    }
+
+    fn message(&self) {
+        self.bar.set_message(format!(
+            "stages {}/{} · {} rows",
+            self.stages_done, self.stages, self.rows
+        ));
+    }
 }
 
 /// One line of the `--events` file: when, and the event's own fields.
@@ -79,12 +123,33 @@ impl Terminal {
 impl Reporter for Terminal {
     fn report(&self, event: Event) {
         self.write_event(&event);
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         match event {
-            Event::EpochStarted { .. }
-            | Event::StageFinished { .. }
-            | Event::QueryStarted { .. }
-            | Event::Executors { .. } => {}
+            Event::QueryStarted {
+                bounded: true,
+                stages,
+                ..
+            } if !self.progress_json => *bar = Progress::start(&stages),
+            Event::TaskFinished { rows, .. } => {
+                if let Some(p) = bar.as_mut() {
+                    if p.bar.position() < p.bar.length().unwrap_or(0) {
+                        p.bar.inc(1);
+                    }
+                    p.rows += rows;
+                    p.message();
+                }
+            }
+            Event::StageFinished { .. } => {
+                if let Some(p) = bar.as_mut() {
+                    p.stages_done = (p.stages_done + 1).min(p.stages);
+                    p.message();
+                }
+            }
+            Event::EpochStarted { .. } | Event::QueryStarted { .. } | Event::Executors { .. } => {}
             Event::EpochCommitted { progress, bounded } => {
+                if let Some(p) = bar.take() {
+                    p.bar.finish_and_clear();
+                }
                 if self.progress_json {
                     println!("{}", serde_json::to_string(&progress).unwrap_or_default());
                 } else if !bounded {
@@ -92,7 +157,10 @@ impl Reporter for Terminal {
                 }
             }
             Event::ConsoleRows { epoch, table } => println!("-- epoch {epoch} --\n{table}"),
-            Event::Notice { message } => say!("sluice: {message}"),
+            Event::Notice { message } => match bar.as_ref() {
+                Some(p) => p.bar.suspend(|| say!("sluice: {message}")),
+                None => say!("sluice: {message}"),
+            },
         }
     }
 }
