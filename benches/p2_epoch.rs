@@ -15,6 +15,9 @@
 //! `rate -> noop` streaming query (when `.venv/bin/python` has pyspark; see
 //! `scripts/bench-peers.sh`). Targets: p50 ≤ 1 ms without fsync; ≥ 50× below PySpark.
 //!
+//! The cost of the web UI and metrics (on by default): the run without fsync is repeated with
+//! `--ui off`, and the cycle p50s compared (target: within 2 %).
+//!
 //! Run: `scripts/bench-p2.sh [--epochs 300] [--spark-seconds 30] [--no-spark]`
 
 use std::path::Path;
@@ -64,7 +67,7 @@ struct Epochs {
 }
 
 /// Runs the query for `epochs` epochs.
-fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Epochs {
+fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool, ui: bool) -> Epochs {
     let job = dir.join("p2.sql");
     std::fs::write(
         &job,
@@ -99,6 +102,9 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool) -> Epoch
         .stderr(std::process::Stdio::null());
     if !fsync {
         cmd.arg("--no-fsync");
+    }
+    if !ui {
+        cmd.args(["--ui", "off"]);
     }
     let out = cmd.output().expect("sluice runs");
     assert!(out.status.success(), "sluice failed: {}", out.status);
@@ -168,8 +174,10 @@ fn main() {
     let broker = Broker::start();
     broker.create_topic("p2", 2);
     let dir = tempfile::tempdir().unwrap();
-    let with_fsync = sluice_epochs(dir.path(), &broker, args.epochs, true);
-    let without = sluice_epochs(dir.path(), &broker, args.epochs, false);
+    let with_fsync = sluice_epochs(dir.path(), &broker, args.epochs, true, true);
+    let without = sluice_epochs(dir.path(), &broker, args.epochs, false, true);
+    let ui_off = sluice_epochs(dir.path(), &broker, args.epochs, false, false);
+    let ui_on = sluice_epochs(dir.path(), &broker, args.epochs, false, true);
     println!(
         "P2: epoch with no new data, 2-stage query, 2 executors ({} epochs measured each)",
         with_fsync.total.len()
@@ -184,6 +192,14 @@ fn main() {
             percentile(&e.cycle, 0.99)
         );
     }
+    let (on, off) = (
+        (percentile(&without.cycle, 0.5) + percentile(&ui_on.cycle, 0.5)) / 2.0,
+        percentile(&ui_off.cycle, 0.5),
+    );
+    println!(
+        "  UI cost (no fsync, UI on twice around one run with --ui off): cycle p50 {on:.3} ms with the UI, {off:.3} ms without: {:+.1} % (target within 2 %)",
+        (on / off - 1.0) * 100.0
+    );
     let sluice_p50 = percentile(&without.cycle, 0.5);
     println!(
         "  target: cycle p50 <= 1 ms without fsync: {}",

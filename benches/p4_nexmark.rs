@@ -10,7 +10,11 @@
 //! Targets (issue 4): q0–q2 ≥ 700 K, q5 ≥ 300 K, q7 ≥ 150 K events per CPU-second, q8 ≥ 0.8× q0.
 //! Published anchors: Flink 120–195 K events per core-second on q0–q2, 22–41 K on q5.
 //!
-//! Run: `scripts/bench-p4.sh [--events 10000000] [--queries q0,q1,q2,q5,q7,q8]`
+//! The cost of the web UI and metrics (on by default): with `--ui-compare R`, q5 runs R more
+//! times with the UI on and R times with `--ui off`, alternating, and the medians' ratio is
+//! printed (target: within 2 %).
+//!
+//! Run: `scripts/bench-p4.sh [--events 10000000] [--queries q0,q1,q2,q5,q7,q8] [--ui-compare 3]`
 
 use std::path::Path;
 use std::process::Command;
@@ -70,8 +74,9 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-fn args() -> (u64, Vec<String>) {
+fn args() -> (u64, Vec<String>, usize) {
     let mut events = 10_000_000u64;
+    let mut ui_compare = 0;
     let mut queries: Vec<String> = QUERIES.iter().map(|(q, _)| q.to_string()).collect();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,10 +90,16 @@ fn args() -> (u64, Vec<String>) {
                     .map(str::to_string)
                     .collect()
             }
+            "--ui-compare" => {
+                ui_compare = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--ui-compare R")
+            }
             _ => {}
         }
     }
-    (events, queries)
+    (events, queries, ui_compare)
 }
 
 /// CPU time (user + system) of this process's waited-for children so far.
@@ -100,7 +111,7 @@ fn children_cpu() -> Duration {
 }
 
 /// Runs `query` over `events` events: (wall, CPU of driver + executors).
-fn run_query(work: &Path, name: &str, query: &str, events: u64) -> (Duration, Duration) {
+fn run_query(work: &Path, name: &str, query: &str, events: u64, ui: bool) -> (Duration, Duration) {
     let out = work.join(format!("out-{name}"));
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(work.join(format!("ckpt-{name}")));
@@ -134,6 +145,7 @@ fn run_query(work: &Path, name: &str, query: &str, events: u64) -> (Duration, Du
             "--checkpoint",
             work.join(format!("ckpt-{name}")).to_str().unwrap(),
         ])
+        .args(if ui { &[][..] } else { &["--ui", "off"][..] })
         .output()
         .expect("sluice runs");
     let wall = started.elapsed();
@@ -171,7 +183,7 @@ fn generator_only(events: u64) -> f64 {
 }
 
 fn main() {
-    let (events, queries) = args();
+    let (events, queries, ui_compare) = args();
     let root = sluice::repo_root();
     let work = root.join("bench-data/p4-work");
     std::fs::create_dir_all(&work).unwrap();
@@ -191,7 +203,7 @@ fn main() {
             eprintln!("unknown query {name}");
             continue;
         };
-        let (wall, cpu) = run_query(&work, name, sql, events);
+        let (wall, cpu) = run_query(&work, name, sql, events, true);
         let rate = events as f64 / cpu.as_secs_f64();
         per_cpu.insert(name.clone(), rate);
         let target = match name.as_str() {
@@ -215,5 +227,30 @@ fn main() {
     }
     if let Some(q0) = per_cpu.get("q0") {
         println!("q0 / generator alone = {:.2}", q0 / generator);
+    }
+    if ui_compare > 0 {
+        let sql = QUERIES.iter().find(|(q, _)| *q == "q5").map(|(_, s)| *s);
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..ui_compare {
+            for ui in [true, false] {
+                let (_, cpu) = run_query(&work, "q5", sql.unwrap_or_default(), events, ui);
+                let rate = events as f64 / cpu.as_secs_f64();
+                if ui {
+                    on.push(rate)
+                } else {
+                    off.push(rate)
+                }
+            }
+        }
+        let (on, off) = (
+            sluice::stats::median(&on).unwrap_or(f64::NAN),
+            sluice::stats::median(&off).unwrap_or(f64::NAN),
+        );
+        println!(
+            "UI cost, q5 ({ui_compare} runs each, alternating): {:.0} K events/CPU-s with the UI, {:.0} K without: {:+.1} % (target within 2 %)",
+            on / 1e3,
+            off / 1e3,
+            (on / off - 1.0) * 100.0
+        );
     }
 }

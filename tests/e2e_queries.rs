@@ -341,11 +341,21 @@ fn a_program_observes_the_drivers_events() {
         })
         .collect();
     assert_eq!(committed.len(), 1, "{events:?}");
-    // The epoch started, then every stage of its DAG finished once, then it committed.
+    // The query started with its DAG, the epoch started, then every stage of the DAG finished
+    // once (after its tasks), then it committed and the executors were reported.
     assert!(
-        matches!(events[0], Event::EpochStarted { epoch: 0, stages, .. } if stages == report.stages),
+        matches!(&events[0], Event::QueryStarted { stages, bounded: true, .. } if stages.len() == report.stages),
         "{events:?}"
     );
+    assert!(
+        matches!(events[1], Event::EpochStarted { epoch: 0, stages, .. } if stages == report.stages),
+        "{events:?}"
+    );
+    let tasks = events
+        .iter()
+        .filter(|e| matches!(e, Event::TaskFinished { epoch: 0, .. }))
+        .count();
+    assert_eq!(tasks as u64, report.tasks, "{events:?}");
     let mut stages: Vec<usize> = events
         .iter()
         .filter_map(|e| match e {
@@ -358,7 +368,11 @@ fn a_program_observes_the_drivers_events() {
     stages.sort();
     assert_eq!(stages, (0..report.stages).collect::<Vec<_>>(), "{events:?}");
     assert!(
-        matches!(events.last(), Some(Event::EpochCommitted { .. })),
+        matches!(events.last(), Some(Event::Executors { executors }) if executors.len() == 2),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[events.len() - 2], Event::EpochCommitted { .. }),
         "{events:?}"
     );
     let (progress, bounded) = &committed[0];
