@@ -391,3 +391,81 @@ fn a_bounded_run_shows_progress_on_a_terminal_only() {
     assert!(text.contains("tasks · stages"), "no progress bar:\n{text}");
     assert!(text.contains("stages 3/3"), "{text}");
 }
+
+/// `sluice checkpoint check` tells whether a changed windowed query can resume and names what
+/// changed; `checkpoint inspect --json` gives the checkpoint as one object.
+#[test]
+fn checkpoint_check_and_inspect_json_on_a_windowed_query() {
+    let dir = tempfile::tempdir().unwrap();
+    write_job(dir.path());
+    ok(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            "200ms",
+            "--max-epochs",
+            "3",
+            "--ui",
+            "off",
+        ],
+    ));
+    let same = ok(&sluice(
+        dir.path(),
+        &["checkpoint", "check", "job.sql", "ckpt"],
+    ));
+    assert!(
+        same.contains("is the one that wrote this checkpoint"),
+        "{same}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("job.sql")).unwrap();
+    std::fs::write(
+        dir.path().join("changed.sql"),
+        text.replace("INTERVAL '2' SECOND", "INTERVAL '5' SECOND"),
+    )
+    .unwrap();
+    let out = sluice(dir.path(), &["checkpoint", "check", "changed.sql", "ckpt"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = fails(&out);
+    assert!(err.contains("cannot resume from ckpt"), "{err}");
+    assert!(
+        stdout.starts_with("the query writing 'counts' (its operator state and output came from the old query) changed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("INTERVAL '5' SECOND"), "{stdout}");
+    // The refusal of the changed job points at the command.
+    let refused = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "changed.sql",
+            "--checkpoint",
+            "ckpt",
+            "--max-epochs",
+            "1",
+            "--ui",
+            "off",
+        ],
+    ));
+    assert!(refused.contains("sluice checkpoint check JOB"), "{refused}");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&sluice(
+        dir.path(),
+        &["checkpoint", "inspect", "ckpt", "--json"],
+    )))
+    .unwrap();
+    let epochs = json["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{json}");
+    let records = sluice::progress::records(&dir.path().join("ckpt"));
+    for (e, record) in epochs.iter().zip(&records) {
+        assert_eq!(e["committed"], true);
+        assert_eq!(&e["progress"], record);
+        assert!(e["input"]["sources"]["bid"].is_object(), "{e}");
+    }
+    let parts = json["job"]["parts"].as_array().unwrap();
+    assert!(parts.iter().any(|p| p[0] == "insert counts"), "{parts:?}");
+    assert_eq!(json["plan_fingerprint"], json["job"]["fingerprint"]);
+}

@@ -22,7 +22,8 @@ pub enum CheckpointError {
     /// The checkpoint belongs to a different query (its plan fingerprint differs).
     #[error(
         "checkpoint {path} was written by a different query (plan fingerprint {found}, this query \
-         has {expected}); use a new --checkpoint directory for a changed query"
+         has {expected}); `sluice checkpoint check JOB {path}` says what changed; use a new \
+         --checkpoint directory for a changed query"
     )]
     FingerprintMismatch {
         path: PathBuf,

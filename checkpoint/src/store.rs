@@ -3,6 +3,7 @@
 //! ```text
 //! CHECKPOINT/
 //!   metadata            JSON: format_version, query_id, plan_fingerprint, created_at_ms
+//!   job                 JSON: the job's parts (tables, watermarks, queries) as normalised text
 //!   offsets/N           JSON: what epoch N reads (written before it runs)
 //!   commits/N           JSON: CommitRecord (written after its sink committed)
 //!   sinks/NAME/N        JSON: the sink's commit record for epoch N (files published)
@@ -410,6 +411,22 @@ impl CheckpointStore {
         }
         recent.commit = Some((record.epoch, bytes));
         Ok(())
+    }
+
+    /// Keeps the definition of the job that writes this checkpoint (`job`: its tables and
+    /// queries, for `sluice checkpoint check` to compare a changed job with).
+    pub fn write_job<T: Serialize>(&self, job: &T) -> Result<()> {
+        if let Some(object) = &self.object {
+            return object_put(object, "job", to_json(job));
+        }
+        let path = self.root.join("job");
+        write_file(&path, &to_json(job), self.durable, None)
+    }
+
+    /// The job definition [`CheckpointStore::write_job`] kept, if any (checkpoints written
+    /// before it was kept have none).
+    pub fn read_job<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.read_json(&self.root.join("job"), "job")
     }
 
     /// Keeps `epoch`'s progress record (informational; not fsynced).

@@ -26,6 +26,7 @@ use sluice_connectors::ConnectorSpec;
 pub use crate::config::JobSetting;
 use crate::error::{describe_datafusion, EngineError, Result};
 
+pub mod check;
 mod statement_set;
 pub mod streaming_sql;
 pub use streaming_sql::{WatermarkDecl, WindowDecl};
@@ -105,6 +106,10 @@ pub struct Job {
     pub queries: Vec<JobQuery>,
     /// Hash of the normalised statements; identifies the query in its checkpoint.
     pub fingerprint: String,
+    /// The normalised statements the fingerprint covers, by part: `table NAME`,
+    /// `watermark NAME`, `insert NAME` or `select` → its text (kept in the checkpoint, so that
+    /// `sluice checkpoint check` can say which part of a changed job changed).
+    pub parts: Vec<(String, String)>,
     /// Watermarks declared on tables.
     pub watermarks: Vec<WatermarkDecl>,
     /// `SET key = value;` statements: options of the command that runs the job
@@ -137,12 +142,27 @@ impl Job {
         let mut tables: Vec<TableDef> = Vec::new();
         let mut queries: Vec<(Box<Query>, Target, String)> = Vec::new();
         let mut normalised = String::new();
+        let mut parts: Vec<(String, String)> = Vec::new();
         let mut settings = Vec::new();
         for statement in statements {
             if !matches!(&statement, DfStatement::Statement(s) if matches!(**s, Statement::Set(_)))
             {
-                normalised.push_str(&statement.to_string());
+                let text = statement.to_string();
+                normalised.push_str(&text);
                 normalised.push(';');
+                let part = match &statement {
+                    DfStatement::Statement(s) => match &**s {
+                        Statement::CreateTable(c) => format!("table {}", object_name(&c.name)),
+                        Statement::Insert(i) => match &i.table {
+                            TableObject::TableName(t) => format!("insert {}", object_name(t)),
+                            _ => "insert".into(),
+                        },
+                        Statement::Query(_) => "select".into(),
+                        _ => "statement".into(),
+                    },
+                    _ => "statement".into(),
+                };
+                parts.push((part, text));
             }
             let DfStatement::Statement(statement) = statement else {
                 return Err(EngineError::Sql {
@@ -326,10 +346,9 @@ impl Job {
                     ),
                 });
             }
-            normalised.push_str(&format!(
-                "WATERMARK {} {} {};",
-                w.table, w.column, w.delay_ms
-            ));
+            let text = format!("WATERMARK {} {} {};", w.table, w.column, w.delay_ms);
+            normalised.push_str(&text);
+            parts.push((format!("watermark {}", w.table), text));
         }
         let queries = queries
             .into_iter()
@@ -349,6 +368,7 @@ impl Job {
             tables,
             queries,
             fingerprint,
+            parts,
             watermarks,
             settings,
         })

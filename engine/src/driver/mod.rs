@@ -146,6 +146,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
     store.set_durable(config.fsync);
     let _lock = store.lock()?;
     let query_id = store.metadata().query_id.clone();
+    store.write_job(&crate::job::check::JobRecord::of(&job))?;
     // A bounded job whose epoch 0 committed has nothing to do: decided before planning.
     if job.is_bounded() {
         let observed = lifecycle::Observed {

@@ -199,6 +199,18 @@ pub(crate) enum CheckpointCommand {
     Inspect {
         /// The checkpoint directory.
         dir: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say whether JOB (a changed job, say) can resume from the checkpoint DIR, and if not,
+    /// which of its tables, watermarks or queries changed. Exit status 0 when it can, 1 when
+    /// not.
+    Check {
+        /// The job file.
+        job: PathBuf,
+        /// The checkpoint directory or object-store URL.
+        dir: PathBuf,
     },
 }
 

@@ -18,7 +18,7 @@ use sluice_engine::job::Job;
 use sluice_engine::ui::{Tee, Ui, UiOptions};
 
 use cli::{CheckpointCommand, Cli, ClusterCommand, Command, ConfigCommand, DriverArgs};
-use output::{inspect_checkpoint, print_report, Terminal};
+use output::{check_checkpoint, inspect_checkpoint, print_report, Terminal};
 use sluice_engine::EngineError;
 
 /// mimalloc, as DataFusion's own CLI uses: Arrow allocates and frees buffers per batch, which
@@ -272,8 +272,11 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Checkpoint {
-            command: CheckpointCommand::Inspect { dir },
-        } => inspect_checkpoint(&dir),
+            command: CheckpointCommand::Inspect { dir, json },
+        } => inspect_checkpoint(&dir, json),
+        Command::Checkpoint {
+            command: CheckpointCommand::Check { job, dir },
+        } => check_checkpoint(&job, &dir),
         Command::Ui {
             checkpoint,
             ui,

@@ -218,9 +218,86 @@ pub(crate) fn print_report(report: &JobReport) {
     }
 }
 
-pub(crate) fn inspect_checkpoint(dir: &std::path::Path) -> anyhow::Result<()> {
+fn open_checkpoint(dir: &std::path::Path) -> anyhow::Result<sluice_checkpoint::CheckpointStore> {
     let location = sluice_checkpoint::Location::parse(&dir.to_string_lossy())?;
-    let store = sluice_checkpoint::CheckpointStore::open_existing(location)?;
+    Ok(sluice_checkpoint::CheckpointStore::open_existing(location)?)
+}
+
+/// `sluice checkpoint inspect --json`: the checkpoint as one JSON object — its metadata, the
+/// job it keeps, each epoch's recorded input, commit and progress record, and every gap.
+fn inspect_json(dir: &std::path::Path) -> anyhow::Result<()> {
+    use serde_json::{json, Value};
+    let store = open_checkpoint(dir)?;
+    let meta = store.metadata();
+    let mut epochs = Vec::new();
+    for epoch in store.planned_epochs()? {
+        let input = store.read_offsets::<Value>(epoch)?;
+        let commit = store.read_commit(epoch)?;
+        let progress = store.read_progress::<Value>(epoch)?;
+        epochs.push(json!({
+            "epoch": epoch.0,
+            "committed": commit.is_some(),
+            "commit": commit,
+            "input": input,
+            "progress": progress,
+        }));
+    }
+    let mut gaps = Vec::new();
+    for epoch in store.gap_epochs()? {
+        if let Some(g) = store.read_gaps::<Value>(epoch)? {
+            gaps.push(json!({ "epoch": epoch.0, "gaps": g }));
+        }
+    }
+    let job = store.read_job::<Value>()?;
+    let out = json!({
+        "checkpoint": dir.display().to_string(),
+        "query_id": meta.query_id.to_string(),
+        "plan_fingerprint": meta.plan_fingerprint,
+        "format_version": meta.format_version,
+        "created_at_ms": meta.created_at_ms,
+        "job": job,
+        "epochs": epochs,
+        "gaps": gaps,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `sluice checkpoint check JOB DIR`.
+pub(crate) fn check_checkpoint(job: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(job).with_context(|| format!("reading {}", job.display()))?;
+    let job = sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+        origin: job.display().to_string(),
+        text,
+    })?;
+    let store = open_checkpoint(dir)?;
+    let record = store.read_job::<sluice_engine::job::check::JobRecord>()?;
+    let epochs = !store.planned_epochs()?.is_empty();
+    let verdict = sluice_engine::job::check::check(
+        &store.metadata().plan_fingerprint,
+        record.as_ref(),
+        &job,
+        epochs,
+    );
+    for reason in &verdict.reasons {
+        println!("{reason}");
+    }
+    if !verdict.resumes {
+        anyhow::bail!(
+            "the job cannot resume from {}: run it with a new --checkpoint",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn inspect_checkpoint(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        return inspect_json(dir);
+    }
+    let store = open_checkpoint(dir)?;
     let meta = store.metadata();
     println!("checkpoint {}", dir.display());
     println!("  query id:         {}", meta.query_id);
