@@ -18,6 +18,7 @@
 pub mod cluster;
 mod epoch;
 pub mod events;
+pub mod inspect;
 mod lifecycle;
 mod report;
 mod run_dir;

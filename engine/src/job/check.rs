@@ -13,6 +13,12 @@ pub struct JobRecord {
     pub fingerprint: String,
     /// Its parts: `table NAME`, `watermark NAME`, `insert NAME`, `select` → normalised text.
     pub parts: Vec<(String, String)>,
+    /// The job's text as given (`sluice checkpoint state` plans it to decode state).
+    #[serde(default)]
+    pub text: String,
+    /// Where the text came from.
+    #[serde(default)]
+    pub origin: String,
 }
 
 impl JobRecord {
@@ -21,6 +27,8 @@ impl JobRecord {
         JobRecord {
             fingerprint: job.fingerprint.clone(),
             parts: job.parts.clone(),
+            text: job.text.text.clone(),
+            origin: job.text.origin.clone(),
         }
     }
 }

@@ -126,6 +126,27 @@ impl StatefulAggregateExec {
             .expect("checked in try_new")
     }
 
+    /// Every key of one of this operator's state partitions, decoded with its layout: one row
+    /// per key holding the group columns and the accumulators' state (what `sluice checkpoint
+    /// state` prints). The indexes kept beside the keys (window floor, expiry and session
+    /// indexes) are left out.
+    pub fn state_rows(&self, part: &StatePartition) -> DfResult<RecordBatch> {
+        let agg_input = self.agg().input().clone();
+        let reduce = aggregate_over(self.agg(), AggregateMode::PartialReduce, agg_input)?;
+        let schema = reduce.schema();
+        let codec = RowCodec::new(
+            &schema,
+            self.agg().group_expr().expr().len(),
+            self.spec.window_end,
+            self.spec.ttl_ms.is_some(),
+        )?;
+        let entries = part
+            .scan(&[], Some(&[FLOOR]))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let values: Vec<Vec<u8>> = entries.into_iter().map(|(_, v)| v).collect();
+        codec.decode(&schema, &values)
+    }
+
     async fn run(&self, partition: usize, ctx: Arc<TaskContext>) -> DfResult<Vec<RecordBatch>> {
         let inputs = task_inputs(&ctx)?;
         let state = inputs.state.clone().ok_or_else(|| {

@@ -203,6 +203,29 @@ pub(crate) enum CheckpointCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print (or write to Parquet) the rows of a stateful aggregation's state at a committed
+    /// epoch: one row per key, its group columns and its accumulators' state, with the state
+    /// partition holding it.
+    State {
+        /// The checkpoint directory or object-store URL.
+        dir: PathBuf,
+        /// The stateful operator (as numbered in `sluice explain`); needed when the job has
+        /// several.
+        #[arg(long)]
+        operator: Option<u32>,
+        /// The epoch (default: the last committed).
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// The job file (default: the job the checkpoint keeps).
+        #[arg(long)]
+        job: Option<PathBuf>,
+        /// Write every row to this Parquet file instead of printing.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Most rows printed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Say whether JOB (a changed job, say) can resume from the checkpoint DIR, and if not,
     /// which of its tables, watermarks or queries changed. Exit status 0 when it can, 1 when
     /// not.

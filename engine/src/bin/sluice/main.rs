@@ -277,6 +277,24 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
         Command::Checkpoint {
             command: CheckpointCommand::Check { job, dir },
         } => check_checkpoint(&job, &dir),
+        Command::Checkpoint {
+            command:
+                CheckpointCommand::State {
+                    dir,
+                    operator,
+                    epoch,
+                    job,
+                    output,
+                    limit,
+                },
+        } => output::checkpoint_state(
+            &dir,
+            operator,
+            epoch,
+            job.as_deref(),
+            output.as_deref(),
+            limit,
+        ),
         Command::Ui {
             checkpoint,
             ui,

@@ -263,6 +263,80 @@ fn inspect_json(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sluice checkpoint state DIR`.
+pub(crate) fn checkpoint_state(
+    dir: &std::path::Path,
+    operator: Option<u32>,
+    epoch: Option<u64>,
+    job: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let store = open_checkpoint(dir)?;
+    let text = match job {
+        Some(path) => sluice_engine::job::JobText {
+            origin: path.display().to_string(),
+            text: std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        },
+        None => {
+            let record = store
+                .read_job::<sluice_engine::job::check::JobRecord>()?
+                .filter(|r| !r.text.is_empty())
+                .context("the checkpoint keeps no job text (written by an older Sluice): give the job with --job JOB")?;
+            sluice_engine::job::JobText {
+                origin: record.origin,
+                text: record.text,
+            }
+        }
+    };
+    let job = sluice_engine::job::Job::parse(text)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (schema, batches, epoch, operator) =
+        runtime.block_on(sluice_engine::driver::inspect::state_rows(
+            &job,
+            &store,
+            operator,
+            epoch.map(sluice_checkpoint::Epoch),
+        ))?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if let Some(path) = output {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+        for b in &batches {
+            writer.write(b)?;
+        }
+        writer.close()?;
+        say!(
+            "sluice: {rows} state rows of operator {operator} at epoch {epoch} written to {}",
+            path.display()
+        );
+        return Ok(());
+    }
+    let mut shown = Vec::new();
+    let mut left = limit;
+    for b in &batches {
+        if left == 0 {
+            break;
+        }
+        let take = b.num_rows().min(left);
+        shown.push(b.slice(0, take));
+        left -= take;
+    }
+    println!("{}", arrow::util::pretty::pretty_format_batches(&shown)?);
+    say!(
+        "sluice: operator {operator} at epoch {epoch}: {rows} state rows{}",
+        if rows > limit {
+            format!(" ({limit} shown; --limit N or --output FILE.parquet for more)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
 /// `sluice checkpoint check JOB DIR`.
 pub(crate) fn check_checkpoint(job: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
