@@ -15,6 +15,7 @@
 //! A bounded job is epoch 0 of its query through exactly this path. Running it again on the
 //! same checkpoint finds epoch 0 committed and does nothing.
 
+pub mod allocation;
 pub mod cluster;
 mod epoch;
 pub mod events;
