@@ -57,11 +57,17 @@ impl Ui {
         })
     }
 
-    /// A UI for a stopped query: its checkpoint's progress records, oldest first.
-    pub fn history(query_id: String, records: Vec<EpochProgress>) -> Arc<Ui> {
+    /// A UI for a stopped query: its checkpoint's progress records, oldest first, and its
+    /// stage DAG when the checkpoint keeps the job.
+    pub fn history(
+        query_id: String,
+        records: Vec<EpochProgress>,
+        stages: Vec<crate::driver::events::StageInfo>,
+    ) -> Arc<Ui> {
         let mut model = Model::new("history");
         model.state = "stopped".into();
         model.query_id = Some(query_id);
+        model.stages = stages;
         let metrics = Metrics::new();
         for p in records {
             metrics.epoch(&p);

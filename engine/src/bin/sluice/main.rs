@@ -340,10 +340,41 @@ fn serve_history(
         }
     }
     let epochs = records.len();
-    let ui = Ui::history(store.metadata().query_id.to_string(), records);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The stage DAG, planned again from the job the checkpoint keeps (at the partition count
+    // its last epoch ran with); without it the stages page shows the recorded task spreads.
+    let stages = match store.read_job::<sluice_engine::job::check::JobRecord>()? {
+        Some(record) if !record.text.is_empty() => {
+            let partitions = match store.planned_epochs()?.last() {
+                Some(&last) => store
+                    .read_offsets::<driver::EpochInput>(last)?
+                    .and_then(|i| i.partitions),
+                None => None,
+            };
+            let planned = sluice_engine::job::Job::parse(sluice_engine::job::JobText {
+                origin: record.origin,
+                text: record.text,
+            })
+            .map_err(anyhow::Error::from)
+            .and_then(|job| {
+                Ok(runtime.block_on(sluice_engine::plan::plan(&job, partitions.unwrap_or(2)))?)
+            });
+            match planned {
+                Ok(planned) => driver::events::StageInfo::of(&planned),
+                Err(e) => {
+                    output::say(
+                        "WARN",
+                        &format!("sluice: the kept job does not plan any more ({e}); stages are shown without their plans"),
+                    );
+                    Vec::new()
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let ui = Ui::history(store.metadata().query_id.to_string(), records, stages);
     runtime.block_on(async {
         let bound = sluice_engine::ui::serve(
             ui,
