@@ -98,8 +98,7 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool, ui: bool
         .args(["--no-data-epochs", "--progress", "json"])
         .args(["--max-epochs", &epochs.to_string()])
         .arg("--checkpoint")
-        .arg(&checkpoint)
-        .stderr(std::process::Stdio::null());
+        .arg(&checkpoint);
     if !fsync {
         cmd.arg("--no-fsync");
     }
@@ -107,7 +106,12 @@ fn sluice_epochs(dir: &Path, broker: &Broker, epochs: u64, fsync: bool, ui: bool
         cmd.args(["--ui", "off"]);
     }
     let out = cmd.output().expect("sluice runs");
-    assert!(out.status.success(), "sluice failed: {}", out.status);
+    assert!(
+        out.status.success(),
+        "sluice failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut totals = Vec::new();
     let mut cycles = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -639,7 +639,9 @@ impl StatePartition {
         }
         small.sort();
         manifest.small = small.iter().map(|(name, _)| name.clone()).collect();
-        if durable && !remote.is_object() {
+        // The new SSTs' directory entries: only when there are any (an empty partition's
+        // first snapshot has none, and no `sst` directory yet).
+        if durable && !remote.is_object() && stats.uploaded_bytes > 0 {
             remote::sync(&remote.name("sst"))?;
         }
         stats.uploaded_bytes +=
