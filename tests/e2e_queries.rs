@@ -342,7 +342,7 @@ fn a_program_observes_the_drivers_events() {
         .collect();
     assert_eq!(committed.len(), 1, "{events:?}");
     // The query started with its DAG, the epoch started, then every stage of the DAG finished
-    // once (after its tasks), then it committed and the executors were reported.
+    // once (after its tasks), then it committed; the executors were reported on the way.
     assert!(
         matches!(&events[0], Event::QueryStarted { stages, bounded: true, .. } if stages.len() == report.stages),
         "{events:?}"
@@ -368,11 +368,13 @@ fn a_program_observes_the_drivers_events() {
     stages.sort();
     assert_eq!(stages, (0..report.stages).collect::<Vec<_>>(), "{events:?}");
     assert!(
-        matches!(events.last(), Some(Event::Executors { executors }) if executors.len() == 2),
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Executors { executors } if executors.len() == 2)),
         "{events:?}"
     );
     assert!(
-        matches!(events[events.len() - 2], Event::EpochCommitted { .. }),
+        matches!(events.last(), Some(Event::EpochCommitted { .. })),
         "{events:?}"
     );
     let (progress, bounded) = &committed[0];

@@ -191,6 +191,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             killer: cluster.killer(),
             lost: Vec::new(),
             running_epoch: 0,
+            executors_reported: None,
             store_retries: 0,
             driver_store_retries: 0,
             reporter: reporter.clone(),

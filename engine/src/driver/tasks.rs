@@ -104,6 +104,8 @@ pub(super) struct Tasks<'a> {
     pub reporter: Arc<dyn Reporter>,
     /// The epoch being scheduled, for the events of its tasks.
     pub running_epoch: u64,
+    /// When the executors were last reported, and which they were.
+    pub executors_reported: Option<(Instant, Vec<ExecutorId>)>,
 }
 
 /// Queues `message` for `member`; a closed queue means the executor is going away.
@@ -187,11 +189,22 @@ impl Tasks<'_> {
         }
     }
 
-    /// Tells the reporter which executors there are now, and how they are.
-    pub(super) fn report_executors(&self) {
+    /// Tells the reporter which executors there are now, and how they are: when they changed,
+    /// else at most every 500 ms (their heartbeats come that often; a 0 ms trigger commits
+    /// far more often).
+    pub(super) fn report_executors(&mut self) {
+        let ids: Vec<ExecutorId> = self.members.keys().copied().collect();
+        let due = match &self.executors_reported {
+            Some((at, known)) => *known != ids || at.elapsed() >= Duration::from_millis(500),
+            None => true,
+        };
+        if !due {
+            return;
+        }
         self.reporter.report(Event::Executors {
             executors: self.members.iter().map(|(id, m)| m.status(*id)).collect(),
         });
+        self.executors_reported = Some((Instant::now(), ids));
     }
 
     /// Transient object-store failures since the last call, the driver's and its executors'.
