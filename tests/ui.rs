@@ -55,6 +55,25 @@ fn stop(mut run: Logged) {
     let _ = run.child.wait();
 }
 
+/// Runs `job.sql` in `dir` for `epochs` epochs on `ckpt` (trigger `trigger`), without the UI.
+fn run_epochs(dir: &Path, trigger: &str, epochs: &str) {
+    ok(&sluice(
+        dir,
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--trigger",
+            trigger,
+            "--max-epochs",
+            epochs,
+            "--ui",
+            "off",
+        ],
+    ));
+}
+
 #[test]
 fn a_real_browser_sees_live_plots_and_a_growing_epochs_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,21 +322,7 @@ fn a_ui_other_hosts_can_reach_needs_a_token_on_every_request() {
 fn history_serves_a_stopped_querys_epochs_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     write_job(dir.path());
-    ok(&sluice(
-        dir.path(),
-        &[
-            "run",
-            "job.sql",
-            "--checkpoint",
-            "ckpt",
-            "--trigger",
-            "200ms",
-            "--max-epochs",
-            "4",
-            "--ui",
-            "off",
-        ],
-    ));
+    run_epochs(dir.path(), "200ms", "4");
     let history = Logged::spawn(
         dir.path(),
         &["ui", "--checkpoint", "ckpt", "--ui", "127.0.0.1:0"],
@@ -407,21 +412,7 @@ fn a_bounded_run_shows_progress_on_a_terminal_only() {
 fn checkpoint_check_and_inspect_json_on_a_windowed_query() {
     let dir = tempfile::tempdir().unwrap();
     write_job(dir.path());
-    ok(&sluice(
-        dir.path(),
-        &[
-            "run",
-            "job.sql",
-            "--checkpoint",
-            "ckpt",
-            "--trigger",
-            "200ms",
-            "--max-epochs",
-            "3",
-            "--ui",
-            "off",
-        ],
-    ));
+    run_epochs(dir.path(), "200ms", "3");
     let same = ok(&sluice(
         dir.path(),
         &["checkpoint", "check", "job.sql", "ckpt"],
@@ -486,21 +477,7 @@ fn checkpoint_check_and_inspect_json_on_a_windowed_query() {
 fn checkpoint_state_holds_every_row_not_yet_emitted() {
     let dir = tempfile::tempdir().unwrap();
     write_job(dir.path());
-    ok(&sluice(
-        dir.path(),
-        &[
-            "run",
-            "job.sql",
-            "--checkpoint",
-            "ckpt",
-            "--trigger",
-            "300ms",
-            "--max-epochs",
-            "8",
-            "--ui",
-            "off",
-        ],
-    ));
+    run_epochs(dir.path(), "300ms", "8");
     let records = sluice::progress::records(&dir.path().join("ckpt"));
     let read: u64 = records
         .iter()
