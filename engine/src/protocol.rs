@@ -154,6 +154,11 @@ pub struct QueryInstall {
     /// executor connects to its peers ahead of the first shuffle read of a query with stages
     /// after the first.
     pub peers: Vec<std::net::SocketAddr>,
+    /// The number of key groups hash shuffles and keyed state are divided into (a key's group
+    /// is its hash modulo this; partition `p` of `P` holds a range of them, see
+    /// [`sluice_checkpoint::state::KeyGroups`]). `None` for a checkpoint written before key
+    /// groups: shuffles then send a key to its hash modulo the partition count.
+    pub key_groups: Option<u32>,
 }
 
 /// Where a query's operator state is checkpointed.
@@ -225,6 +230,10 @@ pub struct TaskDescriptor {
     pub batch_timestamp_ms: i64,
     /// The last committed epoch, whose snapshot stateful operators start from.
     pub restore: Option<Epoch>,
+    /// The partition count `restore` was committed with, when this task's keyed state had
+    /// another one then: the task rebuilds its partition from the old partitions holding its
+    /// key groups.
+    pub restore_partitions: Option<u32>,
 }
 
 /// Where one upstream task's output lives.

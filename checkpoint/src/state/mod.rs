@@ -10,9 +10,9 @@
 //! describe the database and a manifest:
 //!
 //! ```text
-//! CHECKPOINT/state/op-O/part-P/sst/INCARNATION-NNNNNN.sst   immutable, shared by snapshots
-//! CHECKPOINT/state/op-O/part-P/epoch-N/snapshot.json        manifest: local name → stored name
-//! CHECKPOINT/state/op-O/part-P/epoch-N/{CURRENT,MANIFEST-*,OPTIONS-*}
+//! CHECKPOINT/state/op-O/kg-S-E/sst/INCARNATION-NNNNNN.sst   immutable, shared by snapshots
+//! CHECKPOINT/state/op-O/kg-S-E/epoch-N/snapshot.json        manifest: local name → stored name
+//! CHECKPOINT/state/op-O/kg-S-E/epoch-N/{CURRENT,MANIFEST-*,OPTIONS-*}
 //! ```
 //!
 //! Between full snapshots, an epoch's snapshot is a **changelog**: the epoch's writes (puts and
@@ -26,12 +26,15 @@
 //! changelog snapshot restores its base, then replays the changelogs in order:
 //!
 //! ```text
-//! CHECKPOINT/state/op-O/part-P/changelog/INCARNATION-N.log       one epoch's writes
+//! CHECKPOINT/state/op-O/kg-S-E/changelog/INCARNATION-N.log       one epoch's writes
 //! ```
 //!
 //! The store is the checkpoint's `state/` directory or, for a checkpoint on an object store,
 //! its `state/` prefix (see [`remote`] for how a snapshot is published without rename there):
 //! an executor on any host restores a partition by downloading the files its manifest names.
+//!
+//! A partition's directory names the key groups `S..E` it holds (see [`KeyGroups`]);
+//! checkpoints written before key groups use `part-P` (partition `P`).
 //!
 //! An SST's stored name carries the *incarnation* of the database that wrote it (a fresh id
 //! each time an instance is created or restored), so an instance restored from an older epoch
@@ -56,9 +59,11 @@ use crate::location::Location;
 use crate::{Epoch, QueryId};
 
 mod changelog;
+mod key_groups;
 mod remote;
 use changelog::{log_op, replay_changelog, LOG_DELETE, LOG_DELETE_RANGE, LOG_PUT};
 pub use changelog::{parse_changelog, ChangelogOp};
+pub use key_groups::{KeyGroups, Redistribution};
 use remote::{epoch_dir, Remote, MANIFEST};
 
 /// Memory limits shared by all state partitions of one executor.
@@ -89,14 +94,22 @@ pub struct StatePartitionId {
     pub query_id: QueryId,
     /// The stateful operator within the query.
     pub operator: u32,
-    /// The partition (key group) of that operator.
+    /// The partition (task) of that operator.
     pub partition: u32,
+    /// The key groups it holds; `None` for a checkpoint written before key groups, whose
+    /// partitions are numbered (and whose partition count cannot change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<KeyGroups>,
 }
 
 impl StatePartitionId {
-    /// Its directory relative to a state root: `op-O/part-P`.
+    /// Its directory relative to a state root: `op-O/kg-S-E` (key groups `S..E`), or
+    /// `op-O/part-P` for a checkpoint written before key groups.
     pub fn relative_dir(&self) -> String {
-        format!("op-{}/part-{}", self.operator, self.partition)
+        match self.key_groups {
+            Some(kg) => format!("op-{}/{}", self.operator, kg.dir_name()),
+            None => format!("op-{}/part-{}", self.operator, self.partition),
+        }
     }
 }
 
@@ -122,6 +135,9 @@ pub struct SnapshotManifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changelogs: Vec<StoredFile>,
 }
+
+/// Entries classified at a time when a partition is rebuilt from another layout.
+const RESCALE_CHUNK: usize = 4096;
 
 /// Changelog snapshots taken before the next full snapshot.
 pub const MAX_CHANGELOGS: usize = 10;
@@ -309,45 +325,10 @@ impl StateBackend {
         let dir = part_dir.join(&incarnation);
         fs::create_dir_all(&dir).map_err(io("create state directory", &dir))?;
         let db_dir = dir.join("db");
-        let mut stored = BTreeMap::new();
-        let mut chain = None;
-        let mut replay = Vec::new();
-        if let Some(epoch) = restore {
-            let remote = Remote::of(store).child(&id.relative_dir());
-            let manifest = find_manifest(&remote, epoch)?;
-            fs::create_dir_all(&db_dir).map_err(io("create state directory", &db_dir))?;
-            for (local, file) in &manifest.sst {
-                remote.download(&format!("sst/{}", file.stored), &db_dir.join(local), true)?;
-            }
-            // The small files live with the full snapshot; RocksDB modifies them (copies).
-            let base = manifest.base.unwrap_or(manifest.epoch);
-            let small_dir = match &manifest.small_dir {
-                Some(dir) => format!("{}/{dir}", epoch_dir(base.0)),
-                None => epoch_dir(base.0),
-            };
-            for name in &manifest.small {
-                remote.download(&format!("{small_dir}/{name}"), &db_dir.join(name), false)?;
-            }
-            for log in &manifest.changelogs {
-                let rel = format!("changelog/{}", log.stored);
-                let bytes = remote.read(&rel)?.ok_or_else(|| CheckpointError::Corrupt {
-                    path: remote.name(&rel),
-                    message: "a changelog the snapshot names is missing".into(),
-                })?;
-                replay.push((remote.name(&rel), bytes));
-            }
-            chain = Some(Chain {
-                base,
-                small: manifest.small.clone(),
-                small_dir: manifest.small_dir.clone(),
-                changelogs: manifest.changelogs,
-            });
-            stored = manifest.sst;
-        }
-        let db = DB::open(&self.options(), &db_dir).map_err(|e| db_error(&db_dir, e))?;
-        for (name, bytes) in &replay {
-            replay_changelog(&db, bytes, name)?;
-        }
+        let (db, stored, chain) = match restore {
+            Some(epoch) => self.restore_db(id, store, epoch, &db_dir)?,
+            None => (self.open_db(&db_dir)?, BTreeMap::new(), None),
+        };
         let partition = Arc::new(Mutex::new(StatePartition {
             id: id.clone(),
             dir,
@@ -363,6 +344,160 @@ impl StateBackend {
         }));
         partitions.insert(id.clone(), partition.clone());
         Ok(partition)
+    }
+
+    /// The instance for `id` at `epoch`, built from the snapshots of `sources`: partitions of
+    /// the same operator in the layout `epoch` was committed with (another partition count).
+    /// It keeps the entries of the key groups `id` holds and merges the partition-wide ones
+    /// (see [`Redistribution`]). Its first snapshot is a full one, even when the epoch writes
+    /// nothing, so that restoring `id` later never needs the old layout's files.
+    ///
+    /// An instance already open at `epoch` is reused, as [`StateBackend::open`] does.
+    pub fn open_rescaled(
+        &self,
+        id: &StatePartitionId,
+        store: &Location,
+        epoch: Epoch,
+        sources: &[StatePartitionId],
+        how: &dyn Redistribution,
+    ) -> Result<Arc<Mutex<StatePartition>>> {
+        let Some(range) = id.key_groups else {
+            return Err(CheckpointError::Corrupt {
+                path: self.root.join(id.relative_dir()),
+                message: "a state partition without key groups cannot be rescaled".into(),
+            });
+        };
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = partitions.get(id) {
+            if let Ok(mut p) = existing.lock() {
+                if p.epoch == Some(epoch) && !p.dirty {
+                    p.restored = false;
+                    return Ok(existing.clone());
+                }
+            }
+            partitions.remove(id);
+        }
+        let part_dir = self.root.join(id.query_id.as_str()).join(id.relative_dir());
+        if part_dir.exists() {
+            fs::remove_dir_all(&part_dir).map_err(io("remove stale state", &part_dir))?;
+        }
+        let incarnation = incarnation();
+        let dir = part_dir.join(&incarnation);
+        fs::create_dir_all(&dir).map_err(io("create state directory", &dir))?;
+        let db = self.open_db(&dir.join("db"))?;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        let mut shared: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (n, source) in sources.iter().enumerate() {
+            let scratch = dir.join(format!("source-{n}"));
+            let (old, _, _) = self.restore_db(source, store, epoch, &scratch)?;
+            let name = Remote::of(store).child(&source.relative_dir()).name("");
+            let mut entries = old.iterator(rocksdb::IteratorMode::Start);
+            loop {
+                let mut chunk = Vec::with_capacity(RESCALE_CHUNK);
+                for item in entries.by_ref().take(RESCALE_CHUNK) {
+                    let (k, v) = item.map_err(|e| db_error(&scratch, e))?;
+                    chunk.push((k.into_vec(), v.into_vec()));
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                let groups =
+                    how.key_groups(&chunk)
+                        .map_err(|message| CheckpointError::Corrupt {
+                            path: name.clone(),
+                            message: format!("redistributing its state by key group: {message}"),
+                        })?;
+                let mut batch = WriteBatch::default();
+                for ((k, v), group) in chunk.into_iter().zip(groups) {
+                    match group {
+                        Some(g) if range.contains(g) => batch.put(k, v),
+                        Some(_) => {}
+                        None => match shared.get_mut(&k) {
+                            Some(kept) => *kept = how.merge(&k, kept, &v),
+                            None => {
+                                shared.insert(k, v);
+                            }
+                        },
+                    }
+                }
+                db.write_opt(batch, &opts).map_err(|e| db_error(&dir, e))?;
+            }
+            drop(entries);
+            drop(old);
+            fs::remove_dir_all(&scratch).map_err(io("remove restored state", &scratch))?;
+        }
+        let mut batch = WriteBatch::default();
+        for (k, v) in &shared {
+            batch.put(k, v);
+        }
+        db.write_opt(batch, &opts).map_err(|e| db_error(&dir, e))?;
+        let partition = Arc::new(Mutex::new(StatePartition {
+            id: id.clone(),
+            dir,
+            db,
+            epoch: Some(epoch),
+            dirty: false,
+            stored: BTreeMap::new(),
+            incarnation,
+            log: Vec::new(),
+            max_changelogs: self.config.max_changelogs,
+            // No chain: the next snapshot is a full one.
+            chain: None,
+            restored: true,
+        }));
+        partitions.insert(id.clone(), partition.clone());
+        Ok(partition)
+    }
+
+    fn open_db(&self, db_dir: &Path) -> Result<DB> {
+        DB::open(&self.options(), db_dir).map_err(|e| db_error(db_dir, e))
+    }
+
+    /// Downloads the snapshot holding `id` at `epoch` into `db_dir`, opens it and replays its
+    /// changelogs.
+    fn restore_db(
+        &self,
+        id: &StatePartitionId,
+        store: &Location,
+        epoch: Epoch,
+        db_dir: &Path,
+    ) -> Result<(DB, BTreeMap<String, StoredFile>, Option<Chain>)> {
+        let remote = Remote::of(store).child(&id.relative_dir());
+        let manifest = find_manifest(&remote, epoch)?;
+        fs::create_dir_all(db_dir).map_err(io("create state directory", db_dir))?;
+        for (local, file) in &manifest.sst {
+            remote.download(&format!("sst/{}", file.stored), &db_dir.join(local), true)?;
+        }
+        // The small files live with the full snapshot; RocksDB modifies them (copies).
+        let base = manifest.base.unwrap_or(manifest.epoch);
+        let small_dir = match &manifest.small_dir {
+            Some(dir) => format!("{}/{dir}", epoch_dir(base.0)),
+            None => epoch_dir(base.0),
+        };
+        for name in &manifest.small {
+            remote.download(&format!("{small_dir}/{name}"), &db_dir.join(name), false)?;
+        }
+        let mut replay = Vec::new();
+        for log in &manifest.changelogs {
+            let rel = format!("changelog/{}", log.stored);
+            let bytes = remote.read(&rel)?.ok_or_else(|| CheckpointError::Corrupt {
+                path: remote.name(&rel),
+                message: "a changelog the snapshot names is missing".into(),
+            })?;
+            replay.push((remote.name(&rel), bytes));
+        }
+        let db = self.open_db(db_dir)?;
+        for (name, bytes) in &replay {
+            replay_changelog(&db, bytes, name)?;
+        }
+        let chain = Chain {
+            base,
+            small: manifest.small.clone(),
+            small_dir: manifest.small_dir.clone(),
+            changelogs: manifest.changelogs,
+        };
+        Ok((db, manifest.sst, Some(chain)))
     }
 
     /// The instances held in memory with the epoch each is at, leaving out any written since
@@ -666,7 +801,11 @@ pub fn collect_garbage(store: &Location, oldest: Epoch) -> Result<usize> {
     let store = Remote::of(store);
     let mut removed = 0;
     for op in store.names("")?.iter().filter(|n| n.starts_with("op-")) {
-        for part in store.names(op)?.iter().filter(|n| n.starts_with("part-")) {
+        let parts = store.names(op)?;
+        for part in parts
+            .iter()
+            .filter(|n| n.starts_with("part-") || n.starts_with("kg-"))
+        {
             removed += collect_partition(&store.child(&format!("{op}/{part}")), oldest)?;
         }
     }

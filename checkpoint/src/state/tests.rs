@@ -32,6 +32,7 @@ fn id(partition: u32) -> StatePartitionId {
         query_id: crate::QueryId::new("q").unwrap(),
         operator: 0,
         partition,
+        key_groups: None,
     }
 }
 
@@ -383,4 +384,122 @@ fn on_an_object_store_attempts_of_one_epoch_never_mix_files() {
     assert!(!has_snapshot(&store, 0));
     let p = c.open(&id(0), &store, Some(Epoch(1))).unwrap();
     assert_eq!(get(&p.lock().unwrap(), "k").as_deref(), Some("attempt b"));
+}
+
+/// Test layout: a key's group is its first byte's digit; `~` keys are partition-wide bounds,
+/// merged by taking the smaller.
+struct ByFirstDigit;
+
+impl Redistribution for ByFirstDigit {
+    fn key_groups(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<u32>>, String> {
+        entries
+            .iter()
+            .map(|(k, _)| match k.first() {
+                Some(b'~') => Ok(None),
+                Some(d @ b'0'..=b'9') => Ok(Some(u32::from(d - b'0'))),
+                _ => Err(format!("an unexpected key {k:?}")),
+            })
+            .collect()
+    }
+
+    fn merge(&self, _key: &[u8], kept: &[u8], other: &[u8]) -> Vec<u8> {
+        kept.min(other).to_vec()
+    }
+}
+
+fn ranged(partition: u32, partitions: u32) -> StatePartitionId {
+    StatePartitionId {
+        key_groups: Some(KeyGroups::of_partition(partition, partitions, 4)),
+        ..id(partition)
+    }
+}
+
+fn all(p: &StatePartition) -> Vec<(String, String)> {
+    p.scan(b"", None)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+#[test]
+fn rescaling_splits_and_merges_partitions_by_key_group() {
+    for_each_store(|dir, store| {
+        // Two partitions of four key groups: 0..2 and 2..4, each with its own bound.
+        let a = StateBackend::new(&dir.join("a"), chained(3)).unwrap();
+        for (p, keys, bound) in [(0, ["0a", "1b"], "5"), (1, ["2c", "3d"], "4")] {
+            let part = a.open(&ranged(p, 2), store, None).unwrap();
+            let mut part = part.lock().unwrap();
+            put(&mut part, keys[0], "x");
+            part.snapshot(Epoch(0), store, false).unwrap();
+            // A changelog snapshot: the rescaled restore replays it.
+            put(&mut part, keys[1], "y");
+            put(&mut part, "~bound", bound);
+            part.snapshot(Epoch(1), store, false).unwrap();
+        }
+        assert!(Remote::of(store)
+            .child("op-0/kg-2-4")
+            .snapshot_epochs()
+            .unwrap()
+            .contains(&1));
+        let old = [ranged(0, 2), ranged(1, 2)];
+        // Four partitions: each takes one group of one old partition, and the bound.
+        let b = StateBackend::new(&dir.join("b"), chained(3)).unwrap();
+        let third = b
+            .open_rescaled(&ranged(2, 4), store, Epoch(1), &old, &ByFirstDigit)
+            .unwrap();
+        assert_eq!(
+            all(&third.lock().unwrap()),
+            vec![("2c".into(), "x".into()), ("~bound".into(), "4".into())]
+        );
+        // One partition: everything, the bounds merged.
+        let one = b
+            .open_rescaled(&ranged(0, 1), store, Epoch(1), &old, &ByFirstDigit)
+            .unwrap();
+        let mut one = one.lock().unwrap();
+        assert!(one.was_restored());
+        assert_eq!(one.epoch(), Some(Epoch(1)));
+        assert_eq!(
+            all(&one)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["0a=x", "1b=y", "2c=x", "3d=y", "~bound=4"]
+        );
+        // Its first snapshot is full, though the epoch wrote nothing, and restores as is.
+        one.snapshot(Epoch(2), store, false).unwrap();
+        drop(one);
+        let whole = Remote::of(store).child("op-0/kg-0-4");
+        assert_eq!(read_manifest(&whole, Epoch(2)).unwrap().base, None);
+        let c = StateBackend::new(&dir.join("c"), chained(3)).unwrap();
+        let again = c.open(&ranged(0, 1), store, Some(Epoch(2))).unwrap();
+        assert_eq!(all(&again.lock().unwrap()).len(), 5);
+    });
+}
+
+#[test]
+fn rescaling_reports_an_entry_it_cannot_place() {
+    for_each_store(|dir, store| {
+        let a = StateBackend::new(&dir.join("a"), full()).unwrap();
+        let part = a.open(&ranged(0, 1), store, None).unwrap();
+        put(&mut part.lock().unwrap(), "?", "x");
+        part.lock()
+            .unwrap()
+            .snapshot(Epoch(0), store, false)
+            .unwrap();
+        let err = a
+            .open_rescaled(
+                &ranged(0, 2),
+                store,
+                Epoch(0),
+                &[ranged(0, 1)],
+                &ByFirstDigit,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kg-0-4") && err.contains("unexpected key"),
+            "{err}"
+        );
+    });
 }

@@ -51,9 +51,21 @@ struct Query {
     planned: PlannedQuery,
     install: QueryInstall,
     parallelism: usize,
+    /// Key groups of shuffles and state (`None`: a checkpoint from before key groups).
+    key_groups: Option<u32>,
+    /// The epoch whose tasks rebuild keyed state committed with another partition count,
+    /// and that count.
+    rescale: Option<(Epoch, u32)>,
     policy: Policy,
     /// `available-now`: where each partition ended at start.
     until: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// What [`EpochRunner::state_layout`] decided.
+struct StateLayout {
+    parallelism: usize,
+    key_groups: Option<u32>,
+    rescale: Option<(Epoch, u32)>,
 }
 
 /// The epoch in flight, between the core's actions.
@@ -296,26 +308,13 @@ impl EpochRunner<'_> {
                 .map(|m| m.info.slots as usize)
                 .sum(),
         };
-        let mut parallelism = self.config.parallelism.unwrap_or(slots).max(1);
-        let mut planned = plan::plan(job, parallelism).await?;
-        // State is partitioned by key hash over the query's partitions: a stateful query keeps
-        // the partition count its checkpoint started with, whatever the cluster is now.
-        let recorded = match self.store.planned_epochs()?.last() {
-            Some(&last) => self
-                .store
-                .read_offsets::<EpochInput>(last)?
-                .and_then(|i| i.partitions),
-            None => None,
-        };
-        if let Some(recorded) = recorded {
-            if recorded != parallelism && !planned.stateful_stages.is_empty() {
-                self.notice(format!(
-                    "keeping the {recorded} state partitions this query's checkpoint started with (not {parallelism})"
-                ));
-                parallelism = recorded;
-                planned = plan::plan(job, parallelism).await?;
-            }
+        let desired = self.config.parallelism.unwrap_or(slots).max(1);
+        let mut planned = plan::plan(job, desired).await?;
+        let layout = self.state_layout(desired, !planned.stateful_stages.is_empty())?;
+        if layout.parallelism != desired {
+            planned = plan::plan(job, layout.parallelism).await?;
         }
+        let parallelism = layout.parallelism;
         tracing::debug!(elapsed = ?started.elapsed(), "planned");
         let bounded = planned.sources.values().all(|s| s.bounded());
         let trigger = match (bounded, self.config.trigger) {
@@ -340,6 +339,7 @@ impl EpochRunner<'_> {
                 .values()
                 .map(|m| m.info.data_addr)
                 .collect(),
+            key_groups: layout.key_groups,
         };
         for member in self.tasks.members.values() {
             send(member, ToExecutor::InstallQuery(Box::new(install.clone()))).await;
@@ -357,6 +357,8 @@ impl EpochRunner<'_> {
             planned,
             install,
             parallelism,
+            key_groups: layout.key_groups,
+            rescale: layout.rescale,
             policy: Policy {
                 bounded,
                 trigger,
@@ -364,6 +366,85 @@ impl EpochRunner<'_> {
                 no_data_epochs: self.config.no_data_epochs,
             },
             until,
+        })
+    }
+
+    /// The partition count and key groups this run uses, and whether its first epoch rescales
+    /// keyed state: `desired` unless the checkpoint says otherwise.
+    ///
+    /// The key groups are fixed by the checkpoint's first epoch. An epoch recorded but not
+    /// committed is re-run with the partition count it was planned with; a checkpoint written
+    /// before key groups keeps the count its state started with.
+    fn state_layout(&self, desired: usize, stateful: bool) -> Result<StateLayout> {
+        let planned = self.store.planned_epochs()?;
+        let last_planned = match planned.last() {
+            Some(&e) => self.store.read_offsets::<EpochInput>(e)?.map(|i| (e, i)),
+            None => None,
+        };
+        let committed = self.store.epoch_log()?.last_committed;
+        let default_groups = (desired * 3 / 2).next_power_of_two().clamp(128, 32768) as u32;
+        let Some((last, recorded)) = last_planned else {
+            return Ok(StateLayout {
+                parallelism: desired,
+                key_groups: Some(default_groups),
+                rescale: None,
+            });
+        };
+        let recorded_partitions = recorded.partitions.unwrap_or(desired);
+        let Some(max) = recorded.key_groups else {
+            if !stateful {
+                return Ok(StateLayout {
+                    parallelism: desired,
+                    key_groups: Some(default_groups),
+                    rescale: None,
+                });
+            }
+            if recorded_partitions != desired {
+                self.notice(format!(
+                    "keeping the {recorded_partitions} state partitions this query's checkpoint started with (not {desired}): it was written before key groups, so its state cannot be redistributed; start a new checkpoint to change the partition count"
+                ));
+            }
+            return Ok(StateLayout {
+                parallelism: recorded_partitions,
+                key_groups: None,
+                rescale: None,
+            });
+        };
+        let pending = committed.is_none_or(|c| c < last);
+        let parallelism = if pending && stateful {
+            if recorded_partitions != desired {
+                self.notice(format!(
+                    "epoch {last} is re-run with the {recorded_partitions} partitions it was planned with (not {desired}); restart once it has committed to change the partition count"
+                ));
+            }
+            recorded_partitions
+        } else {
+            desired
+        };
+        if stateful && parallelism > max as usize {
+            return Err(EngineError::Config(format!(
+                "--parallelism {parallelism} is more than the {max} key groups this query's checkpoint divides its state into (a partition holds at least one)"
+            )));
+        }
+        let mut rescale = None;
+        if let (true, Some(c)) = (stateful, committed) {
+            let was = self
+                .store
+                .read_offsets::<EpochInput>(c)?
+                .and_then(|i| i.partitions)
+                .unwrap_or(parallelism);
+            if was != parallelism {
+                self.notice(format!(
+                    "redistributing keyed state from {was} to {parallelism} partitions ({max} key groups) at epoch {}",
+                    c.0 + 1
+                ));
+                rescale = Some((Epoch(c.0 + 1), was as u32));
+            }
+        }
+        Ok(StateLayout {
+            parallelism,
+            key_groups: Some(max),
+            rescale,
         })
     }
 
@@ -458,6 +539,7 @@ impl EpochRunner<'_> {
             max_event_ms,
             source_watermarks,
             partitions: Some(query.parallelism),
+            key_groups: query.key_groups,
         };
         Ok((input, timings, has_work))
     }
@@ -479,7 +561,14 @@ impl EpochRunner<'_> {
         let scheduled = interruptible(
             signals,
             threshold,
-            self.tasks.schedule(&query.planned, &query.install, input),
+            self.tasks.schedule(
+                &query.planned,
+                &query.install,
+                input,
+                query
+                    .rescale
+                    .and_then(|(e, was)| (e == input.epoch).then_some(was)),
+            ),
         )
         .await;
         flight.timings.execution = exec_started.elapsed();

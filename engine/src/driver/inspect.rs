@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_plan::ExecutionPlan;
-use sluice_checkpoint::state::{StateBackend, StateConfig, StatePartitionId};
+use sluice_checkpoint::state::{KeyGroups, StateBackend, StateConfig, StatePartitionId};
 use sluice_checkpoint::{CheckpointStore, Epoch};
 
 use super::report::EpochInput;
@@ -36,12 +36,11 @@ pub async fn state_rows(
             "epoch {epoch} is not committed (or no longer kept) in this checkpoint"
         )));
     }
-    let partitions = store
-        .read_offsets::<EpochInput>(epoch)?
-        .and_then(|i| i.partitions)
-        .ok_or_else(|| {
-            EngineError::Config(format!("offsets/{epoch} records no partition count"))
-        })?;
+    let input = store.read_offsets::<EpochInput>(epoch)?;
+    let key_groups = input.as_ref().and_then(|i| i.key_groups);
+    let partitions = input.and_then(|i| i.partitions).ok_or_else(|| {
+        EngineError::Config(format!("offsets/{epoch} records no partition count"))
+    })?;
     let planned = crate::plan::plan(job, partitions).await?;
     let mut found: Vec<StatefulAggregateExec> = Vec::new();
     for stage in &planned.stages {
@@ -69,11 +68,14 @@ pub async fn state_rows(
     let location = store.state_location();
     let mut batches = Vec::new();
     let mut schema = None;
-    for p in 0..partitions {
+    // The operator's tasks: the query's partitions, or one for an aggregate of everything.
+    let tasks = op.properties().output_partitioning().partition_count();
+    for p in 0..tasks {
         let id = StatePartitionId {
             query_id: store.metadata().query_id.clone(),
             operator: op.spec.operator,
             partition: p as u32,
+            key_groups: key_groups.map(|max| KeyGroups::of_partition(p as u32, tasks as u32, max)),
         };
         let handle = backend.open(&id, &location, Some(epoch))?;
         let part = handle.lock().unwrap_or_else(|e| e.into_inner());

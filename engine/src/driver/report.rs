@@ -27,10 +27,13 @@ pub struct EpochInput {
     /// least of the active ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_watermarks: BTreeMap<String, SourceWatermark>,
-    /// The query's partition count (shuffles and state); a stateful query keeps the one its
-    /// first epoch recorded.
+    /// The query's partition count (shuffles and state) in this epoch.
     #[serde(default)]
     pub partitions: Option<usize>,
+    /// The key groups keyed state is divided into, fixed by the checkpoint's first epoch;
+    /// `None` in a checkpoint written before key groups (whose partition count cannot change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<u32>,
 }
 
 /// One source's watermark as an epoch saw it.

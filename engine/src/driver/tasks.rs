@@ -229,11 +229,14 @@ impl Tasks<'_> {
     }
 
     /// Runs every task of the epoch; returns the finished scheduler (its reports hold outputs).
+    /// `rescaled_from`: the partition count the restored epoch was committed with, when the
+    /// keyed state's differs now.
     pub(super) async fn schedule(
         &mut self,
         planned: &PlannedQuery,
         install: &QueryInstall,
         input: &EpochInput,
+        rescaled_from: Option<u32>,
     ) -> Result<EpochScheduler> {
         self.catch_up(install).await;
         let shapes = planned
@@ -367,6 +370,14 @@ impl Tasks<'_> {
                     watermark_ms: input.watermark_ms,
                     batch_timestamp_ms: input.batch_timestamp_ms as i64,
                     restore,
+                    // Keyed state: a stateful stage reading a hash shuffle (a stage reading
+                    // one gathered input has one partition in every layout).
+                    restore_partitions: rescaled_from.filter(|_| {
+                        planned.stateful_stages.contains(&a.task.stage)
+                            && planned.stages[a.task.stage.0].inputs.iter().any(|s| {
+                                matches!(planned.stages[s.0].output, StageOutput::Hash { .. })
+                            })
+                    }),
                 };
                 if let Some(member) = self.members.get(&a.executor) {
                     tracing::trace!(target: "sluice::latency", attempt = a.attempt.0, "task sent");

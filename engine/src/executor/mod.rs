@@ -453,6 +453,7 @@ fn decode_query(
         stages,
         sinks,
         state,
+        key_groups: install.key_groups,
     })
 }
 

@@ -13,12 +13,13 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::metrics::Time;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use futures::StreamExt;
 use sluice_connectors::{Sink, WriterContext};
 use tracing::{debug, info_span, Instrument};
 
 use crate::error::{datafusion_retryable, describe_datafusion};
+use crate::operator::key_groups::KeyGroupPartitioner;
 use crate::operator::nodes::{ShuffleFetch, TaskInputs};
 use crate::operator::stateful::TaskState;
 use crate::protocol::{StageId, StageOutput, TaskDescriptor, TaskOutcome, TaskReport};
@@ -34,6 +35,8 @@ pub struct InstalledQuery {
     /// Where state is checkpointed, and whether snapshots are fsynced, when the query is
     /// stateful.
     pub state: Option<(sluice_checkpoint::Location, bool)>,
+    /// The query's key groups (see [`crate::protocol::QueryInstall::key_groups`]).
+    pub key_groups: Option<u32>,
 }
 
 /// Everything a task needs from its executor.
@@ -96,6 +99,12 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
     }
 }
 
+/// How a hash stage splits its output.
+enum Partitioner {
+    KeyGroups(KeyGroupPartitioner),
+    DataFusion(BatchPartitioner),
+}
+
 async fn execute(
     env: TaskEnv,
     query: Arc<InstalledQuery>,
@@ -119,6 +128,8 @@ async fn execute(
             store: store.clone(),
             durable: *durable,
             restore: task.restore,
+            restore_partitions: task.restore_partitions,
+            key_groups: query.key_groups,
             metrics: Default::default(),
         }),
     };
@@ -133,12 +144,19 @@ async fn execute(
             })?;
             let input = repartition.input().clone();
             let inputs_count = input.output_partitioning().partition_count();
-            let mut partitioner = BatchPartitioner::try_new(
-                repartition.partitioning().clone(),
-                Time::new(),
-                partition,
-                inputs_count,
-            )?;
+            // By key group; a checkpoint from before key groups keeps DataFusion's hash modulo
+            // the partition count, which its state was partitioned by.
+            let mut partitioner = match (query.key_groups, repartition.partitioning()) {
+                (Some(max), Partitioning::Hash(exprs, n)) => {
+                    Partitioner::KeyGroups(KeyGroupPartitioner::new(exprs.clone(), *n, max))
+                }
+                (_, partitioning) => Partitioner::DataFusion(BatchPartitioner::try_new(
+                    partitioning.clone(),
+                    Time::new(),
+                    partition,
+                    inputs_count,
+                )?),
+            };
             let mut writer = env.store.writer(
                 &task.query_id,
                 task.epoch,
@@ -151,7 +169,10 @@ async fn execute(
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 report.output_rows += batch.num_rows() as u64;
-                partitioner.partition(batch, |p, b| writer.write(p, &b))?;
+                match &mut partitioner {
+                    Partitioner::KeyGroups(k) => k.partition(batch, |p, b| writer.write(p, &b))?,
+                    Partitioner::DataFusion(d) => d.partition(batch, |p, b| writer.write(p, &b))?,
+                }
             }
             report.partition_rows = writer.finish(&env.store)?;
         }

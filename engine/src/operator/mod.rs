@@ -8,6 +8,7 @@
 //!   snapshots.
 //! - [`session`]: session windows merged across epochs.
 //! - [`window_join`]: joins of two streams within windows.
+//! - [`key_groups`]: the hash shuffle by key group, and the key group of stored state.
 //! - [`late`]: drops rows behind the watermark where a stateful operator reads a scan shared
 //!   with queries that keep them (statement sets).
 //! - [`codec`]: the DataFusion extension codec that carries these operators in stage plans.
@@ -16,6 +17,7 @@
 //! builds them, the executor runs them.
 
 pub mod codec;
+pub mod key_groups;
 pub mod late;
 pub mod nodes;
 pub mod session;

@@ -35,11 +35,13 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::state::{StateBackend, StatePartition, StatePartitionId};
+use sluice_checkpoint::state::{Redistribution, StateBackend, StatePartition};
 use sluice_checkpoint::Epoch;
 
+use super::key_groups::{key_groups_of, open_state};
 use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::session::SessionColumns;
+use super::session::SESSION_INDEX;
 use super::OutputMode;
 
 /// What a stateful task needs besides its inputs; part of the task's [`TaskInputs`].
@@ -55,6 +57,10 @@ pub struct TaskState {
     pub durable: bool,
     /// The last committed epoch (state is restored to it), `None` before the first commit.
     pub restore: Option<Epoch>,
+    /// The partition count `restore` was committed with, when it differs from this task's.
+    pub restore_partitions: Option<u32>,
+    /// The query's key groups; `None` for a checkpoint written before key groups.
+    pub key_groups: Option<u32>,
     /// What each stateful operator of the task did.
     pub metrics: Arc<Mutex<Vec<OperatorStateMetrics>>>,
 }
@@ -162,18 +168,7 @@ impl StatefulAggregateExec {
             collect_partition(&reduce, partition, ctx.clone()).await?,
         )?;
 
-        let id = StatePartitionId {
-            query_id: inputs.query_id.clone(),
-            operator: self.spec.operator,
-            partition: partition as u32,
-        };
         let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
-        let handle = state
-            .backend
-            .open(&id, &state.store, state.restore)
-            .map_err(ext)?;
-        // The partition's lock is taken in short synchronous sections, never across an await.
-        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
         let groups = self.agg().group_expr().expr().len();
         let codec = RowCodec::new(
             &state_schema,
@@ -181,6 +176,29 @@ impl StatefulAggregateExec {
             self.spec.window_end,
             self.spec.ttl_ms.is_some(),
         )?;
+        let handle = open_state(
+            &state,
+            &inputs.query_id,
+            self.spec.operator,
+            partition,
+            self.properties().output_partitioning().partition_count(),
+            &StoredEntries {
+                codec: &codec,
+                schema: &state_schema,
+                hashed: match self.spec.session {
+                    Some(cols) => cols.keys(groups),
+                    None => (0..groups).collect(),
+                },
+                constant_key: self
+                    .spec
+                    .session
+                    .is_some_and(|cols| cols.keys(groups).is_empty()),
+                max: state.key_groups.unwrap_or(1),
+                indexed: Default::default(),
+            },
+        )?;
+        // The partition's lock is taken in short synchronous sections, never across an await.
+        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
         let now = inputs.batch_timestamp_ms;
         let dedup = self.agg().aggr_expr().is_empty() || self.spec.keep_first;
 
@@ -527,6 +545,80 @@ fn stamp_of(value: &[u8]) -> Option<i64> {
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .map(i64::from_be_bytes)
+}
+
+/// Places a stateful aggregate's stored entries by key group when its partition count changes:
+/// a state row's group is the hash of the columns its shuffle hashed (read from the value,
+/// which holds the whole row); an index entry (expiry, session end) goes with the state key it
+/// ends with; the window bounds are kept by every partition (the lowest closing bound, the
+/// highest written window).
+pub(super) struct StoredEntries<'a> {
+    pub(super) codec: &'a RowCodec,
+    pub(super) schema: &'a SchemaRef,
+    /// The state columns the shuffle hashed (the group columns; a session's key columns).
+    pub(super) hashed: Vec<usize>,
+    /// A session aggregate without key columns: its shuffle hashes a constant.
+    pub(super) constant_key: bool,
+    pub(super) max: u32,
+    /// The group of each state key seen, for the index entries (which sort after them).
+    pub(super) indexed: std::cell::RefCell<std::collections::HashMap<Vec<u8>, u32>>,
+}
+
+impl Redistribution for StoredEntries<'_> {
+    fn key_groups(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<u32>>, String> {
+        let rows: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].0.first().is_some_and(|b| *b < FLOOR))
+            .collect();
+        let mut out = vec![None; entries.len()];
+        if !rows.is_empty() {
+            let values: Vec<Vec<u8>> = rows.iter().map(|&i| entries[i].1.clone()).collect();
+            let batch = self
+                .codec
+                .decode(self.schema, &values)
+                .map_err(|e| e.to_string())?;
+            let columns: Vec<ArrayRef> = self
+                .hashed
+                .iter()
+                .map(|&c| batch.column(c).clone())
+                .collect();
+            // A session aggregate without key columns hashes a constant (see `hash_on_key`).
+            let columns = if self.constant_key {
+                vec![Arc::new(arrow::array::Int64Array::from(vec![0; rows.len()])) as ArrayRef]
+            } else {
+                columns
+            };
+            let groups =
+                key_groups_of(&columns, rows.len(), self.max).map_err(|e| e.to_string())?;
+            let mut indexed = self.indexed.borrow_mut();
+            for (&i, g) in rows.iter().zip(groups) {
+                out[i] = Some(g);
+                indexed.insert(entries[i].0.clone(), g);
+            }
+        }
+        let indexed = self.indexed.borrow();
+        for (i, (key, _)) in entries.iter().enumerate() {
+            match key.first() {
+                // Both indexes put 9 bytes (marker, time) before the state key.
+                Some(&TTL_INDEX) | Some(&SESSION_INDEX) => {
+                    let state_key = key.get(TTL_INDEX_PREFIX..).unwrap_or_default();
+                    out[i] = Some(*indexed.get(state_key).ok_or_else(|| {
+                        "an index entry names a state key that is not stored".to_string()
+                    })?);
+                }
+                Some(&FLOOR) | Some(&HORIZON) => {}
+                Some(_) => {}
+                None => return Err("an empty state key".into()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge(&self, key: &[u8], kept: &[u8], other: &[u8]) -> Vec<u8> {
+        match key {
+            [FLOOR] => kept.min(other).to_vec(),
+            _ => kept.max(other).to_vec(),
+        }
+    }
 }
 
 /// Encodes state rows as RocksDB keys and values.

@@ -31,8 +31,9 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::state::StatePartitionId;
+use sluice_checkpoint::state::Redistribution;
 
+use super::key_groups::{key_groups_of, open_state};
 use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::stateful::{
     collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
@@ -118,31 +119,26 @@ impl WindowJoinExec {
         let left_codec = Codec::new(&left_schema)?;
         let right_codec = Codec::new(&right_schema)?;
 
-        let id = StatePartitionId {
-            query_id: inputs.query_id.clone(),
-            operator: self.spec.operator,
-            partition: partition as u32,
-        };
         let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
-        let handle = state
-            .backend
-            .open(&id, &state.store, state.restore)
-            .map_err(ext)?;
+        let (left_on, right_on): (Vec<_>, Vec<_>) = hash.on().iter().cloned().unzip();
+        let handle = open_state(
+            &state,
+            &inputs.query_id,
+            self.spec.operator,
+            partition,
+            self.properties().output_partitioning().partition_count(),
+            &JoinEntries {
+                sides: [
+                    JoinSide(&left_codec, &left_schema, left_on),
+                    JoinSide(&right_codec, &right_schema, right_on),
+                ],
+                max: state.key_groups.unwrap_or(1),
+            },
+        )?;
         let mut puts = Vec::with_capacity(left_rows.num_rows() + right_rows.num_rows());
-        left_codec.entries(
-            &left_rows,
-            self.spec.left_end,
-            LEFT,
-            inputs.epoch,
-            &mut puts,
-        )?;
-        right_codec.entries(
-            &right_rows,
-            self.spec.right_end,
-            RIGHT,
-            inputs.epoch,
-            &mut puts,
-        )?;
+        let at = (inputs.epoch, partition as u32);
+        left_codec.entries(&left_rows, self.spec.left_end, LEFT, at, &mut puts)?;
+        right_codec.entries(&right_rows, self.spec.right_end, RIGHT, at, &mut puts)?;
         let updated = puts.len() as u64;
         let closed = {
             let mut part = handle.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,6 +212,54 @@ impl WindowJoinExec {
     }
 }
 
+/// Places a window join's stored rows by key group when its partition count changes: the
+/// hash of the row's join keys, which its side's shuffle hashed.
+struct JoinEntries<'a> {
+    sides: [JoinSide<'a>; 2],
+    max: u32,
+}
+
+/// One side of a window join: how its rows are stored, and its join keys.
+struct JoinSide<'a>(&'a Codec, &'a SchemaRef, Vec<Arc<dyn PhysicalExpr>>);
+
+impl Redistribution for JoinEntries<'_> {
+    fn key_groups(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<u32>>, String> {
+        let mut out = vec![None; entries.len()];
+        for (side, JoinSide(codec, schema, on)) in self.sides.iter().enumerate() {
+            let rows: Vec<usize> = (0..entries.len())
+                .filter(|&i| entries[i].0.get(8) == Some(&(side as u8)))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let values: Vec<Vec<u8>> = rows.iter().map(|&i| entries[i].1.clone()).collect();
+            let groups = (|| {
+                let batch = codec.decode(schema, &values)?;
+                let columns = on
+                    .iter()
+                    .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .collect::<DfResult<Vec<_>>>()?;
+                key_groups_of(&columns, batch.num_rows(), self.max)
+            })()
+            .map_err(|e| e.to_string())?;
+            for (&i, g) in rows.iter().zip(groups) {
+                out[i] = Some(g);
+            }
+        }
+        match out.iter().position(Option::is_none) {
+            Some(i) => Err(format!(
+                "a window join entry of neither side (key of {} bytes)",
+                entries[i].0.len()
+            )),
+            None => Ok(out),
+        }
+    }
+
+    fn merge(&self, _key: &[u8], kept: &[u8], _other: &[u8]) -> Vec<u8> {
+        kept.to_vec()
+    }
+}
+
 /// One side's rows as state entries.
 struct Codec {
     rows: RowConverter,
@@ -234,14 +278,15 @@ impl Codec {
         })
     }
 
-    /// Entries keyed (window end, side, epoch, row number); rows without a window end can
-    /// match nothing in an equi-join on it and are not kept.
+    /// Entries keyed (window end, side, epoch, partition, row number) — unique however
+    /// partitions are later merged; rows without a window end can match nothing in an
+    /// equi-join on it and are not kept.
     fn entries(
         &self,
         batch: &RecordBatch,
         end: usize,
         side: u8,
-        epoch: sluice_checkpoint::Epoch,
+        (epoch, partition): (sluice_checkpoint::Epoch, u32),
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) -> DfResult<()> {
         if batch.num_rows() == 0 {
@@ -253,10 +298,11 @@ impl Codec {
             if ends.is_null(i) {
                 continue;
             }
-            let mut key = Vec::with_capacity(8 + 1 + 8 + 8);
+            let mut key = Vec::with_capacity(8 + 1 + 8 + 4 + 8);
             key.extend_from_slice(&window_prefix(ends.value(i)));
             key.push(side);
             key.extend_from_slice(&epoch.0.to_be_bytes());
+            key.extend_from_slice(&partition.to_be_bytes());
             key.extend_from_slice(&(i as u64).to_be_bytes());
             out.push((key, row.as_ref().to_vec()));
         }

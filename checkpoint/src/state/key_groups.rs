@@ -1,0 +1,106 @@
+//! Key groups: the unit keyed state is partitioned and moved in.
+//!
+//! As in Flink, every key belongs to one of a fixed number of key groups (its hash modulo the
+//! maximum, recorded in the checkpoint), and a partition of a query with `P` partitions holds
+//! a contiguous range of them: key group `g` is in partition `g * P / max`. Changing `P`
+//! changes the ranges, never a key's group, so a partition of the new layout is restored from
+//! the old partitions whose ranges overlap its own, keeping the entries of its groups
+//! ([`super::StateBackend::open_rescaled`]).
+
+use serde::{Deserialize, Serialize};
+
+/// The key groups `start..end` one state partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyGroups {
+    /// The first key group.
+    pub start: u32,
+    /// One past the last key group.
+    pub end: u32,
+}
+
+impl KeyGroups {
+    /// The range partition `p` of `partitions` holds when there are `max` key groups
+    /// (`partitions <= max`; partition `p` holds every `g` with `g * partitions / max == p`).
+    pub fn of_partition(p: u32, partitions: u32, max: u32) -> KeyGroups {
+        let (p, n, max) = (u64::from(p), u64::from(partitions.max(1)), u64::from(max));
+        let start = (p * max).div_ceil(n);
+        let end = ((p + 1) * max).div_ceil(n);
+        KeyGroups {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// The partition of `partitions` holding key group `group` (of `max`).
+    pub fn partition_of(group: u32, partitions: u32, max: u32) -> u32 {
+        (u64::from(group) * u64::from(partitions) / u64::from(max.max(1))) as u32
+    }
+
+    /// Whether it holds `group`.
+    pub fn contains(&self, group: u32) -> bool {
+        self.start <= group && group < self.end
+    }
+
+    /// Whether it shares a key group with `other`.
+    pub fn overlaps(&self, other: &KeyGroups) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
+    /// Its directory name under an operator's state: `kg-S-E`.
+    pub fn dir_name(&self) -> String {
+        format!("kg-{}-{}", self.start, self.end)
+    }
+}
+
+impl std::fmt::Display for KeyGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key groups {}..{}", self.start, self.end)
+    }
+}
+
+/// How an operator's stored entries are split and merged when its partition count changes:
+/// only the operator knows its key layout.
+pub trait Redistribution {
+    /// The key group of each entry; `None` for a partition-wide entry (a bound or an index
+    /// marker) that every new partition keeps, merged with [`Redistribution::merge`].
+    fn key_groups(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<u32>>, String>;
+
+    /// The value of partition-wide entry `key` found in two old partitions.
+    fn merge(&self, key: &[u8], kept: &[u8], other: &[u8]) -> Vec<u8>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_group_once_and_agree_with_partition_of() {
+        for max in [1u32, 7, 128, 1000] {
+            for partitions in 1..=max.min(40) {
+                let mut next = 0;
+                for p in 0..partitions {
+                    let r = KeyGroups::of_partition(p, partitions, max);
+                    assert_eq!(r.start, next, "max {max}, {partitions} partitions, p {p}");
+                    assert!(r.end > r.start, "an empty range: {r:?}");
+                    for g in r.start..r.end {
+                        assert_eq!(KeyGroups::partition_of(g, partitions, max), p);
+                    }
+                    next = r.end;
+                }
+                assert_eq!(next, max);
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_are_balanced() {
+        let sizes: Vec<u32> = (0..3)
+            .map(|p| {
+                let r = KeyGroups::of_partition(p, 3, 128);
+                r.end - r.start
+            })
+            .collect();
+        assert_eq!(sizes, vec![43, 43, 42]);
+        assert_eq!(KeyGroups::of_partition(1, 2, 128).dir_name(), "kg-64-128");
+    }
+}
