@@ -136,9 +136,6 @@ pub struct SnapshotManifest {
     pub changelogs: Vec<StoredFile>,
 }
 
-/// Entries classified at a time when a partition is rebuilt from another layout.
-const RESCALE_CHUNK: usize = 4096;
-
 /// Changelog snapshots taken before the next full snapshot.
 pub const MAX_CHANGELOGS: usize = 10;
 /// An epoch that wrote more than this takes a full snapshot.
@@ -341,110 +338,6 @@ impl StateBackend {
             max_changelogs: self.config.max_changelogs,
             chain,
             restored: restore.is_some(),
-        }));
-        partitions.insert(id.clone(), partition.clone());
-        Ok(partition)
-    }
-
-    /// The instance for `id` at `epoch`, built from the snapshots of `sources`: partitions of
-    /// the same operator in the layout `epoch` was committed with (another partition count).
-    /// It keeps the entries of the key groups `id` holds and merges the partition-wide ones
-    /// (see [`Redistribution`]). Its first snapshot is a full one, even when the epoch writes
-    /// nothing, so that restoring `id` later never needs the old layout's files.
-    ///
-    /// An instance already open at `epoch` is reused, as [`StateBackend::open`] does.
-    pub fn open_rescaled(
-        &self,
-        id: &StatePartitionId,
-        store: &Location,
-        epoch: Epoch,
-        sources: &[StatePartitionId],
-        how: &dyn Redistribution,
-    ) -> Result<Arc<Mutex<StatePartition>>> {
-        let Some(range) = id.key_groups else {
-            return Err(CheckpointError::Corrupt {
-                path: self.root.join(id.relative_dir()),
-                message: "a state partition without key groups cannot be rescaled".into(),
-            });
-        };
-        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = partitions.get(id) {
-            if let Ok(mut p) = existing.lock() {
-                if p.epoch == Some(epoch) && !p.dirty {
-                    p.restored = false;
-                    return Ok(existing.clone());
-                }
-            }
-            partitions.remove(id);
-        }
-        let part_dir = self.root.join(id.query_id.as_str()).join(id.relative_dir());
-        if part_dir.exists() {
-            fs::remove_dir_all(&part_dir).map_err(io("remove stale state", &part_dir))?;
-        }
-        let incarnation = incarnation();
-        let dir = part_dir.join(&incarnation);
-        fs::create_dir_all(&dir).map_err(io("create state directory", &dir))?;
-        let db = self.open_db(&dir.join("db"))?;
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.disable_wal(true);
-        let mut shared: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for (n, source) in sources.iter().enumerate() {
-            let scratch = dir.join(format!("source-{n}"));
-            let (old, _, _) = self.restore_db(source, store, epoch, &scratch)?;
-            let name = Remote::of(store).child(&source.relative_dir()).name("");
-            let mut entries = old.iterator(rocksdb::IteratorMode::Start);
-            loop {
-                let mut chunk = Vec::with_capacity(RESCALE_CHUNK);
-                for item in entries.by_ref().take(RESCALE_CHUNK) {
-                    let (k, v) = item.map_err(|e| db_error(&scratch, e))?;
-                    chunk.push((k.into_vec(), v.into_vec()));
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                let groups =
-                    how.key_groups(&chunk)
-                        .map_err(|message| CheckpointError::Corrupt {
-                            path: name.clone(),
-                            message: format!("redistributing its state by key group: {message}"),
-                        })?;
-                let mut batch = WriteBatch::default();
-                for ((k, v), group) in chunk.into_iter().zip(groups) {
-                    match group {
-                        Some(g) if range.contains(g) => batch.put(k, v),
-                        Some(_) => {}
-                        None => match shared.get_mut(&k) {
-                            Some(kept) => *kept = how.merge(&k, kept, &v),
-                            None => {
-                                shared.insert(k, v);
-                            }
-                        },
-                    }
-                }
-                db.write_opt(batch, &opts).map_err(|e| db_error(&dir, e))?;
-            }
-            drop(entries);
-            drop(old);
-            fs::remove_dir_all(&scratch).map_err(io("remove restored state", &scratch))?;
-        }
-        let mut batch = WriteBatch::default();
-        for (k, v) in &shared {
-            batch.put(k, v);
-        }
-        db.write_opt(batch, &opts).map_err(|e| db_error(&dir, e))?;
-        let partition = Arc::new(Mutex::new(StatePartition {
-            id: id.clone(),
-            dir,
-            db,
-            epoch: Some(epoch),
-            dirty: false,
-            stored: BTreeMap::new(),
-            incarnation,
-            log: Vec::new(),
-            max_changelogs: self.config.max_changelogs,
-            // No chain: the next snapshot is a full one.
-            chain: None,
-            restored: true,
         }));
         partitions.insert(id.clone(), partition.clone());
         Ok(partition)

@@ -20,6 +20,7 @@ pub mod cluster;
 mod epoch;
 pub mod events;
 pub mod inspect;
+mod layout;
 mod lifecycle;
 mod report;
 mod run_dir;
