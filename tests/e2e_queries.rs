@@ -298,6 +298,7 @@ fn a_program_observes_the_drivers_events() {
         let config = DriverConfig {
             cluster: ClusterMode::Local {
                 executors: 2,
+                max_executors: 2,
                 slots_per_executor: 1,
                 memory_bytes: 512 << 20,
             },
@@ -308,6 +309,7 @@ fn a_program_observes_the_drivers_events() {
             limits: Default::default(),
             executor_wait: Duration::from_secs(60),
             max_executor_restarts: 2,
+            allocation: Default::default(),
             work_dir: None,
             program: sluice::sluice_binary(),
             trigger: None,

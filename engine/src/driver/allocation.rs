@@ -52,6 +52,29 @@ impl Default for AllocationPolicy {
     }
 }
 
+/// The policy's epoch counts a user may set (`--allocation-window`, `--allocation-cooldown`,
+/// `--allocation-idle-epochs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocationTuning {
+    /// [`AllocationPolicy::window`].
+    pub window: usize,
+    /// [`AllocationPolicy::cooldown`].
+    pub cooldown: usize,
+    /// [`AllocationPolicy::shrink_after`].
+    pub shrink_after: usize,
+}
+
+impl Default for AllocationTuning {
+    fn default() -> Self {
+        let p = AllocationPolicy::default();
+        AllocationTuning {
+            window: p.window,
+            cooldown: p.cooldown,
+            shrink_after: p.shrink_after,
+        }
+    }
+}
+
 /// What the driver measured in one committed epoch of a streaming query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochSample {

@@ -192,6 +192,8 @@ pub(crate) struct Cluster {
     processes: Option<LocalProcesses>,
     /// Executors the job waits for before it starts.
     pub(crate) expected: usize,
+    /// Local: the names of every executor it may run.
+    names: Vec<String>,
 }
 
 impl Cluster {
@@ -203,10 +205,12 @@ impl Cluster {
         match &config.cluster {
             ClusterMode::Local {
                 executors,
+                max_executors,
                 slots_per_executor,
                 memory_bytes,
             } => {
-                let names: Vec<String> = (1..=*executors)
+                // Certificates for every executor dynamic allocation may start.
+                let names: Vec<String> = (1..=(*max_executors).max(*executors))
                     .map(crate::protocol::local_executor_name)
                     .collect();
                 let tls_dir = run_dir.path.join("tls");
@@ -228,17 +232,19 @@ impl Cluster {
                     max_restarts: config.max_executor_restarts,
                 };
                 tracing::trace!(target: "sluice::latency", "driver starting executors");
-                let processes = LocalProcesses::spawn(&spawn, &names, events).map_err(|e| {
-                    EngineError::Cluster(format!(
-                        "spawning executors from {}: {e}",
-                        config.program.display()
-                    ))
-                })?;
+                let processes = LocalProcesses::spawn(&spawn, &names[..*executors], events)
+                    .map_err(|e| {
+                        EngineError::Cluster(format!(
+                            "spawning executors from {}: {e}",
+                            config.program.display()
+                        ))
+                    })?;
                 Ok(Self {
                     endpoint,
                     _listener: listener,
                     processes: Some(processes),
                     expected: *executors,
+                    names,
                 })
             }
             ClusterMode::Standalone {
@@ -258,9 +264,25 @@ impl Cluster {
                     _listener: listener,
                     processes: None,
                     expected: *min_executors,
+                    names: Vec::new(),
                 })
             }
         }
+    }
+
+    /// Local: starts one more executor process (the first name not running); returns its
+    /// name and pid, or `None` when every executor it may run is running (or standalone).
+    pub(crate) fn start_executor(&mut self) -> Result<Option<(String, u32)>> {
+        let Some(processes) = self.processes.as_mut() else {
+            return Ok(None);
+        };
+        let Some(name) = self.names.iter().find(|n| !processes.is_alive(n)).cloned() else {
+            return Ok(None);
+        };
+        let pid = processes
+            .start(&name)
+            .map_err(|e| EngineError::Cluster(format!("starting executor {name}: {e}")))?;
+        Ok(Some((name, pid)))
     }
 
     /// Whether the executors are this driver's processes (`local`).
@@ -298,6 +320,11 @@ pub struct LocalProcesses {
     watchers: JoinSet<()>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     killer: LocalKiller,
+    spec: LocalSpawn,
+    events: mpsc::Sender<ClusterEvent>,
+    restarts: Arc<AtomicU32>,
+    /// The names whose supervisor is running (a process, or a restart pending).
+    alive: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Asks the supervisor of a local executor to kill the process it holds. A request names the
@@ -306,13 +333,14 @@ pub struct LocalProcesses {
 /// process) kills nothing.
 #[derive(Debug, Clone, Default)]
 pub struct LocalKiller {
-    requests: Arc<std::collections::HashMap<String, mpsc::UnboundedSender<u32>>>,
+    requests: Arc<std::sync::Mutex<std::collections::HashMap<String, mpsc::UnboundedSender<u32>>>>,
 }
 
 impl LocalKiller {
     /// Kills executor `name` if its current process is `pid`.
     pub fn kill(&self, name: &str, pid: u32) {
-        if let Some(tx) = self.requests.get(name) {
+        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = requests.get(name) {
             let _ = tx.send(pid);
         }
     }
@@ -402,84 +430,68 @@ impl LocalProcesses {
         names: &[String],
         events: mpsc::Sender<ClusterEvent>,
     ) -> std::io::Result<Self> {
-        let mut watchers = JoinSet::new();
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let restarts = Arc::new(AtomicU32::new(0));
-        let mut requests = std::collections::HashMap::new();
+        let mut processes = LocalProcesses {
+            watchers: JoinSet::new(),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            killer: LocalKiller::default(),
+            spec: spec.clone(),
+            events,
+            restarts: Arc::new(AtomicU32::new(0)),
+            alive: Default::default(),
+        };
         for name in names {
-            // The first start fails loudly; restarts report through events.
-            let child = spec.command(name).spawn()?;
-            let (kill_tx, mut kill_rx) = mpsc::unbounded_channel();
-            requests.insert(name.clone(), kill_tx);
-            let spec = spec.clone();
-            let events = events.clone();
-            let name = name.clone();
-            let stopping = stopping.clone();
-            let restarts = restarts.clone();
-            watchers.spawn(async move {
-                let mut child = child;
-                let delays = || {
-                    backon::BackoffBuilder::build(
-                        backon::ExponentialBuilder::default()
-                            .with_min_delay(RESTART_BACKOFF)
-                            .with_max_delay(RESTART_BACKOFF_MAX)
-                            .without_max_times(),
-                    )
-                };
-                let mut backoff = delays();
-                loop {
-                    let started = std::time::Instant::now();
-                    let (status, clean) = match wait_or_kill(&mut child, &mut kill_rx).await {
-                        Ok(s) => (describe_status(s), s.success()),
-                        Err(e) => (format!("could not be waited for: {e}"), false),
-                    };
-                    let _ = events
-                        .send(ClusterEvent::ProcessExited {
-                            name: name.clone(),
-                            status: status.clone(),
-                        })
-                        .await;
-                    // A clean exit is the driver's Shutdown; the driver stopping ends it too.
-                    if clean || stopping.load(Ordering::Relaxed) || events.is_closed() {
-                        return;
-                    }
-                    if restarts.fetch_add(1, Ordering::Relaxed) >= spec.max_restarts {
-                        warn!(
-                            "{name} {status}; not restarted (--max-executor-restarts {} used)",
-                            spec.max_restarts
-                        );
-                        return;
-                    }
-                    if started.elapsed() > RESTART_STABLE {
-                        backoff = delays();
-                    }
-                    tokio::time::sleep(backoff.next().unwrap_or(RESTART_BACKOFF_MAX)).await;
-                    if stopping.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    match spec.command(&name).spawn() {
-                        Ok(c) => {
-                            info!(
-                                "{name} {status}; restarted it (pid {})",
-                                c.id().unwrap_or(0)
-                            );
-                            child = c;
-                        }
-                        Err(e) => {
-                            warn!("{name} {status}; restarting it failed: {e}");
-                            return;
-                        }
-                    }
-                }
-            });
+            processes.start(name)?;
         }
-        Ok(Self {
-            watchers,
-            stopping,
-            killer: LocalKiller {
-                requests: Arc::new(requests),
-            },
-        })
+        Ok(processes)
+    }
+
+    /// Starts executor `name` under a supervisor (dynamic allocation adds executors this way);
+    /// returns its pid.
+    pub fn start(&mut self, name: &str) -> std::io::Result<u32> {
+        // The first start fails loudly; restarts report through events.
+        let child = self.spec.command(name).spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel();
+        self.killer
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), kill_tx);
+        self.alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        let spec = self.spec.clone();
+        let events = self.events.clone();
+        let name = name.to_string();
+        let stopping = self.stopping.clone();
+        let restarts = self.restarts.clone();
+        let alive = self.alive.clone();
+        self.watchers.spawn(async move {
+            supervise(
+                child,
+                &spec,
+                &name,
+                &mut kill_rx,
+                &events,
+                &stopping,
+                &restarts,
+            )
+            .await;
+            alive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+        });
+        Ok(pid)
+    }
+
+    /// Whether executor `name` has a running supervisor.
+    pub fn is_alive(&self, name: &str) -> bool {
+        self.alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
     }
 
     /// Waits up to `grace` for the processes to exit on their own, then kills the rest.
@@ -496,6 +508,72 @@ impl LocalProcesses {
                     while self.watchers.join_next().await.is_some() {}
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Watches local executor `name`: reports each exit and restarts the process (bounded
+/// restarts with backoff) unless it exited cleanly or the driver is stopping.
+async fn supervise(
+    mut child: tokio::process::Child,
+    spec: &LocalSpawn,
+    name: &str,
+    kill_rx: &mut mpsc::UnboundedReceiver<u32>,
+    events: &mpsc::Sender<ClusterEvent>,
+    stopping: &std::sync::atomic::AtomicBool,
+    restarts: &AtomicU32,
+) {
+    let delays = || {
+        backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(RESTART_BACKOFF)
+                .with_max_delay(RESTART_BACKOFF_MAX)
+                .without_max_times(),
+        )
+    };
+    let mut backoff = delays();
+    loop {
+        let started = std::time::Instant::now();
+        let (status, clean) = match wait_or_kill(&mut child, kill_rx).await {
+            Ok(s) => (describe_status(s), s.success()),
+            Err(e) => (format!("could not be waited for: {e}"), false),
+        };
+        let _ = events
+            .send(ClusterEvent::ProcessExited {
+                name: name.to_string(),
+                status: status.clone(),
+            })
+            .await;
+        // A clean exit is the driver's Shutdown; the driver stopping ends it too.
+        if clean || stopping.load(Ordering::Relaxed) || events.is_closed() {
+            return;
+        }
+        if restarts.fetch_add(1, Ordering::Relaxed) >= spec.max_restarts {
+            warn!(
+                "{name} {status}; not restarted (--max-executor-restarts {} used)",
+                spec.max_restarts
+            );
+            return;
+        }
+        if started.elapsed() > RESTART_STABLE {
+            backoff = delays();
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(RESTART_BACKOFF_MAX)).await;
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        match spec.command(name).spawn() {
+            Ok(c) => {
+                info!(
+                    "{name} {status}; restarted it (pid {})",
+                    c.id().unwrap_or(0)
+                );
+                child = c;
+            }
+            Err(e) => {
+                warn!("{name} {status}; restarting it failed: {e}");
+                return;
             }
         }
     }

@@ -60,8 +60,11 @@ use cluster::{Cluster, ClusterEvent};
 pub enum ClusterMode {
     /// The driver spawns executor processes on this machine.
     Local {
-        /// Executor processes.
+        /// Executor processes to start with (the fewest, with dynamic allocation).
         executors: usize,
+        /// The most executor processes (`--max-executors`); above `executors`, dynamic
+        /// allocation starts and stops processes between epochs (see [`allocation`]).
+        max_executors: usize,
         /// Task slots per executor.
         slots_per_executor: u32,
         /// Memory per executor in bytes.
@@ -75,9 +78,39 @@ pub enum ClusterMode {
         cluster_dir: PathBuf,
         /// Executors that must register before the job starts.
         min_executors: usize,
+        /// The most executors the query asks for (`--max-executors`); above `min_executors`,
+        /// the driver reports how many it wants in its progress records and uses those that
+        /// join.
+        max_executors: usize,
         /// How long to wait for them.
         register_timeout: Duration,
     },
+}
+
+impl ClusterMode {
+    /// The fewest executors (those started, or waited for).
+    pub fn min_executors(&self) -> usize {
+        match self {
+            ClusterMode::Local { executors, .. } => *executors,
+            ClusterMode::Standalone { min_executors, .. } => *min_executors,
+        }
+    }
+
+    /// The most executors dynamic allocation may use.
+    pub fn max_executors(&self) -> usize {
+        match self {
+            ClusterMode::Local {
+                executors,
+                max_executors,
+                ..
+            } => (*max_executors).max(*executors),
+            ClusterMode::Standalone {
+                min_executors,
+                max_executors,
+                ..
+            } => (*max_executors).max(*min_executors),
+        }
+    }
 }
 
 /// How the driver runs a job.
@@ -100,6 +133,8 @@ pub struct DriverConfig {
     pub executor_wait: Duration,
     /// Local mode: restarts of lost executors before the cluster shrinks for good.
     pub max_executor_restarts: u32,
+    /// Dynamic allocation's epoch counts (its executor bounds are the cluster's).
+    pub allocation: allocation::AllocationTuning,
     /// Where local runs keep certificates and executor work directories (a temporary
     /// directory by default; removed at exit).
     pub work_dir: Option<PathBuf>,
@@ -193,12 +228,23 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             lost: Vec::new(),
             running_epoch: 0,
             executors_reported: None,
+            retiring: BTreeMap::new(),
             store_retries: 0,
             driver_store_retries: 0,
             reporter: reporter.clone(),
         },
         committer: None,
         current: None,
+        allocation: allocation::Allocation::new(allocation::AllocationPolicy {
+            min: config.cluster.min_executors(),
+            max: config.cluster.max_executors(),
+            window: config.allocation.window,
+            cooldown: config.allocation.cooldown,
+            shrink_after: config.allocation.shrink_after,
+            ..Default::default()
+        }),
+        wanted: None,
+        starting: Vec::new(),
         reporter,
     };
     let result = runner.run(&job, &mut cluster, started).await;

@@ -327,6 +327,22 @@ pub struct EpochProgress {
     /// Executors lost during the epoch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_executors: Vec<LostExecutor>,
+    /// Dynamic allocation's decision after this epoch, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationRecord>,
+}
+
+/// Dynamic allocation's decision after an epoch, in its progress record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllocationRecord {
+    /// Executors the epoch ran with (and those starting).
+    pub executors: usize,
+    /// Executors wanted from now on.
+    pub target: usize,
+    /// Why.
+    pub reason: String,
+    /// Records waiting in the sources when the epoch was planned (the backlog it measured).
+    pub backlog: u64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -439,7 +455,17 @@ impl EpochProgress {
             retried_tasks: result.retried.clone(),
             store_retries: result.store_retries,
             lost_executors: result.lost.clone(),
+            allocation: None,
         }
+    }
+
+    /// Records waiting in the sources when the epoch was planned (Kafka lag).
+    pub fn backlog(&self) -> u64 {
+        self.sources
+            .values()
+            .flat_map(|s| &s.partitions)
+            .map(|p| p.lag.max(0) as u64)
+            .sum()
     }
 
     /// One human line for the log.

@@ -49,6 +49,10 @@ pub struct StageShape {
     /// Whether its tasks hold keyed state: each goes back to the executor that ran it last,
     /// and is never speculated (two attempts would write one state instance).
     pub pinned: bool,
+    /// Whether its tasks prefer the executor that ran them last when it has a free slot (a
+    /// source scan: the executor keeps the partition's Kafka consumer open), going anywhere
+    /// else rather than wait.
+    pub sticky: bool,
     /// Whether its outputs live on the executor that ran the task (shuffle files, results),
     /// as opposed to shared storage (a sink's staged files).
     pub output_on_executor: bool,
@@ -229,7 +233,7 @@ impl EpochScheduler {
     pub fn placement(&self) -> BTreeMap<TaskKey, ExecutorId> {
         let mut out = BTreeMap::new();
         for (s, shape) in self.shapes.iter().enumerate() {
-            if !shape.pinned {
+            if !shape.pinned && !shape.sticky {
                 continue;
             }
             for (p, t) in self.tasks[s].iter().enumerate() {
@@ -293,11 +297,15 @@ impl EpochScheduler {
                     continue;
                 }
                 let task = key(s, p);
-                let home = self.shapes[s]
-                    .pinned
+                let shape = &self.shapes[s];
+                let home = (shape.pinned || shape.sticky)
                     .then(|| self.preferred.get(&task).copied())
                     .flatten()
-                    .filter(|e| self.executors.contains_key(e));
+                    .filter(|e| self.executors.contains_key(e))
+                    .filter(|e| {
+                        // A sticky task goes elsewhere rather than wait for a slot there.
+                        shape.pinned || self.executors[e].running < self.executors[e].slots
+                    });
                 let executor = match home {
                     Some(home) => {
                         let load = &self.executors[&home];

@@ -106,6 +106,8 @@ pub(super) struct Tasks<'a> {
     pub running_epoch: u64,
     /// When the executors were last reported, and which they were.
     pub executors_reported: Option<(Instant, Vec<ExecutorId>)>,
+    /// Executors told to stop by dynamic allocation, until their connection closes.
+    pub retiring: BTreeMap<ExecutorId, Member>,
 }
 
 /// Queues `message` for `member`; a closed queue means the executor is going away.
@@ -116,6 +118,26 @@ pub(super) async fn send(member: &Member, message: ToExecutor) {
 }
 
 impl Tasks<'_> {
+    /// Stops executor `id` between epochs (dynamic allocation): it leaves the cluster at once,
+    /// so no task is scheduled on it; its shuffle outputs are no longer needed (the epoch
+    /// committed) and its state partitions are restored elsewhere from the committed snapshot.
+    pub(super) fn retire(&mut self, id: ExecutorId, reason: &str) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        self.placement.retain(|_, e| *e != id);
+        for peer in self.members.values() {
+            let _ = peer.sender.try_send(ToExecutor::PeerLost {
+                executor: id,
+                data_addr: member.info.data_addr,
+            });
+        }
+        let _ = member.sender.try_send(ToExecutor::Shutdown {
+            reason: format!("dynamic allocation: {reason}"),
+        });
+        self.retiring.insert(id, member);
+    }
+
     /// Waits until `count` executors have registered.
     pub(super) async fn await_executors(&mut self, count: usize) -> Result<()> {
         let timeout = match &self.config.cluster {
@@ -247,6 +269,8 @@ impl Tasks<'_> {
                 tasks: s.tasks,
                 inputs: s.inputs.clone(),
                 pinned: planned.stateful_stages.contains(&s.id),
+                // A source scan returns to the executor holding its Kafka consumers.
+                sticky: !s.tables.is_empty(),
                 // A sink stage's output is in its table (staged); every other stage's, and
                 // the rows the driver prints, stay on the executor that ran the task.
                 output_on_executor: s.output != StageOutput::Sink,
@@ -612,6 +636,10 @@ impl Tasks<'_> {
                 None
             }
             ClusterEvent::Disconnected { executor, reason } => {
+                if let Some(m) = self.retiring.remove(&executor) {
+                    info!(%executor, name = %m.info.name, "executor stopped (dynamic allocation)");
+                    return None;
+                }
                 self.lose(scheduler, executor, &reason).await
             }
             ClusterEvent::ProcessExited { name, status } => {

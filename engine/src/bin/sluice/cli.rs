@@ -45,6 +45,13 @@ pub(crate) enum Command {
         /// Executor processes to start.
         #[arg(long, default_value_t = 2)]
         executors: usize,
+        /// Dynamic allocation: the fewest executor processes (default: --executors).
+        #[arg(long)]
+        min_executors: Option<usize>,
+        /// Dynamic allocation: the most executor processes; above the fewest, executors are
+        /// started and stopped between epochs as the load asks (default: the fewest, off).
+        #[arg(long)]
+        max_executors: Option<usize>,
         /// Task slots per executor (default: CPU cores / executors, at least 1).
         #[arg(long)]
         slots: Option<u32>,
@@ -67,6 +74,10 @@ pub(crate) enum Command {
         /// Executors that must join before the job starts.
         #[arg(long, default_value_t = 1)]
         min_executors: usize,
+        /// Dynamic allocation: the most executors the query asks for (it reports how many it
+        /// wants in its progress records and uses those that join; default: --min-executors).
+        #[arg(long)]
+        max_executors: Option<usize>,
         /// Seconds to wait for them.
         #[arg(long, default_value_t = 120)]
         register_timeout_secs: u64,
@@ -273,6 +284,16 @@ pub(crate) struct DriverArgs {
     /// cluster shrinks for good.
     #[arg(long, default_value_t = 20)]
     pub(crate) max_executor_restarts: u32,
+    /// Dynamic allocation: epochs observed before a decision (the stabilisation window).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) allocation_window: usize,
+    /// Dynamic allocation: epochs after a change before the next one.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) allocation_cooldown: usize,
+    /// Dynamic allocation: idle epochs in a row (under 30 % of the trigger interval, no
+    /// backlog) before one executor is released.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) allocation_idle_epochs: usize,
     /// Directory for the run's certificates and executor scratch space (default: temporary).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,

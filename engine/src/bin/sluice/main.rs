@@ -148,12 +148,19 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
         Command::Run {
             query: _,
             executors,
+            min_executors,
+            max_executors,
             slots,
             memory_mb,
             common,
         } => {
+            let executors = min_executors.unwrap_or(executors);
             if executors == 0 {
                 bail!("--executors must be at least 1");
+            }
+            let max_executors = max_executors.unwrap_or(executors);
+            if max_executors < executors {
+                bail!("--max-executors {max_executors} is below --min-executors {executors}");
             }
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -161,6 +168,7 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
             let slots = slots.unwrap_or_else(|| (cores / executors).max(1) as u32);
             let cluster = ClusterMode::Local {
                 executors,
+                max_executors,
                 slots_per_executor: slots,
                 memory_bytes: memory_mb * 1024 * 1024,
             };
@@ -171,13 +179,20 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
             listen,
             cluster_dir,
             min_executors,
+            max_executors,
             register_timeout_secs,
             common,
         } => {
+            let min_executors = min_executors.max(1);
+            let max_executors = max_executors.unwrap_or(min_executors);
+            if max_executors < min_executors {
+                bail!("--max-executors {max_executors} is below --min-executors {min_executors}");
+            }
             let cluster = ClusterMode::Standalone {
                 listen,
                 cluster_dir,
-                min_executors: min_executors.max(1),
+                min_executors,
+                max_executors,
                 register_timeout: Duration::from_secs(register_timeout_secs),
             };
             run_job(job, cluster, common)
@@ -416,6 +431,11 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         },
         executor_wait: Duration::from_secs(60),
         max_executor_restarts: common.max_executor_restarts,
+        allocation: driver::allocation::AllocationTuning {
+            window: common.allocation_window.max(1),
+            cooldown: common.allocation_cooldown,
+            shrink_after: common.allocation_idle_epochs.max(1),
+        },
         work_dir: common.work_dir,
         program: std::env::current_exe().context("locating the sluice binary")?,
         trigger: common.trigger,

@@ -6,6 +6,7 @@ fn shape(id: usize, tasks: usize, inputs: &[usize]) -> StageShape {
         tasks,
         inputs: inputs.iter().map(|i| StageId(*i)).collect(),
         pinned: false,
+        sticky: false,
         output_on_executor: true,
     }
 }
@@ -95,6 +96,39 @@ fn pinned_tasks_return_to_their_executor_and_move_only_when_it_is_gone() {
     let assigned = next.poll(now);
     assert_eq!(assigned.len(), 2);
     assert!(assigned.iter().all(|x| x.executor == survivor));
+}
+
+#[test]
+fn sticky_tasks_return_to_their_executor_when_it_has_a_slot_and_go_elsewhere_rather_than_wait() {
+    let now = Instant::now();
+    let mut scan = shape(0, 2, &[]);
+    scan.sticky = true;
+    let shapes = vec![scan];
+    // Both tasks ran on executor 2 last time.
+    let preferred: BTreeMap<TaskKey, ExecutorId> =
+        [(key(0, 0), ExecutorId(2)), (key(0, 1), ExecutorId(2))].into();
+    let mut next = scheduler(shapes.clone(), &[(1, 2), (2, 2), (3, 2)]);
+    next.set_preferred(preferred.clone());
+    let assigned = next.poll(now);
+    assert_eq!(assigned.len(), 2);
+    assert!(assigned.iter().all(|x| x.executor == ExecutorId(2)));
+    assert_eq!(
+        next.placement(),
+        preferred,
+        "the next epoch prefers the same"
+    );
+    // One slot there: the other task runs elsewhere at once.
+    let mut next = scheduler(shapes, &[(1, 2), (2, 1)]);
+    next.set_preferred(preferred);
+    let assigned = next.poll(now);
+    assert_eq!(assigned.len(), 2);
+    assert_eq!(
+        assigned
+            .iter()
+            .filter(|x| x.executor == ExecutorId(2))
+            .count(),
+        1
+    );
 }
 
 #[test]
