@@ -13,16 +13,14 @@ use sluice_connectors::{PlanRequest, ReadCounters, SourceEpoch, WriterReceipt};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::allocation::{Allocation, Decision, EpochSample};
+use super::allocation::{Allocation, Decision};
 use super::cluster::Cluster;
 use super::events::{Event, Reporter};
 use super::lifecycle::{
     self, Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES,
     PLANNING_RETRIES,
 };
-use super::report::{
-    self, AllocationRecord, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport,
-};
+use super::report::{self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport};
 use super::scheduler::EpochScheduler;
 use super::signals::{interruptible, watch_signals};
 use super::sinks::{Delivered, SinkSet};
@@ -31,7 +29,7 @@ use super::{ClusterMode, DriverConfig, Timings, Trigger};
 use crate::error::{EngineError, Result};
 use crate::job::Job;
 use crate::plan::{self, PlannedQuery};
-use crate::protocol::{ExecutorId, QueryInstall, ToExecutor};
+use crate::protocol::{QueryInstall, ToExecutor};
 
 /// State snapshots older than the retained epochs are deleted after every this many epochs.
 const STATE_GC_EVERY_EPOCHS: u64 = 10;
@@ -55,7 +53,7 @@ pub(super) struct EpochRunner<'a> {
 }
 
 /// A planned query, ready to run epochs.
-struct Query {
+pub(super) struct Query {
     planned: PlannedQuery,
     install: QueryInstall,
     parallelism: usize,
@@ -64,7 +62,7 @@ struct Query {
     /// The epoch whose tasks rebuild keyed state committed with another partition count,
     /// and that count.
     rescale: Option<(Epoch, u32)>,
-    policy: Policy,
+    pub(super) policy: Policy,
     /// `available-now`: where each partition ended at start.
     until: BTreeMap<String, BTreeMap<i32, i64>>,
 }
@@ -263,89 +261,6 @@ impl EpochRunner<'_> {
         report.tasks = self.tasks.attempts;
         report.epochs = life.committed();
         Ok(report)
-    }
-
-    /// Dynamic allocation's decision after a committed streaming epoch (carried out by
-    /// [`EpochRunner::allocate`] once the epoch's bookkeeping is done).
-    fn decide(
-        &mut self,
-        query: &Query,
-        progress: &EpochProgress,
-        execution: Duration,
-    ) -> AllocationRecord {
-        // A started executor counts from its start (so it is not started twice) until it joins
-        // or, after a minute without joining, is given up on.
-        let members = &self.tasks.members;
-        self.starting.retain(|(name, at)| {
-            !members.values().any(|m| &m.info.name == name)
-                && at.elapsed() < Duration::from_secs(60)
-        });
-        let executors = members.len() + self.starting.len();
-        let backlog = progress.backlog();
-        let decision = self.allocation.observe(EpochSample {
-            executors,
-            execution_ms: execution.as_secs_f64() * 1000.0,
-            trigger_ms: match query.policy.trigger {
-                Some(Trigger::Interval(d)) => d.as_secs_f64() * 1000.0,
-                _ => 0.0,
-            },
-            backlog,
-            processed: progress.input_rows,
-        });
-        let record = AllocationRecord {
-            executors,
-            target: decision.target,
-            reason: decision.reason.clone(),
-            backlog,
-        };
-        self.wanted = (decision.target != executors).then_some(decision);
-        record
-    }
-
-    /// Carries out the last decision between epochs: the local manager starts executor
-    /// processes or stops the newest ones; a standalone driver says how many it wants.
-    fn allocate(&mut self, cluster: &mut Cluster) -> Result<()> {
-        let Some(decision) = self.wanted.take() else {
-            return Ok(());
-        };
-        let current = self.tasks.members.len() + self.starting.len();
-        if !cluster.is_local() {
-            self.notice(format!(
-                "dynamic allocation: this query wants {} executor(s), {current} have joined ({})",
-                decision.target, decision.reason
-            ));
-            return Ok(());
-        }
-        for _ in current..decision.target {
-            let Some((name, pid)) = cluster.start_executor()? else {
-                break;
-            };
-            self.notice(format!(
-                "dynamic allocation: started {name} (pid {pid}): {}",
-                decision.reason
-            ));
-            self.starting.push((name, Instant::now()));
-        }
-        if decision.target < current {
-            let newest: Vec<ExecutorId> = self
-                .tasks
-                .members
-                .keys()
-                .rev()
-                .take(current - decision.target)
-                .copied()
-                .collect();
-            for id in newest {
-                if let Some(m) = self.tasks.members.get(&id) {
-                    self.notice(format!(
-                        "dynamic allocation: stopping {} (pid {}): {}",
-                        m.info.name, m.info.pid, decision.reason
-                    ));
-                }
-                self.tasks.retire(id, &decision.reason);
-            }
-        }
-        Ok(())
     }
 
     /// What the checkpoint says now.

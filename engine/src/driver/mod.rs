@@ -17,6 +17,7 @@
 
 pub mod allocation;
 pub mod cluster;
+mod elastic;
 mod epoch;
 pub mod events;
 pub mod inspect;

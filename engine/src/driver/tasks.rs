@@ -118,26 +118,6 @@ pub(super) async fn send(member: &Member, message: ToExecutor) {
 }
 
 impl Tasks<'_> {
-    /// Stops executor `id` between epochs (dynamic allocation): it leaves the cluster at once,
-    /// so no task is scheduled on it; its shuffle outputs are no longer needed (the epoch
-    /// committed) and its state partitions are restored elsewhere from the committed snapshot.
-    pub(super) fn retire(&mut self, id: ExecutorId, reason: &str) {
-        let Some(member) = self.members.remove(&id) else {
-            return;
-        };
-        self.placement.retain(|_, e| *e != id);
-        for peer in self.members.values() {
-            let _ = peer.sender.try_send(ToExecutor::PeerLost {
-                executor: id,
-                data_addr: member.info.data_addr,
-            });
-        }
-        let _ = member.sender.try_send(ToExecutor::Shutdown {
-            reason: format!("dynamic allocation: {reason}"),
-        });
-        self.retiring.insert(id, member);
-    }
-
     /// Waits until `count` executors have registered.
     pub(super) async fn await_executors(&mut self, count: usize) -> Result<()> {
         let timeout = match &self.config.cluster {
