@@ -186,6 +186,12 @@ impl Model {
                 heartbeat_age_ms: now_ms.saturating_sub(e.last_heartbeat_ms),
             })
             .collect();
-        json!({ "executors": rows, "lost": self.lost })
+        // Dynamic allocation's latest decision, with the epoch it followed.
+        let allocation = self.epochs.iter().rev().find_map(|p| {
+            let a = p.allocation.as_ref()?;
+            Some(json!({ "epoch": p.epoch, "executors": a.executors, "target": a.target,
+                         "reason": a.reason, "backlog": a.backlog }))
+        });
+        json!({ "executors": rows, "lost": self.lost, "allocation": allocation })
     }
 }

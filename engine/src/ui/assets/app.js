@@ -119,6 +119,10 @@
   };
 
   const drawExecutors = (ex) => {
+    const a = ex.allocation;
+    $("#allocation").textContent = a
+      ? `Dynamic allocation after epoch ${a.epoch}: ${a.executors} executor(s) → ${a.target} (${a.reason}; backlog ${num(a.backlog)})`
+      : "Dynamic allocation: off (--max-executors not above --min-executors).";
     $("#executors-table tbody").innerHTML = ex.executors.map((e) => `<tr><td>${e.id}</td><td class="text">${esc(e.name)}</td><td class="text">${esc(e.address)}</td>
       <td>${e.pid}</td><td>${e.slots}</td><td>${bytes(e.memory_bytes)}</td><td>${num(e.heartbeat_age_ms)} ms</td><td>${bytes(e.rss_bytes)}</td>
       <td>${bytes(e.peak_rss_bytes)}</td><td>${num(e.tasks_run)}</td><td>${num(e.tasks_failed)}</td></tr>`).join("");

@@ -1,0 +1,242 @@
+//! P11 — dynamic allocation under a load step, against fixed executor counts.
+//!
+//! Workload: JSON bids produced into a 4-partition topic (tansu, SQLite storage) at a base rate,
+//! then at a step rate, then at the base rate again, while a streaming query aggregates them in
+//! 10-second tumbling windows per auction with a CPU-heavy aggregate (a chain of SHA-256 over
+//! each bidder id and each price, so a record costs tens of microseconds) into Parquet,
+//! `--trigger 1s`,
+//! `--slots 1` (one core per executor).
+//!
+//! The same load runs three times in one run, each on its own topic and checkpoint:
+//! - fixed minimum: `--executors MIN`;
+//! - fixed maximum: `--executors MAX`;
+//! - elastic: `--min-executors MIN --max-executors MAX` (the default policy).
+//!
+//! Reported per run, from the query's progress records: the time from the step until the data
+//! age at commit (from the previous epoch's planning to this epoch's commit: how long a record
+//! produced just after one epoch started waits to be committed) is back under two trigger
+//! intervals for good (`never` if the last epoch was still over it), the largest data age,
+//! and executor-seconds (executors × wall time between the first and last epoch; for the
+//! elastic run the sum over epochs of the executors it ran with). Ratios: elastic against the
+//! fixed runs.
+//!
+//! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--min 1]
+//! [--max 2] [--depth 40]` (it builds the release binaries first).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice::broker::{Broker, Producer};
+use sluice::datagen::stream_bid;
+
+struct Args {
+    base: u64,
+    step: u64,
+    phase: u64,
+    min: usize,
+    max: usize,
+    depth: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        base: 1000,
+        step: 12000,
+        phase: 30,
+        min: 1,
+        max: 2,
+        depth: 40,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).expect("a number");
+        match arg.as_str() {
+            "--base" => a.base = value(),
+            "--step" => a.step = value(),
+            "--phase-secs" => a.phase = value(),
+            "--min" => a.min = value() as usize,
+            "--max" => a.max = value() as usize,
+            "--depth" => a.depth = (value() as usize).min(45),
+            _ => {}
+        }
+    }
+    a
+}
+
+/// Produces `rate` records per second for `secs` seconds (in 100 ms slices) from id `*next`.
+fn produce(producer: &Producer, topic: &str, rate: u64, secs: u64, next: &mut u64) {
+    let slice = (rate / 10).max(1);
+    let start = Instant::now();
+    for n in 0..secs * 10 {
+        let records = (*next..*next + slice).map(|i| {
+            let b = stream_bid(11, i);
+            ((i % 4) as i32, b.auction.to_string().into_bytes(), b.json())
+        });
+        producer.send_all(topic, records);
+        *next += slice;
+        let due = start + Duration::from_millis(100 * (n + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+struct Outcome {
+    recovery: Option<f64>,
+    peak_age: u64,
+    executor_seconds: f64,
+    epochs: usize,
+    peak_executors: u64,
+}
+
+fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) -> Outcome {
+    let topic = format!("p11-{name}");
+    broker.create_topic(&topic, 4);
+    // Nested calls: the SQL parser allows 50 levels, so two chains over different columns.
+    let chain = |column: &str| {
+        format!(
+            "{}repeat(CAST({column} AS VARCHAR), 64){}",
+            "sha256(".repeat(a.depth),
+            ")".repeat(a.depth)
+        )
+    };
+    std::fs::write(
+        dir.join(format!("{name}.sql")),
+        format!(
+            "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,\n\
+               WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)\n\
+             WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json', start = 'earliest');\n\
+             CREATE TABLE out WITH (connector = 'parquet', path = 'out-{name}/');\n\
+             INSERT INTO out SELECT window_start, window_end, auction, count(*) AS bids, max({}) AS h1, max({}) AS h2\n\
+             FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+             GROUP BY window_start, window_end, auction;\n",
+            broker.bootstrap(),
+            chain("bidder"),
+            chain("price")
+        ),
+    )
+    .unwrap();
+    let checkpoint = dir.join(format!("ckpt-{name}"));
+    let child: Child = Command::new(sluice::sluice_binary())
+        .current_dir(dir)
+        .arg("run")
+        .arg(format!("{name}.sql"))
+        .args(["--trigger", "1s", "--slots", "1", "--parallelism", "4", "--retain-epochs", "10000", "--checkpoint"])
+        .arg(&checkpoint)
+        .args(cluster)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice runs");
+    let producer = Producer::connect(&broker.bootstrap());
+    let mut next = 0;
+    produce(&producer, &topic, a.base, a.phase, &mut next);
+    let step_at_ms = now_ms();
+    produce(&producer, &topic, a.step, a.phase, &mut next);
+    produce(&producer, &topic, a.base, a.phase, &mut next);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("sluice exits");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = sluice::progress::records(&checkpoint);
+    let at = |r: &serde_json::Value| r["batch_timestamp_ms"].as_u64().unwrap_or(0);
+    // Data age at commit: a record produced just after the previous epoch was planned waits
+    // until this epoch commits.
+    let total = |r: &serde_json::Value| r["duration_ms"]["total"].as_f64().unwrap_or(0.0) as u64;
+    let ages: Vec<(u64, u64)> = records
+        .windows(2)
+        .map(|p| (at(&p[1]), at(&p[1]) + total(&p[1]) - at(&p[0])))
+        .collect();
+    let fixed = cluster
+        .iter()
+        .position(|c| c == "--executors")
+        .and_then(|i| cluster.get(i + 1))
+        .and_then(|n| n.parse::<f64>().ok());
+    let mut executor_seconds = 0.0;
+    let mut peak_executors = 0;
+    for pair in records.windows(2) {
+        let secs = at(&pair[1]).saturating_sub(at(&pair[0])) as f64 / 1e3;
+        let n = match fixed {
+            Some(n) => n,
+            None => pair[0]["allocation"]["executors"].as_u64().unwrap_or(1) as f64,
+        };
+        peak_executors = peak_executors.max(n as u64);
+        executor_seconds += n * secs;
+    }
+    // Caught up: from the step until the data age is back under two trigger intervals (one
+    // of waiting for the epoch, at most one of processing) for good — the first epoch after
+    // the last one over it; never, if the last epoch was still over it.
+    let after: Vec<(u64, u64)> = ages.into_iter().filter(|(t, _)| *t > step_at_ms).collect();
+    let peak_age = after.iter().map(|(_, age)| *age).max().unwrap_or(0);
+    let recovery = match after.iter().rposition(|(_, age)| *age > 2000) {
+        None => Some(0.0),
+        Some(i) => after
+            .get(i + 1)
+            .map(|(t, _)| (t - step_at_ms) as f64 / 1e3),
+    };
+    Outcome {
+        recovery,
+        peak_age,
+        executor_seconds,
+        epochs: records.len(),
+        peak_executors,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn main() {
+    let a = args();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "P11: load step {} -> {} -> {} records/s, {} s each; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger 1s --slots 1 --parallelism 4; executors {}..{}",
+        a.base, a.step, a.base, a.phase, a.depth, a.min, a.max
+    );
+    let configs: Vec<(String, Vec<String>)> = vec![
+        (format!("fixed-{}", a.min), vec!["--executors".into(), a.min.to_string()]),
+        (format!("fixed-{}", a.max), vec!["--executors".into(), a.max.to_string()]),
+        (
+            "elastic".into(),
+            vec![
+                "--min-executors".into(),
+                a.min.to_string(),
+                "--max-executors".into(),
+                a.max.to_string(),
+            ],
+        ),
+    ];
+    let mut results = Vec::new();
+    for (name, cluster) in &configs {
+        let o = run(dir.path(), &broker, &a, name, cluster);
+        println!(
+            "  {name:<10} caught up {:>8} after the step; peak data age {:>6.1} s; executor-seconds {:>6.1} over {} epochs (at most {} executors)",
+            o.recovery.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "never".into()),
+            o.peak_age as f64 / 1e3,
+            o.executor_seconds,
+            o.epochs,
+            o.peak_executors
+        );
+        results.push((name.clone(), o));
+    }
+    let elastic = &results[2].1;
+    for (name, o) in &results[..2] {
+        let recovery = match (elastic.recovery, o.recovery) {
+            (Some(e), Some(f)) if f > 0.0 => format!("{:.2}", e / f),
+            _ => "n/a".into(),
+        };
+        println!(
+            "  elastic / {name}: catch-up time {recovery}, executor-seconds {:.2}",
+            elastic.executor_seconds / o.executor_seconds.max(1e-9)
+        );
+    }
+}
