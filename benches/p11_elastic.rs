@@ -20,8 +20,12 @@
 //! elastic run the sum over epochs of the executors it ran with). Ratios: elastic against the
 //! fixed runs.
 //!
-//! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--min 1]
-//! [--max 2] [--depth 40]` (it builds the release binaries first).
+//! Phases: `--phase-secs` at the base rate, `--phase-secs` at the step rate, then
+//! `--tail-secs` at the base rate (long enough for the elastic run to shrink back); epochs
+//! planned after the load ends (the shutdown's) are not counted.
+//!
+//! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--tail-secs 60]
+//! [--min 1] [--max 2] [--depth 40]` (it builds the release binaries first).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +38,7 @@ struct Args {
     base: u64,
     step: u64,
     phase: u64,
+    tail: u64,
     min: usize,
     max: usize,
     depth: usize,
@@ -44,17 +49,23 @@ fn args() -> Args {
         base: 1000,
         step: 12000,
         phase: 30,
+        tail: 60,
         min: 1,
         max: 2,
         depth: 40,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).expect("a number");
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a number")
+        };
         match arg.as_str() {
             "--base" => a.base = value(),
             "--step" => a.step = value(),
             "--phase-secs" => a.phase = value(),
+            "--tail-secs" => a.tail = value(),
             "--min" => a.min = value() as usize,
             "--max" => a.max = value() as usize,
             "--depth" => a.depth = (value() as usize).min(45),
@@ -122,7 +133,17 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
         .current_dir(dir)
         .arg("run")
         .arg(format!("{name}.sql"))
-        .args(["--trigger", "1s", "--slots", "1", "--parallelism", "4", "--retain-epochs", "10000", "--checkpoint"])
+        .args([
+            "--trigger",
+            "1s",
+            "--slots",
+            "1",
+            "--parallelism",
+            "4",
+            "--retain-epochs",
+            "10000",
+            "--checkpoint",
+        ])
         .arg(&checkpoint)
         .args(cluster)
         .stdout(Stdio::null())
@@ -134,7 +155,9 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
     produce(&producer, &topic, a.base, a.phase, &mut next);
     let step_at_ms = now_ms();
     produce(&producer, &topic, a.step, a.phase, &mut next);
-    produce(&producer, &topic, a.base, a.phase, &mut next);
+    produce(&producer, &topic, a.base, a.tail, &mut next);
+    // Epochs planned after this are the shutdown's, not the load's.
+    let stop_at_ms = now_ms();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("sluice exits");
     assert!(
@@ -142,7 +165,12 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
         "{name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let records = sluice::progress::records(&checkpoint);
+    let mut records = sluice::progress::records(&checkpoint);
+    records.retain(|r| {
+        r["batch_timestamp_ms"]
+            .as_u64()
+            .is_some_and(|t| t < stop_at_ms)
+    });
     let at = |r: &serde_json::Value| r["batch_timestamp_ms"].as_u64().unwrap_or(0);
     // Data age at commit: a record produced just after the previous epoch was planned waits
     // until this epoch commits.
@@ -174,9 +202,7 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
     let peak_age = after.iter().map(|(_, age)| *age).max().unwrap_or(0);
     let recovery = match after.iter().rposition(|(_, age)| *age > 2000) {
         None => Some(0.0),
-        Some(i) => after
-            .get(i + 1)
-            .map(|(t, _)| (t - step_at_ms) as f64 / 1e3),
+        Some(i) => after.get(i + 1).map(|(t, _)| (t - step_at_ms) as f64 / 1e3),
     };
     Outcome {
         recovery,
@@ -199,12 +225,18 @@ fn main() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "P11: load step {} -> {} -> {} records/s, {} s each; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger 1s --slots 1 --parallelism 4; executors {}..{}",
-        a.base, a.step, a.base, a.phase, a.depth, a.min, a.max
+        "P11: load step {} -> {} -> {} records/s for {} s, {} s, {} s; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger 1s --slots 1 --parallelism 4; executors {}..{}",
+        a.base, a.step, a.base, a.phase, a.phase, a.tail, a.depth, a.min, a.max
     );
     let configs: Vec<(String, Vec<String>)> = vec![
-        (format!("fixed-{}", a.min), vec!["--executors".into(), a.min.to_string()]),
-        (format!("fixed-{}", a.max), vec!["--executors".into(), a.max.to_string()]),
+        (
+            format!("fixed-{}", a.min),
+            vec!["--executors".into(), a.min.to_string()],
+        ),
+        (
+            format!("fixed-{}", a.max),
+            vec!["--executors".into(), a.max.to_string()],
+        ),
         (
             "elastic".into(),
             vec![

@@ -11,6 +11,7 @@
 //! - [`progress`]: progress records read back from a checkpoint.
 //! - [`process`]: the processes a driver spawned.
 //! - [`s3`]: a real S3-compatible server on loopback and an independent reader of a bucket.
+//! - [`soak`]: a long-running streaming query and its processes' memory, sampled.
 //! - [`stats`]: medians and percentiles for the benchmarks.
 //! - [`web`]: HTTP requests to the web UI and scripts driving a real headless browser.
 //! - [`sluice_binary`]: where the built `sluice` binary is.
@@ -21,6 +22,7 @@ pub mod process;
 pub mod progress;
 pub mod reference;
 pub mod s3;
+pub mod soak;
 pub mod stats;
 pub mod table;
 pub mod web;

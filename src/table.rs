@@ -150,3 +150,26 @@ sys.stdout.write("\n".join(str(r[0]) for r in rows))
         .map(|l| l.parse().expect("an integer from DuckDB"))
         .collect()
 }
+
+/// The rows DuckDB returns for `sql` (each row's values joined by tabs), for checks that must
+/// not depend on Sluice's or DataFusion's code: `read_parquet` over a Sluice table included.
+pub fn duckdb_rows(sql: &str) -> Vec<String> {
+    let script = r#"
+import sys, duckdb
+for row in duckdb.sql(sys.argv[1]).fetchall():
+    print("\t".join(str(v) for v in row))
+"#;
+    let out = std::process::Command::new(readers_python())
+        .args(["-c", script, sql])
+        .output()
+        .expect("running DuckDB");
+    assert!(
+        out.status.success(),
+        "DuckDB failed on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,13 +1,14 @@
 //! Dynamic allocation on the local manager: a windowed aggregation over Kafka whose input rate
 //! steps up then down grows its executors while it has a backlog and shrinks them back once
-//! the load has dropped, without replaying an epoch, and writes DataFusion's windows.
+//! the load has dropped, without replaying an epoch, and writes DataFusion's windows. A bounded
+//! job grows while its tasks wait for a slot.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::stream::{bids, produce, progress, reference_closed_windows, source_ddl};
-use common::{spawn, wait_output};
+use common::{events, generate, ok, reference, sluice_env, spawn, wait_output, SOURCES};
 use sluice::broker::Broker;
 use sluice::datagen::STREAM_BASE_MS as BASE_MS;
 use sluice::table::read_rows;
@@ -151,4 +152,78 @@ fn a_streaming_query_grows_under_a_load_step_and_shrinks_back_after_it() {
     assert!(want.len() > 100, "the reference has {} rows", want.len());
     assert_eq!(got.len(), want.len(), "each closed window exactly once");
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_bounded_job_grows_while_its_tasks_wait_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let select = "SELECT auction % 20 AS a, count(*) AS n, max(price) AS top \
+                  FROM bids GROUP BY auction % 20";
+    std::fs::write(
+        d.join("job.sql"),
+        format!(
+            "{SOURCES}\nCREATE TABLE out WITH (connector = 'parquet', path = 'out/');\n\
+             INSERT INTO out {select};\n"
+        ),
+    )
+    .unwrap();
+    // Every task takes at least 2 s (the executors' test hook), so with one executor of one
+    // slot the scan's other 2 tasks (--max-executors 3 x 1 slot) wait past the 1 s threshold.
+    let out = sluice_env(
+        d,
+        &[
+            "run",
+            "job.sql",
+            "--checkpoint",
+            "ckpt",
+            "--events",
+            "events.jsonl",
+            "--min-executors",
+            "1",
+            "--max-executors",
+            "3",
+            "--slots",
+            "1",
+        ],
+        &[("SLUICE_TEST_TASK_DELAY_MS", "2000")],
+    );
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let started: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("dynamic allocation: started executor-"))
+        .collect();
+    assert!(!started.is_empty(), "{stderr}");
+    assert!(
+        started
+            .iter()
+            .all(|l| l.contains("task(s) waiting for a slot")),
+        "{started:?}"
+    );
+    // The decision in the progress record.
+    let records = progress(&d.join("ckpt"));
+    let allocation = &records.last().unwrap()["allocation"];
+    assert_eq!(allocation["executors"], 1, "{allocation}");
+    assert!(allocation["target"].as_u64() >= Some(2), "{allocation}");
+    assert!(
+        allocation["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for a slot")),
+        "{allocation}"
+    );
+    // The executors started took tasks of the running job.
+    let last = events(&d.join("events.jsonl"))
+        .into_iter()
+        .rfind(|e| e["event"] == "executors")
+        .unwrap();
+    let busy = last["executors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["tasks_run"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 2, "{last}");
+    assert_eq!(read_rows(&d.join("out")), reference(d, select));
 }

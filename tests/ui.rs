@@ -226,6 +226,14 @@ fn metrics_agree_with_the_progress_records_of_the_same_epochs() {
         value("sluice_state_rows", &[("operator", "0")]),
         state["rows_total"].as_f64().unwrap()
     );
+    assert_eq!(
+        value("sluice_spilled_bytes_total", &[]),
+        sum(&|r| r["spilled_bytes"].as_f64().unwrap())
+    );
+    assert_eq!(
+        value("sluice_memory_pool_peak_bytes", &[]),
+        records.last().unwrap()["peak_pool_bytes"].as_f64().unwrap()
+    );
     assert_eq!(value("sluice_executors", &[]), 2.0);
     assert_eq!(value("sluice_lost_executors_total", &[]), 0.0);
     assert!(

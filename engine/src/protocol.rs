@@ -286,6 +286,14 @@ pub struct TaskReport {
     /// The executor's transient object-store failures so far, cumulative (as in heartbeats).
     #[serde(default)]
     pub store_retries: u64,
+    /// Bytes and files the task's operators spilled to the executor's disk.
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    #[serde(default)]
+    pub spill_files: u64,
+    /// The most the executor's memory pool has held at once so far (bytes).
+    #[serde(default)]
+    pub peak_pool_bytes: u64,
 }
 
 /// First frame on a data stream: which shuffle output to send.

@@ -52,8 +52,8 @@ impl Default for AllocationPolicy {
     }
 }
 
-/// The policy's epoch counts a user may set (`--allocation-window`, `--allocation-cooldown`,
-/// `--allocation-idle-epochs`).
+/// The policy's settings a user may change (`--allocation-window`, `--allocation-cooldown`,
+/// `--allocation-idle-epochs`, `--allocation-idle-timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllocationTuning {
     /// [`AllocationPolicy::window`].
@@ -62,6 +62,8 @@ pub struct AllocationTuning {
     pub cooldown: usize,
     /// [`AllocationPolicy::shrink_after`].
     pub shrink_after: usize,
+    /// A bounded job: how long an executor is idle before it is released.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for AllocationTuning {
@@ -71,6 +73,7 @@ impl Default for AllocationTuning {
             window: p.window,
             cooldown: p.cooldown,
             shrink_after: p.shrink_after,
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -118,6 +121,11 @@ impl Allocation {
             cooldown: 0,
             idle_streak: 0,
         }
+    }
+
+    /// Its thresholds.
+    pub fn policy(&self) -> AllocationPolicy {
+        self.policy
     }
 
     /// Whether allocation is on (`min < max`).

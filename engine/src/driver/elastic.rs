@@ -1,17 +1,27 @@
 //! Dynamic allocation in the epoch loop: the policy's decision after each committed epoch
 //! (from what the epoch measured), and carrying it out between epochs — the local manager
 //! starts executor processes or stops the newest, a standalone driver says what it wants.
+//! A bounded job (one epoch) follows its pending tasks while it runs instead.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::allocation::EpochSample;
+use super::allocation::{bounded_target, AllocationPolicy, Decision, EpochSample};
 use super::cluster::Cluster;
 use super::epoch::{EpochRunner, Query};
+use super::events::Event;
 use super::report::{AllocationRecord, EpochProgress};
+use super::scheduler::EpochScheduler;
 use super::tasks::Tasks;
 use super::Trigger;
 use crate::error::Result;
 use crate::protocol::{ExecutorId, ToExecutor};
+
+/// Tasks count as waiting once they have waited this long for a slot (Spark's
+/// `schedulerBacklogTimeout`): a stage's tasks that start a moment later do not grow the job.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(1);
+/// A started executor that has not joined after this long is given up on.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl EpochRunner<'_> {
     /// Dynamic allocation's decision after a committed streaming epoch (carried out by
@@ -117,5 +127,136 @@ impl Tasks<'_> {
             reason: format!("dynamic allocation: {reason}"),
         });
         self.retiring.insert(id, member);
+    }
+}
+
+/// Dynamic allocation of a bounded job while its one epoch runs (local manager): grow while
+/// tasks wait for a slot, release executors idle past `--allocation-idle-timeout`.
+pub(super) struct BoundedElastic {
+    policy: AllocationPolicy,
+    slots: usize,
+    idle_timeout: Duration,
+    /// Since when tasks have been waiting for a slot.
+    waiting_since: Option<Instant>,
+    /// Since when each releasable executor has been idle.
+    idle_since: BTreeMap<ExecutorId, Instant>,
+    /// Executors started that have not joined yet.
+    starting: Vec<(String, Instant)>,
+    /// The last change and how many executors it left (for the progress record).
+    last: Option<(Decision, usize)>,
+}
+
+impl BoundedElastic {
+    pub(super) fn new(policy: AllocationPolicy, slots: usize, idle_timeout: Duration) -> Self {
+        BoundedElastic {
+            policy,
+            slots,
+            idle_timeout,
+            waiting_since: None,
+            idle_since: BTreeMap::new(),
+            starting: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// The progress record's `allocation`: the last change made while the job ran.
+    pub(super) fn record(&self, executors: usize) -> AllocationRecord {
+        let (target, reason) = match &self.last {
+            Some((d, _)) => (d.target, d.reason.clone()),
+            None => (executors, "no task waited for a slot".into()),
+        };
+        AllocationRecord {
+            executors: self.last.as_ref().map_or(executors, |(_, from)| *from),
+            target,
+            reason,
+            backlog: 0,
+        }
+    }
+}
+
+impl Tasks<'_> {
+    /// One look at a running bounded job (every scheduler tick): starts executors while tasks
+    /// wait, stops those idle past the timeout that hold nothing still needed.
+    pub(super) fn allocate_bounded(
+        &mut self,
+        elastic: &mut BoundedElastic,
+        scheduler: &mut EpochScheduler,
+        cluster: &mut Cluster,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let members = &self.members;
+        elastic.starting.retain(|(name, at)| {
+            !members.values().any(|m| &m.info.name == name) && at.elapsed() < JOIN_TIMEOUT
+        });
+        let waiting = scheduler.waiting_tasks();
+        elastic.waiting_since = (waiting > 0).then(|| elastic.waiting_since.unwrap_or(now));
+        // What the executors being started will take is not waiting any more.
+        let pending = if elastic
+            .waiting_since
+            .is_some_and(|t| now.duration_since(t) >= BACKLOG_TIMEOUT)
+        {
+            waiting.saturating_sub(elastic.starting.len() * elastic.slots)
+        } else {
+            0
+        };
+        let releasable = scheduler.releasable_executors();
+        elastic.idle_since.retain(|e, _| releasable.contains(e));
+        for e in &releasable {
+            elastic.idle_since.entry(*e).or_insert(now);
+        }
+        let idle_ms: Vec<u64> = self
+            .members
+            .keys()
+            .map(|e| {
+                elastic
+                    .idle_since
+                    .get(e)
+                    .map_or(0, |t| now.duration_since(*t).as_millis() as u64)
+            })
+            .collect();
+        let executors = self.members.len() + elastic.starting.len();
+        let decision = bounded_target(
+            &elastic.policy,
+            executors,
+            elastic.slots,
+            pending,
+            &idle_ms,
+            elastic.idle_timeout.as_millis() as u64,
+        );
+        if decision.target > executors {
+            for _ in executors..decision.target {
+                let Some((name, pid)) = cluster.start_executor()? else {
+                    break;
+                };
+                self.reporter.report(Event::notice(format!(
+                    "dynamic allocation: started {name} (pid {pid}): {}",
+                    decision.reason
+                )));
+                elastic.starting.push((name, now));
+            }
+            elastic.last = Some((decision, executors));
+        } else if decision.target < executors {
+            // The longest idle first.
+            let mut idle: Vec<(Instant, ExecutorId)> = elastic
+                .idle_since
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) > elastic.idle_timeout)
+                .map(|(e, t)| (*t, *e))
+                .collect();
+            idle.sort();
+            for (_, id) in idle.into_iter().take(executors - decision.target) {
+                if let Some(m) = self.members.get(&id) {
+                    self.reporter.report(Event::notice(format!(
+                        "dynamic allocation: stopping {} (pid {}): {}",
+                        m.info.name, m.info.pid, decision.reason
+                    )));
+                }
+                scheduler.release_executor(id);
+                elastic.idle_since.remove(&id);
+                self.retire(id, &decision.reason);
+            }
+            elastic.last = Some((decision, executors));
+        }
+        Ok(())
     }
 }

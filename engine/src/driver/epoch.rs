@@ -15,6 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::allocation::{Allocation, Decision};
 use super::cluster::Cluster;
+use super::elastic::BoundedElastic;
 use super::events::{Event, Reporter};
 use super::lifecycle::{
     self, Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES,
@@ -49,6 +50,8 @@ pub(super) struct EpochRunner<'a> {
     pub allocation: Allocation,
     pub wanted: Option<Decision>,
     pub starting: Vec<(String, Instant)>,
+    /// A bounded job's allocation while its epoch runs (local manager, allocation on).
+    pub bounded_elastic: Option<BoundedElastic>,
     pub reporter: Arc<dyn Reporter>,
 }
 
@@ -192,7 +195,7 @@ impl EpochRunner<'_> {
                     flight.replay = true;
                     flight.timings = Timings::default();
                     let outcome = self
-                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold)
+                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold, cluster)
                         .await;
                     life.ran(epoch, outcome, Instant::now())
                 }
@@ -224,7 +227,7 @@ impl EpochRunner<'_> {
                 }
                 Action::Run(epoch) => {
                     let outcome = self
-                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold)
+                        .run_tasks(&query, &mut flight, &life, &mut signals, threshold, cluster)
                         .instrument(info_span!("epoch", epoch = epoch.0))
                         .await;
                     life.ran(epoch, outcome, Instant::now())
@@ -322,8 +325,18 @@ impl EpochRunner<'_> {
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
         self.committer = SinkSet::new(&planned)?;
-        if matches!(self.config.cluster, ClusterMode::Local { .. }) {
+        if let ClusterMode::Local {
+            slots_per_executor, ..
+        } = self.config.cluster
+        {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
+            if bounded && self.allocation.enabled() {
+                self.bounded_elastic = Some(BoundedElastic::new(
+                    self.allocation.policy(),
+                    slots_per_executor as usize,
+                    self.config.allocation.idle_timeout,
+                ));
+            }
         }
         let install = QueryInstall {
             query_id: self.tasks.query_id.clone(),
@@ -472,6 +485,7 @@ impl EpochRunner<'_> {
         life: &Lifecycle,
         signals: &mut watch::Receiver<u32>,
         threshold: u32,
+        cluster: &mut Cluster,
     ) -> std::result::Result<(), bool> {
         let Some(input) = flight.input.as_ref() else {
             return Err(flight.fail(EngineError::Internal("an epoch without input".into())));
@@ -488,6 +502,8 @@ impl EpochRunner<'_> {
                 query
                     .rescale
                     .and_then(|(e, was)| (e == input.epoch).then_some(was)),
+                cluster,
+                self.bounded_elastic.as_mut(),
             ),
         )
         .await;
@@ -583,6 +599,12 @@ impl EpochRunner<'_> {
                         .collect(),
                 ),
                 rows: reports.iter().map(|(_, _, r)| r.output_rows).sum(),
+                spilled_bytes: reports.iter().map(|(_, _, r)| r.spilled_bytes).sum(),
+                peak_pool_bytes: reports
+                    .iter()
+                    .map(|(_, _, r)| r.peak_pool_bytes)
+                    .max()
+                    .unwrap_or(0),
             });
         }
         let retried = scheduler.retried();
@@ -694,7 +716,9 @@ impl EpochRunner<'_> {
             timings,
             since_last,
         );
-        if self.allocation.enabled() && !bounded {
+        if let Some(elastic) = &self.bounded_elastic {
+            progress.allocation = Some(elastic.record(self.tasks.members.len()));
+        } else if self.allocation.enabled() && !bounded {
             progress.allocation = Some(self.decide(query, &progress, timings.execution));
         }
         self.store.write_progress(epoch, &progress)?;

@@ -246,6 +246,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
         }),
         wanted: None,
         starting: Vec::new(),
+        bounded_elastic: None,
         reporter,
     };
     let result = runner.run(&job, &mut cluster, started).await;

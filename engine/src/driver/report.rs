@@ -244,6 +244,14 @@ pub struct StageProgress {
     pub task_rows: Spread,
     /// Rows of all its tasks.
     pub rows: u64,
+    /// Bytes its tasks' operators spilled to disk (aggregations, sorts, joins over their share
+    /// of the memory pool).
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    /// The most an executor's memory pool held while it ran (the largest of its tasks'
+    /// executors, bytes).
+    #[serde(default)]
+    pub peak_pool_bytes: u64,
 }
 
 /// The progress record of one epoch (printed with `--progress json`, kept under
@@ -306,6 +314,12 @@ pub struct EpochProgress {
     /// Per stateful operator: keys total/updated/evicted, state and snapshot bytes, times.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<crate::protocol::OperatorStateMetrics>,
+    /// Bytes spilled to executors' disks, all stages.
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    /// The most any executor's memory pool held at once, as of this epoch's tasks.
+    #[serde(default)]
+    pub peak_pool_bytes: u64,
     /// Task attempts started (one per task when nothing failed).
     #[serde(default)]
     pub task_attempts: usize,
@@ -451,6 +465,13 @@ impl EpochProgress {
             transaction_offsets: read.transaction_offsets,
             lost_offsets: read.lost_offsets,
             state: result.state.clone(),
+            spilled_bytes: result.stages.iter().map(|s| s.spilled_bytes).sum(),
+            peak_pool_bytes: result
+                .stages
+                .iter()
+                .map(|s| s.peak_pool_bytes)
+                .max()
+                .unwrap_or(0),
             task_attempts: result.attempts,
             retried_tasks: result.retried.clone(),
             store_retries: result.store_retries,

@@ -644,19 +644,7 @@ impl EpochScheduler {
         // consumers come after producers, so one backward pass also covers outputs a re-run
         // needs.
         for s in (0..self.shapes.len()).rev() {
-            if !self.shapes[s].output_on_executor {
-                continue;
-            }
-            let consumers: Vec<usize> = (0..self.shapes.len())
-                .filter(|d| self.shapes[*d].inputs.contains(&StageId(s)))
-                .collect();
-            let needed = if consumers.is_empty() {
-                // The final stage's results are fetched from the executor at commit.
-                true
-            } else {
-                consumers.iter().any(|d| !self.stage_done(StageId(*d)))
-            };
-            if !needed {
+            if !self.output_needed(s) {
                 continue;
             }
             for p in 0..self.tasks[s].len() {
@@ -671,6 +659,60 @@ impl EpochScheduler {
             Some(f) => Err(f),
             None => Ok(rerun),
         }
+    }
+
+    /// Whether stage `s`'s outputs on executors are still needed: an unfinished stage reads
+    /// them, or they are the final stage's results (fetched from the executor at commit).
+    fn output_needed(&self, s: usize) -> bool {
+        if !self.shapes[s].output_on_executor {
+            return false;
+        }
+        let mut consumers = (0..self.shapes.len())
+            .filter(|d| self.shapes[*d].inputs.contains(&StageId(s)))
+            .peekable();
+        consumers.peek().is_none() || consumers.any(|d| !self.stage_done(StageId(d)))
+    }
+
+    /// Tasks of runnable stages waiting for a free slot (after [`EpochScheduler::poll`]):
+    /// a bounded job's dynamic allocation grows on them.
+    pub fn waiting_tasks(&self) -> usize {
+        (0..self.shapes.len())
+            .filter(|s| self.shapes[*s].inputs.iter().all(|&i| self.stage_done(i)))
+            .map(|s| {
+                self.tasks[s]
+                    .iter()
+                    .filter(|t| matches!(t, TaskState::Pending { .. }))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Executors running nothing and holding no output a stage or the commit still needs:
+    /// removing one costs no task a re-run.
+    pub fn releasable_executors(&self) -> Vec<ExecutorId> {
+        let needed: Vec<bool> = (0..self.shapes.len())
+            .map(|s| self.output_needed(s))
+            .collect();
+        self.executors
+            .iter()
+            .filter(|(e, load)| {
+                load.running == 0
+                    && !self.tasks.iter().enumerate().any(|(s, tasks)| {
+                        needed[s]
+                            && tasks.iter().any(
+                                |t| matches!(t, TaskState::Done { executor, .. } if executor == *e),
+                            )
+                    })
+            })
+            .map(|(e, _)| *e)
+            .collect()
+    }
+
+    /// Takes a releasable executor out of scheduling (dynamic allocation stops it); its
+    /// finished tasks stay finished.
+    pub fn release_executor(&mut self, executor: ExecutorId) {
+        self.executors.remove(&executor);
+        self.preferred.retain(|_, e| *e != executor);
     }
 
     /// A lost executor's attempt: counted like a failure, but retried without backoff (the

@@ -239,6 +239,8 @@ impl Tasks<'_> {
         install: &QueryInstall,
         input: &EpochInput,
         rescaled_from: Option<u32>,
+        cluster: &mut Cluster,
+        mut elastic: Option<&mut super::elastic::BoundedElastic>,
     ) -> Result<EpochScheduler> {
         self.catch_up(install).await;
         let shapes = planned
@@ -417,6 +419,9 @@ impl Tasks<'_> {
                 _ = tick.tick() => {
                     if let Some(failure) = self.lose_silent(&mut scheduler).await {
                         return Err(self.describe_failure(planned, failure));
+                    }
+                    if let Some(e) = elastic.as_deref_mut() {
+                        self.allocate_bounded(e, &mut scheduler, cluster)?;
                     }
                 }
             }

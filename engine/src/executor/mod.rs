@@ -5,6 +5,7 @@
 //! fetching) and a compute runtime with one worker per slot where operators run, so a busy
 //! operator never delays a heartbeat.
 
+pub mod memory;
 mod plan_check;
 pub mod task;
 
@@ -105,14 +106,19 @@ async fn serve(
         EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
     })?);
 
-    // State memory comes out of the executor's budget: a quarter for RocksDB's block cache,
-    // a sixteenth for memtables (charged to the cache).
+    // The executor's memory: a quarter for RocksDB's block cache (memtables are charged to
+    // it), half for DataFusion's pool, the rest a reserve (executor/memory.rs).
+    let budget = memory::MemoryBudget::of(config.memory_bytes);
+    let memory = Arc::new(memory::ExecutorMemory::new(
+        budget,
+        &config.work_dir.join("spill"),
+    )?);
     let state_dir = config.work_dir.join("state");
     let state = sluice_checkpoint::state::StateBackend::new(
         &state_dir,
         sluice_checkpoint::state::StateConfig {
-            block_cache_bytes: (config.memory_bytes / 4).max(8 << 20) as usize,
-            write_buffer_bytes: (config.memory_bytes / 16).max(4 << 20) as usize,
+            block_cache_bytes: budget.block_cache as usize,
+            write_buffer_bytes: budget.write_buffers as usize,
             ..Default::default()
         },
     )
@@ -142,12 +148,16 @@ async fn serve(
         trace!(target: "sluice::latency", "executor connecting");
         let conn = connect_with_retry(&endpoint, config.driver, timeout).await?;
         trace!(target: "sluice::latency", "executor connected");
+        let held = Held {
+            store: &store,
+            state: &state,
+            memory: &memory,
+        };
         let outcome = session(
             &conn,
             &config,
             &endpoint,
-            &store,
-            &state,
+            held,
             compute.clone(),
             network.clone(),
         )
@@ -186,16 +196,28 @@ async fn serve(
     outcome
 }
 
+/// What an executor keeps across driver sessions: shuffle outputs, operator state, memory.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    store: &'a Arc<ShuffleStore>,
+    state: &'a Arc<sluice_checkpoint::state::StateBackend>,
+    memory: &'a Arc<memory::ExecutorMemory>,
+}
+
 /// One registration with the driver: control loop until shutdown or loss.
 async fn session(
     conn: &quinn::Connection,
     config: &ExecutorConfig,
     endpoint: &ClusterEndpoint,
-    store: &Arc<ShuffleStore>,
-    state: &Arc<sluice_checkpoint::state::StateBackend>,
+    held: Held<'_>,
     compute: tokio::runtime::Handle,
     network: tokio::runtime::Handle,
 ) -> Result<()> {
+    let Held {
+        store,
+        state,
+        memory,
+    } = held;
     let (send, recv) = conn
         .open_bi()
         .await
@@ -280,7 +302,11 @@ async fn session(
     };
     tokio::pin!(parent_gone);
 
-    let session = Arc::new(stage_session());
+    let session = Arc::new(
+        SessionStateBuilder::new_from_existing(stage_session())
+            .with_runtime_env(memory.runtime.clone())
+            .build(),
+    );
     let client = Arc::new(ShuffleClient::new(
         endpoint.clone(),
         Some((executor, store.clone())),
@@ -293,6 +319,7 @@ async fn session(
         fetcher: Arc::new(Fetcher(client.clone())),
         delay: config.task_delay,
         executor: config.name.as_str().into(),
+        memory: memory.clone(),
     };
     let mut queries: HashMap<sluice_checkpoint::QueryId, Arc<InstalledQuery>> = HashMap::new();
     // Why a query could not be installed, so its tasks fail with the cause.

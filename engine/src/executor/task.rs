@@ -55,6 +55,8 @@ pub struct TaskEnv {
     pub delay: Option<std::time::Duration>,
     /// This executor's name, a field of every task's log span.
     pub executor: Arc<str>,
+    /// Its memory pool and spill directory.
+    pub memory: Arc<super::memory::ExecutorMemory>,
 }
 
 /// Runs one attempt to completion and reports how it went.
@@ -70,8 +72,21 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
     if let Some(delay) = env.delay {
         tokio::time::sleep(delay).await;
     }
+    let memory = env.memory.clone();
+    // Stage plans are shared by the query's tasks: spill metrics are taken around the run.
+    let plan = query.stages.get(&task.task.stage).map(|(p, _)| p.clone());
+    let partition = task.task.partition;
+    let spilled = |p: &Option<Arc<dyn ExecutionPlan>>| {
+        p.as_ref()
+            .map_or((0, 0), |p| super::memory::spilled(p, partition))
+    };
+    let spilled_before = spilled(&plan);
     match execute(env, query, task).instrument(span.clone()).await {
         Ok(mut report) => {
+            let spilled_after = spilled(&plan);
+            report.spilled_bytes = spilled_after.0.saturating_sub(spilled_before.0);
+            report.spill_files = spilled_after.1.saturating_sub(spilled_before.1);
+            report.peak_pool_bytes = memory.peak_pool_bytes();
             report.elapsed_us = started.elapsed().as_micros() as u64;
             report.peak_rss_bytes = super::peak_rss_bytes();
             report.store_retries = sluice_checkpoint::location::transient_failures();
@@ -92,7 +107,9 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
                 message: f.message.clone(),
             },
             None => TaskOutcome::Failed {
-                message: describe_datafusion(&e),
+                message: memory
+                    .describe_exhausted(&e)
+                    .unwrap_or_else(|| describe_datafusion(&e)),
                 retryable: datafusion_retryable(&e),
             },
         },

@@ -39,6 +39,8 @@ pub struct Metrics {
     dead_letters: Family<Labels, Counter>,
     skipped: Family<Labels, Counter>,
     late: Counter,
+    spilled: Counter,
+    pool_peak: Gauge,
     executors: Gauge,
     executor_rss: Family<Labels, Gauge>,
     task_attempts: Family<Labels, Counter>,
@@ -68,6 +70,8 @@ impl Metrics {
             dead_letters: Family::default(),
             skipped: Family::default(),
             late: Counter::default(),
+            spilled: Counter::default(),
+            pool_peak: Gauge::default(),
             executors: Gauge::default(),
             executor_rss: Family::default(),
             task_attempts: Family::default(),
@@ -119,6 +123,16 @@ impl Metrics {
             m.late.clone(),
         );
         r.register(
+            "sluice_spilled_bytes",
+            "Bytes operators spilled to executors' disks over their share of the memory pool",
+            m.spilled.clone(),
+        );
+        r.register(
+            "sluice_memory_pool_peak_bytes",
+            "The most an executor's memory pool has held at once (the largest of the last epoch's executors)",
+            m.pool_peak.clone(),
+        );
+        r.register(
             "sluice_executors",
             "Executors taking part in the query",
             m.executors.clone(),
@@ -165,6 +179,8 @@ impl Metrics {
     pub fn epoch(&self, p: &EpochProgress) {
         self.epochs_committed.inc();
         self.last_epoch.set(p.epoch as i64);
+        self.spilled.inc_by(p.spilled_bytes);
+        self.pool_peak.set(p.peak_pool_bytes as i64);
         if let Some(w) = p.watermark_ms {
             self.watermark.set(w);
         }

@@ -189,8 +189,10 @@ impl Model {
         // Dynamic allocation's latest decision, with the epoch it followed.
         let allocation = self.epochs.iter().rev().find_map(|p| {
             let a = p.allocation.as_ref()?;
-            Some(json!({ "epoch": p.epoch, "executors": a.executors, "target": a.target,
-                         "reason": a.reason, "backlog": a.backlog }))
+            Some(
+                json!({ "epoch": p.epoch, "executors": a.executors, "target": a.target,
+                         "reason": a.reason, "backlog": a.backlog }),
+            )
         });
         json!({ "executors": rows, "lost": self.lost, "allocation": allocation })
     }

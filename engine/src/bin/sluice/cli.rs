@@ -294,6 +294,10 @@ pub(crate) struct DriverArgs {
     /// backlog) before one executor is released.
     #[arg(long, default_value_t = 15)]
     pub(crate) allocation_idle_epochs: usize,
+    /// Dynamic allocation of a bounded job: how long an executor runs nothing (and holds no
+    /// output still needed) before it is stopped: 60s, 500ms.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) allocation_idle_timeout: Duration,
     /// Directory for the run's certificates and executor scratch space (default: temporary).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,

@@ -373,3 +373,51 @@ fn a_stage_completed_unrun_releases_its_readers_and_is_never_rerun() {
     assert!(s.is_complete());
     assert!(s.outputs(StageId(0)).iter().all(|(_, e)| *e == UNRUN));
 }
+
+#[test]
+fn waiting_tasks_and_releasable_executors_follow_what_later_stages_need() {
+    let now = Instant::now();
+    // Map stage of 5 tasks, a one-task sink stage (staged files: nothing on executors).
+    let mut sink = shape(1, 1, &[0]);
+    sink.output_on_executor = false;
+    let mut s = scheduler(vec![shape(0, 5, &[]), sink], &[(1, 1), (2, 1)]);
+    let first = s.poll(now);
+    assert_eq!(first.len(), 2);
+    assert_eq!(s.waiting_tasks(), 3, "3 map tasks wait for a slot");
+    assert!(s.releasable_executors().is_empty(), "both are running");
+    // A third executor joins and takes one; the rest finish the map stage.
+    s.add_executor(ExecutorId(3), 1);
+    let more = s.poll(now);
+    assert_eq!(more.len(), 1);
+    assert_eq!(s.waiting_tasks(), 2);
+    let mut assigned: Vec<Assignment> = first.into_iter().chain(more).collect();
+    let mut sink_task = Vec::new();
+    while !assigned.is_empty() {
+        succeed_all(&mut s, &assigned, now);
+        let (map, sink): (Vec<_>, Vec<_>) =
+            s.poll(now).into_iter().partition(|a| a.task.stage.0 == 0);
+        sink_task.extend(sink);
+        assigned = map;
+    }
+    // Stage 0 done: its outputs are needed until the sink finishes, so no executor holding
+    // one is releasable, whatever it runs.
+    assert_eq!(sink_task.len(), 1);
+    assert_eq!(s.waiting_tasks(), 0);
+    assert!(
+        s.releasable_executors().is_empty(),
+        "every executor holds a map output"
+    );
+    succeed_all(&mut s, &sink_task, now);
+    assert!(s.is_complete());
+    assert_eq!(
+        s.releasable_executors().len(),
+        3,
+        "nothing is needed any more"
+    );
+    s.release_executor(ExecutorId(2));
+    assert_eq!(s.executor_count(), 2);
+    assert!(
+        s.is_complete(),
+        "released executors' finished tasks stay finished"
+    );
+}
