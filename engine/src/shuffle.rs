@@ -46,17 +46,21 @@ type MapKey = (QueryId, u64, usize, usize);
 #[derive(Debug)]
 pub struct ShuffleStore {
     root: PathBuf,
+    /// What one map task's open output files may buffer in all (split over its partitions).
+    task_buffer_bytes: usize,
     /// Finished map tasks with their rows per output partition.
     finished: std::sync::Mutex<HashMap<MapKey, Vec<u64>>>,
 }
 
 impl ShuffleStore {
-    /// A store rooted at `WORK_DIR/shuffle`.
-    pub fn new(work_dir: &Path) -> std::io::Result<Self> {
+    /// A store rooted at `WORK_DIR/shuffle`; a map task's output files buffer
+    /// `task_buffer_bytes` in all (each partition's between 64 KiB and 1 MiB).
+    pub fn new(work_dir: &Path, task_buffer_bytes: usize) -> std::io::Result<Self> {
         let root = work_dir.join("shuffle");
         std::fs::create_dir_all(&root)?;
         Ok(Self {
             root,
+            task_buffer_bytes,
             finished: Default::default(),
         })
     }
@@ -94,6 +98,7 @@ impl ShuffleStore {
             created_dir: false,
             key: (query.clone(), epoch.0, stage.0, map),
             map,
+            buffer: (self.task_buffer_bytes / partitions.max(1)).clamp(64 << 10, 1 << 20),
             schema,
             writers: (0..partitions).map(|_| None).collect(),
             rows: vec![0; partitions],
@@ -195,6 +200,8 @@ pub struct MapOutputWriter {
     created_dir: bool,
     key: MapKey,
     map: usize,
+    /// Each output file's write buffer.
+    buffer: usize,
     schema: SchemaRef,
     writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
     rows: Vec<u64>,
@@ -217,7 +224,7 @@ impl MapOutputWriter {
             }
             let file = File::create(self.tmp_path(reduce))?;
             self.writers[reduce] = Some(StreamWriter::try_new(
-                BufWriter::with_capacity(1 << 20, file),
+                BufWriter::with_capacity(self.buffer, file),
                 &self.schema,
             )?);
         }

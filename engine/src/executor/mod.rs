@@ -102,10 +102,6 @@ async fn serve(
     let endpoint =
         ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
     trace!(target: "sluice::latency", "executor endpoint bound");
-    let store = Arc::new(ShuffleStore::new(&config.work_dir).map_err(|e| {
-        EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
-    })?);
-
     // The executor's memory: a quarter for RocksDB's block cache (memtables are charged to
     // it), half for DataFusion's pool, the rest a reserve (executor/memory.rs).
     let budget = memory::MemoryBudget::of(config.memory_bytes);
@@ -113,6 +109,17 @@ async fn serve(
         budget,
         &config.work_dir.join("spill"),
     )?);
+    // A map task's output files buffer a sixteenth of the executor's memory over its slots.
+    let store = Arc::new(
+        ShuffleStore::new(
+            &config.work_dir,
+            (budget.total / 16 / config.slots.max(1) as u64) as usize,
+        )
+        .map_err(|e| {
+            EngineError::Cluster(format!("creating {}: {e}", config.work_dir.display()))
+        })?,
+    );
+
     let state_dir = config.work_dir.join("state");
     let state = sluice_checkpoint::state::StateBackend::new(
         &state_dir,
