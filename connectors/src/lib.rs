@@ -155,6 +155,11 @@ pub struct SourceEpoch {
     /// Streamed file tables: how far the files read so far go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FileProgress>,
+    /// A static file table read again by a streaming query: what its files were (names, sizes,
+    /// modification times, hashed), so the driver can keep what it read while they stay the
+    /// same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The files a streamed file table has read up to and including an epoch. Files are read in

@@ -126,10 +126,13 @@ pub enum ToExecutor {
     ForgetQuery {
         query_id: sluice_checkpoint::QueryId,
     },
-    /// An epoch committed: drop its shuffle outputs (and any older epoch's).
+    /// An epoch committed: drop its shuffle outputs (and any older epoch's), but those of the
+    /// `keep` stages of the epochs named (a static table's scan, reused by later epochs).
     ForgetEpoch {
         query_id: sluice_checkpoint::QueryId,
         epoch: Epoch,
+        #[serde(default)]
+        keep: Vec<(Epoch, StageId)>,
     },
     /// Exit.
     Shutdown { reason: String },
@@ -245,6 +248,10 @@ pub struct MapOutputLocation {
     pub executor: ExecutorId,
     /// That executor's data address.
     pub addr: SocketAddr,
+    /// The epoch that wrote it when an earlier one (a static table's scan kept by the
+    /// executor); `None`: the reading task's own epoch.
+    #[serde(default)]
+    pub epoch: Option<Epoch>,
 }
 
 /// How a task attempt ended.
@@ -294,6 +301,10 @@ pub struct TaskReport {
     /// The most the executor's memory pool has held at once so far (bytes).
     #[serde(default)]
     pub peak_pool_bytes: u64,
+    /// Set by the driver for a task it did not run because an earlier epoch's output of it is
+    /// still on its executor (a static table's scan): that epoch.
+    #[serde(default)]
+    pub cached_from: Option<Epoch>,
 }
 
 /// First frame on a data stream: which shuffle output to send.

@@ -127,21 +127,42 @@ impl ShuffleStore {
     }
 
     /// Drops the shuffle outputs of `query`'s epochs up to and including `epoch`.
-    pub fn forget_epochs(&self, query: &QueryId, epoch: Epoch) {
+    pub fn forget_epochs(&self, query: &QueryId, epoch: Epoch, keep: &[(Epoch, StageId)]) {
+        let kept = |e: u64, s: usize| keep.iter().any(|(ke, ks)| ke.0 == e && ks.0 == s);
         self.finished()
-            .retain(|k, _| &k.0 != query || k.1 > epoch.0);
+            .retain(|k, _| &k.0 != query || k.1 > epoch.0 || kept(k.1, k.2));
         let dir = self.root.join(query.as_str());
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
         for entry in entries.flatten() {
-            let done = entry
+            let Some(n) = entry
                 .file_name()
                 .to_str()
                 .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n <= epoch.0);
-            if done {
+            else {
+                continue;
+            };
+            if n > epoch.0 {
+                continue;
+            }
+            if !keep.iter().any(|(e, _)| e.0 == n) {
                 let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            // An epoch with kept stages: only the others go.
+            for stage in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let s = stage
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.strip_prefix('s')?.parse().ok());
+                if !s.is_some_and(|s| kept(n, s)) {
+                    let _ = std::fs::remove_dir_all(stage.path());
+                }
             }
         }
     }

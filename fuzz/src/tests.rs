@@ -63,6 +63,7 @@ fn frame_decoder_on_encoded_messages() {
         frame(&ToExecutor::ForgetEpoch {
             query_id: query_id.clone(),
             epoch: Epoch(7),
+            keep: vec![(Epoch(2), sluice_engine::protocol::StageId(1))],
         }),
         frame(&ToDriver::Heartbeat(ExecutorMetrics {
             rss_bytes: 1 << 30,

@@ -154,8 +154,13 @@ impl Source for FileSource {
         if request.previous.is_some() && !request.rescan {
             return Ok(SourceEpoch::default());
         }
+        let files = list_files(&self.spec)?;
         Ok(SourceEpoch {
-            splits: self.plan_splits()?,
+            splits: self.splits_of(&files)?,
+            fingerprint: request
+                .rescan
+                .then(|| self.fingerprint(&files))
+                .transpose()?,
             ..Default::default()
         })
     }
@@ -243,6 +248,27 @@ impl FileSource {
             files: Some(next),
             ..Default::default()
         })
+    }
+
+    /// What `files` are now: their names, sizes and (local files) modification times, hashed.
+    /// A replaced or rewritten file changes it.
+    fn fingerprint(&self, files: &[PathBuf]) -> Result<String> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in files {
+            path.hash(&mut hasher);
+            match std::fs::metadata(path) {
+                Ok(meta) => {
+                    meta.len().hash(&mut hasher);
+                    meta.modified().ok().hash(&mut hasher);
+                }
+                // An object: its size (a HEAD request).
+                Err(_) => Input::open(path, &self.spec.storage)?
+                    .size()
+                    .hash(&mut hasher),
+            }
+        }
+        Ok(format!("{:016x}", hasher.finish()))
     }
 
     fn splits_of(&self, files: &[PathBuf]) -> Result<Vec<Split>> {

@@ -605,6 +605,10 @@ impl EpochRunner<'_> {
                     .map(|(_, _, r)| r.peak_pool_bytes)
                     .max()
                     .unwrap_or(0),
+                cached_tasks: reports
+                    .iter()
+                    .filter(|(_, _, r)| r.cached_from.is_some())
+                    .count(),
             });
         }
         let retried = scheduler.retried();
@@ -685,6 +689,7 @@ impl EpochRunner<'_> {
             max_event_by_source,
         })?;
         flight.timings.commit_write = write_started.elapsed();
+        self.tasks.static_cache.remember(planned, input, &scheduler);
         Ok(result)
     }
 
@@ -744,10 +749,12 @@ impl EpochRunner<'_> {
             }
         }
         self.tasks.report_executors();
+        let keep = self.tasks.static_cache.keep();
         for member in self.tasks.members.values() {
             let _ = member.sender.try_send(ToExecutor::ForgetEpoch {
                 query_id: self.tasks.query_id.clone(),
                 epoch,
+                keep: keep.clone(),
             });
         }
         self.store.retain(epoch, self.config.retain_epochs)?;

@@ -23,12 +23,14 @@ pub mod events;
 pub mod inspect;
 mod layout;
 mod lifecycle;
+mod outputs;
 mod report;
 mod run_dir;
 pub mod scheduler;
 mod signals;
 mod sinks;
 mod splits;
+mod static_cache;
 mod tasks;
 mod watermark;
 
@@ -230,6 +232,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             running_epoch: 0,
             executors_reported: None,
             retiring: BTreeMap::new(),
+            static_cache: Default::default(),
             store_retries: 0,
             driver_store_retries: 0,
             reporter: reporter.clone(),

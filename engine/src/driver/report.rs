@@ -252,6 +252,10 @@ pub struct StageProgress {
     /// executors, bytes).
     #[serde(default)]
     pub peak_pool_bytes: u64,
+    /// Tasks not run because their output from an earlier epoch is still on their executor (a
+    /// static table's scan whose files did not change).
+    #[serde(default)]
+    pub cached_tasks: usize,
 }
 
 /// The progress record of one epoch (printed with `--progress json`, kept under

@@ -505,10 +505,16 @@ impl EpochScheduler {
     /// stage whose tables have no input this epoch). Its `report` says so; it belongs to no
     /// executor, so no fetch is made for it and losing an executor never re-runs it.
     pub fn complete_unrun(&mut self, task: TaskKey, report: TaskReport) {
+        self.complete_cached(task, UNRUN, report);
+    }
+
+    /// Completes a pending task with an earlier epoch's output still on `executor` (a static
+    /// table's scan whose files did not change); losing `executor` runs it like any task.
+    pub fn complete_cached(&mut self, task: TaskKey, executor: ExecutorId, report: TaskReport) {
         let (s, p) = (task.stage.0, task.partition);
         if matches!(self.tasks[s][p], TaskState::Pending { .. }) {
             self.tasks[s][p] = TaskState::Done {
-                executor: UNRUN,
+                executor,
                 report: Box::new(report),
                 took: None,
             };

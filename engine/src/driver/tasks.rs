@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use sluice_checkpoint::Epoch;
-use sluice_connectors::console::ConsolePrinter;
 use sluice_connectors::Split;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -17,13 +15,12 @@ use super::events::{Event, Reporter};
 use super::report::LostExecutor;
 use super::scheduler::{AttemptOutcome, EpochFailure, EpochScheduler, StageShape};
 use super::{assign_splits, ClusterMode, DriverConfig, EpochInput};
-use crate::error::{describe_datafusion, EngineError, Result};
+use crate::error::{EngineError, Result};
 use crate::plan::PlannedQuery;
 use crate::protocol::{
-    ExecutorId, ExecutorInfo, FetchRequest, MapOutputLocation, QueryInstall, StageId, StageOutput,
-    TaskDescriptor, TaskOutcome, ToDriver, ToExecutor,
+    ExecutorId, ExecutorInfo, QueryInstall, StageId, StageOutput, TaskDescriptor, TaskOutcome,
+    ToDriver, ToExecutor,
 };
-use crate::shuffle::{Fetcher, ShuffleClient};
 
 /// A registered executor as the driver tracks it.
 pub(super) struct Member {
@@ -108,6 +105,8 @@ pub(super) struct Tasks<'a> {
     pub executors_reported: Option<(Instant, Vec<ExecutorId>)>,
     /// Executors told to stop by dynamic allocation, until their connection closes.
     pub retiring: BTreeMap<ExecutorId, Member>,
+    /// Static tables' scan outputs the executors keep across epochs.
+    pub static_cache: super::static_cache::StaticCache,
 }
 
 /// Queues `message` for `member`; a closed queue means the executor is going away.
@@ -312,6 +311,11 @@ impl Tasks<'_> {
                 }
             }
         }
+        // A static table's scan runs again only where its kept outputs are gone or changed.
+        let members = &self.members;
+        let cached = self
+            .static_cache
+            .apply(planned, input, &mut scheduler, |e| members.contains_key(&e));
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut without_executors: Option<Instant> = None;
@@ -319,6 +323,7 @@ impl Tasks<'_> {
             epoch = input.epoch.0,
             stages = planned.stages.len(),
             executors = self.members.len(),
+            cached,
             "scheduling epoch"
         );
         self.running_epoch = input.epoch.0;
@@ -707,93 +712,5 @@ impl Tasks<'_> {
                     .map(|l| format!("{} ({id}, lost)", l.name))
             })
             .unwrap_or_else(|| id.to_string())
-    }
-
-    /// Where the finished tasks of `stage` left output partition `reduce`, leaving out those
-    /// that reported it empty: a reader never asks for what holds no rows (an epoch without
-    /// data makes no fetch at all).
-    pub(super) fn locations(
-        &self,
-        scheduler: &EpochScheduler,
-        stage: crate::protocol::StageId,
-        reduce: usize,
-    ) -> Vec<MapOutputLocation> {
-        scheduler
-            .reports(stage)
-            .into_iter()
-            .filter(|(_, _, report)| report.partition_rows.get(reduce) != Some(&0))
-            .filter_map(|(p, executor, _)| {
-                self.members.get(&executor).map(|m| MapOutputLocation {
-                    map_partition: p,
-                    executor,
-                    addr: m.info.data_addr,
-                })
-            })
-            .collect()
-    }
-
-    /// Streams the printed stage's rows from the executors into a bounded printer.
-    pub(super) async fn fetch_results(
-        &mut self,
-        cluster: &Cluster,
-        planned: &PlannedQuery,
-        scheduler: &EpochScheduler,
-        epoch: Epoch,
-    ) -> Result<ConsolePrinter> {
-        let final_stage = planned
-            .console_stage()
-            .and_then(|id| planned.stages.iter().find(|s| s.id == id))
-            .ok_or_else(|| EngineError::Internal("no stage prints the query's rows".into()))?;
-        let schema = final_stage.plan.schema();
-        let client = Arc::new(ShuffleClient::new(
-            cluster.endpoint.clone(),
-            None,
-            tokio::runtime::Handle::current(),
-        ));
-        let fetcher = Fetcher(client);
-        let mut printer = ConsolePrinter::new(self.config.max_result_rows);
-        for (partition, executor, report) in scheduler.reports(final_stage.id) {
-            if printer.is_full() {
-                printer.count_unfetched(report.output_rows);
-                continue;
-            }
-            let Some(member) = self.members.get(&executor) else {
-                return Err(EngineError::ExecutorLost {
-                    executor: executor.to_string(),
-                    reason: "it held query results".into(),
-                });
-            };
-            let location = MapOutputLocation {
-                map_partition: partition,
-                executor,
-                addr: member.info.data_addr,
-            };
-            let request = FetchRequest {
-                query_id: self.query_id.clone(),
-                epoch,
-                stage: final_stage.id,
-                map_partition: partition,
-                reduce_partition: 0,
-            };
-            let mut stream = crate::operator::nodes::ShuffleFetch::fetch(
-                &fetcher,
-                &location,
-                request,
-                schema.clone(),
-            );
-            let mut seen = 0u64;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| {
-                    EngineError::Cluster(format!("fetching results: {}", describe_datafusion(&e)))
-                })?;
-                seen += batch.num_rows() as u64;
-                printer.push(&batch);
-                if printer.is_full() {
-                    break; // dropping the stream cancels the transfer
-                }
-            }
-            printer.count_unfetched(report.output_rows.saturating_sub(seen));
-        }
-        Ok(printer)
     }
 }

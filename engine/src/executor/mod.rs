@@ -393,8 +393,12 @@ async fn session(
                 install_errors.remove(&query_id);
                 store.forget_query(&query_id);
             }
-            Ok(Some(ToExecutor::ForgetEpoch { query_id, epoch })) => {
-                store.forget_epochs(&query_id, epoch);
+            Ok(Some(ToExecutor::ForgetEpoch {
+                query_id,
+                epoch,
+                keep,
+            })) => {
+                store.forget_epochs(&query_id, epoch, &keep);
             }
             Ok(Some(ToExecutor::PeerLost {
                 executor: peer,

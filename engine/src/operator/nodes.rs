@@ -501,32 +501,27 @@ impl ExecutionPlan for ShuffleReaderExec {
                 self.stage
             ))
         })?;
-        let request = |map_partition: usize, reduce_partition: usize| FetchRequest {
+        // An output kept from an earlier epoch (a static table's scan) is asked for by it.
+        let request = |l: &MapOutputLocation, reduce_partition: usize| FetchRequest {
             query_id: inputs.query_id.clone(),
-            epoch: inputs.epoch,
+            epoch: l.epoch.unwrap_or(inputs.epoch),
             stage: self.stage,
-            map_partition,
+            map_partition: l.map_partition,
             reduce_partition,
         };
         let streams: Vec<SendableRecordBatchStream> = match self.mode {
             ReadMode::Hash => locations
                 .iter()
                 .map(|l| {
-                    inputs.fetcher.fetch(
-                        l,
-                        request(l.map_partition, partition),
-                        self.schema.clone(),
-                    )
+                    inputs
+                        .fetcher
+                        .fetch(l, request(l, partition), self.schema.clone())
                 })
                 .collect(),
             ReadMode::Gather => locations
                 .iter()
                 .filter(|l| l.map_partition == partition)
-                .map(|l| {
-                    inputs
-                        .fetcher
-                        .fetch(l, request(l.map_partition, 0), self.schema.clone())
-                })
+                .map(|l| inputs.fetcher.fetch(l, request(l, 0), self.schema.clone()))
                 .collect(),
         };
         let merged = futures::stream::select_all(streams);
