@@ -108,6 +108,23 @@ fn main() {
         sluice.peak_rss_mib = sluice.peak_rss_mib.max(rss);
         sluice.spilled_mib = sluice.spilled_mib.max(spilled);
     }
+    // Sluice's first table against DuckDB's answer over the same files, row by row.
+    let check = sluice::table::duckdb_rows(&format!(
+        "WITH want AS ({}), got AS (SELECT * FROM read_parquet('{}/**/*.parquet')) \
+         SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM got), \
+           (SELECT count(*) FROM want FULL OUTER JOIN got ON want.auction = got.auction \
+            WHERE want.n IS DISTINCT FROM got.n OR want.s IS DISTINCT FROM got.s \
+               OR want.c IS DISTINCT FROM got.c)",
+        QUERY.replace(
+            "FROM bids",
+            &format!("FROM read_parquet('{}/*.parquet')", data.display())
+        ),
+        work.join("sluice-0").display()
+    ));
+    println!(
+        "  answer check (DuckDB: keys, Sluice rows, rows that differ): {}",
+        check.first().map(String::as_str).unwrap_or("?")
+    );
     let duckdb = run_python_peer(
         &sluice::table::readers_python(),
         "p10_duckdb.py",

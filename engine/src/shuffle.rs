@@ -555,3 +555,46 @@ impl ShuffleFetch for Fetcher {
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn forgetting_epochs_keeps_the_stages_still_read_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(dir.path(), 1 << 20).unwrap();
+        let query = QueryId::new("q").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+                .unwrap();
+        for epoch in [1, 2, 3] {
+            for stage in [0, 1] {
+                let mut w = store
+                    .writer(&query, Epoch(epoch), StageId(stage), 0, 1, schema.clone())
+                    .unwrap();
+                w.write(0, &batch).unwrap();
+                w.finish(&store).unwrap();
+            }
+        }
+        let request = |epoch, stage| FetchRequest {
+            query_id: query.clone(),
+            epoch: Epoch(epoch),
+            stage: StageId(stage),
+            map_partition: 0,
+            reduce_partition: 0,
+        };
+        // Epoch 2 committed; stage 1 of epoch 1 is a static table's scan read by later epochs.
+        store.forget_epochs(&query, Epoch(2), &[(Epoch(1), StageId(1))]);
+        let found = |epoch, stage| matches!(store.lookup(&request(epoch, stage)), Lookup::Data(p) if p.exists());
+        assert!(found(1, 1), "kept");
+        assert!(!found(1, 0) && !found(2, 0) && !found(2, 1), "forgotten");
+        assert!(found(3, 0) && found(3, 1), "newer than the committed epoch");
+        // Once nothing keeps it, it goes too.
+        store.forget_epochs(&query, Epoch(3), &[]);
+        assert!(!found(1, 1) && !found(3, 1));
+    }
+}
