@@ -4,8 +4,9 @@
 //! then at a step rate, then at the base rate again, while a streaming query aggregates them in
 //! 10-second tumbling windows per auction with a CPU-heavy aggregate (a chain of SHA-256 over
 //! each bidder id and each price, so a record costs tens of microseconds) into Parquet,
-//! `--trigger 1s`,
-//! `--slots 1` (one core per executor).
+//! `--trigger 2s` (`--trigger-ms`), `--parallelism 2`, `--slots 1` (one core per executor). Each
+//! epoch's scan tasks open Kafka consumers (~350 ms each against tansu), so the base load fits
+//! one executor and the step needs two.
 //!
 //! The same load runs three times in one run, each on its own topic and checkpoint:
 //! - fixed minimum: `--executors MIN`;
@@ -15,7 +16,8 @@
 //! Reported per run, from the query's progress records: the time from the step until the data
 //! age at commit (from the previous epoch's planning to this epoch's commit: how long a record
 //! produced just after one epoch started waits to be committed) is back under two trigger
-//! intervals for good (`never` if the last epoch was still over it), the largest data age,
+//! intervals for good — one of waiting for its epoch, at most one of lag — (`never` if the
+//! last epoch was still over it), the largest data age,
 //! and executor-seconds (executors × wall time between the first and last epoch; for the
 //! elastic run the sum over epochs of the executors it ran with). Ratios: elastic against the
 //! fixed runs.
@@ -24,8 +26,12 @@
 //! `--tail-secs` at the base rate (long enough for the elastic run to shrink back); epochs
 //! planned after the load ends (the shutdown's) are not counted.
 //!
-//! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--tail-secs 60]
-//! [--min 1] [--max 2] [--depth 40]` (it builds the release binaries first).
+//! The elastic run also prints each change dynamic allocation made, with its time from the step
+//! and its reason.
+//!
+//! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--tail-secs 90]
+//! [--trigger-ms 2000] [--parallelism 2] [--min 1] [--max 2] [--depth 40]` (it builds the
+//! release binaries first).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -39,6 +45,8 @@ struct Args {
     step: u64,
     phase: u64,
     tail: u64,
+    trigger_ms: u64,
+    parallelism: u64,
     min: usize,
     max: usize,
     depth: usize,
@@ -49,7 +57,9 @@ fn args() -> Args {
         base: 1000,
         step: 12000,
         phase: 30,
-        tail: 60,
+        tail: 90,
+        trigger_ms: 2000,
+        parallelism: 2,
         min: 1,
         max: 2,
         depth: 40,
@@ -66,6 +76,8 @@ fn args() -> Args {
             "--step" => a.step = value(),
             "--phase-secs" => a.phase = value(),
             "--tail-secs" => a.tail = value(),
+            "--trigger-ms" => a.trigger_ms = value().max(100),
+            "--parallelism" => a.parallelism = value().max(1),
             "--min" => a.min = value() as usize,
             "--max" => a.max = value() as usize,
             "--depth" => a.depth = (value() as usize).min(45),
@@ -99,6 +111,7 @@ struct Outcome {
     executor_seconds: f64,
     epochs: usize,
     peak_executors: u64,
+    changes: Vec<String>,
 }
 
 fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) -> Outcome {
@@ -135,11 +148,11 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
         .arg(format!("{name}.sql"))
         .args([
             "--trigger",
-            "1s",
+            &format!("{}ms", a.trigger_ms),
             "--slots",
             "1",
             "--parallelism",
-            "4",
+            &a.parallelism.to_string(),
             "--retain-epochs",
             "10000",
             "--checkpoint",
@@ -200,11 +213,25 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
     // the last one over it; never, if the last epoch was still over it.
     let after: Vec<(u64, u64)> = ages.into_iter().filter(|(t, _)| *t > step_at_ms).collect();
     let peak_age = after.iter().map(|(_, age)| *age).max().unwrap_or(0);
-    let recovery = match after.iter().rposition(|(_, age)| *age > 2000) {
+    let recovery = match after.iter().rposition(|(_, age)| *age > 2 * a.trigger_ms) {
         None => Some(0.0),
         Some(i) => after.get(i + 1).map(|(t, _)| (t - step_at_ms) as f64 / 1e3),
     };
+    let changes = records
+        .iter()
+        .filter(|r| r["allocation"]["target"] != r["allocation"]["executors"])
+        .map(|r| {
+            format!(
+                "{:+.1} s: {} -> {} executors ({})",
+                (at(r) as f64 - step_at_ms as f64) / 1e3,
+                r["allocation"]["executors"],
+                r["allocation"]["target"],
+                r["allocation"]["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
     Outcome {
+        changes,
         recovery,
         peak_age,
         executor_seconds,
@@ -225,8 +252,8 @@ fn main() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "P11: load step {} -> {} -> {} records/s for {} s, {} s, {} s; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger 1s --slots 1 --parallelism 4; executors {}..{}",
-        a.base, a.step, a.base, a.phase, a.phase, a.tail, a.depth, a.min, a.max
+        "P11: load step {} -> {} -> {} records/s for {} s, {} s, {} s; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger {}ms --slots 1 --parallelism {}; executors {}..{}",
+        a.base, a.step, a.base, a.phase, a.phase, a.tail, a.depth, a.trigger_ms, a.parallelism, a.min, a.max
     );
     let configs: Vec<(String, Vec<String>)> = vec![
         (
@@ -258,6 +285,9 @@ fn main() {
             o.epochs,
             o.peak_executors
         );
+        for change in &o.changes {
+            println!("             {change}");
+        }
         results.push((name.clone(), o));
     }
     let elastic = &results[2].1;
