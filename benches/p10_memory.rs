@@ -207,12 +207,7 @@ fn run_sluice(data: &Path, work: &Path, run: usize, memory_mb: u64) -> (Duration
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sluice failed:\n{stderr}");
-    let rss = stderr
-        .split("peak RSS ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
+    let rss = sluice::process::summary_peak_rss_mib(&stderr);
     let spilled = std::fs::read_to_string(&events)
         .unwrap_or_default()
         .lines()

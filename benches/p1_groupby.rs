@@ -158,12 +158,7 @@ fn run_sluice(sluice: &Path, data: &Path, work: &Path, run: usize) -> (Duration,
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sluice failed:\n{stderr}");
-    let rss = stderr
-        .split("peak RSS ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
+    let rss = sluice::process::summary_peak_rss_mib(&stderr);
     (took, rss)
 }
 
