@@ -13,14 +13,17 @@
 //! - fixed maximum: `--executors MAX`;
 //! - elastic: `--min-executors MIN --max-executors MAX` (the default policy).
 //!
-//! Reported per run, from the query's progress records: the time from the step until the data
-//! age at commit (from the previous epoch's planning to this epoch's commit: how long a record
-//! produced just after one epoch started waits to be committed) is back under two trigger
-//! intervals for good — one of waiting for its epoch, at most one of lag — (`never` if the
-//! last epoch was still over it), the largest data age,
-//! and executor-seconds (executors × wall time between the first and last epoch; for the
-//! elastic run the sum over epochs of the executors it ran with). Ratios: elastic against the
-//! fixed runs.
+//! Reported per run, from the query's progress records: the time from the step until the lag
+//! at commit is back under two trigger intervals for good — one of waiting for its epoch, at
+//! most one of lag — (`never` if the last epoch was still over it), the largest lag, the largest
+//! Kafka backlog, and executor-seconds (executors × wall time between the first and last epoch;
+//! for the elastic run the sum over epochs of the executors it ran with). Ratios: elastic
+//! against the fixed runs. The lag at commit is the data age (from the previous epoch's
+//! planning to this epoch's commit: how long a record produced just after one epoch started
+//! waits to be committed) plus the time the producer took to write what the epoch left in Kafka
+//! (`sources.bids.partitions[].lag` at planning, at the rate of the moment). Without a
+//! per-trigger limit a slow query makes bigger epochs and the data age grows; with
+//! `--max-records-per-trigger N` (the source's `max_records_per_trigger`) it leaves a backlog.
 //!
 //! Phases: `--phase-secs` at the base rate, `--phase-secs` at the step rate, then
 //! `--tail-secs` at the base rate (long enough for the elastic run to shrink back); epochs
@@ -30,8 +33,9 @@
 //! and its reason.
 //!
 //! Run: `scripts/bench-p11.sh [--base 1000] [--step 12000] [--phase-secs 30] [--tail-secs 90]
-//! [--trigger-ms 2000] [--parallelism 2] [--min 1] [--max 2] [--depth 40]` (it builds the
-//! release binaries first).
+//! [--trigger-ms 2000] [--parallelism 2] [--min 1] [--max 2] [--depth 40] [--chains 2]
+//! [--max-records-per-trigger N]` (it builds the release binaries first). `--chains` (1–4) sets
+//! how many SHA-256 chains each record pays for (over bidder, price, auction, bidder + price).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -50,6 +54,8 @@ struct Args {
     min: usize,
     max: usize,
     depth: usize,
+    chains: usize,
+    max_records: Option<u64>,
 }
 
 fn args() -> Args {
@@ -63,6 +69,8 @@ fn args() -> Args {
         min: 1,
         max: 2,
         depth: 40,
+        chains: 2,
+        max_records: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -81,11 +89,16 @@ fn args() -> Args {
             "--min" => a.min = value() as usize,
             "--max" => a.max = value() as usize,
             "--depth" => a.depth = (value() as usize).min(45),
+            "--chains" => a.chains = (value() as usize).clamp(1, CHAIN_COLUMNS.len()),
+            "--max-records-per-trigger" => a.max_records = Some(value().max(1)),
             _ => {}
         }
     }
     a
 }
+
+/// The columns a SHA-256 chain runs over, one chain each (`--chains`).
+const CHAIN_COLUMNS: [&str; 4] = ["bidder", "price", "auction", "bidder + price"];
 
 /// Produces `rate` records per second for `secs` seconds (in 100 ms slices) from id `*next`.
 fn produce(producer: &Producer, topic: &str, rate: u64, secs: u64, next: &mut u64) {
@@ -108,6 +121,7 @@ fn produce(producer: &Producer, topic: &str, rate: u64, secs: u64, next: &mut u6
 struct Outcome {
     recovery: Option<f64>,
     peak_age: u64,
+    peak_backlog: u64,
     executor_seconds: f64,
     epochs: usize,
     peak_executors: u64,
@@ -117,27 +131,34 @@ struct Outcome {
 fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) -> Outcome {
     let topic = format!("p11-{name}");
     broker.create_topic(&topic, 4);
-    // Nested calls: the SQL parser allows 50 levels, so two chains over different columns.
-    let chain = |column: &str| {
-        format!(
-            "{}repeat(CAST({column} AS VARCHAR), 64){}",
-            "sha256(".repeat(a.depth),
-            ")".repeat(a.depth)
-        )
-    };
+    // Nested calls: the SQL parser allows 50 levels, so one chain per column.
+    let chains: Vec<String> = CHAIN_COLUMNS[..a.chains]
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            format!(
+                "max({}repeat(CAST({column} AS VARCHAR), 64){}) AS h{i}",
+                "sha256(".repeat(a.depth),
+                ")".repeat(a.depth)
+            )
+        })
+        .collect();
+    let limit = a
+        .max_records
+        .map(|n| format!(", max_records_per_trigger = '{n}'"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join(format!("{name}.sql")),
         format!(
             "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,\n\
                WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)\n\
-             WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json', start = 'earliest');\n\
+             WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', format = 'json', start = 'earliest'{limit});\n\
              CREATE TABLE out WITH (connector = 'parquet', path = 'out-{name}/');\n\
-             INSERT INTO out SELECT window_start, window_end, auction, count(*) AS bids, max({}) AS h1, max({}) AS h2\n\
+             INSERT INTO out SELECT window_start, window_end, auction, count(*) AS bids, {}\n\
              FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
              GROUP BY window_start, window_end, auction;\n",
             broker.bootstrap(),
-            chain("bidder"),
-            chain("price")
+            chains.join(", ")
         ),
     )
     .unwrap();
@@ -185,13 +206,33 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
             .is_some_and(|t| t < stop_at_ms)
     });
     let at = |r: &serde_json::Value| r["batch_timestamp_ms"].as_u64().unwrap_or(0);
-    // Data age at commit: a record produced just after the previous epoch was planned waits
-    // until this epoch commits.
+    // Lag at commit: a record produced just after the previous epoch was planned waits until
+    // this epoch commits (its data age); records the epoch left in Kafka (the per-trigger
+    // limit's backlog, counted at planning) wait at least as long again as the producer took
+    // to write them at the rate of the moment.
     let total = |r: &serde_json::Value| r["duration_ms"]["total"].as_f64().unwrap_or(0.0) as u64;
+    let backlog = |r: &serde_json::Value| -> u64 {
+        r["sources"]["bids"]["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["lag"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let rate_at = |t: u64| {
+        if t >= step_at_ms && t < step_at_ms + a.phase * 1000 {
+            a.step
+        } else {
+            a.base
+        }
+    };
     let ages: Vec<(u64, u64)> = records
         .windows(2)
-        .map(|p| (at(&p[1]), at(&p[1]) + total(&p[1]) - at(&p[0])))
+        .map(|p| {
+            let t = at(&p[1]);
+            let age = t + total(&p[1]) - at(&p[0]);
+            (t, age + backlog(&p[1]) * 1000 / rate_at(t).max(1))
+        })
         .collect();
+    let peak_backlog = records.iter().map(backlog).max().unwrap_or(0);
     let fixed = cluster
         .iter()
         .position(|c| c == "--executors")
@@ -208,7 +249,7 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
         peak_executors = peak_executors.max(n as u64);
         executor_seconds += n * secs;
     }
-    // Caught up: from the step until the data age is back under two trigger intervals (one
+    // Caught up: from the step until the lag is back under two trigger intervals (one
     // of waiting for the epoch, at most one of processing) for good — the first epoch after
     // the last one over it; never, if the last epoch was still over it.
     let after: Vec<(u64, u64)> = ages.into_iter().filter(|(t, _)| *t > step_at_ms).collect();
@@ -234,6 +275,7 @@ fn run(dir: &Path, broker: &Broker, a: &Args, name: &str, cluster: &[String]) ->
         changes,
         recovery,
         peak_age,
+        peak_backlog,
         executor_seconds,
         epochs: records.len(),
         peak_executors,
@@ -252,8 +294,10 @@ fn main() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "P11: load step {} -> {} -> {} records/s for {} s, {} s, {} s; windowed aggregate with two {}-deep SHA-256 chains per record; --trigger {}ms --slots 1 --parallelism {}; executors {}..{}",
-        a.base, a.step, a.base, a.phase, a.phase, a.tail, a.depth, a.trigger_ms, a.parallelism, a.min, a.max
+        "P11: load step {} -> {} -> {} records/s for {} s, {} s, {} s; windowed aggregate with {} {}-deep SHA-256 chains per record; max_records_per_trigger {}; --trigger {}ms --slots 1 --parallelism {}; executors {}..{}",
+        a.base, a.step, a.base, a.phase, a.phase, a.tail, a.chains, a.depth,
+        a.max_records.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+        a.trigger_ms, a.parallelism, a.min, a.max
     );
     let configs: Vec<(String, Vec<String>)> = vec![
         (
@@ -278,9 +322,10 @@ fn main() {
     for (name, cluster) in &configs {
         let o = run(dir.path(), &broker, &a, name, cluster);
         println!(
-            "  {name:<10} caught up {:>8} after the step; peak data age {:>6.1} s; executor-seconds {:>6.1} over {} epochs (at most {} executors)",
+            "  {name:<10} caught up {:>8} after the step; peak lag {:>6.1} s (Kafka backlog at most {}); executor-seconds {:>6.1} over {} epochs (at most {} executors)",
             o.recovery.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "never".into()),
             o.peak_age as f64 / 1e3,
+            o.peak_backlog,
             o.executor_seconds,
             o.epochs,
             o.peak_executors

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # P11 benchmark: dynamic allocation under a load step vs fixed executor counts (see
 # benches/p11_elastic.rs).
-#   scripts/bench-p11.sh [--base N] [--step N] [--phase-secs S] [--tail-secs S] [--trigger-ms T] [--parallelism P] [--min N] [--max N] [--depth D]
+#   scripts/bench-p11.sh [--base N] [--step N] [--phase-secs S] [--tail-secs S] [--trigger-ms T] [--parallelism P] [--min N] [--max N] [--depth D] [--chains C] [--max-records-per-trigger N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-broker.sh >/dev/null

@@ -156,6 +156,7 @@ sys.stdout.write("\n".join(str(r[0]) for r in rows))
 pub fn duckdb_rows(sql: &str) -> Vec<String> {
     let script = r#"
 import sys, duckdb
+duckdb.sql("SET enable_progress_bar = false")  # it would print to stdout on slow queries
 for row in duckdb.sql(sys.argv[1]).fetchall():
     print("\t".join(str(v) for v in row))
 "#;

@@ -318,6 +318,8 @@ fn a_program_observes_the_drivers_events() {
             no_data_epochs: false,
             max_epochs: None,
             watermark_idle_timeout: None,
+            adaptive: Default::default(),
+            broadcast_bytes: sluice_engine::plan::DEFAULT_BROADCAST_BYTES,
         };
         let job = Job::parse(JobText {
             origin: "job".into(),

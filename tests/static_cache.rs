@@ -1,14 +1,16 @@
 //! A stream–static join keeps its static side on the executors: over 20 epochs of a streamed
 //! JSON file table joined with a CSV table, the CSV's scan runs in the first epoch and once
 //! more after its file is replaced — every other epoch reads what the executors kept — and the
-//! output equals DataFusion's join of each epoch's files with the table as it was then.
+//! output equals DataFusion's join of each epoch's files with the table as it was then. The
+//! small static side is broadcast (the stream's rows are not shuffled) unless it is over
+//! `--broadcast-threshold`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::stream::progress;
-use common::{eventually, spawn, wait_output};
+use common::{eventually, ok, sluice, spawn, wait_output};
 use sluice::reference::{Input, Reference};
 use sluice::table::read_rows;
 
@@ -149,4 +151,55 @@ fn static_stage(records: &[serde_json::Value]) -> usize {
                 .position(|s| s["cached_tasks"].as_u64() > Some(0))
         })
         .expect("some epoch kept the static scan")
+}
+
+#[test]
+fn a_small_static_side_is_broadcast_and_one_over_the_threshold_shuffled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["landing", "dim"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(d.join("dim/regions.csv"), regions(1)).unwrap();
+    std::fs::write(
+        d.join("job.sql"),
+        "CREATE TABLE bids (bidder BIGINT, price BIGINT)\n\
+           WITH (connector = 'json', path = 'landing/', stream = 'true');\n\
+         CREATE TABLE regions (bidder BIGINT, region VARCHAR) WITH (connector = 'csv', path = 'dim/');\n\
+         CREATE TABLE out WITH (connector = 'parquet', path = 'out/');\n\
+         INSERT INTO out SELECT b.bidder, r.region, b.price FROM bids b JOIN regions r ON b.bidder = r.bidder;\n",
+    )
+    .unwrap();
+    let explain = |threshold: &str| {
+        ok(&sluice(
+            d,
+            &[
+                "explain",
+                "job.sql",
+                "--parallelism",
+                "4",
+                "--broadcast-threshold",
+                threshold,
+            ],
+        ))
+    };
+    // Under the default 10 MiB: the static side is gathered whole by every stream task, and
+    // nothing is shuffled by key.
+    let broadcast = ok(&sluice(d, &["explain", "job.sql", "--parallelism", "4"]));
+    assert!(broadcast.contains("mode=CollectLeft"), "{broadcast}");
+    assert!(broadcast.contains("output Gather"), "{broadcast}");
+    assert!(!broadcast.contains("output Hash"), "{broadcast}");
+    // Over the threshold (one byte under the file's size), or with broadcasting off: both
+    // sides are shuffled by the join key.
+    let size = std::fs::metadata(d.join("dim/regions.csv")).unwrap().len();
+    for threshold in [size.to_string(), "0".to_string()] {
+        let shuffled = explain(&threshold);
+        assert!(
+            shuffled.contains("mode=Partitioned"),
+            "{threshold}: {shuffled}"
+        );
+        assert!(shuffled.contains("output Hash"), "{threshold}: {shuffled}");
+        assert!(!shuffled.contains("CollectLeft"), "{threshold}: {shuffled}");
+    }
+    assert!(explain(&(size + 1).to_string()).contains("mode=CollectLeft"));
 }

@@ -203,6 +203,11 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn bounded(&self) -> bool {
         true
     }
+    /// A bounded source's size in bytes now (files: the sum of their sizes), for the planner
+    /// to decide whether a join may broadcast it; `None` when unknown or unbounded.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
     /// What the next epoch reads. The driver records the result in the offsets log before any
     /// task runs.
     fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch>;

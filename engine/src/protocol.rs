@@ -237,6 +237,10 @@ pub struct TaskDescriptor {
     /// another one then: the task rebuilds its partition from the old partitions holding its
     /// key groups.
     pub restore_partitions: Option<u32>,
+    /// The plan partition the task runs when not its own: a slice of a skewed partition (an
+    /// extra task of its stage) runs that partition's plan over part of its input.
+    #[serde(default)]
+    pub plan_partition: Option<usize>,
 }
 
 /// Where one upstream task's output lives.
@@ -252,6 +256,10 @@ pub struct MapOutputLocation {
     /// executor); `None`: the reading task's own epoch.
     #[serde(default)]
     pub epoch: Option<Epoch>,
+    /// The output partition to read of it when not the reading task's own (a task that
+    /// coalesces several small partitions reads each).
+    #[serde(default)]
+    pub reduce_partition: Option<usize>,
 }
 
 /// How a task attempt ended.
@@ -279,6 +287,9 @@ pub struct TaskReport {
     pub output_rows: u64,
     /// Rows per shuffle output partition (shuffle stages).
     pub partition_rows: Vec<u64>,
+    /// Bytes (Arrow IPC, as stored) per shuffle output partition (shuffle stages).
+    #[serde(default)]
+    pub partition_bytes: Vec<u64>,
     /// What the sink writer staged (sink stages).
     pub receipt: Option<WriterReceipt>,
     /// Wall time of the task in microseconds.

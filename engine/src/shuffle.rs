@@ -258,23 +258,35 @@ impl MapOutputWriter {
     }
 
     /// Closes every partition, publishes the files in `store` and returns rows per partition.
-    pub fn finish(mut self, store: &ShuffleStore) -> datafusion::error::Result<Vec<u64>> {
-        for reduce in 0..self.writers.len() {
+    pub fn finish(mut self, store: &ShuffleStore) -> datafusion::error::Result<MapOutputSizes> {
+        let mut bytes = vec![0; self.writers.len()];
+        for (reduce, size) in bytes.iter_mut().enumerate() {
             if let Some(mut w) = self.writers[reduce].take() {
                 w.finish()?;
                 let inner = w.into_inner()?;
                 inner
                     .into_inner()
                     .map_err(|e| DataFusionError::IoError(e.into_error()))?;
-                std::fs::rename(
-                    self.tmp_path(reduce),
-                    self.dir.join(format!("m{}-r{reduce}.arrow", self.map)),
-                )?;
+                let path = self.dir.join(format!("m{}-r{reduce}.arrow", self.map));
+                std::fs::rename(self.tmp_path(reduce), &path)?;
+                *size = std::fs::metadata(&path)?.len();
             }
         }
         store.finish(self.key.clone(), self.rows.clone());
-        Ok(std::mem::take(&mut self.rows))
+        Ok(MapOutputSizes {
+            rows: std::mem::take(&mut self.rows),
+            bytes,
+        })
     }
+}
+
+/// What a map task wrote per output partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapOutputSizes {
+    /// Rows.
+    pub rows: Vec<u64>,
+    /// Bytes as stored (Arrow IPC files).
+    pub bytes: Vec<u64>,
 }
 
 /// Serves fetch requests arriving on one connection until it closes. A malformed request

@@ -145,6 +145,20 @@ impl Source for FileSource {
         !self.spec.stream
     }
 
+    fn size_bytes(&self) -> Option<u64> {
+        if self.spec.stream {
+            return None;
+        }
+        let mut total = 0;
+        for path in list_files(&self.spec).ok()? {
+            total += match std::fs::metadata(&path) {
+                Ok(meta) => meta.len(),
+                Err(_) => Input::open(&path, &self.spec.storage).ok()?.size(),
+            };
+        }
+        Some(total)
+    }
+
     fn plan_epoch(&self, request: &PlanRequest<'_>) -> Result<SourceEpoch> {
         if self.spec.stream {
             return self.plan_stream_epoch(request);

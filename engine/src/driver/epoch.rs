@@ -311,10 +311,11 @@ impl EpochRunner<'_> {
                 .sum(),
         };
         let desired = self.config.parallelism.unwrap_or(slots).max(1);
-        let mut planned = plan::plan(job, desired).await?;
+        let broadcast = self.config.broadcast_bytes;
+        let mut planned = plan::plan_with(job, desired, broadcast).await?;
         let layout = self.state_layout(desired, !planned.stateful_stages.is_empty())?;
         if layout.parallelism != desired {
-            planned = plan::plan(job, layout.parallelism).await?;
+            planned = plan::plan_with(job, layout.parallelism, broadcast).await?;
         }
         let parallelism = layout.parallelism;
         tracing::debug!(elapsed = ?started.elapsed(), "planned");
@@ -580,36 +581,19 @@ impl EpochRunner<'_> {
         }
         let mut stages = Vec::with_capacity(planned.stages.len());
         let mut task_outcomes: BTreeMap<String, u64> = BTreeMap::new();
+        let adapted = &self.tasks.adapted;
         for stage in &planned.stages {
-            let reports = scheduler.reports(stage.id);
-            *task_outcomes.entry("succeeded".into()).or_default() += reports.len() as u64;
-            stages.push(report::StageProgress {
-                stage: stage.id.0,
-                tasks: reports.len(),
-                task_ms: report::Spread::of(
-                    reports
-                        .iter()
-                        .map(|(_, _, r)| r.elapsed_us as f64 / 1e3)
-                        .collect(),
-                ),
-                task_rows: report::Spread::of(
-                    reports
-                        .iter()
-                        .map(|(_, _, r)| r.output_rows as f64)
-                        .collect(),
-                ),
-                rows: reports.iter().map(|(_, _, r)| r.output_rows).sum(),
-                spilled_bytes: reports.iter().map(|(_, _, r)| r.spilled_bytes).sum(),
-                peak_pool_bytes: reports
-                    .iter()
-                    .map(|(_, _, r)| r.peak_pool_bytes)
-                    .max()
-                    .unwrap_or(0),
-                cached_tasks: reports
-                    .iter()
-                    .filter(|(_, _, r)| r.cached_from.is_some())
-                    .count(),
+            let mut reports = scheduler.reports(stage.id);
+            // Partitions a neighbour's task read are no tasks of their own.
+            reports.retain(|(p, _, _)| {
+                !adapted.absorbed.contains(&crate::protocol::TaskKey {
+                    stage: stage.id,
+                    partition: *p,
+                })
             });
+            *task_outcomes.entry("succeeded".into()).or_default() += reports.len() as u64;
+            let adaptive = adapted.stages.get(&stage.id).cloned();
+            stages.push(report::StageProgress::of(stage.id, &reports, adaptive));
         }
         let retried = scheduler.retried();
         for (_, attempts) in &retried {

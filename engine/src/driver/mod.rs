@@ -15,6 +15,7 @@
 //! A bounded job is epoch 0 of its query through exactly this path. Running it again on the
 //! same checkpoint finds epoch 0 committed and does nothing.
 
+pub mod adaptive;
 pub mod allocation;
 pub mod cluster;
 mod elastic;
@@ -156,6 +157,10 @@ pub struct DriverConfig {
     /// A watermarked stream without new records for this long stops holding the query's
     /// watermark back (`None`: never idle).
     pub watermark_idle_timeout: Option<Duration>,
+    /// Join sides reading a bounded table smaller than this are broadcast (0: never).
+    pub broadcast_bytes: u64,
+    /// Splitting skewed shuffle partitions and coalescing small ones.
+    pub adaptive: adaptive::AdaptiveOptions,
 }
 
 /// Runs `job`: one epoch for a bounded job, epochs on the trigger for a streaming one.
@@ -233,6 +238,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             executors_reported: None,
             retiring: BTreeMap::new(),
             static_cache: Default::default(),
+            adapted: Default::default(),
             store_retries: 0,
             driver_store_retries: 0,
             reporter: reporter.clone(),

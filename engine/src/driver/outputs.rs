@@ -35,6 +35,7 @@ impl Tasks<'_> {
                     executor,
                     addr: m.info.data_addr,
                     epoch: report.cached_from,
+                    reduce_partition: None,
                 })
             })
             .collect()
@@ -76,6 +77,7 @@ impl Tasks<'_> {
                 executor,
                 addr: member.info.data_addr,
                 epoch: None,
+                reduce_partition: None,
             };
             let request = FetchRequest {
                 query_id: self.query_id.clone(),

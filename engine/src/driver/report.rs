@@ -256,6 +256,77 @@ pub struct StageProgress {
     /// static table's scan whose files did not change).
     #[serde(default)]
     pub cached_tasks: usize,
+    /// Skew: the largest task's rows and time over the median task's.
+    #[serde(default)]
+    pub skew: Skew,
+    /// Partitions split across tasks and coalesced into a neighbour's task, when any (see
+    /// *Skew and small partitions*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<super::adaptive::StageAdaptation>,
+}
+
+impl StageProgress {
+    /// A stage's record from its tasks' reports.
+    pub fn of(
+        stage: crate::protocol::StageId,
+        reports: &[(
+            usize,
+            crate::protocol::ExecutorId,
+            &crate::protocol::TaskReport,
+        )],
+        adaptive: Option<super::adaptive::StageAdaptation>,
+    ) -> Self {
+        let spread = |f: fn(&crate::protocol::TaskReport) -> f64| {
+            Spread::of(reports.iter().map(|(_, _, r)| f(r)).collect())
+        };
+        let task_ms = spread(|r| r.elapsed_us as f64 / 1e3);
+        let task_rows = spread(|r| r.output_rows as f64);
+        Self {
+            stage: stage.0,
+            tasks: reports.len(),
+            skew: Skew::of(&task_rows, &task_ms),
+            adaptive,
+            task_ms,
+            task_rows,
+            rows: reports.iter().map(|(_, _, r)| r.output_rows).sum(),
+            spilled_bytes: reports.iter().map(|(_, _, r)| r.spilled_bytes).sum(),
+            peak_pool_bytes: reports
+                .iter()
+                .map(|(_, _, r)| r.peak_pool_bytes)
+                .max()
+                .unwrap_or(0),
+            cached_tasks: reports
+                .iter()
+                .filter(|(_, _, r)| r.cached_from.is_some())
+                .count(),
+        }
+    }
+}
+
+/// How much a stage's largest task exceeds its median one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Skew {
+    /// max / median of the rows each task produced (0 when the median is 0).
+    pub rows: f64,
+    /// max / median of the tasks' wall times.
+    pub ms: f64,
+}
+
+impl Skew {
+    /// From a stage's spreads.
+    pub fn of(rows: &Spread, ms: &Spread) -> Self {
+        let ratio = |s: &Spread| {
+            if s.median > 0.0 {
+                (s.max / s.median * 100.0).round() / 100.0
+            } else {
+                0.0
+            }
+        };
+        Self {
+            rows: ratio(rows),
+            ms: ratio(ms),
+        }
+    }
 }
 
 /// The progress record of one epoch (printed with `--progress json`, kept under

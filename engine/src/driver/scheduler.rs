@@ -20,9 +20,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::protocol::{AttemptId, ExecutorId, StageId, TaskKey, TaskReport};
+
+mod outcome;
+pub use outcome::{AttemptOutcome, AttemptRecord};
 
 /// A task handed to an executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,56 +86,6 @@ impl Default for SchedulerLimits {
             speculation_min: Duration::from_millis(500),
         }
     }
-}
-
-/// How one attempt ended (or that it is still running).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
-pub enum AttemptOutcome {
-    /// Still running.
-    Running,
-    /// Finished; its output is the task's.
-    Succeeded,
-    /// Finished after another attempt of the task had already won; output discarded.
-    Superseded,
-    /// Failed with this error.
-    Failed(String),
-    /// Could not fetch an input; the input is regenerated and the task runs again.
-    FetchFailed(String),
-    /// Its executor was lost while it ran.
-    ExecutorLost,
-    /// Succeeded, but its output was on an executor that was lost before every consumer had
-    /// read it, so the task ran again.
-    OutputLost,
-}
-
-impl AttemptOutcome {
-    /// Its name, as progress records and metrics label it.
-    pub fn label(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Running => "running",
-            AttemptOutcome::Succeeded => "succeeded",
-            AttemptOutcome::Superseded => "superseded",
-            AttemptOutcome::Failed(_) => "failed",
-            AttemptOutcome::FetchFailed(_) => "fetch_failed",
-            AttemptOutcome::ExecutorLost => "executor_lost",
-            AttemptOutcome::OutputLost => "output_lost",
-        }
-    }
-}
-
-/// One attempt of a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptRecord {
-    /// The attempt.
-    pub attempt: u64,
-    /// Where it ran.
-    pub executor: u32,
-    /// Whether it was a speculative copy.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub speculative: bool,
-    /// How it ended.
-    pub outcome: AttemptOutcome,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +225,28 @@ impl EpochScheduler {
         self.tasks[stage.0]
             .iter()
             .all(|t| matches!(t, TaskState::Done { .. }))
+    }
+
+    /// Whether `stage` may run (its inputs have finished) and none of its tasks has started or
+    /// finished: the moment to adapt its tasks to its inputs' sizes.
+    pub fn ready_untouched(&self, stage: StageId) -> bool {
+        self.shapes[stage.0]
+            .inputs
+            .iter()
+            .all(|&i| self.stage_done(i))
+            && self.tasks[stage.0]
+                .iter()
+                .all(|t| matches!(t, TaskState::Pending { not_before: None }))
+    }
+
+    /// Adds `n` pending tasks to `stage` (slices of a skewed partition); returns the first's
+    /// partition number (they follow the stage's own tasks).
+    pub fn add_tasks(&mut self, stage: StageId, n: usize) -> usize {
+        let first = self.tasks[stage.0].len();
+        let s = stage.0;
+        self.tasks[s].extend((0..n).map(|_| TaskState::Pending { not_before: None }));
+        self.logs[s].extend((0..n).map(|_| TaskLog::default()));
+        first
     }
 
     /// Whether every task of every stage has finished.

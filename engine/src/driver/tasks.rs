@@ -107,6 +107,8 @@ pub(super) struct Tasks<'a> {
     pub retiring: BTreeMap<ExecutorId, Member>,
     /// Static tables' scan outputs the executors keep across epochs.
     pub static_cache: super::static_cache::StaticCache,
+    /// The running epoch's stages adapted to their inputs' sizes (skew, coalescing).
+    pub adapted: super::adaptive::Adapted,
 }
 
 /// Queues `message` for `member`; a closed queue means the executor is going away.
@@ -258,6 +260,7 @@ impl Tasks<'_> {
             })
             .collect();
         let mut scheduler = EpochScheduler::new(shapes, self.attempts, self.config.limits);
+        self.adapted = Default::default();
         // Stateful operators start from the last committed epoch's snapshot.
         let restore = if planned.stateful_stages.is_empty() {
             None
@@ -349,6 +352,8 @@ impl Tasks<'_> {
                 }
                 *reported = done;
             }
+            self.adapted
+                .adapt(planned, &mut scheduler, &self.config.adaptive);
             for a in scheduler.poll(Instant::now()) {
                 let stage = &planned.stages[a.task.stage.0];
                 let splits = stage
@@ -360,12 +365,25 @@ impl Tasks<'_> {
                     .inputs
                     .iter()
                     .map(|s| {
-                        // The output partition this task reads of each upstream map output.
-                        let reduce = match planned.stages[s.0].output {
-                            StageOutput::Hash { .. } => a.task.partition,
-                            _ => 0,
+                        let StageOutput::Hash { .. } = planned.stages[s.0].output else {
+                            return (*s, self.locations(&scheduler, *s, 0));
                         };
-                        (*s, self.locations(&scheduler, *s, reduce))
+                        // The output partitions this task reads of each upstream map output
+                        // (its own, or several when coalesced), and which map outputs (all,
+                        // or a range when it is a slice of a skewed partition).
+                        let (partitions, maps) = self.adapted.reads(a.task, *s);
+                        let locations = partitions
+                            .iter()
+                            .flat_map(|&r| {
+                                let mut l = self.locations(&scheduler, *s, r);
+                                if r != a.task.partition {
+                                    l.iter_mut().for_each(|l| l.reduce_partition = Some(r));
+                                }
+                                l
+                            })
+                            .filter(|l| maps.is_none_or(|m| m.contains(&l.map_partition)))
+                            .collect();
+                        (*s, locations)
                     })
                     .collect();
                 if a.speculative {
@@ -389,6 +407,7 @@ impl Tasks<'_> {
                                 matches!(planned.stages[s.0].output, StageOutput::Hash { .. })
                             })
                     }),
+                    plan_partition: self.adapted.plan_partition(a.task),
                 };
                 if let Some(member) = self.members.get(&a.executor) {
                     tracing::trace!(target: "sluice::latency", attempt = a.attempt.0, "task sent");

@@ -130,7 +130,16 @@ async fn execute(
     let (plan, output) = query.stages.get(&task.task.stage).cloned().ok_or_else(|| {
         DataFusionError::Internal(format!("stage {} is not installed", task.task.stage))
     })?;
+    // A stage that collects an input once per plan instance (a broadcast join) runs from a
+    // fresh copy, so that no task reuses rows another task or epoch collected.
+    let plan = if crate::plan::broadcast::collects_once(&plan) {
+        datafusion::physical_plan::execution_plan::reset_plan_states(plan)?
+    } else {
+        plan
+    };
     let partition = task.task.partition;
+    // The plan partition it runs: its own, or the skewed partition it is a slice of.
+    let run = task.plan_partition.unwrap_or(partition);
     let inputs = TaskInputs {
         query_id: task.query_id.clone(),
         epoch: task.epoch,
@@ -170,7 +179,7 @@ async fn execute(
                 (_, partitioning) => Partitioner::DataFusion(BatchPartitioner::try_new(
                     partitioning.clone(),
                     Time::new(),
-                    partition,
+                    run,
                     inputs_count,
                 )?),
             };
@@ -182,7 +191,7 @@ async fn execute(
                 partitions,
                 input.schema(),
             )?;
-            let mut stream = input.execute(partition, ctx)?;
+            let mut stream = input.execute(run, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 report.output_rows += batch.num_rows() as u64;
@@ -191,7 +200,9 @@ async fn execute(
                     Partitioner::DataFusion(d) => d.partition(batch, |p, b| writer.write(p, &b))?,
                 }
             }
-            report.partition_rows = writer.finish(&env.store)?;
+            let sizes = writer.finish(&env.store)?;
+            report.partition_rows = sizes.rows;
+            report.partition_bytes = sizes.bytes;
         }
         StageOutput::Gather | StageOutput::Result => {
             let mut writer = env.store.writer(
@@ -202,13 +213,15 @@ async fn execute(
                 1,
                 plan.schema(),
             )?;
-            let mut stream = plan.execute(partition, ctx)?;
+            let mut stream = plan.execute(run, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 report.output_rows += batch.num_rows() as u64;
                 writer.write(0, &batch)?;
             }
-            report.partition_rows = writer.finish(&env.store)?;
+            let sizes = writer.finish(&env.store)?;
+            report.partition_rows = sizes.rows;
+            report.partition_bytes = sizes.bytes;
         }
         StageOutput::Sink => {
             let sink = query.sinks.get(&task.task.stage).ok_or_else(|| {
@@ -222,7 +235,7 @@ async fn execute(
             };
             let ext = |e: sluice_connectors::ConnectorError| DataFusionError::External(Box::new(e));
             let mut writer = sink.open_writer(&writer_ctx).map_err(ext)?;
-            let mut stream = plan.execute(partition, ctx)?;
+            let mut stream = plan.execute(run, ctx)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 tracing::trace!(target: "sluice::latency", rows = batch.num_rows(), "sink batch");

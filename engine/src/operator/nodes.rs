@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -22,7 +23,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
+    PlanProperties, Statistics,
 };
 use sluice_checkpoint::Epoch;
 use sluice_connectors::{ReadContext, ReadCounters, Source, SourceSpec, Split};
@@ -95,6 +96,9 @@ pub struct SourceScanExec {
     pub partitions: usize,
     /// The table's event-time column, when it declares a watermark.
     pub event_time: Option<EventTime>,
+    /// A bounded table's size when planned (files: their bytes), the planner's statistic for
+    /// broadcasting it to a join; not sent to executors.
+    pub size_bytes: Option<u64>,
     projected: SchemaRef,
     props: Arc<PlanProperties>,
 }
@@ -120,9 +124,16 @@ impl SourceScanExec {
             projection,
             partitions,
             event_time: None,
+            size_bytes: None,
             projected,
             props,
         })
+    }
+
+    /// The same scan, with the table's size for the planner.
+    pub fn with_size_bytes(mut self, size_bytes: Option<u64>) -> Self {
+        self.size_bytes = size_bytes;
+        self
     }
 
     /// The same scan, tracking (and with `drop_late`, filtering by) event time.
@@ -213,6 +224,20 @@ impl ExecutionPlan for SourceScanExec {
         _children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
+    }
+
+    /// The table's bytes when known (a bounded file table), shared evenly by the partitions;
+    /// nothing else is known before reading.
+    fn partition_statistics(&self, partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.projected);
+        if let Some(bytes) = self.size_bytes {
+            let share = match partition {
+                None => bytes,
+                Some(_) => bytes / self.partitions.max(1) as u64,
+            };
+            stats.total_byte_size = Precision::Inexact(share as usize);
+        }
+        Ok(Arc::new(stats))
     }
 
     fn execute(
@@ -513,9 +538,11 @@ impl ExecutionPlan for ShuffleReaderExec {
             ReadMode::Hash => locations
                 .iter()
                 .map(|l| {
+                    // A coalescing task names each partition it reads.
+                    let reduce = l.reduce_partition.unwrap_or(partition);
                     inputs
                         .fetcher
-                        .fetch(l, request(l, partition), self.schema.clone())
+                        .fetch(l, request(l, reduce), self.schema.clone())
                 })
                 .collect(),
             ReadMode::Gather => locations

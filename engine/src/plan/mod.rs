@@ -4,6 +4,7 @@
 //! stage's physical plan (encoded once for executors to cache), the sources whose splits each
 //! epoch assigns, and the sink.
 
+pub mod broadcast;
 mod dedup;
 pub mod stages;
 mod streaming;
@@ -129,16 +130,48 @@ pub fn describe_stage(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> St
     names.join(" <- ")
 }
 
-/// Plans `job` with `parallelism` partitions per shuffle and per scan.
+/// Tables smaller than this are broadcast to joins by default (`--broadcast-threshold`).
+pub const DEFAULT_BROADCAST_BYTES: u64 = 10 << 20;
+
+/// Plans `job` with `parallelism` partitions per shuffle and per scan, broadcasting join sides
+/// under the default threshold.
 pub async fn plan(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
+    plan_with(job, parallelism, DEFAULT_BROADCAST_BYTES).await
+}
+
+/// Plans `job`; a join side reading a bounded table of fewer than `broadcast_bytes` (0: none)
+/// is broadcast (see [`broadcast`]).
+pub async fn plan_with(
+    job: &Job,
+    parallelism: usize,
+    broadcast_bytes: u64,
+) -> Result<PlannedQuery> {
     tracing::trace!(target: "sluice::latency", "planning");
-    let planned = plan_query(job, parallelism).await;
+    let planned = plan_query(job, parallelism, broadcast_bytes).await;
     tracing::trace!(target: "sluice::latency", "planned");
     planned
 }
 
-async fn plan_query(job: &Job, parallelism: usize) -> Result<PlannedQuery> {
-    let mut ctx = SessionContext::new_with_config(session_config(parallelism));
+async fn plan_query(job: &Job, parallelism: usize, broadcast_bytes: u64) -> Result<PlannedQuery> {
+    let mut config = session_config(parallelism);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold = broadcast_bytes as usize;
+    let mut ctx = SessionContext::new_with_config(config);
+    {
+        let state = ctx.state();
+        let mut rules = Vec::new();
+        for rule in state.physical_optimizers() {
+            rules.push(rule.clone());
+            if rule.name() == "join_selection" {
+                rules.push(Arc::new(broadcast::BroadcastOnlyWhereSafe) as _);
+            }
+        }
+        let state =
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
+                .with_physical_optimizer_rules(rules)
+                .build();
+        ctx = SessionContext::new_with_state(state);
+    }
     if !job.is_bounded() {
         // `count(DISTINCT x)` must stay one accumulator (whose state holds the distinct values)
         // for state to merge across epochs; DataFusion would otherwise turn it into a second
@@ -595,7 +628,8 @@ impl TableProvider for SourceTable {
             .with_event_time(self.event_time.map(|column| nodes::EventTime {
                 column,
                 drop_late: false,
-            })),
+            }))
+            .with_size_bytes(self.source.size_bytes()),
         ))
     }
 }

@@ -131,6 +131,9 @@ pub(crate) enum Command {
         /// Partitions per scan and shuffle.
         #[arg(long, default_value_t = 2)]
         parallelism: usize,
+        /// Broadcast join sides reading a bounded table smaller than this (as `run`).
+        #[arg(long, default_value = "10MiB", value_parser = parse_bytes)]
+        broadcast_threshold: u64,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -298,6 +301,24 @@ pub(crate) struct DriverArgs {
     /// output still needed) before it is stopped: 60s, 500ms.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub(crate) allocation_idle_timeout: Duration,
+    /// A join side reading a bounded table smaller than this (its files' bytes when planned) is
+    /// broadcast to every task of the other side instead of both being shuffled: 10MiB; 0
+    /// turns broadcasting off.
+    #[arg(long, default_value = "10MiB", value_parser = parse_bytes)]
+    pub(crate) broadcast_threshold: u64,
+    /// Skew: a shuffle partition over this many times its input's median (and over
+    /// --skew-min-bytes) is split across tasks where the operator allows it; 0 turns splitting
+    /// off.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) skew_factor: f64,
+    /// Skew: the least size of a partition worth splitting: 32MiB, 512KiB, 0.
+    #[arg(long, default_value = "32MiB", value_parser = parse_bytes)]
+    pub(crate) skew_min_bytes: u64,
+    /// Adjacent shuffle partitions run as one task while together under this size, and a
+    /// skewed partition's slices aim at it (at least its input's median): 16MiB; 0 turns
+    /// coalescing off.
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
+    pub(crate) target_task_bytes: u64,
     /// Directory for the run's certificates and executor scratch space (default: temporary).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
@@ -362,6 +383,13 @@ pub(crate) fn parse_ui(text: &str) -> Result<UiAddr, String> {
 }
 
 /// `500ms`, `2s`, `1m`: a duration option.
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{text:?} is not a size (e.g. 16MiB, 512KiB, 0): {e}"))
+}
+
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     match text.parse::<driver::Trigger>() {
         Ok(driver::Trigger::Interval(d)) if !d.is_zero() => Ok(d),

@@ -261,11 +261,16 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
         Command::Explain {
             query: _,
             parallelism,
+            broadcast_threshold,
             log: _,
         } => {
             let job = need_job(job)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let planned = runtime.block_on(sluice_engine::plan::plan(&job, parallelism))?;
+            let planned = runtime.block_on(sluice_engine::plan::plan_with(
+                &job,
+                parallelism,
+                broadcast_threshold,
+            ))?;
             print!("{}", planned.explain());
             Ok(())
         }
@@ -445,6 +450,12 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         no_data_epochs: common.no_data_epochs,
         max_epochs: common.max_epochs,
         watermark_idle_timeout: common.watermark_idle_timeout,
+        broadcast_bytes: common.broadcast_threshold,
+        adaptive: driver::adaptive::AdaptiveOptions {
+            skew_factor: common.skew_factor.max(0.0),
+            skew_min_bytes: common.skew_min_bytes,
+            target_task_bytes: common.target_task_bytes,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
