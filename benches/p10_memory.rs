@@ -1,8 +1,8 @@
 //! P10 — a group-by with ~50 M distinct keys under a memory limit: Sluice against DuckDB and
 //! PySpark with the same memory.
 //!
-//! Workload: N generated bids over N possible auctions (~63 % distinct: ~31.6 M keys at 50 M
-//! rows), `SELECT auction, count(*), sum(price), max(channel) FROM bids GROUP BY auction`,
+//! Workload: N generated bids over 10 × N possible auctions (~95 % distinct: ~47.6 M keys at
+//! 50 M rows), `SELECT auction, count(*), sum(price), max(channel) FROM bids GROUP BY auction`,
 //! written as Parquet. In one run, on the same files:
 //! - Sluice: `sluice run` with 2 executors × 1 slot at `--memory-mb M` each (default 256): its
 //!   aggregation spills beyond the pool (half of M); wall time, the executors' peak RSS and the
@@ -71,7 +71,7 @@ struct Outcome {
 fn main() {
     let a = args();
     let root = sluice::repo_root();
-    let data = root.join(format!("bench-data/p10-bids-{}", a.rows));
+    let data = root.join(format!("bench-data/p10-bids-{}-x10", a.rows));
     if !data.join("bids-0000.parquet").exists() {
         eprintln!("generating {} rows into {} ...", a.rows, data.display());
         write_bids_parquet(
@@ -79,7 +79,7 @@ fn main() {
             BidsSpec {
                 rows: a.rows,
                 files: (a.rows / 5_000_000).clamp(1, 16) as usize,
-                auctions: a.rows as i64,
+                auctions: a.rows as i64 * 10,
                 row_group_rows: 262_144,
                 seed: 10,
             },
@@ -94,7 +94,7 @@ fn main() {
     println!(
         "P10: group-by over {} rows (~{:.1} M keys) at {} MiB per executor (2 executors; DuckDB and PySpark at {} MiB), {} run(s) each",
         a.rows,
-        a.rows as f64 * 0.632 / 1e6,
+        a.rows as f64 * 0.952 / 1e6,
         a.memory_mb,
         2 * a.memory_mb,
         a.runs

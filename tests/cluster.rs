@@ -249,13 +249,16 @@ fn an_executor_killed_mid_epoch_costs_only_its_own_tasks_and_is_replaced() {
     let d = dir.path();
     generate(d);
     group_by_job(d);
-    // Three executors, two slots each: six map tasks, then six tasks aggregating and writing.
-    // Every task waits 1.5 s, so the kill lands while the second stage runs.
+    // Three executors, two slots each: six map tasks, then six tasks aggregating and writing
+    // (one per partition: small partitions are not coalesced here). Every task waits 1.5 s, so
+    // the kill lands while the second stage runs.
     let driver = Logged::spawn(
         d,
         &[
             "run",
             "job.sql",
+            "--target-task-bytes",
+            "0",
             "--executors",
             "3",
             "--slots",
