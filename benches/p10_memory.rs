@@ -10,7 +10,8 @@
 //! - DuckDB (the readers virtualenv): `SET memory_limit` to the executors' sum (2 × M),
 //!   `SET threads = 2`, `COPY (query) TO` Parquet; wall time and the process's peak RSS;
 //! - PySpark local[2] (`.venv`, `scripts/bench-peers.sh`) with `spark.driver.memory` 2 × M (in
-//!   local mode the driver's heap is the executors'); wall time in a warm session and the JVM's
+//!   local mode the driver's heap is the executors') and Spark's default 200 shuffle partitions
+//!   (at 2 the final aggregation runs out of heap); wall time in a warm session and the JVM's
 //!   peak RSS.
 //!
 //! Each engine runs `--runs` times (default 2) after nothing else; the median is reported with

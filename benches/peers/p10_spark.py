@@ -1,7 +1,9 @@
 """P10 peer: the 50 M-key group-by in PySpark local[2] with the same memory as Sluice's
 executors (in local mode the driver's heap is the executors').
 
-Usage: p10_spark.py DATA_DIR OUT_DIR RUNS MEMORY_MB
+Usage: p10_spark.py DATA_DIR OUT_DIR RUNS MEMORY_MB [SHUFFLE_PARTITIONS]
+(shuffle partitions: Spark's default 200 unless given; at 2, one per core, the final
+aggregation does not fit a 512 MiB heap and fails with OutOfMemoryError)
 Prints run_seconds=S per run (in a warm session) and peak_rss_mib=M (the JVM's peak RSS).
 """
 import sys
@@ -10,10 +12,11 @@ import time
 from pyspark.sql import SparkSession
 
 data, out, runs, memory_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+partitions = sys.argv[5] if len(sys.argv) > 5 else "200"
 spark = (
     SparkSession.builder.master("local[2]")
     .appName("sluice-p10")
-    .config("spark.sql.shuffle.partitions", "2")
+    .config("spark.sql.shuffle.partitions", partitions)
     .config("spark.ui.enabled", "false")
     .config("spark.driver.memory", f"{memory_mb}m")
     .config("spark.local.dir", f"{out}/tmp")
