@@ -126,8 +126,8 @@ fn exhausted(e: &DataFusionError) -> Option<String> {
     }
 }
 
-/// Bytes and files the operators of `plan` (and its inputs) spilled for `partition` so far:
-/// stage plans are shared by a query's tasks, so a task takes the difference around its run.
+/// Bytes and files the operators of `plan` (and its inputs) spilled for `partition` (each task
+/// runs its own copy of its stage's plan).
 pub fn spilled(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> (u64, u64) {
     let mut bytes = 0u64;
     let mut files = 0u64;

@@ -73,19 +73,8 @@ pub async fn run(env: TaskEnv, query: Arc<InstalledQuery>, task: TaskDescriptor)
         tokio::time::sleep(delay).await;
     }
     let memory = env.memory.clone();
-    // Stage plans are shared by the query's tasks: spill metrics are taken around the run.
-    let plan = query.stages.get(&task.task.stage).map(|(p, _)| p.clone());
-    let partition = task.task.partition;
-    let spilled = |p: &Option<Arc<dyn ExecutionPlan>>| {
-        p.as_ref()
-            .map_or((0, 0), |p| super::memory::spilled(p, partition))
-    };
-    let spilled_before = spilled(&plan);
     match execute(env, query, task).instrument(span.clone()).await {
         Ok(mut report) => {
-            let spilled_after = spilled(&plan);
-            report.spilled_bytes = spilled_after.0.saturating_sub(spilled_before.0);
-            report.spill_files = spilled_after.1.saturating_sub(spilled_before.1);
             report.peak_pool_bytes = memory.peak_pool_bytes();
             report.elapsed_us = started.elapsed().as_micros() as u64;
             report.peak_rss_bytes = super::peak_rss_bytes();
@@ -130,13 +119,11 @@ async fn execute(
     let (plan, output) = query.stages.get(&task.task.stage).cloned().ok_or_else(|| {
         DataFusionError::Internal(format!("stage {} is not installed", task.task.stage))
     })?;
-    // A stage that collects an input once per plan instance (a broadcast join) runs from a
-    // fresh copy, so that no task reuses rows another task or epoch collected.
-    let plan = if crate::plan::broadcast::collects_once(&plan) {
-        datafusion::physical_plan::execution_plan::reset_plan_states(plan)?
-    } else {
-        plan
-    };
+    // Every task runs its stage from a fresh copy of the decoded plan: DataFusion's operators
+    // register new metrics on every execution (a copy kept across epochs would grow without
+    // end), and an operator that collects an input once (a broadcast join) would share it
+    // between tasks and epochs. State lives outside the plan, in the executor's backend.
+    let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan)?;
     let partition = task.task.partition;
     // The plan partition it runs: its own, or the skewed partition it is a slice of.
     let run = task.plan_partition.unwrap_or(partition);
@@ -245,6 +232,8 @@ async fn execute(
             report.receipt = Some(writer.finish().map_err(ext)?);
         }
     }
+    // What its operators spilled (this copy of the plan ran only this task).
+    (report.spilled_bytes, report.spill_files) = super::memory::spilled(&plan, run);
     report.read = inputs
         .read_counters
         .lock()

@@ -64,15 +64,3 @@ impl PhysicalOptimizerRule for BroadcastOnlyWhereSafe {
         true
     }
 }
-
-/// Whether `plan` holds an operator that collects one input once and shares it between the
-/// partitions it runs (a broadcast hash join, a cross or nested-loop join): an executor must
-/// run such a stage from a fresh copy of its plan for every task, or a later epoch would
-/// reuse an earlier one's collected rows.
-pub fn collects_once(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let here = match plan.downcast_ref::<HashJoinExec>() {
-        Some(join) => *join.partition_mode() == PartitionMode::CollectLeft,
-        None => matches!(plan.name(), "CrossJoinExec" | "NestedLoopJoinExec"),
-    };
-    here || plan.children().into_iter().any(collects_once)
-}
