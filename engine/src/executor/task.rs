@@ -127,6 +127,19 @@ async fn execute(
     let partition = task.task.partition;
     // The plan partition it runs: its own, or the skewed partition it is a slice of.
     let run = task.plan_partition.unwrap_or(partition);
+    let partitions = match &output {
+        StageOutput::Hash { .. } => plan
+            .children()
+            .first()
+            .map_or(0, |c| c.output_partitioning().partition_count()),
+        _ => plan.output_partitioning().partition_count(),
+    };
+    if run >= partitions {
+        return Err(DataFusionError::Internal(format!(
+            "task {} asks for plan partition {run} of a stage with {partitions}",
+            task.task
+        )));
+    }
     let inputs = TaskInputs {
         query_id: task.query_id.clone(),
         epoch: task.epoch,
