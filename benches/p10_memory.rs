@@ -5,7 +5,7 @@
 //! 50 M rows), `SELECT auction, count(*), sum(price), max(channel) FROM bids GROUP BY auction`,
 //! written as Parquet. In one run, on the same files:
 //! - Sluice: `sluice run` with 2 executors × 1 slot at `--memory-mb M` each (default 256): its
-//!   aggregation spills beyond the pool (half of M); wall time, the executors' peak RSS and the
+//!   aggregation spills beyond the pool (a quarter of M); wall time, the executors' peak RSS and the
 //!   bytes spilled (progress record);
 //! - DuckDB (the readers virtualenv): `SET memory_limit` to the executors' sum (2 × M),
 //!   `SET threads = 2`, `COPY (query) TO` Parquet; wall time and the process's peak RSS;

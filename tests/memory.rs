@@ -1,8 +1,8 @@
 //! Executors within their memory (`--memory-mb`): a group-by with far more distinct keys than
 //! its share of the memory pool holds spills to disk, reports it, gives DuckDB's answer and
-//! keeps each executor's peak RSS near its limit; a join whose build side cannot fit (hash
-//! joins do not spill) fails the job with a message naming the operator and the limit, not a
-//! kill.
+//! keeps each executor's peak RSS near its limit, and at a limit too small to proceed fails
+//! with a message naming the operator and the limit, not a kill; so does a join whose build
+//! side cannot fit (hash joins do not spill).
 
 mod common;
 
@@ -85,7 +85,7 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
     assert_eq!(counts[1], counts[0], "one row per auction: {counts:?}");
     assert_eq!(counts[2], 0, "rows that differ from DuckDB's: {counts:?}");
 
-    // It spilled, and said so; the pool stayed within its half of --memory-mb.
+    // It spilled, and said so; the pool stayed within its quarter of --memory-mb.
     let progress = events(&d.join("events.jsonl"))
         .into_iter()
         .find(|e| e["event"] == "epoch_committed")
@@ -95,7 +95,7 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
     assert!(spilled > 0, "{progress}");
     let pool = progress["peak_pool_bytes"].as_u64().unwrap();
     assert!(
-        pool > 0 && pool <= (memory_mb << 20) / 2,
+        pool > 0 && pool <= (memory_mb << 20) / 4,
         "peak pool {pool}: {progress}"
     );
     // Each executor's peak RSS within the limit and the documented margin.
@@ -113,6 +113,23 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
             rss >> 20
         );
     }
+
+    // The same job at 1 MiB: the aggregation's pool share (256 KiB) cannot hold even the
+    // state it must sort before spilling, so the job fails naming the operator and the limit,
+    // and publishes nothing.
+    let small = tempfile::tempdir().unwrap();
+    job(small.path(), GROUP_BY);
+    let text = fails(&run(small.path(), "1"));
+    assert!(
+        text.contains("out of executor memory")
+            && text.contains("AggregateStream[")
+            && text.contains("the executor's memory pool is 256.0 KiB, a quarter of --memory-mb 1"),
+        "{text}"
+    );
+    assert!(
+        sluice::table::parquet_files(&small.path().join("out")).is_empty(),
+        "nothing published"
+    );
 }
 
 /// What an executor may use over `--memory-mb` (README: Memory): the binary's own pages and
@@ -123,7 +140,7 @@ const MARGIN_MB: u64 = 96;
 fn a_join_too_big_for_its_pool_fails_with_the_operator_and_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Each partition's build side holds ~1.5 M rows; the pool at --memory-mb 8 is 4 MiB.
+    // Each partition's build side holds ~1.5 M rows; the pool at --memory-mb 8 is 2 MiB.
     job(
         d,
         "SELECT a.auction, count(*) AS n, sum(b.price) AS s FROM bids a \
@@ -133,7 +150,7 @@ fn a_join_too_big_for_its_pool_fails_with_the_operator_and_the_limit() {
     assert!(
         text.contains("out of executor memory")
             && text.contains("HashJoinInput")
-            && text.contains("the executor's memory pool is 4 MiB, half of --memory-mb 8"),
+            && text.contains("the executor's memory pool is 2.0 MiB, a quarter of --memory-mb 8"),
         "{text}"
     );
     assert!(

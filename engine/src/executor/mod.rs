@@ -103,7 +103,7 @@ async fn serve(
         ClusterEndpoint::bind(config.bind, &ca, &identity, &TransportSettings::default())?;
     trace!(target: "sluice::latency", "executor endpoint bound");
     // The executor's memory: a quarter for RocksDB's block cache (memtables are charged to
-    // it), half for DataFusion's pool, the rest a reserve (executor/memory.rs).
+    // it), a quarter for DataFusion's pool, half in reserve (executor/memory.rs).
     let budget = memory::MemoryBudget::of(config.memory_bytes);
     let memory = Arc::new(memory::ExecutorMemory::new(
         budget,

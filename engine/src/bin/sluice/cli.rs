@@ -55,7 +55,8 @@ pub(crate) enum Command {
         /// Task slots per executor (default: CPU cores / executors, at least 1).
         #[arg(long)]
         slots: Option<u32>,
-        /// Memory per executor in MiB (reported to the scheduler).
+        /// Memory per executor in MiB: RocksDB's cache, the memory pool operators spill beyond,
+        /// and a reserve (README: Executor memory).
         #[arg(long, default_value_t = 1024)]
         memory_mb: u64,
         #[command(flatten)]
