@@ -6,7 +6,8 @@
 //! written as Parquet. In one run, on the same files:
 //! - Sluice: `sluice run` with 2 executors × 1 slot at `--memory-mb M` each (default 256): its
 //!   aggregation spills beyond the pool (a quarter of M); wall time, the executors' peak RSS and the
-//!   bytes spilled (progress record);
+//!   bytes spilled (progress record); then the same job at `--memory-mb 1`, which must fail
+//!   naming the operator and the limit and publish nothing;
 //! - DuckDB (the readers virtualenv): `SET memory_limit` to the executors' sum (2 × M),
 //!   `SET threads = 2`, `COPY (query) TO` Parquet; wall time and the process's peak RSS;
 //! - PySpark local[2] (`.venv`, `scripts/bench-peers.sh`) with `spark.driver.memory` 2 × M (in
@@ -126,6 +127,8 @@ fn main() {
         "  answer check (DuckDB: keys, Sluice rows, rows that differ): {}",
         check.first().map(String::as_str).unwrap_or("?")
     );
+    // The same job at a limit too small to proceed: a clear failure, not a kill.
+    run_sluice(&data, &work, a.runs, TOO_SMALL_MB);
     let duckdb = run_python_peer(
         &sluice::table::readers_python(),
         "p10_duckdb.py",
@@ -179,6 +182,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// A limit at which the group-by cannot proceed (its pool share cannot hold what it must sort
+/// before it spills).
+const TOO_SMALL_MB: u64 = 1;
+
 /// `sluice run` as a user runs it: wall time, the executors' peak RSS and the bytes spilled.
 fn run_sluice(data: &Path, work: &Path, run: usize, memory_mb: u64) -> (Duration, u64, u64) {
     let job = work.join("p10.sql");
@@ -207,6 +214,21 @@ fn run_sluice(data: &Path, work: &Path, run: usize, memory_mb: u64) -> (Duration
         .expect("sluice runs");
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if memory_mb == TOO_SMALL_MB {
+        // Expected to fail: say how, and whether anything was published.
+        let published =
+            !sluice::table::parquet_files(&work.join(format!("sluice-{run}"))).is_empty();
+        let said = stderr
+            .lines()
+            .find(|l| l.contains("Failed to allocate"))
+            .unwrap_or("(no allocation failure in its output)");
+        println!(
+            "  sluice at --memory-mb {memory_mb}: {} after {:.1} s, output published: {published}\n    {said}",
+            if out.status.success() { "SUCCEEDED" } else { "failed" },
+            took.as_secs_f64()
+        );
+        return (took, 0, 0);
+    }
     assert!(out.status.success(), "sluice failed:\n{stderr}");
     let rss = sluice::process::summary_peak_rss_mib(&stderr);
     let spilled = std::fs::read_to_string(&events)
