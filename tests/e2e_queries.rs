@@ -1,5 +1,5 @@
 //! End-to-end: the real `sluice` binary with 2 and 3 executor processes runs group-by, join,
-//! filter and partitioned-output jobs; the Parquet it writes, read back with the `parquet`
+//! filter, partitioned-output and Nexmark q5-shaped jobs; the Parquet it writes, read back with the `parquet`
 //! crate, equals DataFusion's single-process answer on the same files.
 
 mod common;
@@ -122,6 +122,56 @@ fn group_by_join_filter_and_partitioned_output_match_datafusion_on_2_and_3_execu
             "JSON source on {executors} executors"
         );
     }
+}
+
+/// Nexmark q5's shape: a sub-plan (bids per auction and hopping window) used twice, which
+/// Sluice computes once (`plan/stages.rs`); the answer equals DataFusion's over the same files,
+/// with the windows spelled out independently (each bid in the five windows starting at its
+/// 2 s pane and the four before it).
+#[test]
+fn a_query_using_one_sub_plan_twice_matches_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let windows = (0..5)
+        .map(|k| {
+            format!(
+                "SELECT auction, date_bin(INTERVAL '2' SECOND, date_time) - INTERVAL '{}' SECOND AS s FROM bids",
+                2 * k
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let want = reference(
+        d,
+        &format!(
+            "WITH c AS (SELECT auction, count(*) AS num, s FROM ({windows}) GROUP BY auction, s) \
+             SELECT c.auction, c.num, c.s FROM c JOIN (SELECT max(num) AS maxn, s FROM c GROUP BY s) m \
+             ON c.s = m.s AND c.num >= m.maxn"
+        ),
+    );
+    assert!(want.len() > 60, "a row per window at least: {}", want.len());
+    run_job(
+        d,
+        "q5",
+        &format!(
+            "CREATE TABLE hot WITH (connector = 'parquet', path = '{}');
+             INSERT INTO hot SELECT a.auction, a.num, a.s FROM (
+               SELECT auction, count(*) AS num, window_start AS s, window_end AS e
+               FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+               GROUP BY auction, window_start, window_end) a
+             JOIN (
+               SELECT max(c.num) AS maxn, c.s, c.e FROM (
+                 SELECT count(*) AS num, window_start AS s, window_end AS e
+                 FROM TABLE(HOP(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+                 GROUP BY auction, window_start, window_end) c
+               GROUP BY c.s, c.e) m
+             ON a.s = m.s AND a.e = m.e AND a.num >= m.maxn;",
+            d.join("out-q5").display()
+        ),
+        "2",
+    );
+    assert_eq!(read_rows(&d.join("out-q5")), want);
 }
 
 #[test]

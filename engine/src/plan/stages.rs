@@ -279,6 +279,11 @@ fn replace_children(
     )?)
 }
 
+/// Adds a stage, or returns an earlier stage that does the same work (see [`same_work`]):
+/// a query that computes one sub-plan twice — Nexmark q5 counts bids per auction and window
+/// for its rows and again for the per-window maximum — runs it once per epoch, its output read
+/// by both consumers. Stages are pushed inputs first, so an identical sub-plan's upper stages
+/// find their inputs already merged and merge in turn.
 fn push_stage(
     stages: &mut Vec<Stage>,
     plan: Arc<dyn ExecutionPlan>,
@@ -293,6 +298,17 @@ fn push_stage(
     inputs.dedup();
     tables.sort();
     tables.dedup();
+    let shareable = matches!(output, StageOutput::Hash { .. } | StageOutput::Gather);
+    if let Some(same) = stages.iter().find(|s| {
+        shareable
+            && s.tasks == tasks
+            && s.output == output
+            && s.inputs == inputs
+            && s.tables == tables
+            && same_work(&s.plan, &plan)
+    }) {
+        return same.id;
+    }
     stages.push(Stage {
         id,
         plan,
@@ -316,5 +332,136 @@ fn collect_leaves(
     }
     for child in plan.children() {
         collect_leaves(child, inputs, tables);
+    }
+}
+
+/// Whether two stage plans compute the same rows: neither writes a sink or keeps state (a
+/// stateful operator's state is its own, under its own id), both produce one schema, and
+/// their encodings — what executors receive — are equal up to the names DataFusion gives the
+/// common sub-expressions it factors out (`__common_expr_N`, numbered per query; columns are
+/// resolved by index, so the name changes nothing).
+fn same_work(a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>) -> bool {
+    use crate::operator::codec::SluiceCodec;
+    use crate::operator::stateful::StatefulAggregateExec;
+    use crate::operator::window_join::WindowJoinExec;
+    use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+    fn stateful(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        plan.downcast_ref::<StatefulAggregateExec>().is_some()
+            || plan.downcast_ref::<WindowJoinExec>().is_some()
+            || plan.children().into_iter().any(stateful)
+    }
+    if stateful(a) || stateful(b) || a.schema() != b.schema() {
+        return false;
+    }
+    let encode = |plan: &Arc<dyn ExecutionPlan>| {
+        physical_plan_to_bytes_with_extension_codec(plan.clone(), &SluiceCodec)
+            .ok()
+            .map(|bytes| canonical_names(&bytes))
+    };
+    match (encode(a), encode(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `bytes` with the digits of every `__common_expr_N` replaced by `#` (the length, and so
+/// every length prefix around it, unchanged).
+fn canonical_names(bytes: &[u8]) -> Vec<u8> {
+    const NAME: &[u8] = b"__common_expr_";
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while let Some(at) = out[i..].windows(NAME.len()).position(|w| w == NAME) {
+        i += at + NAME.len();
+        while i < out.len() && out[i].is_ascii_digit() {
+            out[i] = b'#';
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::job::{Job, JobText};
+    use crate::protocol::StageOutput;
+
+    /// Nexmark q5: bids per auction and hopping window, joined with each window's maximum.
+    const Q5: &str = "SELECT a.auction, a.num FROM (
+          SELECT auction, count(*) AS num, window_start AS s, window_end AS e
+          FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+          GROUP BY auction, window_start, window_end) a
+        JOIN (
+          SELECT max(c.num) AS maxn, c.s, c.e FROM (
+            SELECT count(*) AS num, window_start AS s, window_end AS e
+            FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+            GROUP BY auction, window_start, window_end) c
+          GROUP BY c.s, c.e) m
+        ON a.s = m.s AND a.e = m.e AND a.num >= m.maxn";
+
+    fn stages(tables: &str, inserts: &str) -> Vec<super::Stage> {
+        let job = Job::parse(JobText {
+            origin: "test".into(),
+            text: format!(
+                "{tables}CREATE TABLE out WITH (connector = 'parquet', path = '/tmp/o/');\n\
+                 CREATE TABLE out2 WITH (connector = 'parquet', path = '/tmp/o2/');\n{inserts}"
+            ),
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(crate::plan::plan(&job, 2)).unwrap().stages
+    }
+
+    fn readers_of(stages: &[super::Stage], id: crate::protocol::StageId) -> usize {
+        stages.iter().filter(|s| s.inputs.contains(&id)).count()
+    }
+
+    #[test]
+    fn a_sub_plan_computed_twice_runs_as_one_stage_read_by_both() {
+        // Bounded: the scan, the hopping windows and the partial counts are one stage, and so
+        // are the final counts: one stage feeds both the join and the maximum.
+        let bounded = stages(
+            "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '1000');\n",
+            &format!("INSERT INTO out {Q5};"),
+        );
+        let scans = bounded.iter().filter(|s| !s.tables.is_empty()).count();
+        assert_eq!(scans, 1, "{bounded:#?}");
+        assert!(
+            bounded.iter().any(|s| readers_of(&bounded, s.id) == 2),
+            "{bounded:#?}"
+        );
+
+        // Streaming: the windowed counts keep state per operator, so each branch keeps its
+        // own stateful stage; the stateless scan and partial counts below them are shared.
+        let streaming = stages(
+            "CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
+             WITH (connector = 'nexmark', kind = 'bid', events = '1000');\n",
+            &format!("INSERT INTO out {Q5};"),
+        );
+        let scans: Vec<_> = streaming.iter().filter(|s| !s.tables.is_empty()).collect();
+        assert_eq!(scans.len(), 1, "{streaming:#?}");
+        assert_eq!(readers_of(&streaming, scans[0].id), 2, "{streaming:#?}");
+
+        // Two queries writing the same rows to two tables keep a final stage each.
+        let set = stages(
+            "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '1000');\n",
+            "INSERT INTO out SELECT auction, count(*) AS n FROM bid GROUP BY auction;\n\
+             INSERT INTO out2 SELECT auction, count(*) AS n FROM bid GROUP BY auction;",
+        );
+        let sinks = set.iter().filter(|s| s.output == StageOutput::Sink).count();
+        assert_eq!(sinks, 2, "{set:#?}");
+    }
+
+    #[test]
+    fn only_common_expression_names_are_canonical() {
+        assert_eq!(
+            super::canonical_names(b"x__common_expr_12y__common_expr_3"),
+            b"x__common_expr_##y__common_expr_#".to_vec()
+        );
+        assert_ne!(
+            super::canonical_names(b"__common_expr_1"),
+            super::canonical_names(b"__common_expr_10")
+        );
     }
 }
