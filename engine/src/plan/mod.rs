@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 mod dedup;
+mod preaggregate;
 pub mod stages;
 mod streaming;
 
@@ -166,6 +167,7 @@ async fn plan_query(job: &Job, parallelism: usize, broadcast_bytes: u64) -> Resu
                 rules.push(Arc::new(broadcast::BroadcastOnlyWhereSafe) as _);
             }
         }
+        rules.push(Arc::new(preaggregate::PreAggregateBeforeUnnest) as _);
         let state =
             datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
                 .with_physical_optimizer_rules(rules)
