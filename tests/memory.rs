@@ -85,7 +85,8 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
     assert_eq!(counts[1], counts[0], "one row per auction: {counts:?}");
     assert_eq!(counts[2], 0, "rows that differ from DuckDB's: {counts:?}");
 
-    // It spilled, and said so; the pool stayed within its quarter of --memory-mb.
+    // It spilled, and said so; the pool stayed within the quarter of --memory-mb that
+    // spilling operators may hold.
     let progress = events(&d.join("events.jsonl"))
         .into_iter()
         .find(|e| e["event"] == "epoch_committed")
@@ -114,7 +115,7 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
         );
     }
 
-    // The same job at 1 MiB: the aggregation's pool share (256 KiB) cannot hold even the
+    // The same job at 1 MiB: the aggregation's share (256 KiB) cannot hold even the
     // state it must sort before spilling, so the job fails naming the operator and the limit,
     // and publishes nothing.
     let small = tempfile::tempdir().unwrap();
@@ -123,7 +124,7 @@ fn a_group_by_larger_than_the_pool_spills_and_stays_near_its_limit() {
     assert!(
         text.contains("out of executor memory")
             && text.contains("AggregateStream[")
-            && text.contains("the executor's memory pool is 256.0 KiB, a quarter of --memory-mb 1"),
+            && text.contains("the executor's memory pool is 512.0 KiB, half of --memory-mb 1, of which operators that spill may hold 256.0 KiB"),
         "{text}"
     );
     assert!(
@@ -140,7 +141,7 @@ const MARGIN_MB: u64 = 96;
 fn a_join_too_big_for_its_pool_fails_with_the_operator_and_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Each partition's build side holds ~1.5 M rows; the pool at --memory-mb 8 is 2 MiB.
+    // Each partition's build side holds ~1.5 M rows; the pool at --memory-mb 8 is 4 MiB.
     job(
         d,
         "SELECT a.auction, count(*) AS n, sum(b.price) AS s FROM bids a \
@@ -150,7 +151,7 @@ fn a_join_too_big_for_its_pool_fails_with_the_operator_and_the_limit() {
     assert!(
         text.contains("out of executor memory")
             && text.contains("HashJoinInput")
-            && text.contains("the executor's memory pool is 2.0 MiB, a quarter of --memory-mb 8"),
+            && text.contains("the executor's memory pool is 4.0 MiB, half of --memory-mb 8"),
         "{text}"
     );
     assert!(
