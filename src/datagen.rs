@@ -255,6 +255,82 @@ pub fn tumbling_count_job(input: &Path, output: &Path) -> String {
     )
 }
 
+/// Writes the Nexmark stream of `events` events at `rate` events per second of event time —
+/// the events a `connector = 'nexmark'` table with the same `events` and `rate` generates — as
+/// JSON-lines files under `out` (emptied first), one directory per kind (`person/`,
+/// `auction/`, `bid/`): file `part-K.json` holds that kind's events among events
+/// `K × file_events …` of the stream, in event-time order (the generator's splits are 250 000
+/// events; a split goes whole to the file its first event falls in). Timestamps are ISO-8601
+/// with milliseconds. Returns the rows written per kind.
+pub fn write_nexmark_json(
+    out: &Path,
+    events: u64,
+    rate: u64,
+    file_events: u64,
+) -> Result<Vec<(&'static str, usize)>, Box<dyn std::error::Error>> {
+    use sluice_connectors::nexmark::{NexmarkKind, NexmarkSource, NexmarkSpec};
+    use sluice_connectors::{PlanRequest, ReadContext, Source, Split};
+    use std::io::BufWriter;
+    if file_events == 0 {
+        return Err("file_events must be above 0".into());
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let ctx = ReadContext {
+        query_id: sluice_checkpoint::QueryId::new("nexmark-files")?,
+        epoch: sluice_checkpoint::Epoch(0),
+    };
+    let mut written = Vec::new();
+    for (kind, name) in [
+        (NexmarkKind::Person, "person"),
+        (NexmarkKind::Auction, "auction"),
+        (NexmarkKind::Bid, "bid"),
+    ] {
+        let source = NexmarkSource::new(NexmarkSpec {
+            table: name.into(),
+            kind,
+            events: Some(events),
+            rate,
+            max_events_per_trigger: None,
+        });
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let plan = source.plan_epoch(&PlanRequest::default())?;
+        let mut rows = 0usize;
+        let mut current: Option<(u64, arrow::json::LineDelimitedWriter<BufWriter<File>>)> = None;
+        for split in &plan.splits {
+            let Split::Generated(range) = split else {
+                return Err(
+                    format!("the generator planned a split of another kind: {split:?}").into(),
+                );
+            };
+            let file = range.from / file_events;
+            if current.as_ref().map(|(k, _)| *k) != Some(file) {
+                if let Some((_, mut writer)) = current.take() {
+                    writer.finish()?;
+                }
+                let path = dir.join(format!("part-{file:05}.json"));
+                let writer = arrow::json::WriterBuilder::new()
+                    .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.3f".into())
+                    .build::<_, arrow::json::writer::LineDelimited>(BufWriter::new(File::create(
+                        &path,
+                    )?));
+                current = Some((file, writer));
+            }
+            let (_, writer) = current.as_mut().ok_or("no file open")?;
+            let mut reader = source.open(split, None, &ctx)?;
+            while let Some(batch) = reader.next_batch()? {
+                rows += batch.num_rows();
+                writer.write(&batch)?;
+            }
+        }
+        if let Some((_, mut writer)) = current.take() {
+            writer.finish()?;
+        }
+        written.push((name, rows));
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod stream_tests {
     use super::*;

@@ -1,0 +1,323 @@
+//! P12 — Nexmark over files, Sluice against Flink 2.3 on the same machine (issue 22; first
+//! part: the throughput side-by-side).
+//!
+//! Input: the Nexmark stream of `--events` events (10 000 per second of event time) written as
+//! JSON-lines files by `sluice::datagen::write_nexmark_json` (the events a `connector =
+//! 'nexmark'` table generates), kept under `bench-data/`. Each query runs, in one run:
+//! - Sluice: `sluice run` over the files as streamed JSON tables (`stream = 'true'`, a
+//!   1-second watermark), `--trigger available-now`, 2 executors × 1 slot (RocksDB state),
+//!   Parquet output; CPU time of the driver and executors from `getrusage(RUSAGE_CHILDREN)`
+//!   around the run (process start-up included), their peak RSS from the job summary;
+//! - Flink: `benches/peers/flink_nexmark.py` in `.venv-flink` (PyFlink 2.3.0 on Java 17): the
+//!   filesystem source over the same files in streaming mode, the same watermark, parallelism
+//!   2, RocksDB state with incremental checkpoints every second, CSV output; CPU time of the
+//!   Python process and the JVM from /proc (JVM start-up included), the JVM's peak RSS.
+//!
+//! Reported per query: events per CPU-second for both and their ratio, wall time, peak RSS and
+//! whether the outputs agree (read back with DuckDB: the same rows as multisets; for windowed
+//! queries, over the windows both have closed — Flink closes the last ones at the end of its
+//! bounded input, Sluice leaves them open for later files).
+//!
+//! Run: `scripts/bench-flink.sh [--events 10000000] [--queries q0,q1,q2,q5] [--no-flink]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The queries, as Sluice runs them (Flink's spelling is in the peer script).
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "q0",
+        "SELECT auction, bidder, price, date_time, extra FROM bid",
+    ),
+    (
+        "q1",
+        "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+    ),
+    (
+        "q2",
+        "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+    ),
+    (
+        "q5",
+        "SELECT AuctionBids.auction, AuctionBids.num FROM (
+           SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime
+           FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+           GROUP BY auction, window_start, window_end) AS AuctionBids
+         JOIN (
+           SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime FROM (
+             SELECT count(*) AS num, window_start AS starttime, window_end AS endtime
+             FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+             GROUP BY auction, window_start, window_end) AS CountBids
+           GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
+         ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
+            AND AuctionBids.num >= MaxBids.maxn",
+    ),
+];
+
+/// The tables' columns, as the generator writes them.
+const TABLES: &[(&str, &str)] = &[
+    ("person", "id BIGINT, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, state VARCHAR, date_time TIMESTAMP, extra VARCHAR"),
+    ("auction", "id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR"),
+    ("bid", "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR"),
+];
+
+struct Args {
+    events: u64,
+    queries: Vec<String>,
+    flink: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        events: 10_000_000,
+        queries: ["q0", "q1", "q2", "q5"].map(String::from).to_vec(),
+        flink: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--events" => a.events = it.next().and_then(|v| v.parse().ok()).expect("--events N"),
+            "--queries" => {
+                a.queries = it
+                    .next()
+                    .expect("--queries q0,q5")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
+            "--no-flink" => a.flink = false,
+            _ => {}
+        }
+    }
+    a
+}
+
+/// CPU time (user + system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One engine's run of a query.
+#[derive(Default)]
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_mib: u64,
+}
+
+fn run_sluice(data: &Path, work: &Path, name: &str, query: &str) -> Run {
+    let out = work.join(format!("sluice-{name}"));
+    let ckpt = work.join(format!("ckpt-{name}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&ckpt);
+    let tables: String = TABLES
+        .iter()
+        .map(|(t, cols)| {
+            format!(
+                "CREATE TABLE {t} ({cols}, WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
+                 WITH (connector = 'json', path = '{}/{t}/', stream = 'true');\n",
+                data.display()
+            )
+        })
+        .collect();
+    let job = work.join(format!("{name}.sql"));
+    std::fs::write(
+        &job,
+        format!(
+            "{tables}CREATE TABLE out WITH (connector = 'parquet', path = '{}/');\nINSERT INTO out {query};\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let result = Command::new(sluice::sluice_binary())
+        .arg("run")
+        .arg(&job)
+        .args(["--executors", "2", "--slots", "1", "--ui", "off"])
+        .args(["--trigger", "available-now"])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .output()
+        .expect("sluice runs");
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{name} failed:\n{stderr}");
+    Run {
+        wall,
+        cpu: children_cpu() - cpu_before,
+        peak_rss_mib: sluice::process::summary_peak_rss_mib(&stderr),
+    }
+}
+
+fn flink_python() -> PathBuf {
+    sluice::repo_root().join(".venv-flink/bin/python")
+}
+
+fn run_flink(data: &Path, work: &Path, name: &str) -> Option<Run> {
+    let out = work.join(format!("flink-{name}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(work.join(format!("flink-{name}.work")));
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let result = Command::new(flink_python())
+        .arg(sluice::repo_root().join("benches/peers/flink_nexmark.py"))
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--query", name, "--parallelism", "2"])
+        .output()
+        .expect("python runs");
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    if !result.status.success() {
+        eprintln!(
+            "flink {name} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        return None;
+    }
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    // The JVM is not a waited-for child: the script reports the process tree's CPU itself.
+    let cpu = value("cpu_seconds=")
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| children_cpu() - cpu_before);
+    Some(Run {
+        wall,
+        cpu,
+        peak_rss_mib: value("peak_rss_mib=").unwrap_or(0.0) as u64,
+    })
+}
+
+/// Whether both outputs hold the same rows (DuckDB, multisets; `columns` are each output
+/// column's name and the expression it is compared by): "sluice rows, flink rows, rows in only
+/// one of them".
+fn compare(work: &Path, name: &str, columns: &[(&str, &str)]) -> String {
+    let select = columns
+        .iter()
+        .map(|(_, expr)| *expr)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = columns
+        .iter()
+        .map(|(n, _)| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sluice = format!(
+        "SELECT {select} FROM read_parquet('{}/**/*.parquet')",
+        work.join(format!("sluice-{name}")).display()
+    );
+    let flink = format!(
+        "SELECT {select} FROM read_csv('{}/**/part-*', header = false, names = [{names}], auto_detect = true)",
+        work.join(format!("flink-{name}")).display(),
+    );
+    sluice::table::duckdb_rows(&format!(
+        "SELECT (SELECT count(*) FROM ({sluice})), (SELECT count(*) FROM ({flink})), \
+         (SELECT count(*) FROM (({sluice}) EXCEPT ALL ({flink}))) + \
+         (SELECT count(*) FROM (({flink}) EXCEPT ALL ({sluice})))"
+    ))
+    .into_iter()
+    .next()
+    .unwrap_or_default()
+    .replace('\t', ", ")
+}
+
+fn main() {
+    let a = args();
+    let root = sluice::repo_root();
+    let data = root.join(format!("bench-data/nexmark-json-{}", a.events));
+    if !data.join("bid/part-00000.json").exists() {
+        eprintln!(
+            "writing {} Nexmark events as JSON lines into {} ...",
+            a.events,
+            data.display()
+        );
+        sluice::datagen::write_nexmark_json(&data, a.events, 10_000, 1_000_000)
+            .expect("write the events");
+    }
+    let work = root.join("bench-data/p12-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let flink = a.flink && flink_python().exists();
+    println!(
+        "P12: Nexmark over {} events in JSON files, Sluice (2 executors x 1 slot) vs Flink 2.3 (parallelism 2){}",
+        a.events,
+        if flink { "" } else { " — Flink skipped (scripts/bench-flink.sh installs it into .venv-flink)" }
+    );
+    println!(
+        "{:<5} {:>14} {:>14} {:>7} {:>9} {:>9} {:>10} {:>10}  output",
+        "query",
+        "sluice ev/CPU-s",
+        "flink ev/CPU-s",
+        "ratio",
+        "sluice s",
+        "flink s",
+        "sluice RSS",
+        "flink RSS"
+    );
+    let events = a.events as f64;
+    for (name, query) in QUERIES
+        .iter()
+        .filter(|(q, _)| a.queries.iter().any(|w| w == q))
+    {
+        let s = run_sluice(&data, &work, name, query);
+        let f = flink.then(|| run_flink(&data, &work, name)).flatten();
+        let ts = "CAST(date_time AS TIMESTAMP)";
+        let columns: Vec<(&str, &str)> = match *name {
+            "q0" => vec![
+                ("auction", "auction"),
+                ("bidder", "bidder"),
+                ("price", "price"),
+                ("date_time", ts),
+                ("extra", "extra"),
+            ],
+            "q1" => vec![
+                ("auction", "auction"),
+                ("bidder", "bidder"),
+                ("price", "CAST(price AS DECIMAL(23, 3))"),
+                ("date_time", ts),
+                ("extra", "extra"),
+            ],
+            "q2" => vec![("auction", "auction"), ("price", "price")],
+            _ => vec![("auction", "auction"), ("num", "num")],
+        };
+        let agreement = if f.is_some() {
+            compare(&work, name, &columns)
+        } else {
+            String::new()
+        };
+        let rate = |r: &Run| events / r.cpu.as_secs_f64();
+        match &f {
+            Some(f) => println!(
+                "{name:<5} {:>13.0}K {:>13.0}K {:>6.2}x {:>9.2} {:>9.2} {:>7} MiB {:>6} MiB  sluice rows, flink rows, differing: {agreement}",
+                rate(&s) / 1e3,
+                rate(f) / 1e3,
+                rate(&s) / rate(f),
+                s.wall.as_secs_f64(),
+                f.wall.as_secs_f64(),
+                s.peak_rss_mib,
+                f.peak_rss_mib,
+            ),
+            None => println!(
+                "{name:<5} {:>13.0}K {:>14} {:>7} {:>9.2} {:>9} {:>7} MiB",
+                rate(&s) / 1e3,
+                "-",
+                "-",
+                s.wall.as_secs_f64(),
+                "-",
+                s.peak_rss_mib
+            ),
+        }
+    }
+}

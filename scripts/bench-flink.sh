@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# P12: Nexmark over JSON files, Sluice against Flink 2.3 (PyFlink, local mini-cluster on Java 17)
+# on the same machine (see benches/p12_flink.rs). Installs Flink into .venv-flink (ignored).
+#   scripts/bench-flink.sh [--events 10000000] [--queries q0,q1,q2,q5] [--no-flink]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
+bash scripts/install-readers.sh >/dev/null
+if [ ! -x .venv-flink/bin/python ] || ! .venv-flink/bin/python -c "import pyflink" 2>/dev/null; then
+  python3 -m venv .venv-flink
+  .venv-flink/bin/pip install -q --upgrade pip
+  .venv-flink/bin/pip install -q "apache-flink==2.3.0"
+fi
+# The release `sluice` binary and this bench.
+cargo build --locked --release --workspace --bins --bench p12_flink
+exec "$(ls -t "$CARGO_TARGET_DIR"/release/deps/p12_flink-* | grep -v '\.d$' | head -1)" "$@"
