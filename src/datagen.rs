@@ -344,4 +344,33 @@ mod stream_tests {
         );
         assert_eq!(iso_millis(951_782_400_000), "2000-02-29T00:00:00.000");
     }
+
+    #[test]
+    fn nexmark_json_files_hold_every_event_once_in_event_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_nexmark_json(dir.path(), 600_000, 10_000, 250_000).unwrap();
+        let total: usize = written.iter().map(|(_, rows)| rows).sum();
+        assert_eq!(total, 600_000, "{written:?}");
+        for (kind, rows) in written {
+            let mut files: Vec<_> = std::fs::read_dir(dir.path().join(kind))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            assert_eq!(files.len(), 3, "{kind}: one file per 250 000 events");
+            let mut last = String::new();
+            let mut lines = 0;
+            for file in files {
+                for line in std::fs::read_to_string(file).unwrap().lines() {
+                    let row: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let t = row["date_time"].as_str().unwrap().to_string();
+                    assert_eq!(t.len(), "2015-07-15T00:00:00.000".len(), "{t}");
+                    assert!(t >= last, "{kind}: {t} after {last}");
+                    last = t;
+                    lines += 1;
+                }
+            }
+            assert_eq!(lines, rows, "{kind}");
+        }
+    }
 }
