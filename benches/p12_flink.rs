@@ -24,36 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The queries, as Sluice runs them (Flink's spelling is in the peer script).
-const QUERIES: &[(&str, &str)] = &[
-    (
-        "q0",
-        "SELECT auction, bidder, price, date_time, extra FROM bid",
-    ),
-    (
-        "q1",
-        "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
-    ),
-    (
-        "q2",
-        "SELECT auction, price FROM bid WHERE auction % 123 = 0",
-    ),
-    (
-        "q5",
-        "SELECT AuctionBids.auction, AuctionBids.num FROM (
-           SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime
-           FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
-           GROUP BY auction, window_start, window_end) AS AuctionBids
-         JOIN (
-           SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime FROM (
-             SELECT count(*) AS num, window_start AS starttime, window_end AS endtime
-             FROM TABLE(HOP(bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
-             GROUP BY auction, window_start, window_end) AS CountBids
-           GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
-         ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
-            AND AuctionBids.num >= MaxBids.maxn",
-    ),
-];
+use sluice::nexmark::QUERIES;
 
 /// The tables' columns, as the generator writes them.
 const TABLES: &[(&str, &str)] = &[

@@ -2,6 +2,7 @@
 //! owns `tests/`, `examples/` and `benches/`; it is not published).
 //!
 //! - [`datagen`]: deterministic generated data (the `bids` table of the README and benchmarks).
+//! - [`nexmark`]: the Nexmark queries the benchmarks run.
 //! - [`table`]: reading a Parquet table back *independently* of Sluice's sink code — plain
 //!   `parquet` crate readers plus hive-style directory names — so tests check what any reader
 //!   would see.
@@ -18,6 +19,7 @@
 
 pub mod broker;
 pub mod datagen;
+pub mod nexmark;
 pub mod process;
 pub mod progress;
 pub mod reference;
