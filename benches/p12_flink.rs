@@ -64,15 +64,6 @@ fn args() -> Args {
     a
 }
 
-/// CPU time (user + system) of this process's waited-for children so far.
-fn children_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// One engine's run of a query.
 #[derive(Default)]
 struct Run {
@@ -106,7 +97,7 @@ fn run_sluice(data: &Path, work: &Path, name: &str, query: &str) -> Result<Run, 
         ),
     )
     .unwrap();
-    let cpu_before = children_cpu();
+    let cpu_before = sluice::process::children_cpu();
     let started = Instant::now();
     let result = Command::new(sluice::sluice_binary())
         .arg("run")
@@ -128,7 +119,7 @@ fn run_sluice(data: &Path, work: &Path, name: &str, query: &str) -> Result<Run, 
     }
     Ok(Run {
         wall,
-        cpu: children_cpu() - cpu_before,
+        cpu: sluice::process::children_cpu() - cpu_before,
         peak_rss_mib: sluice::process::summary_peak_rss_mib(&stderr),
     })
 }
@@ -141,7 +132,7 @@ fn run_flink(data: &Path, work: &Path, name: &str) -> Option<Run> {
     let out = work.join(format!("flink-{name}"));
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(work.join(format!("flink-{name}.work")));
-    let cpu_before = children_cpu();
+    let cpu_before = sluice::process::children_cpu();
     let started = Instant::now();
     let result = Command::new(flink_python())
         .arg(sluice::repo_root().join("benches/peers/flink_nexmark.py"))
@@ -170,7 +161,7 @@ fn run_flink(data: &Path, work: &Path, name: &str) -> Option<Run> {
     // The JVM is not a waited-for child: the script reports the process tree's CPU itself.
     let cpu = value("cpu_seconds=")
         .map(Duration::from_secs_f64)
-        .unwrap_or_else(|| children_cpu() - cpu_before);
+        .unwrap_or_else(|| sluice::process::children_cpu() - cpu_before);
     Some(Run {
         wall,
         cpu,

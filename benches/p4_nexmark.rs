@@ -53,14 +53,6 @@ fn args() -> (u64, Vec<String>, usize) {
     (events, queries, ui_compare)
 }
 
-/// CPU time (user + system) of this process's waited-for children so far.
-fn children_cpu() -> Duration {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Runs `query` over `events` events: (wall, CPU of driver + executors).
 fn run_query(work: &Path, name: &str, query: &str, events: u64, ui: bool) -> (Duration, Duration) {
     let out = work.join(format!("out-{name}"));
@@ -81,7 +73,7 @@ fn run_query(work: &Path, name: &str, query: &str, events: u64, ui: bool) -> (Du
         ),
     )
     .unwrap();
-    let cpu_before = children_cpu();
+    let cpu_before = sluice::process::children_cpu();
     let started = Instant::now();
     let result = Command::new(sluice::sluice_binary())
         .args([
@@ -100,7 +92,7 @@ fn run_query(work: &Path, name: &str, query: &str, events: u64, ui: bool) -> (Du
         .output()
         .expect("sluice runs");
     let wall = started.elapsed();
-    let cpu = children_cpu() - cpu_before;
+    let cpu = sluice::process::children_cpu() - cpu_before;
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "{name} failed:\n{stderr}");
     eprintln!("{name}: {}", stderr.lines().last().unwrap_or_default());

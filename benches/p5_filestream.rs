@@ -22,7 +22,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice::datagen::{write_bids_parquet, BidsSpec};
 use sluice::table::read_rows;
@@ -54,13 +54,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn children_cpu() -> Duration {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -106,7 +99,7 @@ fn sluice_run(work: &Path, input: &Path) -> Run {
     let _ = std::fs::remove_dir_all(&checkpoint);
     let job = work.join("p5.sql");
     std::fs::write(&job, sluice::datagen::tumbling_count_job(input, &out)).unwrap();
-    let cpu_before = children_cpu();
+    let cpu_before = sluice::process::children_cpu();
     let started = Instant::now();
     let result = Command::new(sluice::sluice_binary())
         .args(["run", job.to_str().unwrap()])
@@ -117,7 +110,7 @@ fn sluice_run(work: &Path, input: &Path) -> Run {
         .output()
         .expect("sluice runs");
     let wall_s = started.elapsed().as_secs_f64();
-    let cpu_s = (children_cpu() - cpu_before).as_secs_f64();
+    let cpu_s = (sluice::process::children_cpu() - cpu_before).as_secs_f64();
     assert!(
         result.status.success(),
         "sluice failed:\n{}",

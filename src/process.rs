@@ -36,3 +36,14 @@ pub fn summary_peak_rss_mib(stderr: &str) -> u64 {
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0)
 }
+
+/// CPU time (user + system) of this process's waited-for children so far, with their own
+/// waited-for children (what `getrusage(RUSAGE_CHILDREN)` counts): around a `sluice run`, the
+/// driver's and its executors'.
+pub fn children_cpu() -> std::time::Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
