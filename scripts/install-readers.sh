@@ -8,9 +8,10 @@
 set -euo pipefail
 tools="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 venv="$tools/readers"
-if ! "$venv/bin/python" -c 'import duckdb, pyarrow, prometheus_client' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import duckdb, pyarrow, prometheus_client, kubernetes_validate' >/dev/null 2>&1; then
   echo "installing DuckDB and pyarrow into $venv (one time)" >&2
   python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install -q --disable-pip-version-check "duckdb>=1.1,<2" "pyarrow>=17" "prometheus-client>=0.20" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check "duckdb>=1.1,<2" "pyarrow>=17" "prometheus-client>=0.20" \
+    "kubernetes-validate==1.37.0" >&2
 fi
 echo "$venv/bin/python"

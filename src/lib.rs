@@ -9,6 +9,8 @@
 //! - [`broker`]: a real Kafka-protocol broker on loopback (installed on first use) and a
 //!   producer.
 //! - [`reference`]: the independent answer — DataFusion computing a query in one process.
+//! - [`kube_fake`]: a fake of the Kubernetes API server (pods, secrets) that runs pods as
+//!   local processes — labelled as such: no real cluster can be installed here.
 //! - [`progress`]: progress records read back from a checkpoint.
 //! - [`process`]: the processes a driver spawned.
 //! - [`s3`]: a real S3-compatible server on loopback and an independent reader of a bucket.
@@ -19,6 +21,7 @@
 
 pub mod broker;
 pub mod datagen;
+pub mod kube_fake;
 pub mod nexmark;
 pub mod process;
 pub mod progress;

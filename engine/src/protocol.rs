@@ -66,6 +66,11 @@ pub enum ToDriver {
     },
 }
 
+/// The environment variable an executor reads its instance from: on Kubernetes, its pod's name
+/// (set by the pod spec the driver makes), so a request to replace a lost executor never
+/// deletes its replacement.
+pub const POD_NAME_ENV: &str = "SLUICE_POD_NAME";
+
 /// What an executor says about itself when it registers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutorInfo {
@@ -79,6 +84,10 @@ pub struct ExecutorInfo {
     pub data_addr: SocketAddr,
     /// Its OS process id.
     pub pid: u32,
+    /// The instance it runs as where the cluster manager names one: its pod on Kubernetes
+    /// (empty otherwise). With the pid, it tells a replaced executor from its replacement.
+    #[serde(default)]
+    pub instance: String,
     /// Operator state partitions it holds in memory (for a restarted driver to send their
     /// tasks back to it).
     #[serde(default)]

@@ -63,7 +63,7 @@ impl EpochRunner<'_> {
 
     /// Carries out the last decision between epochs: the local manager starts executor
     /// processes or stops the newest ones; a standalone driver says how many it wants.
-    pub(super) fn allocate(&mut self, cluster: &mut Cluster) -> Result<()> {
+    pub(super) async fn allocate(&mut self, cluster: &mut Cluster) -> Result<()> {
         let Some(decision) = self.wanted.take() else {
             return Ok(());
         };
@@ -76,11 +76,11 @@ impl EpochRunner<'_> {
             return Ok(());
         }
         for _ in current..decision.target {
-            let Some((name, pid)) = cluster.start_executor()? else {
+            let Some((name, how)) = cluster.start_executor().await? else {
                 break;
             };
             self.notice(format!(
-                "dynamic allocation: started {name} (pid {pid}): {}",
+                "dynamic allocation: started {name} ({how}): {}",
                 decision.reason
             ));
             self.starting.push((name, Instant::now()));
@@ -177,7 +177,7 @@ impl BoundedElastic {
 impl Tasks<'_> {
     /// One look at a running bounded job (every scheduler tick): starts executors while tasks
     /// wait, stops those idle past the timeout that hold nothing still needed.
-    pub(super) fn allocate_bounded(
+    pub(super) async fn allocate_bounded(
         &mut self,
         elastic: &mut BoundedElastic,
         scheduler: &mut EpochScheduler,
@@ -225,11 +225,11 @@ impl Tasks<'_> {
         );
         if decision.target > executors {
             for _ in executors..decision.target {
-                let Some((name, pid)) = cluster.start_executor()? else {
+                let Some((name, how)) = cluster.start_executor().await? else {
                     break;
                 };
                 self.reporter.report(Event::notice(format!(
-                    "dynamic allocation: started {name} (pid {pid}): {}",
+                    "dynamic allocation: started {name} ({how}): {}",
                     decision.reason
                 )));
                 elastic.starting.push((name, now));

@@ -251,7 +251,7 @@ impl EpochRunner<'_> {
                                 &life,
                                 &mut report,
                             )?;
-                            self.allocate(cluster)?;
+                            self.allocate(cluster).await?;
                             Ok(())
                         }
                         Err(e) => Err(flight.fail(e)),
@@ -298,12 +298,12 @@ impl EpochRunner<'_> {
         if matches!(self.config.cluster, ClusterMode::Standalone { .. }) {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
         }
-        let slots: usize = match &self.config.cluster {
+        let slots: usize = match self.config.cluster.managed_slots() {
             // With dynamic allocation, enough partitions for the most executors.
-            ClusterMode::Local {
-                slots_per_executor, ..
-            } => self.config.cluster.max_executors() * *slots_per_executor as usize,
-            ClusterMode::Standalone { .. } => self
+            Some(slots_per_executor) => {
+                self.config.cluster.max_executors() * slots_per_executor as usize
+            }
+            None => self
                 .tasks
                 .members
                 .values()
@@ -326,10 +326,7 @@ impl EpochRunner<'_> {
             (false, None) => Some(Trigger::Interval(Duration::from_secs(1))),
         };
         self.committer = SinkSet::new(&planned)?;
-        if let ClusterMode::Local {
-            slots_per_executor, ..
-        } = self.config.cluster
-        {
+        if let Some(slots_per_executor) = self.config.cluster.managed_slots() {
             interruptible(signals, 1, self.tasks.await_executors(cluster.expected)).await??;
             if bounded && self.allocation.enabled() {
                 self.bounded_elastic = Some(BoundedElastic::new(

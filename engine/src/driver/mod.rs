@@ -22,8 +22,10 @@ mod elastic;
 mod epoch;
 pub mod events;
 pub mod inspect;
+pub mod kubernetes;
 mod layout;
 mod lifecycle;
+mod local;
 mod outputs;
 mod report;
 mod run_dir;
@@ -32,6 +34,7 @@ mod signals;
 mod sinks;
 mod splits;
 mod static_cache;
+mod supervisor;
 mod tasks;
 mod watermark;
 
@@ -89,13 +92,45 @@ pub enum ClusterMode {
         /// How long to wait for them.
         register_timeout: Duration,
     },
+    /// The driver creates executor pods through the Kubernetes API.
+    Kubernetes {
+        /// Executor pods to start with (the fewest, with dynamic allocation).
+        executors: usize,
+        /// The most executor pods; dynamic allocation creates and deletes pods up to it.
+        max_executors: usize,
+        /// Task slots per executor (a CPU request each).
+        slots_per_executor: u32,
+        /// Memory per executor in bytes.
+        memory_bytes: u64,
+        /// Address to accept executors on.
+        listen: SocketAddr,
+        /// With `--k8s-secret`: the CA directory (the same secret, mounted).
+        cluster_dir: Option<PathBuf>,
+        options: Box<kubernetes::KubernetesOptions>,
+    },
 }
 
 impl ClusterMode {
+    /// Slots per executor when the driver starts its executors itself (local processes,
+    /// Kubernetes pods); `None` when executors join on their own (standalone).
+    pub fn managed_slots(&self) -> Option<u32> {
+        match self {
+            ClusterMode::Local {
+                slots_per_executor, ..
+            }
+            | ClusterMode::Kubernetes {
+                slots_per_executor, ..
+            } => Some(*slots_per_executor),
+            ClusterMode::Standalone { .. } => None,
+        }
+    }
+
     /// The fewest executors (those started, or waited for).
     pub fn min_executors(&self) -> usize {
         match self {
-            ClusterMode::Local { executors, .. } => *executors,
+            ClusterMode::Local { executors, .. } | ClusterMode::Kubernetes { executors, .. } => {
+                *executors
+            }
             ClusterMode::Standalone { min_executors, .. } => *min_executors,
         }
     }
@@ -104,6 +139,11 @@ impl ClusterMode {
     pub fn max_executors(&self) -> usize {
         match self {
             ClusterMode::Local {
+                executors,
+                max_executors,
+                ..
+            }
+            | ClusterMode::Kubernetes {
                 executors,
                 max_executors,
                 ..

@@ -89,9 +89,9 @@ pub(super) struct Tasks<'a> {
     pub attempts: u64,
     /// Where each stateful task ran last (it holds that task's state).
     pub placement: BTreeMap<crate::protocol::TaskKey, ExecutorId>,
-    /// Local mode: the executors are this driver's processes; a lost one is killed through
-    /// its process handle and replaced.
-    pub killer: Option<super::cluster::LocalKiller>,
+    /// Local and Kubernetes: the executors are this driver's processes or pods; a lost one is
+    /// ended through its supervisor's handle and replaced.
+    pub killer: Option<super::supervisor::ExecutorKiller>,
     /// Executors lost since the last epoch committed.
     pub lost: Vec<LostExecutor>,
     /// Transient object-store failures reported by executors since the last epoch committed,
@@ -126,6 +126,7 @@ impl Tasks<'_> {
                 register_timeout, ..
             } => *register_timeout,
             ClusterMode::Local { .. } => Duration::from_secs(60),
+            ClusterMode::Kubernetes { options, .. } => options.register_timeout,
         };
         let deadline = tokio::time::Instant::now() + timeout;
         while self.members.len() < count {
@@ -445,7 +446,7 @@ impl Tasks<'_> {
                         return Err(self.describe_failure(planned, failure));
                     }
                     if let Some(e) = elastic.as_deref_mut() {
-                        self.allocate_bounded(e, &mut scheduler, cluster)?;
+                        self.allocate_bounded(e, &mut scheduler, cluster).await?;
                     }
                 }
             }
@@ -529,7 +530,7 @@ impl Tasks<'_> {
             // Ours to kill: a stopped or hung process is replaced by a fresh one. Killed through
             // the supervisor's child handle, never by the pid the executor reported: that
             // process may have exited and its pid been reused.
-            killer.kill(&member.info.name, member.info.pid);
+            killer.kill(&member.info);
         }
         for peer in self.members.values() {
             let _ = peer.sender.try_send(ToExecutor::PeerLost {

@@ -240,6 +240,8 @@ async fn session(
             memory_bytes: config.memory_bytes,
             data_addr,
             pid: std::process::id(),
+            // The pod it runs in, on Kubernetes (set by the pod spec the driver makes).
+            instance: std::env::var(crate::protocol::POD_NAME_ENV).unwrap_or_default(),
             state: state
                 .held()
                 .into_iter()

@@ -62,26 +62,42 @@ pub(crate) enum Command {
         #[command(flatten)]
         common: DriverArgs,
     },
-    /// Run a job as the driver of a standalone cluster; executors join with `sluice executor`.
+    /// Run a job as the driver of a cluster: executors join with `sluice executor`
+    /// (standalone), or the driver creates them as Kubernetes pods.
     Driver {
         #[command(flatten)]
         query: QueryArgs,
+        /// How executors come to exist: `standalone` (started by hand with `sluice executor`)
+        /// or `kubernetes` (the driver creates, watches and replaces executor pods).
+        #[arg(long, value_parser = ["standalone", "kubernetes"], default_value = "standalone")]
+        cluster_manager: String,
         /// Address to listen on for executors.
         #[arg(long, default_value = "0.0.0.0:7077")]
         listen: SocketAddr,
-        /// Cluster directory made by `sluice cluster init` (needs ca.crt and ca.key).
+        /// Cluster directory made by `sluice cluster init` (needs ca.crt and ca.key); required
+        /// for standalone, and with --k8s-secret.
         #[arg(long)]
-        cluster_dir: PathBuf,
-        /// Executors that must join before the job starts.
+        cluster_dir: Option<PathBuf>,
+        /// Executors that must join before the job starts (kubernetes: pods it starts with).
         #[arg(long, default_value_t = 1)]
         min_executors: usize,
-        /// Dynamic allocation: the most executors the query asks for (it reports how many it
-        /// wants in its progress records and uses those that join; default: --min-executors).
+        /// Dynamic allocation: the most executors the query asks for (standalone: it reports
+        /// how many it wants and uses those that join; kubernetes: it creates and deletes pods;
+        /// default: --min-executors).
         #[arg(long)]
         max_executors: Option<usize>,
         /// Seconds to wait for them.
         #[arg(long, default_value_t = 120)]
         register_timeout_secs: u64,
+        /// Kubernetes: task slots per executor pod (a CPU request each).
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Kubernetes: memory per executor pod in MiB (README: Executor memory); the container
+        /// limit adds --k8s-memory-overhead-mb.
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        #[command(flatten)]
+        k8s: Box<KubernetesArgs>,
         #[command(flatten)]
         common: DriverArgs,
     },
@@ -259,6 +275,59 @@ pub(crate) struct QueryArgs {
     /// A query given inline instead of a job file; results are printed.
     #[arg(short = 'e', long = "execute", conflicts_with = "job")]
     pub(crate) execute: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct KubernetesArgs {
+    /// Namespace of the executor pods (default: the driver pod's, or the kubeconfig context's).
+    #[arg(long)]
+    pub(crate) k8s_namespace: Option<String>,
+    /// Container image of the executors (with the `sluice` binary).
+    #[arg(long)]
+    pub(crate) k8s_image: Option<String>,
+    /// Pod template (YAML or JSON) executor pods start from: tolerations, affinity, sidecars,
+    /// env, resources; its `executor` container (or first) runs the executor.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) k8s_pod_template: Option<PathBuf>,
+    /// Service account of the executor pods.
+    #[arg(long)]
+    pub(crate) k8s_service_account: Option<String>,
+    /// Node selector of the executor pods, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) k8s_node_selector: Vec<(String, String)>,
+    /// A label on every pod and secret the driver creates, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) k8s_label: Vec<(String, String)>,
+    /// An environment variable of the executors, NAME=VALUE, or NAME for the driver's own
+    /// value (repeatable): object-store credentials, SLUICE_LOG.
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    pub(crate) k8s_executor_env: Vec<String>,
+    /// The driver's pod, which owns the executor pods and the secret (default:
+    /// $SLUICE_POD_NAME, set from the pod's name in the driver's own pod spec).
+    #[arg(long)]
+    pub(crate) k8s_driver_pod: Option<String>,
+    /// Host or IP executors reach the driver at (default: $SLUICE_POD_IP, or the driver
+    /// pod's IP).
+    #[arg(long)]
+    pub(crate) k8s_driver_host: Option<String>,
+    /// A secret holding a `sluice cluster init` directory (ca.crt, ca.key) for the executors;
+    /// mount the same at --cluster-dir (default: the driver creates a secret of its own).
+    #[arg(long)]
+    pub(crate) k8s_secret: Option<String>,
+    /// The `sluice` binary in the image.
+    #[arg(long, default_value = "sluice")]
+    pub(crate) k8s_program: String,
+    /// Container memory above --memory-mb (default: 10 %, at least 384 MiB).
+    #[arg(long)]
+    pub(crate) k8s_memory_overhead_mb: Option<u64>,
+}
+
+/// `KEY=VALUE`.
+pub(crate) fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
 }
 
 #[derive(Args)]

@@ -176,11 +176,15 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
         }
         Command::Driver {
             query: _,
+            cluster_manager,
             listen,
             cluster_dir,
             min_executors,
             max_executors,
             register_timeout_secs,
+            slots,
+            memory_mb,
+            k8s,
             common,
         } => {
             let min_executors = min_executors.max(1);
@@ -188,12 +192,58 @@ fn run(cli: Cli, job: Option<Job>) -> anyhow::Result<()> {
             if max_executors < min_executors {
                 bail!("--max-executors {max_executors} is below --min-executors {min_executors}");
             }
-            let cluster = ClusterMode::Standalone {
-                listen,
-                cluster_dir,
-                min_executors,
-                max_executors,
-                register_timeout: Duration::from_secs(register_timeout_secs),
+            let register_timeout = Duration::from_secs(register_timeout_secs);
+            let cluster = if cluster_manager == "kubernetes" {
+                if slots == 0 {
+                    bail!("--slots must be at least 1");
+                }
+                let executor_env = k8s
+                    .k8s_executor_env
+                    .iter()
+                    .map(|e| match e.split_once('=') {
+                        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                        None => std::env::var(e).map(|v| (e.clone(), v)).with_context(|| {
+                            format!("--k8s-executor-env {e}: the driver has no ${e}")
+                        }),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                ClusterMode::Kubernetes {
+                    executors: min_executors,
+                    max_executors,
+                    slots_per_executor: slots,
+                    memory_bytes: memory_mb * 1024 * 1024,
+                    listen,
+                    cluster_dir,
+                    options: Box::new(driver::kubernetes::KubernetesOptions {
+                        namespace: k8s.k8s_namespace,
+                        image: k8s.k8s_image,
+                        pod_template: k8s.k8s_pod_template,
+                        service_account: k8s.k8s_service_account,
+                        node_selector: k8s.k8s_node_selector,
+                        labels: k8s.k8s_label,
+                        executor_env,
+                        driver_pod: k8s.k8s_driver_pod,
+                        secret: k8s.k8s_secret,
+                        driver_host: k8s.k8s_driver_host,
+                        program: k8s.k8s_program,
+                        memory_overhead_mb: k8s.k8s_memory_overhead_mb,
+                        register_timeout,
+                    }),
+                }
+            } else {
+                let Some(cluster_dir) = cluster_dir else {
+                    bail!(
+                        "the standalone cluster manager needs --cluster-dir (made by `sluice \
+                         cluster init`)"
+                    );
+                };
+                ClusterMode::Standalone {
+                    listen,
+                    cluster_dir,
+                    min_executors,
+                    max_executors,
+                    register_timeout,
+                }
             };
             run_job(job, cluster, common)
         }

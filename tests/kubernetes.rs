@@ -1,0 +1,381 @@
+//! The Kubernetes cluster manager, tested against a FAKE API server (`sluice::kube_fake`): no
+//! Kubernetes API server, kind, k3s or kwok can be installed on the machines these tests run
+//! on. The fake speaks the real HTTP API for pods and secrets, "runs" a pod by starting its
+//! container's command as a local process, and garbage-collects owned objects; the driver runs
+//! in such a pod, reaches the API through a kubeconfig and creates its executor pods through
+//! kube-rs exactly as it would against a cluster. Every object the driver creates, and every
+//! manifest under `deploy/kubernetes/`, is validated against the OpenAPI schema of Kubernetes
+//! 1.37 (`scripts/validate-kubernetes.py`, the schemas of PyPI's `kubernetes-validate`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::test_seed;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sluice::broker::Broker;
+use sluice::kube_fake::FakeKube;
+use sluice::s3::S3Server;
+
+const NS: &str = "streams";
+const DRIVER: &str = "orders-driver";
+
+fn record(i: u64) -> Vec<u8> {
+    format!(
+        "{{\"id\":{i},\"auction\":{},\"price\":{}}}",
+        i % 97,
+        i * 3 % 1000
+    )
+    .into_bytes()
+}
+
+fn job_sql(broker: &Broker) -> String {
+    format!(
+        "CREATE TABLE bids (id BIGINT, auction BIGINT, price BIGINT)\n\
+         WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'bids', format = 'json',\n\
+               start = 'earliest', max_records_per_trigger = '4000');\n\
+         CREATE TABLE archive WITH (connector = 'parquet', path = 's3://lake/archive/');\n\
+         INSERT INTO archive SELECT id, auction, price FROM bids;\n",
+        broker.bootstrap()
+    )
+}
+
+/// The driver's pod, as a user would apply it (see deploy/kubernetes/streaming.yaml): the job
+/// file and a kubeconfig for the fake come from a hostPath volume (a ConfigMap and the pod's
+/// service account in a real cluster).
+fn driver_pod(dir: &Path, s3: &S3Server) -> Value {
+    let mut env = vec![
+        json!({"name": "KUBECONFIG", "value": "/etc/sluice/job/kubeconfig"}),
+        json!({"name": "SLUICE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "SLUICE_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        json!({"name": "SLUICE_LOG", "value": "info"}),
+    ];
+    let mut args: Vec<String> = [
+        "driver",
+        "/etc/sluice/job/job.sql",
+        "--cluster-manager",
+        "kubernetes",
+        "--listen",
+        "0.0.0.0:0",
+        "--min-executors",
+        "3",
+        "--slots",
+        "1",
+        "--memory-mb",
+        "256",
+        "--k8s-image",
+        "registry.example/sluice:test",
+        "--k8s-service-account",
+        "sluice-executor",
+        "--k8s-label",
+        "team=data",
+        "--checkpoint",
+        "s3://lake/ckpt",
+        "--trigger",
+        "300ms",
+        "--heartbeat-timeout",
+        "2s",
+        "--ui",
+        "off",
+        "--k8s-executor-env",
+        "SLUICE_LOG=info",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (k, v) in s3.env() {
+        env.push(json!({"name": k, "value": v}));
+        args.push("--k8s-executor-env".into());
+        args.push(k.into());
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": DRIVER, "labels": {"app.kubernetes.io/name": "sluice", "app.kubernetes.io/component": "driver"}},
+        "spec": {
+            "serviceAccountName": "sluice-driver",
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "driver",
+                "image": "registry.example/sluice:test",
+                "command": ["sluice"],
+                "args": args,
+                "env": env,
+                "volumeMounts": [{"name": "job", "mountPath": "/etc/sluice/job"}],
+            }],
+            "volumes": [{"name": "job", "hostPath": {"path": dir.to_str().unwrap()}}],
+        },
+    })
+}
+
+fn executor_pods(fake: &FakeKube) -> Vec<Value> {
+    fake.list("pods", NS, "app.kubernetes.io/component=executor")
+}
+
+fn running(pods: &[Value]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits for `what` (checked every 200 ms), failing with the driver's log after `limit`.
+fn wait_for(fake: &FakeKube, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        let driver = fake.get("pods", NS, DRIVER);
+        let phase = driver.as_ref().map(|d| d["status"]["phase"].clone());
+        assert!(
+            Instant::now() < deadline && phase != Some(json!("Failed")),
+            "{what}: not within {limit:?} (driver pod {phase:?}); driver log:\n{}",
+            fake.logs(NS, DRIVER)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn validate(paths: &[&Path]) {
+    let python = sluice::table::readers_python();
+    let script = sluice::repo_root().join("scripts/validate-kubernetes.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(paths)
+        .output()
+        .expect("running the validator");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "objects invalid against the Kubernetes 1.37 schema:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+}
+
+#[test]
+fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_killed_process() {
+    let seed = test_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let records: u64 = 40_000;
+    let broker = Broker::start();
+    broker.create_topic("bids", 3);
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let fake = FakeKube::start();
+    fake.program("sluice", &sluice::sluice_binary());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), job_sql(&broker)).unwrap();
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), NS);
+
+    let bootstrap = broker.bootstrap();
+    let producer = std::thread::spawn(move || {
+        let producer = sluice::broker::Producer::connect(&bootstrap);
+        let mut batch = Vec::new();
+        for i in 0..records {
+            batch.push(((i % 3) as i32, i.to_string().into_bytes(), record(i)));
+            if batch.len() == 2_000 || i + 1 == records {
+                producer.send_all("bids", std::mem::take(&mut batch));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    });
+
+    let driver = fake.create("pods", NS, driver_pod(dir.path(), &s3));
+    let driver_uid = driver["metadata"]["uid"].as_str().unwrap().to_string();
+    wait_for(
+        &fake,
+        Duration::from_secs(60),
+        "3 executor pods running",
+        || running(&executor_pods(&fake)).len() == 3,
+    );
+    wait_for(&fake, Duration::from_secs(120), "a first commit", || {
+        !s3.read("lake", "ckpt/commits", "none").objects.is_empty()
+    });
+
+    // A user deletes one executor pod (kubectl delete pod); later another pod's process dies.
+    let before = running(&executor_pods(&fake));
+    let deleted = before[rng.random_range(0..before.len())].clone();
+    eprintln!("seed {seed}: deleting pod {deleted}");
+    assert!(fake.delete("pods", NS, &deleted));
+    wait_for(
+        &fake,
+        Duration::from_secs(60),
+        "a replacement for the deleted pod",
+        || {
+            let now = running(&executor_pods(&fake));
+            now.len() == 3 && !now.contains(&deleted)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+    let pods = running(&executor_pods(&fake));
+    let victim = pods[rng.random_range(0..pods.len())].clone();
+    let pid = fake.pid(NS, &victim).expect("a running pod has a process");
+    eprintln!("seed {seed}: killing pod {victim}'s process {pid}");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for(
+        &fake,
+        Duration::from_secs(60),
+        "a replacement for the failed pod",
+        || {
+            let now = running(&executor_pods(&fake));
+            now.len() == 3 && !now.contains(&victim)
+        },
+    );
+    producer.join().unwrap();
+
+    // Every record reaches the archive through the running driver and its pods.
+    let expected: Vec<i64> = (0..records as i64).collect();
+    wait_for(
+        &fake,
+        Duration::from_secs(180),
+        "every record in the archive",
+        || s3.read("lake", "archive", "id").values.len() >= expected.len(),
+    );
+    let archive = s3.read("lake", "archive", "id");
+    let mut ids = archive.values.clone();
+    ids.sort_unstable();
+    assert_eq!(
+        ids.windows(2).filter(|w| w[0] == w[1]).count(),
+        0,
+        "records twice (seed {seed})"
+    );
+    assert_eq!(ids, expected, "records lost (seed {seed})");
+
+    // What the driver asked for: pods owned by its pod, with resources and the secret mounted;
+    // a secret of certificates (no CA key), owned by its pod.
+    let created = fake.created();
+    let pods: Vec<&Value> = created
+        .iter()
+        .filter(|o| o["kind"] == "Pod" && o["metadata"]["name"] != DRIVER)
+        .collect();
+    assert!(pods.len() >= 5, "3 pods and 2 replacements: {}", pods.len());
+    for pod in &pods {
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], driver_uid.as_str());
+        assert_eq!(owner["kind"], "Pod");
+        assert_eq!(owner["name"], DRIVER);
+        assert_eq!(pod["metadata"]["labels"]["team"], "data");
+        assert_eq!(pod["spec"]["serviceAccountName"], "sluice-executor");
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["image"], "registry.example/sluice:test");
+        assert_eq!(c["resources"]["requests"]["cpu"], "1");
+        assert_eq!(c["resources"]["limits"]["memory"], "640Mi");
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/sluice/tls");
+        assert_eq!(
+            pod["spec"]["volumes"][0]["secret"]["secretName"],
+            format!("{DRIVER}-tls")
+        );
+    }
+    let secret = created
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .expect("a secret");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        driver_uid.as_str()
+    );
+    let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter().any(|k| *k == "ca.crt") && keys.iter().any(|k| *k == "executor-3.key"),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| *k == "ca.key"),
+        "the CA key left the driver: {keys:?}"
+    );
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "GET" && r.uri.contains("watch=true")),
+        "the driver watches its pods"
+    );
+
+    // Deleting the driver's pod deletes everything it owns; every process is gone.
+    let pids = fake.pids();
+    assert!(fake.delete("pods", NS, DRIVER));
+    assert!(
+        executor_pods(&fake).is_empty(),
+        "executor pods outlived the driver"
+    );
+    assert!(
+        fake.list("secrets", NS, "").is_empty(),
+        "the secret outlived the driver"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| common::alive(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "a pod's process outlived its pod"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Every object the driver created and every manifest we ship, against the 1.37 schema.
+    let objects = dir.path().join("created.json");
+    std::fs::write(&objects, serde_json::to_string(&created).unwrap()).unwrap();
+    validate(&[&objects, &sluice::repo_root().join("deploy/kubernetes")]);
+}
+
+#[test]
+fn a_driver_without_an_image_or_api_access_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), "SELECT 1;\n").unwrap();
+    let fake = FakeKube::start();
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), NS);
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let base = [
+        "driver",
+        "job.sql",
+        "--cluster-manager",
+        "kubernetes",
+        "--listen",
+        "127.0.0.1:0",
+        "--ui",
+        "off",
+    ];
+    // No image.
+    let out = common::sluice_env(
+        dir.path(),
+        &[&base[..], &["--k8s-driver-host", "127.0.0.1"]].concat(),
+        &[("KUBECONFIG", kubeconfig)],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--k8s-image"), "{err}");
+    // A driver pod that does not exist.
+    let out = common::sluice_env(
+        dir.path(),
+        &[&base[..], &["--k8s-image", "x", "--k8s-driver-pod", "nope"]].concat(),
+        &[("KUBECONFIG", kubeconfig)],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("driver's pod streams/nope") && err.contains("not found"),
+        "{err}"
+    );
+    // No API server at all.
+    let missing = dir.path().join("missing-kubeconfig");
+    let out = common::sluice_env(
+        dir.path(),
+        &[
+            &base[..],
+            &["--k8s-image", "x", "--k8s-driver-host", "127.0.0.1"],
+        ]
+        .concat(),
+        &[
+            ("KUBECONFIG", missing.to_str().unwrap()),
+            ("HOME", dir.path().to_str().unwrap()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to the Kubernetes API"), "{err}");
+    // Standalone still needs its cluster directory.
+    let out = common::sluice(dir.path(), &["driver", "job.sql", "--ui", "off"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --cluster-dir"), "{err}");
+}
