@@ -314,10 +314,192 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Every object the driver created and every manifest we ship, against the 1.37 schema.
+    // Every object the driver created and every manifest we ship, against the 1.37 schema —
+    // and the validator is strict: a pod with a misspelt field is refused.
     let objects = dir.path().join("created.json");
     std::fs::write(&objects, serde_json::to_string(&created).unwrap()).unwrap();
     validate(&[&objects, &sluice::repo_root().join("deploy/kubernetes")]);
+    let mut bad = pods[0].clone();
+    bad["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
+    let bad_file = dir.path().join("bad.json");
+    std::fs::write(&bad_file, bad.to_string()).unwrap();
+    let out = Command::new(sluice::table::readers_python())
+        .arg(sluice::repo_root().join("scripts/validate-kubernetes.py"))
+        .arg(&bad_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("imagePullPolcy"),
+        "{text}"
+    );
+}
+
+/// A bounded job as a Kubernetes Job runs it (deploy/kubernetes/job.yaml), with the user's own
+/// certificates secret (`--k8s-secret`: a `sluice cluster init` directory; executors issue
+/// themselves certificates from it): the driver pod grows from one executor pod while tasks wait
+/// for a slot (dynamic allocation creates pods), writes DataFusion's answer, stops its pods and
+/// deletes them (not the user's secret), and succeeds.
+#[test]
+fn a_bounded_job_in_a_driver_pod_grows_its_executor_pods_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::generate(d);
+    let select = "SELECT auction % 20 AS a, count(*) AS n, max(price) AS top \
+                  FROM bids GROUP BY auction % 20";
+    // Absolute paths: the pods' working directories are their own.
+    let root = format!("'{}/", d.display());
+    std::fs::write(
+        d.join("job.sql"),
+        format!(
+            "{}\nCREATE TABLE out WITH (connector = 'parquet', path = 'out/');\n\
+             INSERT INTO out {select};\n",
+            common::SOURCES.replace("'data/", &format!("{root}data/"))
+        )
+        .replace("path = 'out/'", &format!("path = {root}out/'")),
+    )
+    .unwrap();
+    let fake = FakeKube::start();
+    fake.program("sluice", &sluice::sluice_binary());
+    fake.write_kubeconfig(&d.join("kubeconfig"), NS);
+    common::ok(&common::sluice(d, &["cluster", "init", "cluster"]));
+    let mut data = serde_json::Map::new();
+    for entry in std::fs::read_dir(d.join("cluster")).unwrap() {
+        let entry = entry.unwrap();
+        use base64::Engine;
+        let bytes = std::fs::read(entry.path()).unwrap();
+        data.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        );
+    }
+    fake.create(
+        "secrets",
+        NS,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sluice-ca"}, "data": data}),
+    );
+    let args = [
+        "driver",
+        "/etc/sluice/job/job.sql",
+        "--cluster-manager",
+        "kubernetes",
+        "--listen",
+        "0.0.0.0:0",
+        "--min-executors",
+        "1",
+        "--max-executors",
+        "3",
+        "--slots",
+        "1",
+        "--memory-mb",
+        "256",
+        "--k8s-image",
+        "registry.example/sluice:test",
+        "--checkpoint",
+        "/etc/sluice/job/ckpt",
+        "--ui",
+        "off",
+        "--k8s-secret",
+        "sluice-ca",
+        "--cluster-dir",
+        "/etc/sluice/ca",
+        // Every task takes 2 s (the executors' test hook): tasks wait for a slot.
+        "--k8s-executor-env",
+        "SLUICE_TEST_TASK_DELAY_MS=2000",
+    ];
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "daily-driver"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "driver",
+                "image": "registry.example/sluice:test",
+                "command": ["sluice"],
+                "args": args,
+                "env": [
+                    {"name": "KUBECONFIG", "value": "/etc/sluice/job/kubeconfig"},
+                    {"name": "SLUICE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "SLUICE_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "SLUICE_LOG", "value": "info"},
+                ],
+                "volumeMounts": [
+                    {"name": "job", "mountPath": "/etc/sluice/job"},
+                    {"name": "ca", "mountPath": "/etc/sluice/ca", "readOnly": true},
+                ],
+            }],
+            "volumes": [
+                {"name": "job", "hostPath": {"path": d.to_str().unwrap()}},
+                {"name": "ca", "secret": {"secretName": "sluice-ca"}},
+            ],
+        },
+    });
+    fake.create("pods", NS, pod);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let phase = fake.get("pods", NS, "daily-driver").unwrap()["status"]["phase"].clone();
+        if phase == "Succeeded" {
+            break;
+        }
+        assert!(
+            phase != "Failed" && Instant::now() < deadline,
+            "driver pod {phase}; its log:\n{}",
+            fake.logs(NS, "daily-driver")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = fake.logs(NS, "daily-driver");
+    let executors: Vec<String> = fake
+        .created()
+        .iter()
+        .filter(|o| o["kind"] == "Pod" && o["metadata"]["name"] != "daily-driver")
+        .filter_map(|o| {
+            o["metadata"]["labels"]["sluice.dev/executor"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        executors.len() >= 2,
+        "dynamic allocation created no pod: {executors:?}\n{log}"
+    );
+    assert!(
+        log.contains("dynamic allocation: started executor-"),
+        "{log}"
+    );
+    assert_eq!(
+        sluice::table::read_rows(&d.join("out")),
+        common::reference(d, select)
+    );
+    // The executor pods mounted the user's secret; the driver made none of its own.
+    let created = fake.created();
+    assert!(created
+        .iter()
+        .filter(|o| o["kind"] == "Pod" && o["metadata"]["name"] != "daily-driver")
+        .all(|p| p["spec"]["volumes"][0]["secret"]["secretName"] == "sluice-ca"));
+    assert_eq!(created.iter().filter(|o| o["kind"] == "Secret").count(), 1);
+    // Its pods are gone (deleted by the driver, not by garbage collection: the driver pod
+    // still exists) and so are their processes; the user's secret stays.
+    assert!(executor_pods(&fake).is_empty(), "executor pods left behind");
+    assert!(
+        fake.get("secrets", NS, "sluice-ca").is_some(),
+        "the user's secret was deleted"
+    );
+    assert!(
+        fake.pids().is_empty(),
+        "processes left behind: {:?}",
+        fake.pids()
+    );
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    assert!(
+        deletes >= executors.len(),
+        "the driver deleted its pods: {deletes}"
+    );
 }
 
 #[test]
