@@ -350,43 +350,48 @@ pub(crate) struct RunningPod {
 }
 
 impl RunningPod {
-    /// Whether `pod` has ended: how, and whether cleanly.
+    /// Whether `pod` has ended: how, and whether cleanly. Reports a new reason its container
+    /// is waiting for.
     fn ended(&mut self, pod: &Pod) -> Option<(String, bool)> {
-        let status = pod.status.as_ref()?;
-        let reason = status
-            .reason
-            .clone()
-            .or_else(|| status.message.clone())
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        // A container that cannot start keeps the pod pending: say why, once per reason.
-        let waiting = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-            .find_map(|w| {
-                let reason = w.reason.clone()?;
-                (reason != "ContainerCreating" && reason != "PodInitializing").then(|| {
-                    format!(
-                        "{reason}{}",
-                        w.message
-                            .as_ref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default()
-                    )
-                })
-            });
+        let (ended, waiting) = pod_state(&self.name, pod);
         if waiting.is_some() && waiting != self.waiting {
             warn!(pod = %self.name, "executor pod is waiting: {}", waiting.as_deref().unwrap_or(""));
             self.waiting = waiting;
         }
-        match status.phase.as_deref() {
-            Some("Succeeded") => Some((format!("pod {} succeeded", self.name), true)),
-            Some("Failed") => Some((format!("pod {} failed{reason}", self.name), false)),
-            _ => None,
-        }
+        ended
     }
+}
+
+/// What a pod's status says: whether it has ended (how, and whether cleanly), and why its
+/// container cannot start, if it cannot (`ErrImagePull: …`).
+fn pod_state(name: &str, pod: &Pod) -> (Option<(String, bool)>, Option<String>) {
+    let Some(status) = pod.status.as_ref() else {
+        return (None, None);
+    };
+    let reason = status
+        .reason
+        .clone()
+        .or_else(|| status.message.clone())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let waiting = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find_map(|w| {
+            let reason = w.reason.clone()?;
+            (reason != "ContainerCreating" && reason != "PodInitializing").then(|| {
+                let message = w.message.as_ref().map(|m| format!(": {m}"));
+                format!("{reason}{}", message.unwrap_or_default())
+            })
+        });
+    let ended = match status.phase.as_deref() {
+        Some("Succeeded") => Some((format!("pod {name} succeeded"), true)),
+        Some("Failed") => Some((format!("pod {name} failed{reason}"), false)),
+        _ => None,
+    };
+    (ended, waiting)
 }
 
 impl Running for RunningPod {
@@ -436,5 +441,51 @@ impl Running for RunningPod {
             warn!("{e}");
         }
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_evicted_pod_is_a_lost_executor_and_a_succeeded_one_a_clean_exit() {
+        let evicted = pod(serde_json::json!({"phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory."}));
+        assert_eq!(
+            pod_state("p", &evicted).0,
+            Some(("pod p failed (Evicted)".to_string(), false))
+        );
+        let done = pod(serde_json::json!({"phase": "Succeeded"}));
+        assert_eq!(
+            pod_state("p", &done).0,
+            Some(("pod p succeeded".to_string(), true))
+        );
+        let running = pod(serde_json::json!({"phase": "Running"}));
+        assert_eq!(pod_state("p", &running), (None, None));
+    }
+
+    #[test]
+    fn a_container_that_cannot_start_says_why() {
+        let pulling = pod(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+            "name": "executor", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "x: not found"}}}]}),
+        );
+        assert_eq!(
+            pod_state("p", &pulling),
+            (None, Some("ErrImagePull: x: not found".to_string()))
+        );
+        let creating = pod(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+            "name": "executor", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(pod_state("p", &creating), (None, None));
     }
 }
