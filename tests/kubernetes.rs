@@ -502,6 +502,68 @@ fn a_bounded_job_in_a_driver_pod_grows_its_executor_pods_and_cleans_up() {
     );
 }
 
+/// A driver outside the cluster (a kubeconfig, `--k8s-driver-host`): its pods have no owner, so
+/// it says so, and it deletes them and its secret itself when the job ends.
+#[test]
+fn a_driver_outside_the_cluster_owns_nothing_and_deletes_its_pods_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::generate(d);
+    let select =
+        "SELECT bidder % 7 AS b, count(*) AS n, sum(price) AS total FROM bids GROUP BY bidder % 7";
+    std::fs::write(
+        d.join("job.sql"),
+        format!(
+            "{}\nCREATE TABLE out WITH (connector = 'parquet', path = 'out/');\nINSERT INTO out {select};\n",
+            common::SOURCES
+        ),
+    )
+    .unwrap();
+    let fake = FakeKube::start();
+    fake.program("sluice", &sluice::sluice_binary());
+    let kubeconfig = d.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, NS);
+    let out = common::sluice_env(
+        d,
+        &[
+            "driver",
+            "job.sql",
+            "--cluster-manager",
+            "kubernetes",
+            "--listen",
+            "127.0.0.1:0",
+            "--k8s-driver-host",
+            "127.0.0.1",
+            "--k8s-image",
+            "registry.example/sluice:test",
+            "--min-executors",
+            "2",
+            "--ui",
+            "off",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    common::ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not run in a pod"), "{stderr}");
+    assert_eq!(
+        sluice::table::read_rows(&d.join("out")),
+        common::reference(d, select)
+    );
+    let created = fake.created();
+    let pods: Vec<&Value> = created.iter().filter(|o| o["kind"] == "Pod").collect();
+    assert_eq!(pods.len(), 2, "two executor pods");
+    assert!(pods
+        .iter()
+        .all(|p| p["metadata"]["ownerReferences"].is_null()));
+    assert!(executor_pods(&fake).is_empty(), "executor pods left behind");
+    assert!(
+        fake.list("secrets", NS, "").is_empty(),
+        "the secret was left behind"
+    );
+    assert!(fake.pids().is_empty(), "processes left behind");
+}
+
 #[test]
 fn a_driver_without_an_image_or_api_access_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
