@@ -50,6 +50,11 @@ QUERIES = {
            GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
          ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
             AND AuctionBids.num >= MaxBids.maxn""",
+    # q8's shape as a window join (benches/p12_flink.rs: WINDOW_JOIN_Q8).
+    "q8w": """SELECT P.id, P.name, P.window_start AS starttime
+         FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) P
+         JOIN TABLE(TUMBLE(TABLE auction, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) A
+         ON P.id = A.seller AND P.window_start = A.window_start AND P.window_end = A.window_end""",
 }
 
 OUTPUTS = {
@@ -57,6 +62,7 @@ OUTPUTS = {
     "q1": "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3), extra STRING",
     "q2": "auction BIGINT, price BIGINT",
     "q5": "auction BIGINT, num BIGINT",
+    "q8w": "id BIGINT, name STRING, starttime TIMESTAMP(3)",
 }
 
 
