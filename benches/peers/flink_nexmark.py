@@ -50,6 +50,15 @@ QUERIES = {
            GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
          ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
             AND AuctionBids.num >= MaxBids.maxn""",
+    # q7's shape as a window join of the bids with their window's maximum
+    # (benches/p12_flink.rs: WINDOW_JOIN_Q7).
+    "q7w": """SELECT B.auction, B.price, B.bidder, B.date_time
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) B
+         JOIN (SELECT max(price) AS maxprice, window_start, window_end
+               FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+               GROUP BY window_start, window_end) M
+         ON B.window_start = M.window_start AND B.window_end = M.window_end
+            AND B.price = M.maxprice""",
     # q8's shape as a window join (benches/p12_flink.rs: WINDOW_JOIN_Q8).
     "q8w": """SELECT P.id, P.name, P.window_start AS starttime
          FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) P
@@ -62,6 +71,7 @@ OUTPUTS = {
     "q1": "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3), extra STRING",
     "q2": "auction BIGINT, price BIGINT",
     "q5": "auction BIGINT, num BIGINT",
+    "q7w": "auction BIGINT, price BIGINT, bidder BIGINT, date_time TIMESTAMP(3)",
     "q8w": "id BIGINT, name STRING, starttime TIMESTAMP(3)",
 }
 
