@@ -44,58 +44,41 @@ fn job_sql(broker: &Broker) -> String {
     )
 }
 
-/// The driver's pod, as a user would apply it (see deploy/kubernetes/streaming.yaml): the job
-/// file and a kubeconfig for the fake come from a hostPath volume (a ConfigMap and the pod's
-/// service account in a real cluster).
-fn driver_pod(dir: &Path, s3: &S3Server) -> Value {
-    let mut env = vec![
+/// The arguments every driver pod here starts with: the job, the kubernetes manager, an image.
+const DRIVER_ARGS: &[&str] = &[
+    "driver",
+    "/etc/sluice/job/job.sql",
+    "--cluster-manager",
+    "kubernetes",
+    "--listen",
+    "0.0.0.0:0",
+    "--k8s-image",
+    "registry.example/sluice:test",
+    "--ui",
+    "off",
+];
+
+/// A driver pod named `name`, as a user would apply one (see deploy/kubernetes/): `DRIVER_ARGS`
+/// then `args`, the downward-API variables the manifests set, and `env`; the job file and a
+/// kubeconfig for the fake come from `dir` through a hostPath volume at /etc/sluice/job (a
+/// ConfigMap and the pod's service account in a real cluster).
+fn driver_pod(name: &str, dir: &Path, args: &[String], env: &[Value]) -> Value {
+    let args: Vec<String> = DRIVER_ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(args.iter().cloned())
+        .collect();
+    let mut all_env = vec![
         json!({"name": "KUBECONFIG", "value": "/etc/sluice/job/kubeconfig"}),
         json!({"name": "SLUICE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "SLUICE_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
         json!({"name": "SLUICE_LOG", "value": "info"}),
     ];
-    let mut args: Vec<String> = [
-        "driver",
-        "/etc/sluice/job/job.sql",
-        "--cluster-manager",
-        "kubernetes",
-        "--listen",
-        "0.0.0.0:0",
-        "--min-executors",
-        "3",
-        "--slots",
-        "1",
-        "--memory-mb",
-        "256",
-        "--k8s-image",
-        "registry.example/sluice:test",
-        "--k8s-service-account",
-        "sluice-executor",
-        "--k8s-label",
-        "team=data",
-        "--checkpoint",
-        "s3://lake/ckpt",
-        "--trigger",
-        "300ms",
-        "--heartbeat-timeout",
-        "2s",
-        "--ui",
-        "off",
-        "--k8s-executor-env",
-        "SLUICE_LOG=info",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for (k, v) in s3.env() {
-        env.push(json!({"name": k, "value": v}));
-        args.push("--k8s-executor-env".into());
-        args.push(k.into());
-    }
+    all_env.extend_from_slice(env);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": DRIVER, "labels": {"app.kubernetes.io/name": "sluice", "app.kubernetes.io/component": "driver"}},
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "sluice", "app.kubernetes.io/component": "driver"}},
         "spec": {
             "serviceAccountName": "sluice-driver",
             "restartPolicy": "Never",
@@ -104,12 +87,16 @@ fn driver_pod(dir: &Path, s3: &S3Server) -> Value {
                 "image": "registry.example/sluice:test",
                 "command": ["sluice"],
                 "args": args,
-                "env": env,
+                "env": all_env,
                 "volumeMounts": [{"name": "job", "mountPath": "/etc/sluice/job"}],
             }],
             "volumes": [{"name": "job", "hostPath": {"path": dir.to_str().unwrap()}}],
         },
     })
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
 }
 
 fn executor_pods(fake: &FakeKube) -> Vec<Value> {
@@ -123,16 +110,23 @@ fn running(pods: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Waits for `what` (checked every 200 ms), failing with the driver's log after `limit`.
-fn wait_for(fake: &FakeKube, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+/// Waits for `what` (checked every 200 ms), failing with the driver pod's log after `limit` or
+/// once the driver pod has failed.
+fn wait_for(
+    fake: &FakeKube,
+    driver: &str,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + limit;
     while !done() {
-        let driver = fake.get("pods", NS, DRIVER);
-        let phase = driver.as_ref().map(|d| d["status"]["phase"].clone());
+        let driver_pod = fake.get("pods", NS, driver);
+        let phase = driver_pod.as_ref().map(|d| d["status"]["phase"].clone());
         assert!(
             Instant::now() < deadline && phase != Some(json!("Failed")),
             "{what}: not within {limit:?} (driver pod {phase:?}); driver log:\n{}",
-            fake.logs(NS, DRIVER)
+            fake.logs(NS, driver)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -183,17 +177,47 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
         }
     });
 
-    let driver = fake.create("pods", NS, driver_pod(dir.path(), &s3));
+    let mut args = strings(&[
+        "--min-executors",
+        "3",
+        "--slots",
+        "1",
+        "--memory-mb",
+        "256",
+        "--k8s-service-account",
+        "sluice-executor",
+        "--k8s-label",
+        "team=data",
+        "--checkpoint",
+        "s3://lake/ckpt",
+        "--trigger",
+        "300ms",
+        "--heartbeat-timeout",
+        "2s",
+        "--k8s-executor-env",
+        "SLUICE_LOG=info",
+    ]);
+    let mut env = Vec::new();
+    for (k, v) in s3.env() {
+        env.push(json!({"name": k, "value": v}));
+        args.extend(strings(&["--k8s-executor-env", k]));
+    }
+    let driver = fake.create("pods", NS, driver_pod(DRIVER, dir.path(), &args, &env));
     let driver_uid = driver["metadata"]["uid"].as_str().unwrap().to_string();
     wait_for(
         &fake,
+        DRIVER,
         Duration::from_secs(60),
         "3 executor pods running",
         || running(&executor_pods(&fake)).len() == 3,
     );
-    wait_for(&fake, Duration::from_secs(120), "a first commit", || {
-        !s3.read("lake", "ckpt/commits", "none").objects.is_empty()
-    });
+    wait_for(
+        &fake,
+        DRIVER,
+        Duration::from_secs(120),
+        "a first commit",
+        || !s3.read("lake", "ckpt/commits", "none").objects.is_empty(),
+    );
 
     // A user deletes one executor pod (kubectl delete pod); later another pod's process dies.
     let before = running(&executor_pods(&fake));
@@ -202,6 +226,7 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
     assert!(fake.delete("pods", NS, &deleted));
     wait_for(
         &fake,
+        DRIVER,
         Duration::from_secs(60),
         "a replacement for the deleted pod",
         || {
@@ -217,6 +242,7 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     wait_for(
         &fake,
+        DRIVER,
         Duration::from_secs(60),
         "a replacement for the failed pod",
         || {
@@ -230,6 +256,7 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
     let expected: Vec<i64> = (0..records as i64).collect();
     wait_for(
         &fake,
+        DRIVER,
         Duration::from_secs(180),
         "every record in the archive",
         || s3.read("lake", "archive", "id").values.len() >= expected.len(),
@@ -378,13 +405,7 @@ fn a_bounded_job_in_a_driver_pod_grows_its_executor_pods_and_cleans_up() {
         NS,
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sluice-ca"}, "data": data}),
     );
-    let args = [
-        "driver",
-        "/etc/sluice/job/job.sql",
-        "--cluster-manager",
-        "kubernetes",
-        "--listen",
-        "0.0.0.0:0",
+    let args = strings(&[
         "--min-executors",
         "1",
         "--max-executors",
@@ -393,12 +414,8 @@ fn a_bounded_job_in_a_driver_pod_grows_its_executor_pods_and_cleans_up() {
         "1",
         "--memory-mb",
         "256",
-        "--k8s-image",
-        "registry.example/sluice:test",
         "--checkpoint",
         "/etc/sluice/job/ckpt",
-        "--ui",
-        "off",
         "--k8s-secret",
         "sluice-ca",
         "--cluster-dir",
@@ -406,49 +423,27 @@ fn a_bounded_job_in_a_driver_pod_grows_its_executor_pods_and_cleans_up() {
         // Every task takes 2 s (the executors' test hook): tasks wait for a slot.
         "--k8s-executor-env",
         "SLUICE_TEST_TASK_DELAY_MS=2000",
-    ];
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "daily-driver"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "driver",
-                "image": "registry.example/sluice:test",
-                "command": ["sluice"],
-                "args": args,
-                "env": [
-                    {"name": "KUBECONFIG", "value": "/etc/sluice/job/kubeconfig"},
-                    {"name": "SLUICE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "SLUICE_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    {"name": "SLUICE_LOG", "value": "info"},
-                ],
-                "volumeMounts": [
-                    {"name": "job", "mountPath": "/etc/sluice/job"},
-                    {"name": "ca", "mountPath": "/etc/sluice/ca", "readOnly": true},
-                ],
-            }],
-            "volumes": [
-                {"name": "job", "hostPath": {"path": d.to_str().unwrap()}},
-                {"name": "ca", "secret": {"secretName": "sluice-ca"}},
-            ],
-        },
-    });
+    ]);
+    let mut pod = driver_pod("daily-driver", d, &args, &[]);
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ca", "mountPath": "/etc/sluice/ca", "readOnly": true}));
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ca", "secret": {"secretName": "sluice-ca"}}));
     fake.create("pods", NS, pod);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let phase = fake.get("pods", NS, "daily-driver").unwrap()["status"]["phase"].clone();
-        if phase == "Succeeded" {
-            break;
-        }
-        assert!(
-            phase != "Failed" && Instant::now() < deadline,
-            "driver pod {phase}; its log:\n{}",
-            fake.logs(NS, "daily-driver")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        &fake,
+        "daily-driver",
+        Duration::from_secs(180),
+        "the driver pod to succeed",
+        || {
+            fake.get("pods", NS, "daily-driver")
+                .is_some_and(|p| p["status"]["phase"] == "Succeeded")
+        },
+    );
     let log = fake.logs(NS, "daily-driver");
     let executors: Vec<String> = fake
         .created()
