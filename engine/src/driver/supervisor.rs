@@ -216,29 +216,31 @@ impl<L: Launch> Supervisor<L> {
             if clean || self.stopping.load(Ordering::Relaxed) || self.events.is_closed() {
                 return;
             }
-            if self.restarts.fetch_add(1, Ordering::Relaxed) >= self.max_restarts {
-                warn!(
-                    "{name} {status}; not restarted (--max-executor-restarts {} used)",
-                    self.max_restarts
-                );
-                return;
-            }
             if started.elapsed() > RESTART_STABLE {
                 backoff = delays();
             }
-            tokio::time::sleep(backoff.next().unwrap_or(RESTART_BACKOFF_MAX)).await;
-            if self.stopping.load(Ordering::Relaxed) {
-                return;
-            }
-            attempt += 1;
-            match self.launch.launch(name, attempt).await {
-                Ok(next) => {
-                    info!("{name} {status}; restarted it ({})", next.describe());
-                    running = next;
-                }
-                Err(e) => {
-                    warn!("{name} {status}; restarting it failed: {e}");
+            // A replacement, retried (within the restart budget) while starting one fails:
+            // an API server can refuse a pod for a moment.
+            loop {
+                if self.restarts.fetch_add(1, Ordering::Relaxed) >= self.max_restarts {
+                    warn!(
+                        "{name} {status}; not restarted (--max-executor-restarts {} used)",
+                        self.max_restarts
+                    );
                     return;
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(RESTART_BACKOFF_MAX)).await;
+                if self.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                attempt += 1;
+                match self.launch.launch(name, attempt).await {
+                    Ok(next) => {
+                        info!("{name} {status}; restarted it ({})", next.describe());
+                        running = next;
+                        break;
+                    }
+                    Err(e) => warn!("{name} {status}; starting a replacement failed: {e}"),
                 }
             }
         }
@@ -258,5 +260,80 @@ async fn wait_or_kill<R: Running>(
         if running.is(&request) {
             return running.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts 0 and 2 succeed (0 ends at once, as a crashing executor), start 1 is refused.
+    struct Flaky {
+        calls: Arc<AtomicU32>,
+    }
+
+    struct Incarnation {
+        attempt: u32,
+    }
+
+    impl Launch for Flaky {
+        type Running = Incarnation;
+        async fn launch(&self, _name: &str, attempt: u32) -> Result<Incarnation, String> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if attempt == 1 {
+                return Err("the API server refused the pod (503)".into());
+            }
+            Ok(Incarnation { attempt })
+        }
+        async fn cleanup(&self) {}
+    }
+
+    impl Running for Incarnation {
+        fn describe(&self) -> String {
+            format!("attempt {}", self.attempt)
+        }
+        fn is(&self, _: &KillRequest) -> bool {
+            false
+        }
+        async fn wait(&mut self) -> (String, bool) {
+            if self.attempt == 0 {
+                return ("crashed".into(), false);
+            }
+            std::future::pending().await
+        }
+        async fn kill(&mut self) -> (String, bool) {
+            ("killed".into(), false)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replacement_that_cannot_be_started_is_retried_within_the_budget() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut supervised = Supervised::new(
+            Flaky {
+                calls: calls.clone(),
+            },
+            5,
+            tx,
+        );
+        assert_eq!(supervised.start("executor-1").await.unwrap(), "attempt 0");
+        match rx.recv().await {
+            Some(ClusterEvent::ProcessExited { name, status }) => {
+                assert_eq!((name.as_str(), status.as_str()), ("executor-1", "crashed"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls.load(Ordering::Relaxed) < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the refused start was not retried"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(supervised.is_alive("executor-1"));
+        assert_eq!(supervised.restarts.load(Ordering::Relaxed), 2);
+        supervised.shutdown(Duration::from_millis(50)).await;
     }
 }
