@@ -132,21 +132,19 @@ fn wait_for(
     }
 }
 
-fn validate(paths: &[&Path]) {
-    let python = sluice::table::readers_python();
-    let script = sluice::repo_root().join("scripts/validate-kubernetes.py");
-    let out = Command::new(python)
-        .arg(script)
+/// Runs the schema validator on `paths`: whether every object is valid, and its report.
+fn validate(paths: &[&Path]) -> (bool, String) {
+    let out = Command::new(sluice::table::readers_python())
+        .arg(sluice::repo_root().join("scripts/validate-kubernetes.py"))
         .args(paths)
         .output()
         .expect("running the validator");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "objects invalid against the Kubernetes 1.37 schema:\n{text}{}",
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{text}");
+    (out.status.success(), text)
 }
 
 #[test]
@@ -345,21 +343,18 @@ fn kafka_to_parquet_on_s3_with_three_executor_pods_survives_a_deleted_pod_and_a_
     // and the validator is strict: a pod with a misspelt field is refused.
     let objects = dir.path().join("created.json");
     std::fs::write(&objects, serde_json::to_string(&created).unwrap()).unwrap();
-    validate(&[&objects, &sluice::repo_root().join("deploy/kubernetes")]);
+    let (valid, report) = validate(&[&objects, &sluice::repo_root().join("deploy/kubernetes")]);
+    assert!(
+        valid,
+        "objects invalid against the Kubernetes 1.37 schema:\n{report}"
+    );
+    eprintln!("{report}");
     let mut bad = pods[0].clone();
     bad["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
     let bad_file = dir.path().join("bad.json");
     std::fs::write(&bad_file, bad.to_string()).unwrap();
-    let out = Command::new(sluice::table::readers_python())
-        .arg(sluice::repo_root().join("scripts/validate-kubernetes.py"))
-        .arg(&bad_file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !out.status.success() && text.contains("imagePullPolcy"),
-        "{text}"
-    );
+    let (valid, report) = validate(&[&bad_file]);
+    assert!(!valid && report.contains("imagePullPolcy"), "{report}");
 }
 
 /// A bounded job as a Kubernetes Job runs it (deploy/kubernetes/job.yaml), with the user's own

@@ -264,8 +264,7 @@ impl Cluster {
                 let tls_dir = run_dir.path.join("tls");
                 let (ca, identity, own_tls) = match (&options.secret, cluster_dir) {
                     (Some(_), Some(dir)) => {
-                        let ca = ClusterCa::load_from_dir(dir)?;
-                        let identity = NodeIdentity::load_or_issue(dir, &ca, "driver")?;
+                        let (ca, identity) = driver_tls(dir)?;
                         (ca, identity, None)
                     }
                     (Some(secret), None) => {
@@ -309,8 +308,7 @@ impl Cluster {
                 min_executors,
                 ..
             } => {
-                let ca = ClusterCa::load_from_dir(cluster_dir)?;
-                let identity = NodeIdentity::load_or_issue(cluster_dir, &ca, "driver")?;
+                let (ca, identity) = driver_tls(cluster_dir)?;
                 let endpoint =
                     ClusterEndpoint::bind(*listen, &ca, &identity, &TransportSettings::default())?;
                 info!("driver listening on {}", endpoint.local_addr()?);
@@ -381,6 +379,13 @@ impl Cluster {
             let _ = tokio::time::timeout(Duration::from_millis(5), self.endpoint.wait_idle()).await;
         }
     }
+}
+
+/// The CA of a `sluice cluster init` directory and the driver's identity from it.
+fn driver_tls(dir: &std::path::Path) -> Result<(ClusterCa, NodeIdentity)> {
+    let ca = ClusterCa::load_from_dir(dir)?;
+    let identity = NodeIdentity::load_or_issue(dir, &ca, "driver")?;
+    Ok((ca, identity))
 }
 
 /// `executor-1` … `executor-N`.
