@@ -26,14 +26,14 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The executors' peak RSS in MiB that `sluice run` prints in its summary line (`peak RSS N
-/// MiB`), or 0 when the text has none.
+/// The executors' peak RSS in MiB that `sluice run` prints with each committed epoch (`peak
+/// RSS N MiB`): the largest, or 0 when the text has none.
 pub fn summary_peak_rss_mib(stderr: &str) -> u64 {
     stderr
         .split("peak RSS ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<u64>().ok())
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
         .unwrap_or(0)
 }
 

@@ -620,3 +620,121 @@ fn a_lagging_stream_keeps_its_rows_in_a_window_join_and_an_idle_one_stops_holdin
     assert_eq!(got.len(), want.len(), "each match exactly once");
     assert_eq!(got, want);
 }
+
+/// A 2-second tumbling window over `table` in the reference's SQL (DataFusion has no TUMBLE).
+fn tumble_2s(table: &str) -> String {
+    format!(
+        "(SELECT *, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') AS window_start,
+                 date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '2 seconds' AS window_end
+          FROM {table})"
+    )
+}
+
+#[test]
+fn aggregations_and_joins_of_closed_windows_run_per_epoch_as_nexmark_q5_and_q8() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("asks", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
+    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    // q5's shape: each window's most-bid auctions (a windowed count, its maximum per window,
+    // joined back on the window's bounds, under aliases).
+    let counts = |t: &str| {
+        format!(
+            "SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime \
+             FROM {t} GROUP BY auction, window_start, window_end"
+        )
+    };
+    let hot = |t: &str| {
+        format!(
+            "SELECT h.auction, h.num, h.starttime FROM ({}) AS h
+             JOIN (SELECT max(c.num) AS maxn, c.starttime, c.endtime FROM ({}) AS c
+                   GROUP BY c.starttime, c.endtime) AS m
+             ON h.starttime = m.starttime AND h.endtime = m.endtime AND h.num >= m.maxn",
+            counts(t),
+            counts(t)
+        )
+    };
+    // q8's shape: two windowed aggregations joined per window.
+    let both = |b: &str, a: &str| {
+        format!(
+            "SELECT b.auction, b.num AS bids, a.num AS asks, b.starttime FROM ({}) AS b
+             JOIN ({}) AS a
+             ON b.auction = a.auction AND b.starttime = a.starttime AND b.endtime = a.endtime",
+            counts(b),
+            counts(a)
+        )
+    };
+    let tumble =
+        |t: &str| format!("TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(date_time), INTERVAL '2' SECOND))");
+    let job = format!(
+        "{}{asks_ddl}CREATE TABLE hot WITH (connector = 'parquet', path = 'out/hot/');\n\
+         CREATE TABLE both_sides WITH (connector = 'parquet', path = 'out/both/');\n\
+         INSERT INTO hot {};\nINSERT INTO both_sides {};\n",
+        source_ddl(&broker, "bids"),
+        hot(&tumble("bids")),
+        both(&tumble("bids"), &tumble("asks"))
+    );
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
+    // Three epochs; windows at the boundaries get rows from two epochs.
+    for (epoch, ids) in [0..700u64, 700..1400, 1400..2100].into_iter().enumerate() {
+        let seed = 40 + 2 * epoch as u64;
+        produce(&broker, "bids", &bids(seed, ids.clone()), &bid_log);
+        produce(&broker, "asks", &bids(seed + 1, ids), &ask_log);
+        trigger_once(dir.path());
+    }
+    let records = progress(&dir.path().join("ckpt"));
+    let watermark = records.last().unwrap()["watermark_ms"]
+        .as_i64()
+        .expect("a watermark");
+    let closed = |sql: String| {
+        format!(
+            "SELECT * FROM ({sql}) WHERE starttime + INTERVAL '2 seconds' <= {}",
+            ts_literal(watermark)
+        )
+    };
+    let want_hot = reference(&bid_log, &closed(hot(&tumble_2s("bids"))));
+    let want_both = reference_with(
+        &bid_log,
+        &[("asks", &ask_log)],
+        &closed(both(&tumble_2s("bids"), &tumble_2s("asks"))),
+    );
+    assert!(
+        want_hot.len() >= 5 && want_both.len() > 50,
+        "{want_hot:?} {}",
+        want_both.len()
+    );
+    let got_hot = read_rows(&dir.path().join("out/hot"));
+    assert_eq!(
+        got_hot.len(),
+        want_hot.len(),
+        "each window's hot auctions once"
+    );
+    assert_eq!(got_hot, want_hot);
+    assert_eq!(read_rows(&dir.path().join("out/both")), want_both);
+
+    // An aggregation of an aggregated stream that does not group by its windows is refused.
+    std::fs::write(
+        dir.path().join("bad.sql"),
+        format!(
+            "{}CREATE TABLE top WITH (connector = 'parquet', path = 'out/top/');\n\
+             INSERT INTO top SELECT max(num) AS top FROM ({});\n",
+            source_ddl(&broker, "bids"),
+            counts(&tumble("bids"))
+        ),
+    )
+    .unwrap();
+    let err = fails(&sluice(
+        dir.path(),
+        &[
+            "run",
+            "bad.sql",
+            "--checkpoint",
+            "ckpt-bad",
+            "--trigger",
+            "once",
+        ],
+    ));
+    assert!(err.contains("group it by the window's end"), "{err}");
+}

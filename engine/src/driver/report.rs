@@ -225,7 +225,9 @@ impl Spread {
         let median = if values.len() % 2 == 1 {
             values[mid]
         } else {
-            (values[mid - 1] + values[mid]) / 2.0
+            // To the thousandth (a microsecond of a duration in milliseconds), as the
+            // values are: a record read back from its JSON then equals the one reported.
+            ((values[mid - 1] + values[mid]) / 2.0 * 1e3).round() / 1e3
         };
         Spread { min, median, max }
     }
@@ -738,4 +740,18 @@ pub(super) fn record_gaps(
         store.write_gaps(input.epoch, &gaps)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_spread_reads_back_from_its_json_unchanged() {
+        // (11.793 + 3.821) / 2 is 7.8069999999999995 in f64, which serde_json reads back as
+        // 7.807: the progress a program observed differed from the record on disk.
+        let two = super::Spread::of(vec![11.793, 3.821]);
+        let json = serde_json::to_string(&two).unwrap();
+        let back: super::Spread = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, two, "{json}");
+        assert_eq!((two.min, two.median, two.max), (3.821, 7.807, 11.793));
+    }
 }

@@ -5,6 +5,7 @@
 //! epoch assigns, and the sink.
 
 pub mod broadcast;
+mod closed_windows;
 mod dedup;
 mod preaggregate;
 pub mod stages;

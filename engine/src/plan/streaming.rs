@@ -7,7 +7,7 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{session, stateful, window_join};
+use super::{closed_windows, session, stateful, window_join};
 use crate::error::{EngineError, Result};
 use crate::job::{Job, JobQuery, Target};
 use crate::operator::nodes::SourceScanExec;
@@ -57,6 +57,7 @@ pub(super) fn make_stateful(
     };
     let has_session = query.windows.iter().any(|w| w.kind == "session");
     let mut operators = 0u32;
+    let mut all_append = true;
     let mut joins = 0u32;
     let mut next_id = first_operator;
     let mut problem: Option<String> = None;
@@ -66,7 +67,15 @@ pub(super) fn make_stateful(
                 && node.children().len() == 2
                 && node.children().iter().all(|c| reads_stream(c, streams))
             {
-                // A join of two streams: a window join, or refused.
+                // A join of two streams: a join of closed windows on their ends (per epoch, no
+                // state), a window join, or refused.
+                if node
+                    .downcast_ref::<HashJoinExec>()
+                    .and_then(closed_windows::joined_ends)
+                    .is_some()
+                {
+                    return Ok(Transformed::no(node));
+                }
                 let windows = node
                     .downcast_ref::<HashJoinExec>()
                     .and_then(window_join::WindowJoinSpec::of);
@@ -91,6 +100,14 @@ pub(super) fn make_stateful(
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
+            if holds_state(agg.input()) {
+                // An aggregation of an aggregated (or window-joined) stream: per epoch when it
+                // groups by the end of windows that arrive closed, else refused.
+                if closed_windows::grouped_ends(agg).is_empty() {
+                    problem.get_or_insert_with(|| CHAINED_AGGREGATION.into());
+                }
+                return Ok(Transformed::no(node));
+            }
             match agg.mode() {
                 AggregateMode::Final | AggregateMode::FinalPartitioned => {}
                 AggregateMode::Partial | AggregateMode::PartialReduce => {
@@ -161,6 +178,7 @@ pub(super) fn make_stateful(
             };
             operators += 1;
             next_id += 1;
+            all_append &= mode == OutputMode::Append;
             Ok(Transformed::yes(Arc::new(stateful::StatefulAggregateExec::try_new(spec, node)?) as _))
         })?
         .data;
@@ -170,10 +188,10 @@ pub(super) fn make_stateful(
             message,
         });
     }
-    if operators > 1 {
+    if operators > 1 && !all_append {
         return Err(EngineError::Sql {
             location: origin,
-            message: "a streaming query holds one aggregation; aggregate the aggregated result in a second query reading its output".into(),
+            message: "a streaming query with more than one aggregation emits each window once (output_mode 'append'); in 'update' or 'complete' mode it holds one aggregation: aggregate the aggregated result in a second query reading its output".into(),
         });
     }
     if operators == 0 {
@@ -194,6 +212,7 @@ pub(super) fn make_stateful(
             return Ok((plan, next_id));
         }
     }
+    let plan = stateful_stages_under_joins(plan)?;
     let plan = plan
         .transform_up(|node| {
             let Some(scan) = node.downcast_ref::<SourceScanExec>() else {
@@ -234,6 +253,8 @@ fn ungrouped_session_key(
          (GROUP BY window_start, window_end, {key}, ...)"
     ))
 }
+
+const CHAINED_AGGREGATION: &str = "an aggregation of an aggregated stream runs per window: group it by the window's end (window_end, or its alias) of an append-mode windowed aggregation, whose windows arrive once and complete; otherwise aggregate the aggregated result in a second query reading its output";
 
 const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_start, window_end and the session key columns (sessions are kept per key)";
 
@@ -306,6 +327,76 @@ fn reads_stream(
     plan.children()
         .into_iter()
         .any(|c| reads_stream(c, streams))
+}
+
+/// Gives every stateful aggregation below a DataFusion join a stage of its own (a hash
+/// repartition on its own partitioning above it). A hash join does not read its probe side
+/// when its build side is empty, so a stateful operator in the probe side's stage would not
+/// run that epoch: no snapshot of its state, its closed windows not emitted.
+fn stateful_stages_under_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::Partitioning;
+    fn own_stage(
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan
+            .transform_down(|node| {
+                if let Some(r) = node.downcast_ref::<RepartitionExec>() {
+                    if matches!(r.partitioning(), Partitioning::Hash(..)) {
+                        // Already a stage boundary.
+                        return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
+                    }
+                }
+                if node
+                    .downcast_ref::<stateful::StatefulAggregateExec>()
+                    .is_none()
+                {
+                    return Ok(Transformed::no(node));
+                }
+                let partitioning = match node.properties().output_partitioning() {
+                    Partitioning::Hash(exprs, n) => Partitioning::Hash(exprs.clone(), *n),
+                    other => Partitioning::Hash(
+                        vec![Arc::new(
+                            datafusion::physical_expr::expressions::Column::new(
+                                node.schema().field(0).name(),
+                                0,
+                            ),
+                        )],
+                        other.partition_count(),
+                    ),
+                };
+                let cut = Arc::new(RepartitionExec::try_new(node, partitioning)?);
+                Ok(Transformed::new(cut as _, true, TreeNodeRecursion::Jump))
+            })?
+            .data)
+    }
+    Ok(plan
+        .transform_up(|node| {
+            let plain_join = node.name().contains("Join")
+                && node.downcast_ref::<window_join::WindowJoinExec>().is_none();
+            if !plain_join || !node.children().into_iter().any(holds_state) {
+                return Ok(Transformed::no(node));
+            }
+            let children = node
+                .children()
+                .into_iter()
+                .map(|c| own_stage(c.clone()))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            Ok(Transformed::yes(node.replace_children(
+                children,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?))
+        })?
+        .data)
+}
+
+/// Whether `plan` holds a stateful operator (an aggregation or a window join).
+fn holds_state(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<stateful::StatefulAggregateExec>()
+        .is_some()
+        || plan.downcast_ref::<window_join::WindowJoinExec>().is_some()
+        || plan.children().into_iter().any(holds_state)
 }
 
 /// The group columns of the plan's stateful aggregation, if it has one.

@@ -170,14 +170,22 @@ pub(crate) fn print_report(report: &JobReport) {
         println!("{console}");
     }
     let t = &report.timings;
+    let peak_mib = report
+        .executors
+        .iter()
+        .map(|e| e.peak_rss_bytes)
+        .max()
+        .unwrap_or(0)
+        / (1024 * 1024);
     if report.epochs > 1 || report.stopped_by_user {
         say!(
-            "sluice: {} after {} epoch(s) in this run (last committed: {}); {} rows in {} files; the same command resumes from the checkpoint",
+            "sluice: {} after {} epoch(s) in this run (last committed: {}); {} rows in {} files; executors' peak RSS {} MiB; the same command resumes from the checkpoint",
             if report.stopped_by_user { "stopped" } else { "finished" },
             report.epochs,
             report.epoch,
             report.output_rows,
-            report.files
+            report.files,
+            peak_mib
         );
         return;
     }
@@ -195,7 +203,6 @@ pub(crate) fn print_report(report: &JobReport) {
             report.epoch, report.output_rows, report.files
         ),
         EpochOutcome::Committed => {
-            let peak = report.executors.iter().map(|e| e.peak_rss_bytes).max().unwrap_or(0);
             let what = if report.console.is_some() {
                 format!("{} rows", report.output_rows)
             } else {
@@ -207,7 +214,7 @@ pub(crate) fn print_report(report: &JobReport) {
                 report.stages,
                 report.tasks,
                 report.executors.len(),
-                peak / (1024 * 1024),
+                peak_mib,
                 t.total.as_secs_f64(),
                 t.planning.as_secs_f64(),
                 t.offsets.as_secs_f64(),
