@@ -6,7 +6,12 @@ closes), event time with a watermark, RocksDB state with incremental checkpoints
 parallelism, output to CSV files committed by checkpoints.
 
     python flink_nexmark.py --data DIR --out DIR --query q5 [--parallelism 2]
-        [--checkpoint-ms 1000] [--watermark-ms 1000] [--work DIR]
+        [--checkpoint-ms 1000] [--watermark-ms 1000] [--work DIR] [--run-seconds S]
+
+With `--run-seconds S` (the fixed-rate latency bench, benches/p13_latency.rs) the source
+watches its directory for new files every 100 ms (an unbounded stream) and the job is
+cancelled after S seconds; CSV part files roll every 100 ms and are committed (made visible)
+by the next checkpoint, as Flink's exactly-once file sink does. Tables read there: `bid` only.
 
 Prints `run_seconds=S` (from submitting the job to its end), `rows=N` (rows written) and
 `cpu_seconds=C`: the user + system CPU time of this process and its descendants (the JVM the
@@ -77,6 +82,13 @@ QUERIES = {
          ON P.id = A.seller AND P.window_start = A.window_start AND P.window_end = A.window_end""",
 }
 
+# The fixed-rate latency bench's queries (benches/p13_latency.rs): a pass-through, and a
+# 1-second tumbling count per auction with the window's bounds.
+QUERIES["lat_pass"] = "SELECT auction, bidder, price, date_time, extra FROM bid"
+QUERIES["lat_window"] = """SELECT auction, count(*) AS num, window_start, window_end
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))
+         GROUP BY auction, window_start, window_end"""
+
 OUTPUTS = {
     "q0": "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
     "q1": "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3), extra STRING",
@@ -85,7 +97,10 @@ OUTPUTS = {
     "q8": "id BIGINT, name STRING, starttime TIMESTAMP(3)",
     "q7w": "auction BIGINT, price BIGINT, bidder BIGINT, date_time TIMESTAMP(3)",
     "q8w": "id BIGINT, name STRING, starttime TIMESTAMP(3)",
+    "lat_pass": "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
+    "lat_window": "auction BIGINT, num BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3)",
 }
+LATENCY_BID = "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING"
 
 
 def tree_cpu_seconds():
@@ -148,7 +163,9 @@ def main():
     p.add_argument("--checkpoint-ms", type=int, default=1000)
     p.add_argument("--watermark-ms", type=int, default=1000)
     p.add_argument("--work", default=None)
+    p.add_argument("--run-seconds", type=float, default=None)
     a = p.parse_args()
+    unbounded = a.run_seconds is not None
     work = os.path.abspath(a.work or a.out + ".work")
     os.makedirs(work, exist_ok=True)
 
@@ -163,20 +180,35 @@ def main():
         EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
     )
     data = os.path.abspath(a.data)
-    for name, columns in TABLES.items():
+    tables = {"bid": LATENCY_BID} if unbounded else TABLES
+    monitor = ", 'source.monitor-interval' = '100 ms'" if unbounded else ""
+    for name, columns in tables.items():
         env.execute_sql(
             f"""CREATE TABLE {name} ({columns},
                   WATERMARK FOR date_time AS date_time - INTERVAL '{a.watermark_ms / 1000}' SECOND)
                 WITH ('connector' = 'filesystem', 'path' = 'file://{data}/{name}',
-                      'format' = 'json', 'json.timestamp-format.standard' = 'ISO-8601')"""
+                      'format' = 'json', 'json.timestamp-format.standard' = 'ISO-8601'{monitor})"""
         )
     out = os.path.abspath(a.out)
+    # Row formats roll by time or size; pending files are committed at the next checkpoint.
+    rolling = (
+        ", 'sink.rolling-policy.rollover-interval' = '100 ms', "
+        "'sink.rolling-policy.check-interval' = '100 ms'"
+        if unbounded
+        else ""
+    )
     env.execute_sql(
         f"""CREATE TABLE out_table ({OUTPUTS[a.query]})
-            WITH ('connector' = 'filesystem', 'path' = 'file://{out}', 'format' = 'csv')"""
+            WITH ('connector' = 'filesystem', 'path' = 'file://{out}', 'format' = 'csv'{rolling})"""
     )
     started = time.monotonic()
-    env.execute_sql(f"INSERT INTO out_table {QUERIES[a.query]}").wait()
+    result = env.execute_sql(f"INSERT INTO out_table {QUERIES[a.query]}")
+    if unbounded:
+        print("started", flush=True)
+        time.sleep(a.run_seconds)
+        result.get_job_client().cancel().result()
+    else:
+        result.wait()
     took = time.monotonic() - started
     rows = 0
     for f in glob.glob(os.path.join(out, "**", "*"), recursive=True):
