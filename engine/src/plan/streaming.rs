@@ -348,13 +348,12 @@ fn stateful_stages_under_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn E
                         return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
                     }
                 }
-                if node
-                    .downcast_ref::<stateful::StatefulAggregateExec>()
-                    .is_none()
-                {
+                let Some(stateful) = node.downcast_ref::<stateful::StatefulAggregateExec>() else {
                     return Ok(Transformed::no(node));
-                }
-                let partitioning = match node.properties().output_partitioning() {
+                };
+                // The partitioning the plan above was planned with: the wrapped aggregate's (a
+                // join's other side is hashed to match it). Without one, any hash will do.
+                let partitioning = match stateful.aggregate.properties().output_partitioning() {
                     Partitioning::Hash(exprs, n) => Partitioning::Hash(exprs.clone(), *n),
                     other => Partitioning::Hash(
                         vec![Arc::new(
