@@ -13,7 +13,7 @@
 
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
-use super::streaming_sql::{is_word, offset, sql_err};
+use super::streaming_sql::{blanked, is_word, offset, sql_err};
 use crate::error::Result;
 
 /// Blanks `EXECUTE STATEMENT SET BEGIN` / `BEGIN STATEMENT SET;` and the `END` closing them in
@@ -96,10 +96,7 @@ fn blank(text: &str, out: &mut String, from: &TokenWithSpan, to: &TokenWithSpan)
     let start = offset(text, from.span.start.line, from.span.start.column);
     let end = offset(text, to.span.end.line, to.span.end.column);
     if start < end && end <= out.len() && out.is_char_boundary(start) && out.is_char_boundary(end) {
-        let blanked: String = out[start..end]
-            .chars()
-            .map(|c| if c == '\n' { '\n' } else { ' ' })
-            .collect();
+        let blanked = blanked(&out[start..end]);
         out.replace_range(start..end, &blanked);
     }
 }

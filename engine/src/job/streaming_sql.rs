@@ -71,6 +71,23 @@ pub(super) fn offset(text: &str, line: u64, column: u64) -> usize {
     text.len()
 }
 
+/// `s` blanked: each character a space per byte of it, newlines kept. The text keeps its byte
+/// length, so offsets computed in the original text stay valid in the blanked one (a clause
+/// holding a multi-byte character, e.g. in a comment, once shortened the text and a later
+/// offset fell outside it — a panic found by fuzzing `streaming_sql`).
+pub(super) fn blanked(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let (fill, n) = if c == '\n' {
+                ('\n', 1)
+            } else {
+                (' ', c.len_utf8())
+            };
+            std::iter::repeat_n(fill, n)
+        })
+        .collect()
+}
+
 /// Lifts every `WATERMARK FOR ...` clause out of `text`, and blanks the `TABLE` keyword of
 /// Flink's window-function form `TUMBLE(TABLE bids, ...)`, which sqlparser does not accept inside
 /// function arguments (see [`blank_table_arguments`]).
@@ -185,11 +202,7 @@ pub fn extract_watermarks(origin: &str, text: &str) -> Result<(String, Vec<Water
             )
         })?;
         // Blank the clause, keeping newlines so later locations stay right.
-        let blanked: String = text[start..end]
-            .chars()
-            .map(|c| if c == '\n' { '\n' } else { ' ' })
-            .collect();
-        out.replace_range(start..end, &blanked);
+        out.replace_range(start..end, &blanked(&text[start..end]));
         decls.push(WatermarkDecl {
             table: table_name,
             column,
@@ -225,10 +238,9 @@ fn blank_table_arguments(text: &str, tokens: &[TokenWithSpan], out: &mut String)
             && out.is_char_boundary(start)
             && out.is_char_boundary(end)
         {
-            let len = out[start..end].chars().count();
+            // `with` (ASCII), then the rest blanked byte for byte.
             let filler: String = std::iter::once(with)
-                .chain(std::iter::repeat(' '))
-                .take(len)
+                .chain(blanked(&out[start..end]).chars().skip(1))
                 .collect();
             out.replace_range(start..end, &filler);
         }

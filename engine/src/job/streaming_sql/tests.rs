@@ -51,6 +51,29 @@ fn a_watermark_alone_takes_its_parentheses_along() {
 }
 
 #[test]
+fn blanked_clauses_with_multi_byte_characters_keep_the_text_length() {
+    // Found by fuzzing: a comment with a multi-byte character inside a blanked clause
+    // shortened the text, and the next clause's offsets (here its closing parenthesis, the
+    // text's last byte) fell outside it — a panic instead of a job.
+    let sql =
+        "CREATE TABLE a (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND /* é */)\n\
+               CREATE TABLE b (WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)";
+    let (text, decls) = extract_watermarks("job.sql", sql).unwrap();
+    assert_eq!(text.len(), sql.len());
+    assert_eq!(
+        decls.iter().map(|d| d.delay_ms).collect::<Vec<_>>(),
+        vec![1000, 2000]
+    );
+    // `TABLE` arguments and statement-set brackets are blanked byte for byte too.
+    let sql = "SELECT * FROM TUMBLE(TABLE/* ü */bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)";
+    assert_eq!(
+        extract_watermarks("job.sql", sql).unwrap().0.len(),
+        sql.len()
+    );
+    assert_eq!(super::blanked("a\u{e9}\nb"), "   \n ");
+}
+
+#[test]
 fn watermark_forms_and_errors() {
     let ok = |e: &str| watermark_delay("ts", e);
     assert_eq!(ok("ts"), Ok(0));
