@@ -9,11 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 bash scripts/install-readers.sh >/dev/null
-if [ ! -x .venv-flink/bin/python ] || ! .venv-flink/bin/python -c "import pyflink" 2>/dev/null; then
-  python3 -m venv .venv-flink
-  .venv-flink/bin/pip install -q --upgrade pip
-  .venv-flink/bin/pip install -q "apache-flink==2.3.0"
-fi
+bash scripts/install-flink.sh
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pyspark" 2>/dev/null; then
   bash scripts/bench-peers.sh
 fi

@@ -118,6 +118,22 @@ fn session_windows_merge_across_epochs_and_close_behind_the_watermark() {
     assert_eq!(got, want);
 }
 
+/// The error `sluice run --trigger once` stops with on the job `text` (written to `bad.sql`).
+fn refused(dir: &Path, text: &str) -> String {
+    std::fs::write(dir.join("bad.sql"), text).unwrap();
+    fails(&sluice(
+        dir,
+        &[
+            "run",
+            "bad.sql",
+            "--checkpoint",
+            "ckpt-bad",
+            "--trigger",
+            "once",
+        ],
+    ))
+}
+
 /// DataFusion's 2-second tumbling-window join of the bids and asks in `bid_log` and `ask_log`
 /// (same auction, same window), for the windows `watermark` has closed.
 fn reference_window_join(bid_log: &Path, ask_log: &Path, watermark: i64) -> Vec<Vec<String>> {
@@ -177,25 +193,13 @@ fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_i
     assert_eq!(got, want);
 
     // A join of two streams without windows is refused with what to write instead.
-    std::fs::write(
-        dir.path().join("bad.sql"),
-        format!(
+    let err = refused(
+        dir.path(),
+        &format!(
             "{}{asks_ddl}SELECT b.auction, a.price FROM bids b JOIN asks a ON b.auction = a.auction;\n",
             source_ddl(&broker, "bids")
         ),
-    )
-    .unwrap();
-    let err = fails(&sluice(
-        dir.path(),
-        &[
-            "run",
-            "bad.sql",
-            "--checkpoint",
-            "ckpt-bad",
-            "--trigger",
-            "once",
-        ],
-    ));
+    );
     assert!(err.contains("must be a window join"), "{err}");
 }
 
@@ -719,26 +723,14 @@ fn aggregations_and_joins_of_closed_windows_run_per_epoch_as_nexmark_q5_and_q8()
     assert_eq!(read_rows(&dir.path().join("out/both")), want_both);
 
     // An aggregation of an aggregated stream that does not group by its windows is refused.
-    std::fs::write(
-        dir.path().join("bad.sql"),
-        format!(
+    let err = refused(
+        dir.path(),
+        &format!(
             "{}CREATE TABLE top WITH (connector = 'parquet', path = 'out/top/');\n\
              INSERT INTO top SELECT max(num) AS top FROM ({});\n",
             source_ddl(&broker, "bids"),
             counts(&tumble("bids"))
         ),
-    )
-    .unwrap();
-    let err = fails(&sluice(
-        dir.path(),
-        &[
-            "run",
-            "bad.sql",
-            "--checkpoint",
-            "ckpt-bad",
-            "--trigger",
-            "once",
-        ],
-    ));
+    );
     assert!(err.contains("group it by the window's end"), "{err}");
 }
