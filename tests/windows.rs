@@ -118,6 +118,32 @@ fn session_windows_merge_across_epochs_and_close_behind_the_watermark() {
     assert_eq!(got, want);
 }
 
+/// Two streams of bids, `bids` and `asks`, on a real broker (two partitions each), with the
+/// logs the reference reads and the `asks` table's DDL.
+struct TwoStreams {
+    broker: Broker,
+    dir: tempfile::TempDir,
+    bid_log: std::path::PathBuf,
+    ask_log: std::path::PathBuf,
+    asks_ddl: String,
+}
+
+fn two_streams() -> TwoStreams {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("asks", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
+    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    TwoStreams {
+        broker,
+        dir,
+        bid_log,
+        ask_log,
+        asks_ddl,
+    }
+}
+
 /// The error `sluice run --trigger once` stops with on the job `text` (written to `bad.sql`).
 fn refused(dir: &Path, text: &str) -> String {
     std::fs::write(dir.join("bad.sql"), text).unwrap();
@@ -157,12 +183,13 @@ fn reference_window_join(bid_log: &Path, ask_log: &Path, watermark: i64) -> Vec<
 
 #[test]
 fn window_join_of_two_streams_joins_each_window_once_when_the_watermark_passes_it() {
-    let broker = Broker::start();
-    broker.create_topic("bids", 2);
-    broker.create_topic("asks", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
-    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let TwoStreams {
+        broker,
+        dir,
+        bid_log,
+        ask_log,
+        asks_ddl,
+    } = two_streams();
     let join = "SELECT b.window_start, b.window_end, b.auction, b.bidder, b.price AS bid, a.price AS ask\n\
                 FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS b\n\
                 JOIN TABLE(TUMBLE(TABLE asks, DESCRIPTOR(date_time), INTERVAL '2' SECOND)) AS a\n\
@@ -471,12 +498,13 @@ fn windows_in_update_mode_emit_each_change_and_end_at_the_batch_result() {
 
 #[test]
 fn a_left_window_join_keeps_unmatched_rows_once_their_window_is_complete() {
-    let broker = Broker::start();
-    broker.create_topic("bids", 2);
-    broker.create_topic("asks", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
-    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let TwoStreams {
+        broker,
+        dir,
+        bid_log,
+        ask_log,
+        asks_ddl,
+    } = two_streams();
     let job = format!(
         "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\
          INSERT INTO matches\n\
@@ -539,12 +567,13 @@ fn a_left_window_join_keeps_unmatched_rows_once_their_window_is_complete() {
 /// back until `--watermark-idle-timeout` declares it idle.
 #[test]
 fn a_lagging_stream_keeps_its_rows_in_a_window_join_and_an_idle_one_stops_holding_the_watermark() {
-    let broker = Broker::start();
-    broker.create_topic("bids", 2);
-    broker.create_topic("asks", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
-    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let TwoStreams {
+        broker,
+        dir,
+        bid_log,
+        ask_log,
+        asks_ddl,
+    } = two_streams();
     let job = format!(
         "{}{asks_ddl}CREATE TABLE matches WITH (connector = 'parquet', path = 'out/matches/');\n\
          INSERT INTO matches\n\
@@ -636,12 +665,13 @@ fn tumble_2s(table: &str) -> String {
 
 #[test]
 fn aggregations_and_joins_of_closed_windows_run_per_epoch_as_nexmark_q5_and_q8() {
-    let broker = Broker::start();
-    broker.create_topic("bids", 2);
-    broker.create_topic("asks", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let (bid_log, ask_log) = (dir.path().join("bids.jsonl"), dir.path().join("asks.jsonl"));
-    let asks_ddl = source_ddl(&broker, "asks").replacen("TABLE bids", "TABLE asks", 1);
+    let TwoStreams {
+        broker,
+        dir,
+        bid_log,
+        ask_log,
+        asks_ddl,
+    } = two_streams();
     // q5's shape: each window's most-bid auctions (a windowed count, its maximum per window,
     // joined back on the window's bounds, under aliases).
     let counts = |t: &str| {
