@@ -366,6 +366,7 @@ fn a_program_observes_the_drivers_events() {
             retain_epochs: 10,
             fsync: true,
             no_data_epochs: false,
+            watermark_epochs: true,
             max_epochs: None,
             watermark_idle_timeout: None,
             adaptive: Default::default(),

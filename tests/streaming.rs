@@ -585,3 +585,73 @@ fn the_broker_script_starts_reports_and_stops_its_own_broker() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("no broker running"), "{text}");
 }
+
+/// An epoch whose data moves the watermark past a window's end is followed at once by the
+/// epoch that closes the window, not a trigger later; `--watermark-epochs=false` waits for the
+/// trigger. Either way the window is written once, complete.
+#[test]
+fn the_epoch_that_closes_a_window_follows_its_data_at_once_not_a_trigger_later() {
+    use sluice::datagen::{iso_millis, STREAM_BASE_MS as BASE_MS};
+    for follow in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let landing = dir.path().join("landing");
+        std::fs::create_dir_all(&landing).unwrap();
+        // Ten bids in the window [BASE, BASE + 10 s), and one at BASE + 15 s: with a 1 s delay
+        // the watermark after it is BASE + 14 s, past the window's end.
+        let mut text = String::new();
+        for (i, at) in (0..10).map(|i| i * 900).chain([15_000]).enumerate() {
+            text.push_str(&format!(
+                "{{\"auction\": {i}, \"price\": {}, \"date_time\": \"{}\"}}\n",
+                100 + i,
+                iso_millis(BASE_MS + at)
+            ));
+        }
+        std::fs::write(landing.join("bids-000.jsonl"), text).unwrap();
+        std::fs::write(
+            dir.path().join("job.sql"),
+            "CREATE TABLE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP,\n\
+               WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)\n\
+             WITH (connector = 'json', path = 'landing/', stream = 'true');\n\
+             CREATE TABLE totals WITH (connector = 'parquet', path = 'out/');\n\
+             INSERT INTO totals\n\
+             SELECT window_start, count(*) AS bids, sum(price) AS total\n\
+             FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+             GROUP BY window_start, window_end;\n",
+        )
+        .unwrap();
+        let flag = format!("--watermark-epochs={follow}");
+        let args = ["run", "job.sql", "--checkpoint", "ckpt", "--trigger", "6s"];
+        ok(&sluice(
+            dir.path(),
+            &[&args[..], &["--max-epochs", "2", &flag]].concat(),
+        ));
+        let records = common::stream::progress(&dir.path().join("ckpt"));
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[0]["input_rows"], 11, "{records:?}");
+        assert_eq!(records[1]["watermark_ms"], BASE_MS + 14_000, "{records:?}");
+        let at = |r: &serde_json::Value| r["batch_timestamp_ms"].as_u64().unwrap();
+        let gap = at(&records[1]) - at(&records[0]);
+        if follow {
+            assert!(
+                gap < 3_000,
+                "the closing epoch started {gap} ms after the data's"
+            );
+        } else {
+            assert!(
+                gap >= 5_000,
+                "the closing epoch started {gap} ms after the data's"
+            );
+        }
+        let rows = sluice::table::read_rows(&dir.path().join("out"));
+        let start = iso_millis(BASE_MS).replace('T', " ");
+        let total: u64 = (100..110).sum();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            rows[0][1..],
+            ["10".to_string(), total.to_string()],
+            "{rows:?}"
+        );
+        let got = rows[0][0].replace('T', " ");
+        assert!(got.starts_with(&start[..19]), "{rows:?} vs {start}");
+    }
+}

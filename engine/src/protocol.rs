@@ -376,6 +376,11 @@ pub struct OperatorStateMetrics {
     /// on the executor that ran them: moved, recovered, or a fresh executor).
     #[serde(default)]
     pub restored_partitions: u64,
+    /// The least watermark (ms since the Unix epoch) at which the operator would close a window
+    /// it holds after the epoch: the next window end it waits for. `None`: nothing waits for
+    /// the watermark (no windows held, or not a windowed operator).
+    #[serde(default)]
+    pub next_close_ms: Option<i64>,
 }
 
 impl OperatorStateMetrics {
@@ -389,6 +394,10 @@ impl OperatorStateMetrics {
         self.snapshot_us = self.snapshot_us.max(o.snapshot_us);
         self.update_us = self.update_us.max(o.update_us);
         self.restored_partitions += o.restored_partitions;
+        self.next_close_ms = match (self.next_close_ms, o.next_close_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

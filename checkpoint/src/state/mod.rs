@@ -526,6 +526,29 @@ impl StatePartition {
         Ok(out)
     }
 
+    /// The first key with `from <= key < to` (`to = None`: to the end), if any.
+    pub fn first_key(&self, from: &[u8], to: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            opts.set_iterate_upper_bound(to.to_vec());
+        }
+        opts.fill_cache(false);
+        match self
+            .db
+            .iterator_opt(
+                rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+                opts,
+            )
+            .next()
+        {
+            Some(item) => {
+                let (k, _) = item.map_err(|e| db_error(&self.dir, e))?;
+                Ok(Some(k.into_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// RocksDB's estimate of the number of keys.
     pub fn estimated_keys(&self) -> u64 {
         self.db

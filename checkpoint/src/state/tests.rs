@@ -503,3 +503,21 @@ fn rescaling_reports_an_entry_it_cannot_place() {
         );
     });
 }
+
+#[test]
+fn first_key_skips_range_deleted_keys_and_honours_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Location::from(dir.path().join("store"));
+    let backend = StateBackend::new(&dir.path().join("a"), full()).unwrap();
+    let part = backend.open(&id(0), &store, None).unwrap();
+    let mut part = part.lock().unwrap();
+    assert_eq!(part.first_key(&[], None).unwrap(), None);
+    for k in ["a1", "a2", "b1", "c1"] {
+        put(&mut part, k, "v");
+    }
+    assert_eq!(part.first_key(&[], None).unwrap(), Some(b"a1".to_vec()));
+    part.delete_range(b"a", b"b").unwrap();
+    assert_eq!(part.first_key(&[], None).unwrap(), Some(b"b1".to_vec()));
+    assert_eq!(part.first_key(b"b2", None).unwrap(), Some(b"c1".to_vec()));
+    assert_eq!(part.first_key(b"b2", Some(b"c")).unwrap(), None);
+}

@@ -4,7 +4,7 @@
 //! core what happened. Every decision (replay, finish a recorded publish, retry, wait, stop)
 //! is the core's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use super::lifecycle::{
     self, Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES,
     PLANNING_RETRIES,
 };
-use super::report::{self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport};
+use super::report::{
+    self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport, SourceWatermark,
+};
 use super::scheduler::EpochScheduler;
 use super::signals::{interruptible, watch_signals};
 use super::sinks::{Delivered, SinkSet};
@@ -81,6 +83,8 @@ struct InFlight {
     error: Option<EngineError>,
     /// The new epoch the sources were asked about, when they failed to answer.
     asked: Option<Epoch>,
+    /// The committed epoch leaves a window that its data's watermark closes.
+    closes_windows: bool,
 }
 
 impl EpochRunner<'_> {
@@ -257,6 +261,9 @@ impl EpochRunner<'_> {
                         Err(e) => Err(flight.fail(e)),
                     };
                     self.current = None;
+                    if flight.closes_windows {
+                        life.windows_closing();
+                    }
                     life.commit_done(epoch, outcome, Instant::now())
                 }
             };
@@ -374,6 +381,7 @@ impl EpochRunner<'_> {
                 trigger,
                 max_epochs: self.config.max_epochs,
                 no_data_epochs: self.config.no_data_epochs,
+                watermark_epochs: self.config.watermark_epochs,
             },
             until,
         })
@@ -411,48 +419,14 @@ impl EpochRunner<'_> {
             .or(previous.as_ref().and_then(|i| i.max_event_ms));
         let previous_watermark = previous.as_ref().and_then(|i| i.watermark_ms);
         let planned = &query.planned;
-        // Each streamed table with a watermark keeps its own; static tables do not count.
-        let delays: BTreeMap<String, i64> = planned
-            .watermark_delays
-            .iter()
-            .filter(|(name, _)| planned.sources.get(*name).is_some_and(|s| !s.bounded()))
-            .map(|(name, delay)| (name.clone(), *delay))
-            .collect();
         let batch_timestamp_ms = now_ms();
-        let (source_watermarks, watermark_ms) = if delays.is_empty() {
-            let wm =
-                lifecycle::watermark(planned.watermark_delay_ms, max_event_ms, previous_watermark);
-            (BTreeMap::new(), wm)
-        } else {
-            let mut max_event = commit.map(|c| c.max_event_by_source).unwrap_or_default();
-            if max_event.is_empty() {
-                // A checkpoint from before per-source watermarks: one maximum for all.
-                if let Some(m) = max_event_ms {
-                    max_event = delays.keys().map(|k| (k.clone(), m)).collect();
-                }
-            }
-            let active = sources
-                .iter()
-                .filter(|(_, s)| !s.splits.is_empty())
-                .map(|(name, _)| name.clone())
-                .collect();
-            let no_previous = BTreeMap::new();
-            super::watermark::compute(&super::watermark::Inputs {
-                delays: &delays,
-                max_event: &max_event,
-                active: &active,
-                previous: previous
-                    .as_ref()
-                    .map(|p| &p.source_watermarks)
-                    .unwrap_or(&no_previous),
-                previous_query: previous_watermark,
-                now_ms: batch_timestamp_ms,
-                idle_timeout_ms: self
-                    .config
-                    .watermark_idle_timeout
-                    .map(|d| d.as_millis() as u64),
-            })
-        };
+        let (source_watermarks, watermark_ms) = self.watermarks(
+            planned,
+            previous.as_ref(),
+            commit.as_ref(),
+            &reading(&sources),
+            batch_timestamp_ms,
+        );
         // Static tables are read again every epoch, so only new stream data (or offsets it
         // must account for) is work — or a watermark that moved: it closes windows.
         let watermark_moved = !planned.stateful_stages.is_empty()
@@ -473,6 +447,59 @@ impl EpochRunner<'_> {
             key_groups: query.key_groups,
         };
         Ok((input, timings, has_work))
+    }
+
+    /// The watermarks of an epoch that reads new records of the `active` tables, after the
+    /// epoch whose input was `previous` committed with `commit`: each streamed table's and the
+    /// query's.
+    fn watermarks(
+        &self,
+        planned: &PlannedQuery,
+        previous: Option<&EpochInput>,
+        commit: Option<&CommitRecord>,
+        active: &BTreeSet<String>,
+        now_ms: u64,
+    ) -> (BTreeMap<String, SourceWatermark>, Option<i64>) {
+        let max_event_ms = commit
+            .and_then(|c| c.max_event_ms)
+            .or(previous.and_then(|i| i.max_event_ms));
+        let previous_watermark = previous.and_then(|i| i.watermark_ms);
+        // Each streamed table with a watermark keeps its own; static tables do not count.
+        let delays: BTreeMap<String, i64> = planned
+            .watermark_delays
+            .iter()
+            .filter(|(name, _)| planned.sources.get(*name).is_some_and(|s| !s.bounded()))
+            .map(|(name, delay)| (name.clone(), *delay))
+            .collect();
+        if delays.is_empty() {
+            let wm =
+                lifecycle::watermark(planned.watermark_delay_ms, max_event_ms, previous_watermark);
+            return (BTreeMap::new(), wm);
+        }
+        let mut max_event = commit
+            .map(|c| c.max_event_by_source.clone())
+            .unwrap_or_default();
+        if max_event.is_empty() {
+            // A checkpoint from before per-source watermarks: one maximum for all.
+            if let Some(m) = max_event_ms {
+                max_event = delays.keys().map(|k| (k.clone(), m)).collect();
+            }
+        }
+        let no_previous = BTreeMap::new();
+        super::watermark::compute(&super::watermark::Inputs {
+            delays: &delays,
+            max_event: &max_event,
+            active,
+            previous: previous
+                .map(|p| &p.source_watermarks)
+                .unwrap_or(&no_previous),
+            previous_query: previous_watermark,
+            now_ms,
+            idle_timeout_ms: self
+                .config
+                .watermark_idle_timeout
+                .map(|d| d.as_millis() as u64),
+        })
     }
 
     /// Runs the epoch's tasks; `Err(retryable)` when it failed.
@@ -662,14 +689,23 @@ impl EpochRunner<'_> {
             let known = max_event_by_source.entry(table.clone()).or_insert(*max);
             *known = (*known).max(*max);
         }
-        self.store.write_commit(&CommitRecord {
+        let record = CommitRecord {
             epoch,
             committed_at_ms: now_ms(),
             output_rows: result.output_rows,
             max_event_ms,
             max_event_by_source,
-        })?;
+        };
+        self.store.write_commit(&record)?;
         flight.timings.commit_write = write_started.elapsed();
+        // Does the watermark this epoch's data sets close a window an operator holds? Then
+        // the epoch that closes it need not wait for the trigger.
+        let next_close = result.state.iter().filter_map(|m| m.next_close_ms).min();
+        if let Some(next_close) = next_close {
+            let active = reading(&input.sources);
+            let (_, next) = self.watermarks(planned, Some(input), Some(&record), &active, now_ms());
+            flight.closes_windows = next.is_some_and(|wm| wm >= next_close);
+        }
         self.tasks.static_cache.remember(planned, input, &scheduler);
         Ok(result)
     }
@@ -769,6 +805,15 @@ impl InFlight {
         self.error = Some(e);
         retryable
     }
+}
+
+/// The tables an epoch reads new records of.
+fn reading(sources: &BTreeMap<String, SourceEpoch>) -> BTreeSet<String> {
+    sources
+        .iter()
+        .filter(|(_, s)| !s.splits.is_empty())
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 pub(super) fn now_ms() -> u64 {

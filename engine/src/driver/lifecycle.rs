@@ -37,6 +37,9 @@ pub(super) struct Policy {
     pub max_epochs: Option<u64>,
     /// Run epochs on the trigger even when no source has new data.
     pub no_data_epochs: bool,
+    /// After an epoch that leaves a window its data's watermark closes, start the next epoch
+    /// at once (at most one such epoch per trigger interval) rather than at the next trigger.
+    pub watermark_epochs: bool,
 }
 
 /// What the checkpoint says at the top of every step.
@@ -103,6 +106,9 @@ pub(super) enum Waiting {
     Trigger,
     /// No source had new data: ask again at the next trigger.
     NoNewData,
+    /// None: the committed epoch's data moved the watermark past a window's end, and the
+    /// epoch that closes it starts at once.
+    WindowsClosing,
     /// Planning failed; this is retry `attempt` of [`PLANNING_RETRIES`].
     PlanningRetry {
         /// Counted from 1.
@@ -140,6 +146,11 @@ pub(super) struct Lifecycle {
     current: Option<(Epoch, Instant)>,
     /// When the last step that asked the sources (or started an epoch) began.
     started: Option<Instant>,
+    /// The epoch being committed leaves a window the next watermark closes.
+    closing: bool,
+    /// While an epoch that closes windows runs ahead of the trigger: the start of the epoch it
+    /// follows, which keeps the trigger's cadence.
+    follows: Option<Instant>,
 }
 
 impl Lifecycle {
@@ -153,7 +164,15 @@ impl Lifecycle {
             stop_requested: false,
             current: None,
             started: None,
+            closing: false,
+            follows: None,
         }
+    }
+
+    /// The epoch being committed leaves a window that the watermark its data sets closes
+    /// (operators reported the next window end they wait for, and the watermark reaches it).
+    pub(super) fn windows_closing(&mut self) {
+        self.closing = true;
     }
 
     /// The user asked to stop: a streaming run stops before its next epoch (a running one
@@ -257,6 +276,9 @@ impl Lifecycle {
                     // against the broker.
                     _ => {
                         let due = self.trigger_due(now);
+                        // An epoch that was to close windows found nothing to do after all:
+                        // the next one is an ordinary trigger's.
+                        self.follows = None;
                         Action::Wait {
                             until: if due > now {
                                 due
@@ -294,6 +316,7 @@ impl Lifecycle {
         outcome: Result<(), bool>,
         now: Instant,
     ) -> Action {
+        let closing = std::mem::take(&mut self.closing);
         if let Err(retryable) = outcome {
             return self.failed(epoch, retryable, now);
         }
@@ -310,13 +333,25 @@ impl Lifecycle {
         if self.stop_requested {
             return Action::Stop(Stop::Requested);
         }
-        let until = match self.policy.trigger {
-            // Epochs start on the interval; one that overran is followed at once.
-            Some(Trigger::Interval(d)) => (started + d).max(now),
-            _ => now,
+        let Some(Trigger::Interval(d)) = self.policy.trigger else {
+            return Action::Wait {
+                until: now,
+                why: Waiting::Trigger,
+            };
         };
+        // Epochs start on the interval; one that overran is followed at once. An epoch that
+        // ran ahead of the trigger to close windows keeps the cadence of the one it followed.
+        let followed = self.follows.take();
+        let cadence = followed.unwrap_or(started);
+        if closing && self.policy.watermark_epochs && followed.is_none() && cadence + d > now {
+            self.follows = Some(cadence);
+            return Action::Wait {
+                until: now,
+                why: Waiting::WindowsClosing,
+            };
+        }
         Action::Wait {
-            until,
+            until: (cadence + d).max(now),
             why: Waiting::Trigger,
         }
     }
@@ -349,7 +384,7 @@ impl Lifecycle {
 
     /// When the trigger is next due, counted from the last step that asked the sources.
     fn trigger_due(&self, now: Instant) -> Instant {
-        match (self.policy.trigger, self.started) {
+        match (self.policy.trigger, self.follows.or(self.started)) {
             (Some(Trigger::Interval(d)), Some(started)) => started + d,
             _ => now,
         }

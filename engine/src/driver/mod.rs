@@ -192,6 +192,9 @@ pub struct DriverConfig {
     pub fsync: bool,
     /// Run epochs on the trigger even when no source has new data.
     pub no_data_epochs: bool,
+    /// After an epoch whose data moves the watermark past a held window's end, run the
+    /// epoch that closes it at once (at most one per trigger interval), not at the next trigger.
+    pub watermark_epochs: bool,
     /// Stop after this many epochs committed by this run.
     pub max_epochs: Option<u64>,
     /// A watermarked stream without new records for this long stops holding the query's
@@ -244,6 +247,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             trigger: None,
             max_epochs: None,
             no_data_epochs: false,
+            watermark_epochs: false,
         });
         if let lifecycle::Action::Stop(lifecycle::Stop::AlreadyCommitted) =
             life.next(&observed, Instant::now())

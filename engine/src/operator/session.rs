@@ -41,8 +41,8 @@ use sluice_checkpoint::state::StatePartition;
 
 use super::nodes::{emit_when_done, event_millis, final_properties};
 use super::stateful::{
-    aggregate_over, collect_partition, concat, final_aggregate, over_batches, window_prefix,
-    RowCodec, StatefulAggregateExec, FLOOR,
+    aggregate_over, closes_at, collect_partition, concat, final_aggregate, over_batches,
+    window_prefix, RowCodec, StatefulAggregateExec, FLOOR,
 };
 use super::OutputMode;
 
@@ -196,7 +196,8 @@ impl StatefulAggregateExec {
     /// One epoch of a session-window aggregate. Open sessions are stored under the key
     /// columns followed by the session start, so a key's sessions are one range scan; an
     /// index by session end (`SESSION_INDEX`, end, state key) finds the sessions the
-    /// watermark closes. Returns (sessions written, sessions closed, rows to emit).
+    /// watermark closes. Returns (sessions written, sessions closed, rows to emit, the
+    /// watermark that closes the next session in append mode).
     pub(super) async fn update_sessions(
         &self,
         cols: SessionColumns,
@@ -205,7 +206,7 @@ impl StatefulAggregateExec {
         handle: &Mutex<StatePartition>,
         watermark_ms: Option<i64>,
         ctx: Arc<TaskContext>,
-    ) -> DfResult<(u64, u64, Option<RecordBatch>)> {
+    ) -> DfResult<(u64, u64, Option<RecordBatch>, Option<i64>)> {
         let ext = |e: sluice_checkpoint::CheckpointError| DataFusionError::External(Box::new(e));
         let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
         let schema = epoch_rows.schema();
@@ -292,6 +293,13 @@ impl StatefulAggregateExec {
             part.write(&[], &closed_keys).map_err(ext)?;
         }
         let evicted = (closed_keys.len() / 2) as u64;
+        let next_close = if self.spec.mode == OutputMode::Append {
+            part.first_key(&[SESSION_INDEX], Some(&[SESSION_INDEX + 1]))
+                .map_err(ext)?
+                .and_then(|k| closes_at(k.get(1..)?, false))
+        } else {
+            None
+        };
         let rows = match self.spec.mode {
             OutputMode::Append => (!closed_values.is_empty()).then_some(closed_values),
             _ => {
@@ -305,7 +313,7 @@ impl StatefulAggregateExec {
             }
         };
         let rows = rows.map(|r| codec.decode(&schema, &r)).transpose()?;
-        Ok((updated, evicted, rows))
+        Ok((updated, evicted, rows, next_close))
     }
 }
 

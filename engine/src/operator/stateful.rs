@@ -202,7 +202,7 @@ impl StatefulAggregateExec {
         let now = inputs.batch_timestamp_ms;
         let dedup = self.agg().aggr_expr().is_empty() || self.spec.keep_first;
 
-        let (updated, evicted, to_emit) = if let Some(cols) = self.spec.session {
+        let (updated, evicted, to_emit, next_close) = if let Some(cols) = self.spec.session {
             self.update_sessions(
                 cols,
                 epoch_rows,
@@ -301,12 +301,16 @@ impl StatefulAggregateExec {
             }
             // 4. Write; then close the windows the watermark has passed (keys are ordered by window
             // end: everything before the first key of end wm+1).
-            let (evicted, to_emit) = {
+            let (evicted, to_emit, next_close) = {
                 let mut part = lock();
                 part.write(&puts, &stale_index).map_err(ext)?;
                 // Everything below the last closing bound (`FLOOR`) is already gone: the scan
                 // starts there rather than wading through the tombstones of closed windows, and
                 // the closed range is dropped with one range delete.
+                let floor = |part: &StatePartition| -> DfResult<Vec<u8>> {
+                    let stored = part.get_many(&[[FLOOR]]).map_err(ext)?.pop().flatten();
+                    Ok(stored.unwrap_or_default())
+                };
                 let closed = match (self.spec.window_end, inputs.watermark_ms) {
                     (Some(_), Some(wm)) => {
                         let end = if self.spec.event_time_key {
@@ -315,12 +319,7 @@ impl StatefulAggregateExec {
                             wm.saturating_add(1)
                         };
                         let bound = window_prefix(end).to_vec().min(vec![FLOOR]);
-                        let floor = part
-                            .get_many(&[[FLOOR]])
-                            .map_err(ext)?
-                            .pop()
-                            .flatten()
-                            .unwrap_or_default();
+                        let floor = floor(&part)?;
                         if floor < bound {
                             let closed = part.scan(&floor, Some(&bound)).map_err(ext)?;
                             if !closed.is_empty() {
@@ -333,6 +332,14 @@ impl StatefulAggregateExec {
                         }
                     }
                     _ => Vec::new(),
+                };
+                // The window the watermark closes next: the first one still held.
+                let next_close = match (self.spec.window_end, self.spec.mode) {
+                    (Some(_), OutputMode::Append) => part
+                        .first_key(&floor(&part)?, Some(&[FLOOR]))
+                        .map_err(ext)?
+                        .and_then(|k| closes_at(&k, self.spec.event_time_key)),
+                    _ => None,
                 };
                 let (closed_keys, closed_rows): (Vec<_>, Vec<_>) = closed.into_iter().unzip();
                 let rows = match self.spec.mode {
@@ -350,9 +357,13 @@ impl StatefulAggregateExec {
                         (!all.is_empty()).then(|| codec.decode(&state_schema, &all))
                     }
                 };
-                (closed_keys.len() as u64 + expired, rows.transpose()?)
+                (
+                    closed_keys.len() as u64 + expired,
+                    rows.transpose()?,
+                    next_close,
+                )
             };
-            (updated, evicted, to_emit)
+            (updated, evicted, to_emit, next_close)
         };
         let mut output = Vec::new();
         if let Some(rows) = to_emit {
@@ -379,6 +390,7 @@ impl StatefulAggregateExec {
                 rows_evicted: evicted,
                 update_us,
                 restored_partitions: u64::from(restored),
+                next_close_ms: next_close,
                 ..Default::default()
             },
         )?;
@@ -514,6 +526,15 @@ pub(super) fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> DfResult<
 /// so byte order is numeric order.
 pub(super) fn window_prefix(end_ms: i64) -> [u8; 8] {
     ((end_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The least watermark that closes the window of state `key` (which starts with its window
+/// end's prefix): its end, or just past it when the key is the event time itself (a row at
+/// exactly the watermark is not late).
+pub(super) fn closes_at(key: &[u8], event_time_key: bool) -> Option<i64> {
+    let prefix: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    let end = (u64::from_be_bytes(prefix) ^ (1 << 63)) as i64;
+    Some(end.saturating_add(i64::from(event_time_key)))
 }
 
 /// First byte of the expiry index entries of a query with `state_ttl`. State keys never start
@@ -778,5 +799,12 @@ mod tests {
         let mut sorted = prefixes.clone();
         sorted.sort();
         assert_eq!(prefixes, sorted);
+        for v in values {
+            let mut key = window_prefix(v).to_vec();
+            key.extend_from_slice(b"group");
+            assert_eq!(closes_at(&key, false), Some(v));
+        }
+        assert_eq!(closes_at(&window_prefix(10_000), true), Some(10_001));
+        assert_eq!(closes_at(b"short", false), None);
     }
 }

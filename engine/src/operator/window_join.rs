@@ -36,7 +36,8 @@ use sluice_checkpoint::state::Redistribution;
 use super::key_groups::{key_groups_of, open_state};
 use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::stateful::{
-    collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
+    closes_at, collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
+    FLOOR,
 };
 
 /// The planned shape of a window join.
@@ -140,10 +141,10 @@ impl WindowJoinExec {
         left_codec.entries(&left_rows, self.spec.left_end, LEFT, at, &mut puts)?;
         right_codec.entries(&right_rows, self.spec.right_end, RIGHT, at, &mut puts)?;
         let updated = puts.len() as u64;
-        let closed = {
+        let (closed, next_close) = {
             let mut part = handle.lock().unwrap_or_else(|p| p.into_inner());
             part.write(&puts, &[]).map_err(ext)?;
-            match inputs.watermark_ms {
+            let closed = match inputs.watermark_ms {
                 Some(wm) => {
                     let closed = part
                         .scan(&[], Some(&window_prefix(wm.saturating_add(1))))
@@ -153,7 +154,9 @@ impl WindowJoinExec {
                     closed
                 }
                 None => Vec::new(),
-            }
+            };
+            let next = part.first_key(&[], Some(&[FLOOR])).map_err(ext)?;
+            (closed, next.and_then(|k| closes_at(&k, false)))
         };
         let evicted = closed.len() as u64;
         let (mut lefts, mut rights) = (Vec::new(), Vec::new());
@@ -205,6 +208,7 @@ impl WindowJoinExec {
                 rows_evicted: evicted,
                 update_us: started.elapsed().as_micros() as u64,
                 restored_partitions: u64::from(restored),
+                next_close_ms: next_close,
                 ..Default::default()
             },
         )?;

@@ -415,6 +415,12 @@ pub(crate) struct DriverArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value_t = false, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub(crate) no_data_epochs: bool,
+    /// After an epoch whose data moves the watermark past the end of a window the query
+    /// holds, start the epoch that closes it at once — at most one per trigger interval —
+    /// rather than at the next trigger (streaming, interval triggers).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub(crate) watermark_epochs: bool,
     /// Stop after this many epochs have committed in this run (streaming).
     #[arg(long)]
     pub(crate) max_epochs: Option<u64>,

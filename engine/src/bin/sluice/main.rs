@@ -498,6 +498,7 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
         retain_epochs: common.retain_epochs.max(1),
         fsync: !common.no_fsync,
         no_data_epochs: common.no_data_epochs,
+        watermark_epochs: common.watermark_epochs,
         max_epochs: common.max_epochs,
         watermark_idle_timeout: common.watermark_idle_timeout,
         broadcast_bytes: common.broadcast_threshold,

@@ -13,6 +13,7 @@ fn bounded() -> Policy {
         trigger: None,
         max_epochs: None,
         no_data_epochs: false,
+        watermark_epochs: true,
     }
 }
 
@@ -22,6 +23,7 @@ fn streaming(trigger: Trigger) -> Policy {
         trigger: Some(trigger),
         max_epochs: None,
         no_data_epochs: false,
+        watermark_epochs: true,
     }
 }
 
@@ -469,4 +471,135 @@ fn the_watermark_trails_the_largest_event_time_and_never_goes_back() {
         Some(7_000)
     );
     assert_eq!(watermark(Some(5_000), None, Some(7_000)), Some(7_000));
+}
+
+/// Runs a new epoch from asking the sources to its tasks' end; it started at `at`.
+fn run_epoch(l: &mut Lifecycle, epoch: u64, at: Instant) {
+    let committed = epoch.checked_sub(1);
+    assert_eq!(
+        l.next(&seen(committed, committed, false), at),
+        Action::AskSources(Epoch(epoch))
+    );
+    l.sources_answered(Epoch(epoch), WORK, at);
+    l.offsets_written(Epoch(epoch), at);
+    assert_eq!(
+        l.ran(Epoch(epoch), Ok(()), at),
+        Action::Commit(Epoch(epoch))
+    );
+}
+
+#[test]
+fn an_epoch_whose_data_closes_windows_is_followed_at_once_then_the_cadence_resumes() {
+    let t = Instant::now();
+    let second = Duration::from_secs(1);
+    let ms = Duration::from_millis;
+    let mut l = Lifecycle::new(streaming(Trigger::Interval(second)));
+    run_epoch(&mut l, 0, t);
+    l.windows_closing();
+    assert_eq!(
+        l.commit_done(Epoch(0), Ok(()), t + ms(20)),
+        Action::Wait {
+            until: t + ms(20),
+            why: Waiting::WindowsClosing
+        }
+    );
+    // The follow-up closes the windows; it also leaves another window closing (new data
+    // arrived meanwhile) but runs no second one ahead: the trigger's cadence resumes.
+    run_epoch(&mut l, 1, t + ms(20));
+    l.windows_closing();
+    assert_eq!(
+        l.commit_done(Epoch(1), Ok(()), t + ms(30)),
+        Action::Wait {
+            until: t + second,
+            why: Waiting::Trigger
+        }
+    );
+    // The next trigger's epoch may run one ahead again.
+    run_epoch(&mut l, 2, t + second);
+    assert_eq!(
+        l.commit_done(Epoch(2), Ok(()), t + second + ms(10)),
+        Action::Wait {
+            until: t + 2 * second,
+            why: Waiting::Trigger
+        }
+    );
+    run_epoch(&mut l, 3, t + 2 * second);
+    l.windows_closing();
+    assert!(matches!(
+        l.commit_done(Epoch(3), Ok(()), t + 2 * second + ms(10)),
+        Action::Wait {
+            why: Waiting::WindowsClosing,
+            ..
+        }
+    ));
+    // The follow-up finds nothing new after all: it waits for the trigger it followed, and
+    // the epoch of that trigger is an ordinary one.
+    let at = t + 2 * second + ms(10);
+    l.next(&seen(Some(3), Some(3), false), at);
+    assert_eq!(
+        l.sources_answered(Epoch(4), NO_WORK, at),
+        Action::Wait {
+            until: t + 3 * second,
+            why: Waiting::NoNewData
+        }
+    );
+    run_epoch(&mut l, 4, t + 3 * second);
+    l.windows_closing();
+    assert!(matches!(
+        l.commit_done(Epoch(4), Ok(()), t + 3 * second + ms(5)),
+        Action::Wait {
+            why: Waiting::WindowsClosing,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn closing_windows_changes_nothing_when_turned_off_or_when_the_trigger_is_due_anyway() {
+    let t = Instant::now();
+    let second = Duration::from_secs(1);
+    let mut policy = streaming(Trigger::Interval(second));
+    policy.watermark_epochs = false;
+    let mut l = Lifecycle::new(policy);
+    run_epoch(&mut l, 0, t);
+    l.windows_closing();
+    assert_eq!(
+        l.commit_done(Epoch(0), Ok(()), t),
+        Action::Wait {
+            until: t + second,
+            why: Waiting::Trigger
+        }
+    );
+    // An epoch that overran its interval is followed at once as the trigger's.
+    let mut l = Lifecycle::new(streaming(Trigger::Interval(second)));
+    run_epoch(&mut l, 0, t);
+    l.windows_closing();
+    let late = t + 2 * second;
+    assert_eq!(
+        l.commit_done(Epoch(0), Ok(()), late),
+        Action::Wait {
+            until: late,
+            why: Waiting::Trigger
+        }
+    );
+    // A failed commit forgets it: the re-run's commit waits for the trigger.
+    let mut l = Lifecycle::new(streaming(Trigger::Interval(second)));
+    run_epoch(&mut l, 0, t);
+    l.windows_closing();
+    assert!(matches!(
+        l.commit_done(Epoch(0), Err(true), t),
+        Action::Retry { .. }
+    ));
+    assert_eq!(
+        l.next(&seen(Some(0), None, false), t),
+        Action::Replay(Epoch(0))
+    );
+    assert_eq!(l.ran(Epoch(0), Ok(()), t), Action::Commit(Epoch(0)));
+    assert_eq!(
+        l.commit_done(Epoch(0), Ok(()), t),
+        Action::Wait {
+            until: t + second,
+            why: Waiting::Trigger
+        }
+    );
 }
