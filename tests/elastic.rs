@@ -49,6 +49,10 @@ fn a_streaming_query_grows_under_a_load_step_and_shrinks_back_after_it() {
             "1",
             "--allocation-idle-epochs",
             "4",
+            // A trickle's epoch is mostly that fixed cost (~30 % of the trigger on a slow VM):
+            // idle below 45 %.
+            "--allocation-idle-load",
+            "45",
             "--min-executors",
             "1",
             "--max-executors",

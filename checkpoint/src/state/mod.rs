@@ -526,6 +526,35 @@ impl StatePartition {
         Ok(out)
     }
 
+    /// Entries with `from <= key < to` (`to = None`: to the end) in key order, stopping after
+    /// the one that brings their keys' and values' bytes to `max_bytes`.
+    pub fn scan_limited(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            opts.set_iterate_upper_bound(to.to_vec());
+        }
+        opts.fill_cache(false);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.db.iterator_opt(
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+            opts,
+        ) {
+            let (k, v) = item.map_err(|e| db_error(&self.dir, e))?;
+            bytes += k.len() + v.len();
+            out.push((k.into_vec(), v.into_vec()));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The first key with `from <= key < to` (`to = None`: to the end), if any.
     pub fn first_key(&self, from: &[u8], to: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
         let mut opts = rocksdb::ReadOptions::default();

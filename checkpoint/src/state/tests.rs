@@ -505,7 +505,7 @@ fn rescaling_reports_an_entry_it_cannot_place() {
 }
 
 #[test]
-fn first_key_skips_range_deleted_keys_and_honours_its_bounds() {
+fn first_key_and_bounded_scans_skip_range_deleted_keys_and_honour_their_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let store = Location::from(dir.path().join("store"));
     let backend = StateBackend::new(&dir.path().join("a"), full()).unwrap();
@@ -520,4 +520,20 @@ fn first_key_skips_range_deleted_keys_and_honours_its_bounds() {
     assert_eq!(part.first_key(&[], None).unwrap(), Some(b"b1".to_vec()));
     assert_eq!(part.first_key(b"b2", None).unwrap(), Some(b"c1".to_vec()));
     assert_eq!(part.first_key(b"b2", Some(b"c")).unwrap(), None);
+    // A bounded scan stops after the entry that reaches the byte budget (key + value).
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+        entries.into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(
+        keys(part.scan_limited(&[], None, 1).unwrap()),
+        [b"b1".to_vec()]
+    );
+    assert_eq!(
+        keys(part.scan_limited(&[], None, 4).unwrap()),
+        [b"b1".to_vec(), b"c1".to_vec()]
+    );
+    assert_eq!(
+        keys(part.scan_limited(&[], Some(b"c"), 100).unwrap()),
+        [b"b1".to_vec()]
+    );
 }

@@ -53,7 +53,7 @@ impl Default for AllocationPolicy {
 }
 
 /// The policy's settings a user may change (`--allocation-window`, `--allocation-cooldown`,
-/// `--allocation-idle-epochs`, `--allocation-idle-timeout`).
+/// `--allocation-idle-epochs`, `--allocation-idle-load`, `--allocation-idle-timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllocationTuning {
     /// [`AllocationPolicy::window`].
@@ -62,6 +62,8 @@ pub struct AllocationTuning {
     pub cooldown: usize,
     /// [`AllocationPolicy::shrink_after`].
     pub shrink_after: usize,
+    /// [`AllocationPolicy::idle_fraction`], in percent.
+    pub idle_percent: u32,
     /// A bounded job: how long an executor is idle before it is released.
     pub idle_timeout: std::time::Duration,
 }
@@ -73,6 +75,7 @@ impl Default for AllocationTuning {
             window: p.window,
             cooldown: p.cooldown,
             shrink_after: p.shrink_after,
+            idle_percent: (p.idle_fraction * 100.0).round() as u32,
             idle_timeout: std::time::Duration::from_secs(60),
         }
     }

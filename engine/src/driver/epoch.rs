@@ -701,11 +701,11 @@ impl EpochRunner<'_> {
         // Does the watermark this epoch's data sets close a window an operator holds? Then
         // the epoch that closes it need not wait for the trigger.
         let next_close = result.state.iter().filter_map(|m| m.next_close_ms).min();
-        if let Some(next_close) = next_close {
+        flight.closes_windows = next_close.is_some_and(|next_close| {
             let active = reading(&input.sources);
             let (_, next) = self.watermarks(planned, Some(input), Some(&record), &active, now_ms());
-            flight.closes_windows = next.is_some_and(|wm| wm >= next_close);
-        }
+            next.is_some_and(|wm| wm >= next_close)
+        });
         self.tasks.static_cache.remember(planned, input, &scheduler);
         Ok(result)
     }

@@ -295,6 +295,7 @@ pub async fn run(job: Job, config: DriverConfig, reporter: Arc<dyn Reporter>) ->
             window: config.allocation.window,
             cooldown: config.allocation.cooldown,
             shrink_after: config.allocation.shrink_after,
+            idle_fraction: f64::from(config.allocation.idle_percent) / 100.0,
             ..Default::default()
         }),
         wanted: None,

@@ -30,14 +30,14 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_checkpoint::state::Redistribution;
+use sluice_checkpoint::state::{Redistribution, StatePartition};
 
 use super::key_groups::{key_groups_of, open_state};
 use super::nodes::{emit_when_done, event_millis, final_properties, task_inputs};
 use super::stateful::{
-    closes_at, collect_partition, concat, snapshot_partition, window_prefix, OperatorStateMetrics,
-    FLOOR,
+    closes_at, collect_partition, snapshot_partition, window_prefix, OperatorStateMetrics, FLOOR,
 };
 
 /// The planned shape of a window join.
@@ -75,6 +75,10 @@ pub struct WindowJoinExec {
     props: Arc<PlanProperties>,
 }
 
+/// Stored bytes of closed windows joined at a time (whole windows: a chunk ends with the
+/// window its last entry belongs to).
+const CLOSE_CHUNK_BYTES: usize = 32 << 20;
+
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
 
@@ -109,14 +113,6 @@ impl WindowJoinExec {
         let hash = self.hash();
         let (left, right) = (hash.left().clone(), hash.right().clone());
         let (left_schema, right_schema) = (left.schema(), right.schema());
-        let left_rows = concat(
-            &left_schema,
-            collect_partition(&left, partition, ctx.clone()).await?,
-        )?;
-        let right_rows = concat(
-            &right_schema,
-            collect_partition(&right, partition, ctx.clone()).await?,
-        )?;
         let left_codec = Codec::new(&left_schema)?;
         let right_codec = Codec::new(&right_schema)?;
 
@@ -136,64 +132,48 @@ impl WindowJoinExec {
                 max: state.key_groups.unwrap_or(1),
             },
         )?;
-        let mut puts = Vec::with_capacity(left_rows.num_rows() + right_rows.num_rows());
+        let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
+        // Each side's rows go to state batch by batch as they arrive: an epoch that reads a
+        // large backlog never holds all of it in memory.
         let at = (inputs.epoch, partition as u32);
-        left_codec.entries(&left_rows, self.spec.left_end, LEFT, at, &mut puts)?;
-        right_codec.entries(&right_rows, self.spec.right_end, RIGHT, at, &mut puts)?;
-        let updated = puts.len() as u64;
-        let (closed, next_close) = {
-            let mut part = handle.lock().unwrap_or_else(|p| p.into_inner());
-            part.write(&puts, &[]).map_err(ext)?;
-            let closed = match inputs.watermark_ms {
-                Some(wm) => {
-                    let closed = part
-                        .scan(&[], Some(&window_prefix(wm.saturating_add(1))))
-                        .map_err(ext)?;
-                    let keys: Vec<Vec<u8>> = closed.iter().map(|(k, _)| k.clone()).collect();
-                    part.write(&[], &keys).map_err(ext)?;
-                    closed
-                }
-                None => Vec::new(),
-            };
-            let next = part.first_key(&[], Some(&[FLOOR])).map_err(ext)?;
-            (closed, next.and_then(|k| closes_at(&k, false)))
-        };
-        let evicted = closed.len() as u64;
-        let (mut lefts, mut rights) = (Vec::new(), Vec::new());
-        for (key, value) in closed {
-            match key.get(8) {
-                Some(&LEFT) => lefts.push(value),
-                Some(&RIGHT) => rights.push(value),
-                _ => {
-                    return Err(DataFusionError::Execution(
-                        "window join state holds an entry of neither side".into(),
-                    ))
-                }
+        let mut updated = 0u64;
+        for (input, codec, end, side) in [
+            (&left, &left_codec, self.spec.left_end, LEFT),
+            (&right, &right_codec, self.spec.right_end, RIGHT),
+        ] {
+            let mut stream = input.execute(partition, ctx.clone())?;
+            let mut row = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let mut puts = Vec::with_capacity(batch.num_rows());
+                codec.entries(&batch, end, side, (at, row), &mut puts)?;
+                row += batch.num_rows() as u64;
+                updated += puts.len() as u64;
+                lock().write(&puts, &[]).map_err(ext)?;
             }
         }
+        // The windows the watermark has passed are joined and dropped a bounded chunk of
+        // whole windows at a time (keys are ordered by window end, then side).
         let mut output = Vec::new();
-        if !lefts.is_empty() || !rights.is_empty() {
-            let left_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-                &[vec![left_codec.decode(&left_schema, &lefts)?]],
-                left_schema.clone(),
-                None,
-            )?;
-            let right_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-                &[vec![right_codec.decode(&right_schema, &rights)?]],
-                right_schema.clone(),
-                None,
-            )?;
-            let join = self.join.clone().replace_children(
-                vec![left_mem, right_mem],
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?;
-            for batch in collect_partition(&join, 0, ctx.clone()).await? {
-                output.push(RecordBatch::try_new(
-                    self.schema(),
-                    batch.columns().to_vec(),
-                )?);
+        let mut evicted = 0u64;
+        if let Some(wm) = inputs.watermark_ms {
+            let bound = window_prefix(wm.saturating_add(1)).to_vec();
+            let mut from = Vec::new();
+            loop {
+                let taken = take_closed(&mut lock(), &from, &bound, CLOSE_CHUNK_BYTES);
+                let Some((closed, next)) = taken.map_err(ext)? else {
+                    break;
+                };
+                from = next;
+                evicted += closed.len() as u64;
+                self.join_closed(closed, [&left_codec, &right_codec], &ctx, &mut output)
+                    .await?;
             }
         }
+        let next_close = lock()
+            .first_key(&[], Some(&[FLOOR]))
+            .map_err(ext)?
+            .and_then(|k| closes_at(&k, false));
         let restored = handle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -213,6 +193,84 @@ impl WindowJoinExec {
             },
         )?;
         Ok(output)
+    }
+}
+
+/// A stored key and value.
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// Takes (reads and deletes) the stored entries of the next closed windows — keys from `from`
+/// up to `bound` — about `max_bytes` of them but always whole windows; returns them with the
+/// key the next chunk starts at, or `None` when no closed window is left.
+fn take_closed(
+    part: &mut StatePartition,
+    from: &[u8],
+    bound: &[u8],
+    max_bytes: usize,
+) -> sluice_checkpoint::Result<Option<(Vec<Entry>, Vec<u8>)>> {
+    let mut chunk = part.scan_limited(from, Some(bound), max_bytes)?;
+    let Some((last_key, last_end)) = chunk
+        .last()
+        .and_then(|(k, _)| Some((k.clone(), closes_at(k, false)?)))
+    else {
+        return Ok(None);
+    };
+    // The rest of the chunk's last window.
+    let window_done = window_prefix(last_end.saturating_add(1)).to_vec();
+    let mut after = last_key;
+    after.push(0);
+    chunk.extend(part.scan(&after, Some(&window_done))?);
+    part.delete_range(from, &window_done)?;
+    Ok(Some((chunk, window_done)))
+}
+
+impl WindowJoinExec {
+    /// Joins closed windows' stored rows (each window complete) and appends the result.
+    async fn join_closed(
+        &self,
+        closed: Vec<Entry>,
+        [left_codec, right_codec]: [&Codec; 2],
+        ctx: &Arc<TaskContext>,
+        output: &mut Vec<RecordBatch>,
+    ) -> DfResult<()> {
+        let (mut lefts, mut rights) = (Vec::new(), Vec::new());
+        for (key, value) in closed {
+            match key.get(8) {
+                Some(&LEFT) => lefts.push(value),
+                Some(&RIGHT) => rights.push(value),
+                _ => {
+                    return Err(DataFusionError::Execution(
+                        "window join state holds an entry of neither side".into(),
+                    ))
+                }
+            }
+        }
+        if lefts.is_empty() && rights.is_empty() {
+            return Ok(());
+        }
+        let hash = self.hash();
+        let (left_schema, right_schema) = (hash.left().schema(), hash.right().schema());
+        let left_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &[vec![left_codec.decode(&left_schema, &lefts)?]],
+            left_schema.clone(),
+            None,
+        )?;
+        let right_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &[vec![right_codec.decode(&right_schema, &rights)?]],
+            right_schema.clone(),
+            None,
+        )?;
+        let join = self.join.clone().replace_children(
+            vec![left_mem, right_mem],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+        for batch in collect_partition(&join, 0, ctx.clone()).await? {
+            output.push(RecordBatch::try_new(
+                self.schema(),
+                batch.columns().to_vec(),
+            )?);
+        }
+        Ok(())
     }
 }
 
@@ -290,7 +348,7 @@ impl Codec {
         batch: &RecordBatch,
         end: usize,
         side: u8,
-        (epoch, partition): (sluice_checkpoint::Epoch, u32),
+        ((epoch, partition), first_row): ((sluice_checkpoint::Epoch, u32), u64),
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) -> DfResult<()> {
         if batch.num_rows() == 0 {
@@ -307,7 +365,7 @@ impl Codec {
             key.push(side);
             key.extend_from_slice(&epoch.0.to_be_bytes());
             key.extend_from_slice(&partition.to_be_bytes());
-            key.extend_from_slice(&(i as u64).to_be_bytes());
+            key.extend_from_slice(&(first_row + i as u64).to_be_bytes());
             out.push((key, row.as_ref().to_vec()));
         }
         Ok(())
@@ -377,5 +435,77 @@ impl ExecutionPlan for WindowJoinExec {
         Ok(emit_when_done(self.schema(), async move {
             this.run(partition, context).await
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_checkpoint::location::Location;
+    use sluice_checkpoint::state::{StateBackend, StateConfig, StatePartitionId};
+
+    use super::*;
+
+    /// A key of side `side` in the window ending at `end`.
+    fn key(end: i64, side: u8, row: u8) -> Vec<u8> {
+        let mut k = window_prefix(end).to_vec();
+        k.extend_from_slice(&[side, row]);
+        k
+    }
+
+    #[test]
+    fn closed_windows_are_taken_in_bounded_chunks_of_whole_windows_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = StateBackend::new(&dir.path().join("db"), StateConfig::default()).unwrap();
+        let id = StatePartitionId {
+            query_id: sluice_checkpoint::QueryId::new("q").unwrap(),
+            operator: 0,
+            partition: 0,
+            key_groups: None,
+        };
+        let store = Location::from(dir.path().join("store"));
+        let part = backend.open(&id, &store, None).unwrap();
+        let mut part = part.lock().unwrap();
+        // Windows ending at 10, 20, 30 (three rows each, both sides) and 40 (open).
+        let mut puts = Vec::new();
+        for end in [10, 20, 30, 40] {
+            for (side, row) in [(LEFT, 0), (LEFT, 1), (RIGHT, 0)] {
+                puts.push((key(end, side, row), vec![7u8; 10]));
+            }
+        }
+        part.write(&puts, &[]).unwrap();
+        let bound = window_prefix(31).to_vec();
+        // A budget smaller than one entry: one whole window per chunk.
+        let mut from = Vec::new();
+        let mut chunks = Vec::new();
+        while let Some((chunk, next)) = take_closed(&mut part, &from, &bound, 1).unwrap() {
+            from = next;
+            chunks.push(chunk.into_iter().map(|(k, _)| k).collect::<Vec<_>>());
+        }
+        let want: Vec<Vec<Vec<u8>>> = [10, 20, 30]
+            .iter()
+            .map(|&end| vec![key(end, LEFT, 0), key(end, LEFT, 1), key(end, RIGHT, 0)])
+            .collect();
+        assert_eq!(chunks, want);
+        // Taken means deleted; the open window stays.
+        let left: Vec<Vec<u8>> = part
+            .scan(&[], None)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            left,
+            [key(40, LEFT, 0), key(40, LEFT, 1), key(40, RIGHT, 0)]
+        );
+        // A large budget takes every closed window at once.
+        part.write(&puts[..9], &[]).unwrap();
+        let (all, next) = take_closed(&mut part, &[], &bound, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.len(), 9);
+        assert_eq!(next, window_prefix(31).to_vec());
+        assert!(take_closed(&mut part, &next, &bound, 1 << 20)
+            .unwrap()
+            .is_none());
     }
 }

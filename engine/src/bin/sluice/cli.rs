@@ -367,6 +367,10 @@ pub(crate) struct DriverArgs {
     /// backlog) before one executor is released.
     #[arg(long, default_value_t = 15)]
     pub(crate) allocation_idle_epochs: usize,
+    /// Dynamic allocation: an epoch is idle when it runs under this percentage of the trigger
+    /// interval with no backlog (1–79; an epoch over 80 % is busy).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..80))]
+    pub(crate) allocation_idle_load: u32,
     /// Dynamic allocation of a bounded job: how long an executor runs nothing (and holds no
     /// output still needed) before it is stopped: 60s, 500ms.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]

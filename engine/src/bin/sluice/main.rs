@@ -490,6 +490,7 @@ fn run_job(job: Option<Job>, cluster: ClusterMode, common: DriverArgs) -> anyhow
             window: common.allocation_window.max(1),
             cooldown: common.allocation_cooldown,
             shrink_after: common.allocation_idle_epochs.max(1),
+            idle_percent: common.allocation_idle_load,
             idle_timeout: common.allocation_idle_timeout,
         },
         work_dir: common.work_dir,
