@@ -510,20 +510,7 @@ impl StatePartition {
 
     /// Every entry with `from <= key < to` (`to = None`: to the end), in key order.
     pub fn scan(&self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut opts = rocksdb::ReadOptions::default();
-        if let Some(to) = to {
-            opts.set_iterate_upper_bound(to.to_vec());
-        }
-        opts.fill_cache(false);
-        let mut out = Vec::new();
-        for item in self.db.iterator_opt(
-            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
-            opts,
-        ) {
-            let (k, v) = item.map_err(|e| db_error(&self.dir, e))?;
-            out.push((k.into_vec(), v.into_vec()));
-        }
-        Ok(out)
+        self.scan_limited(from, to, usize::MAX)
     }
 
     /// Entries with `from <= key < to` (`to = None`: to the end) in key order, stopping after
@@ -557,25 +544,7 @@ impl StatePartition {
 
     /// The first key with `from <= key < to` (`to = None`: to the end), if any.
     pub fn first_key(&self, from: &[u8], to: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
-        let mut opts = rocksdb::ReadOptions::default();
-        if let Some(to) = to {
-            opts.set_iterate_upper_bound(to.to_vec());
-        }
-        opts.fill_cache(false);
-        match self
-            .db
-            .iterator_opt(
-                rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
-                opts,
-            )
-            .next()
-        {
-            Some(item) => {
-                let (k, _) = item.map_err(|e| db_error(&self.dir, e))?;
-                Ok(Some(k.into_vec()))
-            }
-            None => Ok(None),
-        }
+        Ok(self.scan_limited(from, to, 1)?.pop().map(|(k, _)| k))
     }
 
     /// RocksDB's estimate of the number of keys.

@@ -18,12 +18,9 @@ use super::cluster::Cluster;
 use super::elastic::BoundedElastic;
 use super::events::{Event, Reporter};
 use super::lifecycle::{
-    self, Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES,
-    PLANNING_RETRIES,
+    Action, Answer, Lifecycle, Observed, Policy, Stop, Waiting, EPOCH_RETRIES, PLANNING_RETRIES,
 };
-use super::report::{
-    self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport, SourceWatermark,
-};
+use super::report::{self, EpochInput, EpochOutcome, EpochProgress, EpochResult, JobReport};
 use super::scheduler::EpochScheduler;
 use super::signals::{interruptible, watch_signals};
 use super::sinks::{Delivered, SinkSet};
@@ -420,12 +417,13 @@ impl EpochRunner<'_> {
         let previous_watermark = previous.as_ref().and_then(|i| i.watermark_ms);
         let planned = &query.planned;
         let batch_timestamp_ms = now_ms();
-        let (source_watermarks, watermark_ms) = self.watermarks(
+        let (source_watermarks, watermark_ms) = super::watermark::of_epoch(
             planned,
             previous.as_ref(),
             commit.as_ref(),
             &reading(&sources),
             batch_timestamp_ms,
+            self.config.watermark_idle_timeout,
         );
         // Static tables are read again every epoch, so only new stream data (or offsets it
         // must account for) is work — or a watermark that moved: it closes windows.
@@ -447,59 +445,6 @@ impl EpochRunner<'_> {
             key_groups: query.key_groups,
         };
         Ok((input, timings, has_work))
-    }
-
-    /// The watermarks of an epoch that reads new records of the `active` tables, after the
-    /// epoch whose input was `previous` committed with `commit`: each streamed table's and the
-    /// query's.
-    fn watermarks(
-        &self,
-        planned: &PlannedQuery,
-        previous: Option<&EpochInput>,
-        commit: Option<&CommitRecord>,
-        active: &BTreeSet<String>,
-        now_ms: u64,
-    ) -> (BTreeMap<String, SourceWatermark>, Option<i64>) {
-        let max_event_ms = commit
-            .and_then(|c| c.max_event_ms)
-            .or(previous.and_then(|i| i.max_event_ms));
-        let previous_watermark = previous.and_then(|i| i.watermark_ms);
-        // Each streamed table with a watermark keeps its own; static tables do not count.
-        let delays: BTreeMap<String, i64> = planned
-            .watermark_delays
-            .iter()
-            .filter(|(name, _)| planned.sources.get(*name).is_some_and(|s| !s.bounded()))
-            .map(|(name, delay)| (name.clone(), *delay))
-            .collect();
-        if delays.is_empty() {
-            let wm =
-                lifecycle::watermark(planned.watermark_delay_ms, max_event_ms, previous_watermark);
-            return (BTreeMap::new(), wm);
-        }
-        let mut max_event = commit
-            .map(|c| c.max_event_by_source.clone())
-            .unwrap_or_default();
-        if max_event.is_empty() {
-            // A checkpoint from before per-source watermarks: one maximum for all.
-            if let Some(m) = max_event_ms {
-                max_event = delays.keys().map(|k| (k.clone(), m)).collect();
-            }
-        }
-        let no_previous = BTreeMap::new();
-        super::watermark::compute(&super::watermark::Inputs {
-            delays: &delays,
-            max_event: &max_event,
-            active,
-            previous: previous
-                .map(|p| &p.source_watermarks)
-                .unwrap_or(&no_previous),
-            previous_query: previous_watermark,
-            now_ms,
-            idle_timeout_ms: self
-                .config
-                .watermark_idle_timeout
-                .map(|d| d.as_millis() as u64),
-        })
     }
 
     /// Runs the epoch's tasks; `Err(retryable)` when it failed.
@@ -703,7 +648,15 @@ impl EpochRunner<'_> {
         let next_close = result.state.iter().filter_map(|m| m.next_close_ms).min();
         flight.closes_windows = next_close.is_some_and(|next_close| {
             let active = reading(&input.sources);
-            let (_, next) = self.watermarks(planned, Some(input), Some(&record), &active, now_ms());
+            let idle = self.config.watermark_idle_timeout;
+            let (_, next) = super::watermark::of_epoch(
+                planned,
+                Some(input),
+                Some(&record),
+                &active,
+                now_ms(),
+                idle,
+            );
             next.is_some_and(|wm| wm >= next_close)
         });
         self.tasks.static_cache.remember(planned, input, &scheduler);

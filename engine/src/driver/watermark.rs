@@ -6,8 +6,12 @@
 //! watermark never goes back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use super::report::SourceWatermark;
+use sluice_checkpoint::CommitRecord;
+
+use super::report::{EpochInput, SourceWatermark};
+use crate::plan::PlannedQuery;
 
 /// What an epoch's watermarks are computed from.
 pub(super) struct Inputs<'a> {
@@ -74,6 +78,59 @@ pub(super) fn compute(inputs: &Inputs<'_>) -> (BTreeMap<String, SourceWatermark>
         (a, b) => a.or(b),
     };
     (sources, query)
+}
+
+/// The watermarks of an epoch that reads new records of the `active` tables, after the
+/// epoch whose input was `previous` committed with `commit`: each streamed table's and the
+/// query's.
+pub(super) fn of_epoch(
+    planned: &PlannedQuery,
+    previous: Option<&EpochInput>,
+    commit: Option<&CommitRecord>,
+    active: &BTreeSet<String>,
+    now_ms: u64,
+    idle_timeout: Option<Duration>,
+) -> (BTreeMap<String, SourceWatermark>, Option<i64>) {
+    let max_event_ms = commit
+        .and_then(|c| c.max_event_ms)
+        .or(previous.and_then(|i| i.max_event_ms));
+    let previous_watermark = previous.and_then(|i| i.watermark_ms);
+    // Each streamed table with a watermark keeps its own; static tables do not count.
+    let delays: BTreeMap<String, i64> = planned
+        .watermark_delays
+        .iter()
+        .filter(|(name, _)| planned.sources.get(*name).is_some_and(|s| !s.bounded()))
+        .map(|(name, delay)| (name.clone(), *delay))
+        .collect();
+    if delays.is_empty() {
+        let wm = super::lifecycle::watermark(
+            planned.watermark_delay_ms,
+            max_event_ms,
+            previous_watermark,
+        );
+        return (BTreeMap::new(), wm);
+    }
+    let mut max_event = commit
+        .map(|c| c.max_event_by_source.clone())
+        .unwrap_or_default();
+    if max_event.is_empty() {
+        // A checkpoint from before per-source watermarks: one maximum for all.
+        if let Some(m) = max_event_ms {
+            max_event = delays.keys().map(|k| (k.clone(), m)).collect();
+        }
+    }
+    let no_previous = BTreeMap::new();
+    compute(&Inputs {
+        delays: &delays,
+        max_event: &max_event,
+        active,
+        previous: previous
+            .map(|p| &p.source_watermarks)
+            .unwrap_or(&no_previous),
+        previous_query: previous_watermark,
+        now_ms,
+        idle_timeout_ms: idle_timeout.map(|d| d.as_millis() as u64),
+    })
 }
 
 #[cfg(test)]
