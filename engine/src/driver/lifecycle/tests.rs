@@ -488,6 +488,18 @@ fn run_epoch(l: &mut Lifecycle, epoch: u64, at: Instant) {
     );
 }
 
+/// Commits `epoch` at `at`, its data closing windows: the next epoch starts at once.
+fn commit_closing_windows(l: &mut Lifecycle, epoch: u64, at: Instant) {
+    l.windows_closing();
+    assert_eq!(
+        l.commit_done(Epoch(epoch), Ok(()), at),
+        Action::Wait {
+            until: at,
+            why: Waiting::WindowsClosing
+        }
+    );
+}
+
 #[test]
 fn an_epoch_whose_data_closes_windows_is_followed_at_once_then_the_cadence_resumes() {
     let t = Instant::now();
@@ -495,14 +507,7 @@ fn an_epoch_whose_data_closes_windows_is_followed_at_once_then_the_cadence_resum
     let ms = Duration::from_millis;
     let mut l = Lifecycle::new(streaming(Trigger::Interval(second)));
     run_epoch(&mut l, 0, t);
-    l.windows_closing();
-    assert_eq!(
-        l.commit_done(Epoch(0), Ok(()), t + ms(20)),
-        Action::Wait {
-            until: t + ms(20),
-            why: Waiting::WindowsClosing
-        }
-    );
+    commit_closing_windows(&mut l, 0, t + ms(20));
     // The follow-up closes the windows; it also leaves another window closing (new data
     // arrived meanwhile) but runs no second one ahead: the trigger's cadence resumes.
     run_epoch(&mut l, 1, t + ms(20));
@@ -524,14 +529,7 @@ fn an_epoch_whose_data_closes_windows_is_followed_at_once_then_the_cadence_resum
         }
     );
     run_epoch(&mut l, 3, t + 2 * second);
-    l.windows_closing();
-    assert!(matches!(
-        l.commit_done(Epoch(3), Ok(()), t + 2 * second + ms(10)),
-        Action::Wait {
-            why: Waiting::WindowsClosing,
-            ..
-        }
-    ));
+    commit_closing_windows(&mut l, 3, t + 2 * second + ms(10));
     // The follow-up finds nothing new after all: it waits for the trigger it followed, and
     // the epoch of that trigger is an ordinary one.
     let at = t + 2 * second + ms(10);
@@ -544,14 +542,7 @@ fn an_epoch_whose_data_closes_windows_is_followed_at_once_then_the_cadence_resum
         }
     );
     run_epoch(&mut l, 4, t + 3 * second);
-    l.windows_closing();
-    assert!(matches!(
-        l.commit_done(Epoch(4), Ok(()), t + 3 * second + ms(5)),
-        Action::Wait {
-            why: Waiting::WindowsClosing,
-            ..
-        }
-    ));
+    commit_closing_windows(&mut l, 4, t + 3 * second + ms(5));
 }
 
 #[test]
