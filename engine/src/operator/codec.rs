@@ -14,6 +14,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::{Deserialize, Serialize};
 use sluice_connectors::SourceSpec;
 
+use super::interval_join::{IntervalJoinExec, IntervalJoinSpec};
 use super::late::LateRowFilterExec;
 use super::nodes::{
     schema_from_json, schema_to_json, EventTime, ReadMode, ShuffleReaderExec, SourceScanExec,
@@ -49,6 +50,8 @@ enum Node {
     SessionMerge { cols: SessionColumns },
     /// Its one input (the hash join) travels as the node's child.
     WindowJoin { spec: WindowJoinSpec },
+    /// Its one input (the hash join) travels as the node's child.
+    IntervalJoin { spec: IntervalJoinSpec },
     /// Its one input travels as the node's child.
     LateRowFilter { column: usize },
 }
@@ -116,6 +119,14 @@ impl PhysicalExtensionCodec for SluiceCodec {
                 };
                 Arc::new(WindowJoinExec::try_new(spec, join.clone())?)
             }
+            Node::IntervalJoin { spec } => {
+                let [join] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "an interval join node needs exactly one input".into(),
+                    ));
+                };
+                Arc::new(IntervalJoinExec::try_new(spec, join.clone())?)
+            }
             Node::LateRowFilter { column } => {
                 let [input] = inputs else {
                     return Err(DataFusionError::Internal(
@@ -155,6 +166,8 @@ impl PhysicalExtensionCodec for SluiceCodec {
             }
         } else if let Some(join) = node.downcast_ref::<WindowJoinExec>() {
             Node::WindowJoin { spec: join.spec }
+        } else if let Some(join) = node.downcast_ref::<IntervalJoinExec>() {
+            Node::IntervalJoin { spec: join.spec }
         } else if let Some(merge) = node.downcast_ref::<SessionMergeExec>() {
             Node::SessionMerge { cols: merge.cols }
         } else if let Some(filter) = node.downcast_ref::<LateRowFilterExec>() {

@@ -8,6 +8,7 @@
 //!   snapshots.
 //! - [`session`]: session windows merged across epochs.
 //! - [`window_join`]: joins of two streams within windows.
+//! - [`interval_join`]: joins of two streams on a bounded difference of their event times.
 //! - [`key_groups`]: the hash shuffle by key group, and the key group of stored state.
 //! - [`late`]: drops rows behind the watermark where a stateful operator reads a scan shared
 //!   with queries that keep them (statement sets).
@@ -17,6 +18,7 @@
 //! builds them, the executor runs them.
 
 pub mod codec;
+pub mod interval_join;
 pub mod key_groups;
 pub mod late;
 pub mod nodes;
@@ -25,6 +27,18 @@ pub mod stateful;
 pub mod window_join;
 
 use datafusion::prelude::SessionConfig;
+
+/// Whether `plan` is or holds a stateful operator (an aggregation, a window join or an
+/// interval join): its stage's tasks keep state between epochs.
+pub fn holds_state(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> bool {
+    plan.downcast_ref::<stateful::StatefulAggregateExec>()
+        .is_some()
+        || plan.downcast_ref::<window_join::WindowJoinExec>().is_some()
+        || plan
+            .downcast_ref::<interval_join::IntervalJoinExec>()
+            .is_some()
+        || plan.children().into_iter().any(holds_state)
+}
 
 /// How a streaming aggregation emits its results (the sink table's `output_mode` option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

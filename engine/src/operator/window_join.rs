@@ -130,6 +130,7 @@ impl WindowJoinExec {
                     JoinSide(&right_codec, &right_schema, right_on),
                 ],
                 max: state.key_groups.unwrap_or(1),
+                side_at: 8,
             },
         )?;
         let lock = || handle.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,7 +198,7 @@ impl WindowJoinExec {
 }
 
 /// A stored key and value.
-type Entry = (Vec<u8>, Vec<u8>);
+pub(super) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Takes (reads and deletes) the stored entries of the next closed windows — keys from `from`
 /// up to `bound` — about `max_bytes` of them but always whole windows; returns them with the
@@ -250,46 +251,62 @@ impl WindowJoinExec {
         }
         let hash = self.hash();
         let (left_schema, right_schema) = (hash.left().schema(), hash.right().schema());
-        let left_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &[vec![left_codec.decode(&left_schema, &lefts)?]],
-            left_schema.clone(),
-            None,
-        )?;
-        let right_mem: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &[vec![right_codec.decode(&right_schema, &rights)?]],
-            right_schema.clone(),
-            None,
-        )?;
-        let join = self.join.clone().replace_children(
-            vec![left_mem, right_mem],
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )?;
-        for batch in collect_partition(&join, 0, ctx.clone()).await? {
-            output.push(RecordBatch::try_new(
-                self.schema(),
-                batch.columns().to_vec(),
-            )?);
-        }
-        Ok(())
+        let sides = [
+            left_codec.decode(&left_schema, &lefts)?,
+            right_codec.decode(&right_schema, &rights)?,
+        ];
+        join_batches(&self.join, sides, &self.schema(), ctx, output).await
     }
 }
 
-/// Places a window join's stored rows by key group when its partition count changes: the
-/// hash of the row's join keys, which its side's shuffle hashed.
-struct JoinEntries<'a> {
-    sides: [JoinSide<'a>; 2],
-    max: u32,
+/// Runs `join` (a hash join) over one batch per side and appends its rows, as `schema`.
+pub(super) async fn join_batches(
+    join: &Arc<dyn ExecutionPlan>,
+    [left, right]: [RecordBatch; 2],
+    schema: &SchemaRef,
+    ctx: &Arc<TaskContext>,
+    output: &mut Vec<RecordBatch>,
+) -> DfResult<()> {
+    let (left_schema, right_schema) = (left.schema(), right.schema());
+    let left_mem: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&[vec![left]], left_schema, None)?;
+    let right_mem: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&[vec![right]], right_schema, None)?;
+    let join = join.clone().replace_children(
+        vec![left_mem, right_mem],
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )?;
+    for batch in collect_partition(&join, 0, ctx.clone()).await? {
+        output.push(RecordBatch::try_new(
+            schema.clone(),
+            batch.columns().to_vec(),
+        )?);
+    }
+    Ok(())
 }
 
-/// One side of a window join: how its rows are stored, and its join keys.
-struct JoinSide<'a>(&'a Codec, &'a SchemaRef, Vec<Arc<dyn PhysicalExpr>>);
+/// Places a stream join's stored rows by key group when its partition count changes: the
+/// hash of the row's join keys, which its side's shuffle hashed. The side is the key's byte
+/// at `side_at`.
+pub(super) struct JoinEntries<'a> {
+    pub sides: [JoinSide<'a>; 2],
+    pub max: u32,
+    pub side_at: usize,
+}
+
+/// One side of a stream join: how its rows are stored, and its join keys.
+pub(super) struct JoinSide<'a>(
+    pub &'a Codec,
+    pub &'a SchemaRef,
+    pub Vec<Arc<dyn PhysicalExpr>>,
+);
 
 impl Redistribution for JoinEntries<'_> {
     fn key_groups(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<u32>>, String> {
         let mut out = vec![None; entries.len()];
         for (side, JoinSide(codec, schema, on)) in self.sides.iter().enumerate() {
             let rows: Vec<usize> = (0..entries.len())
-                .filter(|&i| entries[i].0.get(8) == Some(&(side as u8)))
+                .filter(|&i| entries[i].0.get(self.side_at) == Some(&(side as u8)))
                 .collect();
             if rows.is_empty() {
                 continue;
@@ -310,7 +327,7 @@ impl Redistribution for JoinEntries<'_> {
         }
         match out.iter().position(Option::is_none) {
             Some(i) => Err(format!(
-                "a window join entry of neither side (key of {} bytes)",
+                "a stream join entry of neither side (key of {} bytes)",
                 entries[i].0.len()
             )),
             None => Ok(out),
@@ -323,12 +340,12 @@ impl Redistribution for JoinEntries<'_> {
 }
 
 /// One side's rows as state entries.
-struct Codec {
-    rows: RowConverter,
+pub(super) struct Codec {
+    pub rows: RowConverter,
 }
 
 impl Codec {
-    fn new(schema: &SchemaRef) -> DfResult<Self> {
+    pub(super) fn new(schema: &SchemaRef) -> DfResult<Self> {
         Ok(Self {
             rows: RowConverter::new(
                 schema
@@ -371,7 +388,7 @@ impl Codec {
         Ok(())
     }
 
-    fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
+    pub(super) fn decode(&self, schema: &SchemaRef, values: &[Vec<u8>]) -> DfResult<RecordBatch> {
         if values.is_empty() {
             return Ok(RecordBatch::new_empty(schema.clone()));
         }
@@ -382,7 +399,7 @@ impl Codec {
         }))
         .map_err(|_| {
             DataFusionError::Execution(
-                "stored window join state does not decode with this query's row layout".into(),
+                "stored stream join state does not decode with this query's row layout".into(),
             )
         })??;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)

@@ -474,10 +474,7 @@ fn plan_stages(
         .collect();
     let stateful_stages = stages
         .iter()
-        .filter(|s| {
-            contains::<stateful::StatefulAggregateExec>(&s.plan)
-                || contains::<window_join::WindowJoinExec>(&s.plan)
-        })
+        .filter(|s| crate::operator::holds_state(&s.plan))
         .map(|s| s.id)
         .collect();
     let ctx_for_check = SessionContext::new_with_config(session_config(1));
@@ -521,10 +518,6 @@ fn plan_stages(
             .map(|w| (w.table.clone(), w.delay_ms))
             .collect(),
     })
-}
-
-fn contains<T: ExecutionPlan>(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<T>().is_some() || plan.children().into_iter().any(|c| contains::<T>(c))
 }
 
 /// The Arrow schema of declared columns, with SQL types mapped by DataFusion itself.

@@ -342,15 +342,9 @@ fn collect_leaves(
 /// resolved by index, so the name changes nothing).
 fn same_work(a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>) -> bool {
     use crate::operator::codec::SluiceCodec;
-    use crate::operator::stateful::StatefulAggregateExec;
-    use crate::operator::window_join::WindowJoinExec;
+    use crate::operator::holds_state;
     use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
-    fn stateful(plan: &Arc<dyn ExecutionPlan>) -> bool {
-        plan.downcast_ref::<StatefulAggregateExec>().is_some()
-            || plan.downcast_ref::<WindowJoinExec>().is_some()
-            || plan.children().into_iter().any(stateful)
-    }
-    if stateful(a) || stateful(b) || a.schema() != b.schema() {
+    if holds_state(a) || holds_state(b) || a.schema() != b.schema() {
         return false;
     }
     let encode = |plan: &Arc<dyn ExecutionPlan>| {

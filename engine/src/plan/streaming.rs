@@ -11,6 +11,7 @@ use super::{closed_windows, session, stateful, window_join};
 use crate::error::{EngineError, Result};
 use crate::job::{Job, JobQuery, Target};
 use crate::operator::nodes::SourceScanExec;
+use crate::operator::{holds_state, interval_join};
 
 /// One streaming query of a job, as [`make_stateful`] needs it.
 pub(super) struct StatefulQuery<'a> {
@@ -80,8 +81,25 @@ pub(super) fn make_stateful(
                     .downcast_ref::<HashJoinExec>()
                     .and_then(window_join::WindowJoinSpec::of);
                 let Some((left_end, right_end)) = windows else {
-                    problem.get_or_insert_with(|| "a join of two streams must be a window join: window both sides (TUMBLE, HOP or SESSION) and join ON their keys and l.window_end = r.window_end (rows of a window are joined once the watermark passes its end)".into());
-                    return Ok(Transformed::no(node));
+                    let Some(hash) = node.downcast_ref::<HashJoinExec>() else {
+                        problem.get_or_insert_with(|| STREAM_JOIN.into());
+                        return Ok(Transformed::no(node));
+                    };
+                    let spec = match interval_join_of(hash, next_id) {
+                        Ok(spec) => spec,
+                        Err(message) => {
+                            problem.get_or_insert(message);
+                            return Ok(Transformed::no(node));
+                        }
+                    };
+                    if !has_watermark {
+                        problem.get_or_insert_with(|| "an interval join needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the joined tables".into());
+                    }
+                    next_id += 1;
+                    joins += 1;
+                    return Ok(Transformed::yes(Arc::new(
+                        interval_join::IntervalJoinExec::try_new(spec, node)?,
+                    ) as _));
                 };
                 if !has_watermark {
                     problem.get_or_insert_with(|| "a window join needs a watermark: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND on the joined tables".into());
@@ -254,6 +272,73 @@ fn ungrouped_session_key(
     ))
 }
 
+const STREAM_JOIN: &str = "a join of two streams is a window join or an interval join: window both sides (TUMBLE, HOP or SESSION) and join ON their keys and l.window_end = r.window_end (rows of a window are joined once the watermark passes its end), or join ON their keys and bound the difference of their event times, e.g. l.ts BETWEEN r.ts - INTERVAL '1' HOUR AND r.ts (rows are joined as they arrive and kept while the watermark allows a match)";
+
+/// The interval join `join` is, or why it is none (see [`interval_join`]): an inner join
+/// whose condition bounds the difference of an event time of each side — a watermarked
+/// source column or the end of a closed window, whose later rows are never behind the
+/// watermark.
+fn interval_join_of(
+    join: &HashJoinExec,
+    operator: u32,
+) -> std::result::Result<interval_join::IntervalJoinSpec, String> {
+    let bounds = interval_join::TimeBounds::of(join)?.ok_or_else(|| STREAM_JOIN.to_string())?;
+    if *join.join_type() != datafusion::common::JoinType::Inner {
+        return Err(format!(
+            "an interval join of two streams is an inner join (this is a {} join): a row's lack of a match is only known once the watermark passes; use a window join for outer joins",
+            join.join_type()
+        ));
+    }
+    for (side, input, column) in [
+        ("left", join.left(), bounds.left_time),
+        ("right", join.right(), bounds.right_time),
+    ] {
+        if !event_times(input).contains(&column) {
+            let name = input.schema().field(column).name().clone();
+            return Err(format!(
+                "an interval join compares event times, and {name} (the {side} side's) is none: use a column with a WATERMARK, or the window_end of a windowed aggregation"
+            ));
+        }
+    }
+    Ok(interval_join::IntervalJoinSpec {
+        operator,
+        left_time: bounds.left_time,
+        right_time: bounds.right_time,
+        lower_ms: bounds.lower_ms,
+        upper_ms: bounds.upper_ms,
+    })
+}
+
+/// The output columns of `plan` that hold an event time whose later rows are at or after
+/// the watermark: a source's watermarked column (later rows behind it are dropped as late)
+/// and the end of a closed window (later windows end after it).
+fn event_times(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let mut found = closed_windows::window_ends(plan);
+    if let Some(scan) = plan.downcast_ref::<SourceScanExec>() {
+        if let Some(et) = scan.event_time {
+            match &scan.projection {
+                Some(p) => found.extend(p.iter().position(|&c| c == et.column)),
+                None => found.push(et.column),
+            }
+        }
+    } else if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        let times = event_times(p.input());
+        found.extend(p.expr().iter().enumerate().filter_map(|(i, e)| {
+            e.expr
+                .downcast_ref::<Column>()
+                .filter(|c| times.contains(&c.index()))
+                .map(|_| i)
+        }));
+    } else if let [child] = plan.children().as_slice() {
+        if child.schema().fields() == plan.schema().fields() {
+            found.extend(event_times(child));
+        }
+    }
+    found
+}
+
 const CHAINED_AGGREGATION: &str = "an aggregation of an aggregated stream runs per window: group it by the window's end (window_end, or its alias) of an append-mode windowed aggregation, whose windows arrive once and complete; otherwise aggregate the aggregated result in a second query reading its output";
 
 const SESSION_GROUPING: &str = "a SESSION window is aggregated: GROUP BY window_start, window_end and the session key columns (sessions are kept per key)";
@@ -373,7 +458,10 @@ fn stateful_stages_under_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn E
     Ok(plan
         .transform_up(|node| {
             let plain_join = node.name().contains("Join")
-                && node.downcast_ref::<window_join::WindowJoinExec>().is_none();
+                && node.downcast_ref::<window_join::WindowJoinExec>().is_none()
+                && node
+                    .downcast_ref::<interval_join::IntervalJoinExec>()
+                    .is_none();
             if !plain_join || !node.children().into_iter().any(holds_state) {
                 return Ok(Transformed::no(node));
             }
@@ -388,14 +476,6 @@ fn stateful_stages_under_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn E
             )?))
         })?
         .data)
-}
-
-/// Whether `plan` holds a stateful operator (an aggregation or a window join).
-fn holds_state(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<stateful::StatefulAggregateExec>()
-        .is_some()
-        || plan.downcast_ref::<window_join::WindowJoinExec>().is_some()
-        || plan.children().into_iter().any(holds_state)
 }
 
 /// The group columns of the plan's stateful aggregation, if it has one.
