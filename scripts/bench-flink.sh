@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # P12: Nexmark over JSON files, Sluice against Flink 2.3 (PyFlink, local mini-cluster on Java 17)
 # on the same machine (see benches/p12_flink.rs). Installs Flink into .venv-flink (ignored).
-#   scripts/bench-flink.sh [--events 10000000] [--queries q0,q1,q2,q5,q7w,q8] [--no-flink]
+#   scripts/bench-flink.sh [--events 10000000] [--queries q0,q1,q2,q5,q7,q8] [--no-flink]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"

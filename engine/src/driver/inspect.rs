@@ -54,7 +54,7 @@ pub async fn state_rows(
     }
     .ok_or_else(|| {
         EngineError::Config(if known.is_empty() {
-            "the job has no stateful aggregation whose state could be shown (window joins keep theirs in another layout)".into()
+            "the job has no stateful aggregation whose state could be shown (window and interval joins keep theirs in another layout)".into()
         } else {
             format!(
                 "name the operator with --operator (the job's stateful aggregations: {})",

@@ -115,7 +115,17 @@ impl TimeBounds {
             ) {
                 continue;
             }
-            let (Some(a), Some(b)) = (linear(cmp.left(), cols), linear(cmp.right(), cols)) else {
+            let is_time = |(side, index, _): &(JoinSide, usize, i64)| {
+                let schema = match side {
+                    JoinSide::Left => join.left().schema(),
+                    _ => join.right().schema(),
+                };
+                schema.fields().get(*index).is_some_and(|f| {
+                    matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))
+                })
+            };
+            let time = |e| linear(e, cols).filter(is_time);
+            let (Some(a), Some(b)) = (time(cmp.left()), time(cmp.right())) else {
                 continue;
             };
             // As `left + l_off  op  right + r_off`.
@@ -590,5 +600,87 @@ impl ExecutionPlan for IntervalJoinExec {
         Ok(emit_when_done(self.schema(), async move {
             this.run(partition, context).await
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// The time bounds of the hash join DataFusion plans for `l JOIN r ON l.k = r.k AND cond`.
+    async fn bounds(cond: &str) -> Result<Option<TimeBounds>, String> {
+        let ctx = SessionContext::new_with_config(super::super::session_config(2));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+            Field::new("u", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        ]));
+        for name in ["l", "r"] {
+            let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
+        let plan = ctx
+            .sql(&format!(
+                "SELECT l.v, r.v FROM l JOIN r ON l.k = r.k AND {cond}"
+            ))
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
+            plan.downcast_ref::<HashJoinExec>()
+                .or_else(|| plan.children().into_iter().find_map(find))
+        }
+        TimeBounds::of(find(&plan).expect("a hash join"))
+    }
+
+    fn widened(lower_ms: i64, upper_ms: i64) -> Option<TimeBounds> {
+        Some(TimeBounds {
+            left_time: 2,
+            right_time: 2,
+            lower_ms: lower_ms - 1,
+            upper_ms: upper_ms + 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn time_bounds_are_read_from_any_arrangement_of_the_condition() {
+        let between = "l.t BETWEEN r.t - INTERVAL '10' SECOND AND r.t + INTERVAL '5' SECOND";
+        assert_eq!(bounds(between).await, Ok(widened(-10_000, 5_000)));
+        // The right side's column on the left of the comparisons, strict ones: the bounds
+        // are still those of l.t − r.t.
+        let swapped = "r.t > l.t - INTERVAL '1' MINUTE AND r.t <= l.t";
+        assert_eq!(bounds(swapped).await, Ok(widened(0, 60_000)));
+        // Offsets on both sides, and the tighter of two bounds.
+        let both = "l.t + INTERVAL '2' SECOND >= r.t AND l.t <= r.t + INTERVAL '3' SECOND \
+                    AND l.t <= r.t + INTERVAL '1' HOUR";
+        assert_eq!(bounds(both).await, Ok(widened(-2_000, 3_000)));
+        // Nexmark q7: a bid in the 10 seconds before its window's end.
+        let q7 = "l.t >= r.t - INTERVAL '10' SECOND AND l.t < r.t";
+        assert_eq!(bounds(q7).await, Ok(widened(-10_000, 0)));
+    }
+
+    #[tokio::test]
+    async fn conditions_without_both_time_bounds_say_what_is_missing() {
+        // Comparisons of columns that are not times bound no time.
+        assert_eq!(bounds("l.v > r.v").await, Ok(None));
+        let err = bounds("l.t >= r.t").await.unwrap_err();
+        assert!(err.contains("add an upper bound"), "{err}");
+        let err = bounds("l.t < r.t + INTERVAL '1' DAY").await.unwrap_err();
+        assert!(err.contains("add a lower bound"), "{err}");
+        // A month has no fixed length: that comparison bounds nothing.
+        let err = bounds("l.t >= r.t - INTERVAL '1' MONTH AND l.t <= r.t")
+            .await
+            .unwrap_err();
+        assert!(err.contains("add a lower bound"), "{err}");
+        let err = bounds("l.t >= r.t AND l.t <= r.t + INTERVAL '1' SECOND AND l.u <= r.t")
+            .await;
+        assert!(err.is_err_and(|e| e.contains("compares one time column of each side")));
     }
 }
