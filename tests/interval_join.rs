@@ -3,14 +3,14 @@
 //! (each epoch is a separate `sluice run --trigger once`, restoring the join's state from the
 //! checkpoint), checked against DataFusion joining all the records in one batch; Nexmark q7's
 //! shape (the bids joined with their window's maximum); and the errors for joins that are not
-//! interval joins.
+//! interval joins; exactly-once output through `kill -9` of the driver and of an executor.
 
 mod common;
 
 use std::path::Path;
 
-use common::stream::{bids, produce, progress, reference_with, source_ddl, ts_literal};
-use common::{fails, ok, sluice};
+use common::stream::{bids, produce, progress, reference, reference_with, source_ddl, ts_literal};
+use common::{fails, kill_driver_then_executor, ok, sluice};
 use sluice::broker::Broker;
 use sluice::table::read_rows;
 
@@ -104,6 +104,67 @@ fn interval_joins_join_each_pair_once_as_its_rows_arrive_across_epochs_and_resta
     );
     assert!(want.len() >= 3, "the reference has {} rows", want.len());
     assert_eq!(got, want);
+}
+
+/// Each bid with the later bids on its auction within 300 ms (a self-join of one stream).
+const FOLLOWING_BIDS: &str = "SELECT b.auction, b.bidder, b.price, b.date_time, a.bidder AS next_bidder, a.price AS next_price
+     FROM bids b JOIN bids a
+     ON b.auction = a.auction
+        AND a.date_time BETWEEN b.date_time + INTERVAL '1' MILLISECOND AND b.date_time + INTERVAL '300' MILLISECOND";
+
+#[test]
+fn an_interval_join_writes_each_pair_exactly_once_through_kill_9_of_driver_then_executor() {
+    let broker = Broker::start();
+    broker.create_topic("bids", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("input.jsonl");
+    let ddl = source_ddl(&broker, "bids").replace(
+        "start = 'earliest'",
+        "start = 'earliest', max_records_per_trigger = '400'",
+    );
+    std::fs::write(
+        dir.path().join("job.sql"),
+        format!(
+            "{ddl}CREATE TABLE following WITH (connector = 'parquet', path = 'out/following/');\n\
+             INSERT INTO following\n{FOLLOWING_BIDS};\n"
+        ),
+    )
+    .unwrap();
+    let all = bids(61, 0..12_000);
+    produce(&broker, "bids", &all[..6000], &log);
+    let seed = common::test_seed();
+    let args = [
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "ckpt",
+        "--trigger",
+        "100ms",
+        "--parallelism",
+        "3",
+    ];
+    kill_driver_then_executor(dir.path(), &args, seed, || {
+        produce(&broker, "bids", &all[6000..], &log)
+    });
+    let drain = [
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "ckpt",
+        "--trigger",
+        "available-now",
+    ];
+    ok(&sluice(dir.path(), &drain));
+
+    let got = read_rows(&dir.path().join("out/following"));
+    let want = reference(&log, &format!("SELECT * FROM ({FOLLOWING_BIDS})"));
+    assert!(want.len() > 5000, "the reference has {} rows", want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "each pair exactly once (SLUICE_TEST_SEED={seed})"
+    );
+    assert_eq!(got, want, "SLUICE_TEST_SEED={seed}");
 }
 
 #[test]

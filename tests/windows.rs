@@ -13,9 +13,7 @@ use common::stream::{
     bids, produce, progress, reference, reference_closed_windows, reference_with, source_ddl,
     trigger_once, ts_literal,
 };
-use common::{children_of, fails, ok, sluice, spawn, wait_output};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use common::{fails, kill_driver_then_executor, ok, sluice};
 use sluice::broker::Broker;
 use sluice::datagen::{StreamBid, STREAM_BASE_MS as BASE_MS};
 use sluice::table::read_rows;
@@ -259,46 +257,19 @@ fn windowed_append_output_is_exactly_once_through_random_kill_9_of_driver_then_e
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(common::test_seed);
     eprintln!("kill moments from SLUICE_KILL_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let run = || {
-        spawn(
-            dir.path(),
-            &[
-                "run",
-                "job.sql",
-                "--checkpoint",
-                "ckpt",
-                "--trigger",
-                "100ms",
-                "--parallelism",
-                "3",
-            ],
-            &[],
-        )
-    };
-    // Round 1: the driver is killed at a random moment (its executors notice and exit).
-    let child = run();
-    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = wait_output(child, Duration::from_secs(60));
-    produce(&broker, "bids", &all[8000..], &log);
-    // Round 2: restarted, then one executor is killed at a random moment (the driver re-runs
-    // its tasks elsewhere, restoring their state from the checkpoint).
-    let child = run();
-    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
-    let mut executors = children_of(child.id());
-    for _ in 0..100 {
-        if !executors.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        executors = children_of(child.id());
-    }
-    let victim = executors[rng.random_range(0..executors.len())] as i32;
-    unsafe { libc::kill(victim, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = wait_output(child, Duration::from_secs(60));
+    let args = [
+        "run",
+        "job.sql",
+        "--checkpoint",
+        "ckpt",
+        "--trigger",
+        "100ms",
+        "--parallelism",
+        "3",
+    ];
+    kill_driver_then_executor(dir.path(), &args, seed, || {
+        produce(&broker, "bids", &all[8000..], &log)
+    });
     // Drain what is left.
     ok(&sluice(
         dir.path(),

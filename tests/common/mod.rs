@@ -303,3 +303,36 @@ pub fn test_seed() -> u64 {
     eprintln!("random seed: {seed} (replay with SLUICE_TEST_SEED={seed})");
     seed
 }
+
+/// A streaming job through two faults at random moments, reproducible from `seed`: `sluice
+/// ARGS` in `dir` is killed (`kill -9`) 1–4 s after it starts; `between` runs (more input, say);
+/// it is started again and one of its executors is killed 1–4 s later (the driver re-runs that
+/// executor's tasks elsewhere, restoring their state from the checkpoint); 0.5–2.5 s after that
+/// it is stopped (SIGTERM). What is left is the caller's to drain.
+#[allow(dead_code)]
+pub fn kill_driver_then_executor(dir: &Path, args: &[&str], seed: u64, between: impl FnOnce()) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Round 1: the driver (its executors notice and exit).
+    let child = spawn(dir, args, &[]);
+    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = wait_output(child, Duration::from_secs(60));
+    between();
+    // Round 2: restarted, then one executor.
+    let child = spawn(dir, args, &[]);
+    std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
+    let mut executors = children_of(child.id());
+    for _ in 0..100 {
+        if !executors.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        executors = children_of(child.id());
+    }
+    let victim = executors[rng.random_range(0..executors.len())] as i32;
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = wait_output(child, Duration::from_secs(60));
+}

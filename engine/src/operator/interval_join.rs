@@ -679,8 +679,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("add a lower bound"), "{err}");
-        let err = bounds("l.t >= r.t AND l.t <= r.t + INTERVAL '1' SECOND AND l.u <= r.t")
-            .await;
+        let err = bounds("l.t >= r.t AND l.t <= r.t + INTERVAL '1' SECOND AND l.u <= r.t").await;
         assert!(err.is_err_and(|e| e.contains("compares one time column of each side")));
     }
 }
