@@ -398,20 +398,30 @@ fn a_bounded_run_shows_progress_on_a_terminal_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("tasks ·"), "{stderr}");
     assert!(plain.contains("10 rows"), "{plain}");
-    // `script` gives the command a terminal (util-linux, on every Debian).
+    // `script` gives the command a terminal (util-linux, on every Debian), of the type named
+    // by TERM: set here, as a terminal sets it, since CI may run without one.
     let command = format!(
         "{} run count.sql --ui off",
         sluice::sluice_binary().display()
     );
-    let tty = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(dir.path())
-        .output()
-        .expect("running script");
-    let text = String::from_utf8_lossy(&tty.stdout).replace('\r', "\n");
-    assert!(tty.status.success(), "{text}");
+    let on_terminal = |term: &str| {
+        let tty = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("TERM", term)
+            .current_dir(dir.path())
+            .output()
+            .expect("running script");
+        let text = String::from_utf8_lossy(&tty.stdout).replace('\r', "\n");
+        assert!(tty.status.success(), "{text}");
+        assert!(text.contains("10 rows"), "{text}");
+        text
+    };
+    let text = on_terminal("xterm-256color");
     assert!(text.contains("tasks · stages"), "no progress bar:\n{text}");
     assert!(text.contains("stages 3/3"), "{text}");
+    // A dumb terminal (TERM=dumb) cannot redraw a line: no bar there either.
+    let text = on_terminal("dumb");
+    assert!(!text.contains("tasks ·"), "{text}");
 }
 
 /// `sluice checkpoint check` tells whether a changed windowed query can resume and names what
